@@ -1,0 +1,29 @@
+# chatty's build. `make run` and `make test` are the two commands a newcomer needs.
+GO        ?= go
+BIN       := bin
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+STATICCHECK_VERSION := 2025.1.1
+
+.PHONY: all build run test test-short lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/chattyd ./daemon
+	$(GO) build -o $(BIN)/chattyctl ./ctl
+
+run: build
+	$(BIN)/chattyd demo-feed | $(BIN)/chattyd --workers 4 --demo
+
+test: lint
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(GOBIN_DIR)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN_DIR)/staticcheck ./...
+
+clean:
+	rm -rf $(BIN) dist

@@ -1,0 +1,302 @@
+// Package config defines chattyd's configuration, its defaults and the strict
+// YAML decoding that reports every invalid field with its line.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// DefaultYAML is the configuration chattyd uses when no file is given.
+//
+//go:embed default.yaml
+var DefaultYAML []byte
+
+// Version is the only configuration format version this build understands.
+const Version = 1
+
+// Config is chattyd's whole configuration.
+type Config struct {
+	Version   int       `yaml:"version"`
+	Broadcast Broadcast `yaml:"broadcast"`
+	Feed      Feed      `yaml:"feed"`
+	Pool      Pool      `yaml:"pool"`
+	Control   Control   `yaml:"control"`
+	Log       Log       `yaml:"log"`
+}
+
+// Broadcast configures the TCP listener that fans feed lines out to clients.
+type Broadcast struct {
+	// Listen is the TCP address of the broadcaster, host:port.
+	Listen string `yaml:"listen"`
+	// MaxClients is the most clients connected at once; 0 means no limit.
+	MaxClients int `yaml:"max_clients"`
+	// IdleTimeout closes a client that sent nothing for this long; 0 disables.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxClientLine is the longest line a client may send, in bytes.
+	MaxClientLine int `yaml:"max_client_line"`
+	// QueueBytes is how far, in bytes, a client may fall behind the feed
+	// before it is disconnected as a slow consumer.
+	QueueBytes int `yaml:"queue_bytes"`
+	// QueueLines is how far, in lines, a client may fall behind the feed.
+	QueueLines int `yaml:"queue_lines"`
+	// DrainTimeout bounds how long shutdown waits for queued lines to flush.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// Feed configures where lines come from.
+type Feed struct {
+	// Source is "stdin" or "fifo".
+	Source string `yaml:"source"`
+	// Path is the FIFO's path when Source is "fifo".
+	Path string `yaml:"path"`
+	// MaxLineBytes is the longest accepted feed line; longer ones are dropped.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+	// OnEOF is "keep" (run on when the feed ends) or "stop" (shut down).
+	OnEOF string `yaml:"on_eof"`
+}
+
+// Pool configures the supervised worker processes.
+type Pool struct {
+	// Size is the number of worker slots; 0 runs no workers.
+	Size int `yaml:"size"`
+	// Command runs a custom worker instead of the built-in one. Placeholders
+	// {host}, {port}, {addr} and {slot} are replaced in every argument.
+	Command []string `yaml:"command"`
+	// MinUptime is how long a worker must live to count as a stable run.
+	MinUptime time.Duration `yaml:"min_uptime"`
+	// BackoffInitial is the first respawn delay after a short-lived worker.
+	BackoffInitial time.Duration `yaml:"backoff_initial"`
+	// BackoffMax caps the respawn delay.
+	BackoffMax time.Duration `yaml:"backoff_max"`
+	// StopTimeout is how long a worker has between SIGTERM and SIGKILL.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
+	// Worker configures the built-in worker.
+	Worker Worker `yaml:"worker"`
+}
+
+// Worker configures the built-in worker (chattyd worker).
+type Worker struct {
+	LifetimeMin      time.Duration `yaml:"lifetime_min"`
+	LifetimeMax      time.Duration `yaml:"lifetime_max"`
+	KeepAliveMin     time.Duration `yaml:"keepalive_min"`
+	KeepAliveMax     time.Duration `yaml:"keepalive_max"`
+	KeepAliveTimeout time.Duration `yaml:"keepalive_timeout"`
+}
+
+// Control configures the Unix control socket.
+type Control struct {
+	// Socket is the socket's path; empty means the default for the user.
+	Socket string `yaml:"socket"`
+	// Group names a group whose members may change things through the socket.
+	Group string `yaml:"group"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of debug, info, warning, error.
+	Level string `yaml:"level"`
+	// Format is "text" or "json".
+	Format string `yaml:"format"`
+	// File, when set, receives the log instead of stderr (mode 0640).
+	File string `yaml:"file"`
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Version: Version,
+		Broadcast: Broadcast{
+			Listen:        "127.0.0.1:54321",
+			MaxClients:    10000,
+			IdleTimeout:   60 * time.Second,
+			MaxClientLine: 4096,
+			QueueBytes:    16 << 20,
+			QueueLines:    1 << 18,
+			DrainTimeout:  5 * time.Second,
+		},
+		Feed: Feed{
+			Source:       "stdin",
+			MaxLineBytes: 64 << 10,
+			OnEOF:        "keep",
+		},
+		Pool: Pool{
+			Size:           16,
+			MinUptime:      time.Second,
+			BackoffInitial: 100 * time.Millisecond,
+			BackoffMax:     30 * time.Second,
+			StopTimeout:    10 * time.Second,
+			Worker: Worker{
+				LifetimeMin:      60 * time.Second,
+				LifetimeMax:      119 * time.Second,
+				KeepAliveMin:     5 * time.Second,
+				KeepAliveMax:     19 * time.Second,
+				KeepAliveTimeout: 10 * time.Second,
+			},
+		},
+		Log: Log{Level: "info", Format: "text"},
+	}
+}
+
+// Problem is one invalid field.
+type Problem struct {
+	Line  int    // 1-based line in the file, 0 when unknown
+	Field string // dotted path such as broadcast.listen, empty when unknown
+	Msg   string
+}
+
+func (p Problem) String() string {
+	s := ""
+	if p.Line > 0 {
+		s = fmt.Sprintf("line %d: ", p.Line)
+	}
+	if p.Field != "" {
+		s += p.Field + ": "
+	}
+	return s + p.Msg
+}
+
+// Error reports every problem found in one configuration file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("invalid configuration %s:", e.File)
+	if len(e.Problems) == 1 {
+		return s + " " + e.Problems[0].String()
+	}
+	for _, p := range e.Problems {
+		s += "\n  " + p.String()
+	}
+	return s
+}
+
+// ErrNoFile is returned by Load when the named file does not exist.
+var ErrNoFile = errors.New("configuration file not found")
+
+// Load reads and validates the file at path. An empty path loads the
+// embedded default configuration.
+func Load(path string) (Config, error) {
+	if path == "" {
+		return Parse("(built-in default)", DefaultYAML)
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Config{}, fmt.Errorf("%w: %s", ErrNoFile, path)
+	}
+	if err != nil {
+		return Config{}, fmt.Errorf("read configuration: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Validate checks values that decoding alone cannot. It returns every
+// problem, with the dotted field path of each; lines are added by Parse.
+func (c *Config) Validate() []Problem {
+	var ps []Problem
+	bad := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Version != Version {
+		if c.Version == 0 {
+			bad("version", "missing; add \"version: %d\" at the top of the file", Version)
+		} else {
+			bad("version", "unsupported version %d; this chattyd understands version %d", c.Version, Version)
+		}
+	}
+	b := &c.Broadcast
+	if _, port, err := net.SplitHostPort(b.Listen); err != nil || port == "" {
+		bad("broadcast.listen", "%q is not a host:port address (for example 127.0.0.1:54321)", b.Listen)
+	}
+	nonNegative := func(field string, v int) {
+		if v < 0 {
+			bad(field, "must not be negative, got %d", v)
+		}
+	}
+	positive := func(field string, v int) {
+		if v <= 0 {
+			bad(field, "must be positive, got %d", v)
+		}
+	}
+	nonNegativeDur := func(field string, d time.Duration) {
+		if d < 0 {
+			bad(field, "must not be negative, got %s", d)
+		}
+	}
+	positiveDur := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "must be positive, got %s", d)
+		}
+	}
+	nonNegative("broadcast.max_clients", b.MaxClients)
+	nonNegativeDur("broadcast.idle_timeout", b.IdleTimeout)
+	if b.MaxClientLine < 64 {
+		bad("broadcast.max_client_line", "must be at least 64 bytes, got %d", b.MaxClientLine)
+	}
+	positive("broadcast.queue_bytes", b.QueueBytes)
+	positive("broadcast.queue_lines", b.QueueLines)
+	nonNegativeDur("broadcast.drain_timeout", b.DrainTimeout)
+
+	f := &c.Feed
+	switch f.Source {
+	case "stdin":
+	case "fifo":
+		if f.Path == "" {
+			bad("feed.path", "required when feed.source is fifo")
+		}
+	default:
+		bad("feed.source", "must be stdin or fifo, got %q", f.Source)
+	}
+	if f.MaxLineBytes < 1 || f.MaxLineBytes > 64<<20 {
+		bad("feed.max_line_bytes", "must be from 1 to %d, got %d", 64<<20, f.MaxLineBytes)
+	}
+	if f.MaxLineBytes >= b.QueueBytes {
+		bad("broadcast.queue_bytes", "must be larger than feed.max_line_bytes (%d), got %d", f.MaxLineBytes, b.QueueBytes)
+	}
+	if f.OnEOF != "keep" && f.OnEOF != "stop" {
+		bad("feed.on_eof", "must be keep or stop, got %q", f.OnEOF)
+	}
+
+	p := &c.Pool
+	if p.Size < 0 || p.Size > MaxWorkers {
+		bad("pool.size", "must be from 0 to %d, got %d", MaxWorkers, p.Size)
+	}
+	if len(p.Command) > 0 && p.Command[0] == "" {
+		bad("pool.command", "the program (first element) must not be empty")
+	}
+	nonNegativeDur("pool.min_uptime", p.MinUptime)
+	positiveDur("pool.backoff_initial", p.BackoffInitial)
+	if p.BackoffMax < p.BackoffInitial {
+		bad("pool.backoff_max", "must be at least pool.backoff_initial (%s), got %s", p.BackoffInitial, p.BackoffMax)
+	}
+	positiveDur("pool.stop_timeout", p.StopTimeout)
+	w := &p.Worker
+	positiveDur("pool.worker.lifetime_min", w.LifetimeMin)
+	if w.LifetimeMax < w.LifetimeMin {
+		bad("pool.worker.lifetime_max", "must be at least pool.worker.lifetime_min (%s), got %s", w.LifetimeMin, w.LifetimeMax)
+	}
+	positiveDur("pool.worker.keepalive_min", w.KeepAliveMin)
+	if w.KeepAliveMax < w.KeepAliveMin {
+		bad("pool.worker.keepalive_max", "must be at least pool.worker.keepalive_min (%s), got %s", w.KeepAliveMin, w.KeepAliveMax)
+	}
+	positiveDur("pool.worker.keepalive_timeout", w.KeepAliveTimeout)
+
+	switch c.Log.Level {
+	case "debug", "info", "warning", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warning or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return ps
+}
+
+// MaxWorkers is the largest pool size chattyd accepts.
+const MaxWorkers = 10000

@@ -1,0 +1,186 @@
+// Package logging builds chattyd's logrus loggers: a text format shaped like
+// the original server's ("[INFO] [connection: 3] New connection established"),
+// a JSON format, journal awareness and a reopenable log file.
+package logging
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Scope fields are rendered as a bracketed prefix in the text format, in
+// this order, the way the original server tagged its lines.
+const (
+	FieldConnection = "connection" // [connection: 3]
+	FieldProcess    = "process"    // [process: 4]
+	FieldScope      = "scope"      // [stdin], [feed], [control]
+	FieldComponent  = "component"  // package that logged; JSON only
+)
+
+// TextFormatter renders entries as "TIME [LEVEL] [scope] message k=v".
+type TextFormatter struct {
+	// NoTime drops the timestamp, for the journal, which adds its own.
+	NoTime bool
+}
+
+// Format implements logrus.Formatter.
+func (f *TextFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	var b bytes.Buffer
+	if !f.NoTime {
+		b.WriteString(e.Time.Format("2006-01-02 15:04:05.000 "))
+	}
+	b.WriteByte('[')
+	b.WriteString(levelName(e.Level))
+	b.WriteString("] ")
+	if v, ok := e.Data[FieldConnection]; ok {
+		fmt.Fprintf(&b, "[connection: %v] ", v)
+	}
+	if v, ok := e.Data[FieldProcess]; ok {
+		fmt.Fprintf(&b, "[process: %v] ", v)
+	}
+	if v, ok := e.Data[FieldScope]; ok {
+		fmt.Fprintf(&b, "[%v] ", v)
+	}
+	b.WriteString(e.Message)
+	keys := make([]string, 0, len(e.Data))
+	for k := range e.Data {
+		switch k {
+		case FieldConnection, FieldProcess, FieldScope, FieldComponent:
+			continue
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := e.Data[k]
+		if err, ok := v.(error); ok {
+			v = err.Error()
+		}
+		s := fmt.Sprint(v)
+		if strings.ContainsAny(s, " \t\"=") || s == "" {
+			s = fmt.Sprintf("%q", s)
+		}
+		fmt.Fprintf(&b, " %s=%s", k, s)
+	}
+	b.WriteByte('\n')
+	return b.Bytes(), nil
+}
+
+func levelName(l logrus.Level) string {
+	switch l {
+	case logrus.WarnLevel:
+		return "WARNING"
+	case logrus.PanicLevel, logrus.FatalLevel:
+		return "ERROR"
+	}
+	return strings.ToUpper(l.String())
+}
+
+// ParseLevel accepts debug, info, warning (or warn) and error.
+func ParseLevel(s string) (logrus.Level, error) {
+	switch s {
+	case "debug":
+		return logrus.DebugLevel, nil
+	case "info", "":
+		return logrus.InfoLevel, nil
+	case "warning", "warn":
+		return logrus.WarnLevel, nil
+	case "error":
+		return logrus.ErrorLevel, nil
+	}
+	return 0, fmt.Errorf("unknown log level %q (want debug, info, warning or error)", s)
+}
+
+// UnderJournal reports whether stderr is connected to the systemd journal,
+// following systemd's JOURNAL_STREAM convention.
+func UnderJournal() bool {
+	js := os.Getenv("JOURNAL_STREAM")
+	if js == "" {
+		return false
+	}
+	var dev, ino uint64
+	if _, err := fmt.Sscanf(js, "%d:%d", &dev, &ino); err != nil {
+		return false
+	}
+	return stderrIs(dev, ino)
+}
+
+// SetFormat sets the logger's formatter by name ("text" or "json").
+func SetFormat(l *logrus.Logger, format string, journal bool) error {
+	switch format {
+	case "text", "":
+		l.SetFormatter(&TextFormatter{NoTime: journal})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{
+			TimestampFormat:  time.RFC3339Nano,
+			DisableTimestamp: journal,
+		})
+	default:
+		return fmt.Errorf("unknown log format %q (want text or json)", format)
+	}
+	return nil
+}
+
+// File is a log destination that can be reopened, for logrotate. It is safe
+// for concurrent use; the zero value is not usable, see OpenFile.
+type File struct {
+	path string
+
+	mu sync.Mutex // guards f
+	f  *os.File
+}
+
+// OpenFile opens (creating with mode 0640) the log file at path for appending.
+func OpenFile(path string) (*File, error) {
+	lf := &File{path: path}
+	if err := lf.Reopen(); err != nil {
+		return nil, err
+	}
+	return lf, nil
+}
+
+// Reopen closes and reopens the file at the same path, so that a file moved
+// away by logrotate is replaced by a fresh one.
+func (lf *File) Reopen() error {
+	f, err := os.OpenFile(lf.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("open log file: %w", err)
+	}
+	lf.mu.Lock()
+	old := lf.f
+	lf.f = f
+	lf.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// Write implements io.Writer.
+func (lf *File) Write(p []byte) (int, error) {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	return lf.f.Write(p)
+}
+
+// Close closes the file.
+func (lf *File) Close() error {
+	lf.mu.Lock()
+	defer lf.mu.Unlock()
+	return lf.f.Close()
+}
+
+// Discard returns a logger that writes nothing, for tests and tools.
+func Discard() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
