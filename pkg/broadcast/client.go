@@ -198,12 +198,11 @@ func (c *client) trimAcks(written cursor) {
 
 // readLoop reads client lines until the connection ends.
 func (c *client) readLoop() {
-	lim := c.srv.limits.Load()
 	buf := make([]byte, 4096)
 	start, end := 0, 0
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
-		lim = c.srv.limits.Load()
+		lim := c.srv.limits.Load() // reload may change them
 		if need := lim.MaxClientLine + 2; len(buf) < need {
 			nb := make([]byte, need)
 			end = copy(nb, buf[start:end])
