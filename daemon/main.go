@@ -11,8 +11,10 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/chatty-dev/chatty/pkg/activation"
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/daemon"
+	"github.com/chatty-dev/chatty/pkg/feed"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -135,14 +137,26 @@ func runDaemon(c *cli.Context) error {
 		defer logFile.Close()
 	}
 
-	d, err := daemon.New(daemon.Options{
+	passed, err := activation.FromSystemd()
+	if err != nil {
+		logger.WithError(err).Error("Cannot use the descriptors systemd passed")
+		return cli.Exit("", 1)
+	}
+	opts := daemon.Options{
 		Config:   cfg,
 		Reload:   func() (config.Config, error) { return reloadConfig(c) },
 		Logger:   logger,
 		LogFile:  logFile,
 		Notifier: daemon.SystemdNotifier{NoWatchdog: os.Getenv("CHATTYD_TEST_NO_WATCHDOG") == "1"},
-	})
+		Listener: passed.Broadcast,
+	}
+	if passed.Feed != nil {
+		opts.Feed = feed.NewFile("fifo (systemd)", passed.Feed, cfg.Feed.MaxLineBytes,
+			logger.WithField(logging.FieldComponent, "feed").WithField(logging.FieldScope, "feed"))
+	}
+	d, err := daemon.New(opts)
 	if err != nil {
+		passed.Close()
 		logger.WithError(err).Error("Cannot start")
 		return cli.Exit("", 1)
 	}

@@ -424,3 +424,22 @@ func TestListenAddrInUse(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A client that sends a keep-alive and closes its sending side at once
+// still gets its answer before the connection ends.
+func TestKeepAliveAnsweredBeforeHalfCloseEnds(t *testing.T) {
+	s := startServer(t, testLimits())
+	for i := range 20 {
+		c := dial(t, s)
+		fmt.Fprint(c, "KEEP_ALIVE\n")
+		c.Conn.(*net.TCPConn).CloseWrite()
+		if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+			t.Fatalf("round %d: got %q", i, got)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.r.ReadString('\n'); err == nil {
+			t.Fatalf("round %d: connection stayed open after the client's end", i)
+		}
+	}
+	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
+}

@@ -51,7 +51,8 @@ type client struct {
 	sentPos atomic.Uint64 // log position matching sentSeq
 
 	pendingKA atomic.Int32  // keep-alive answers to write
-	kick      chan struct{} // wakes the writer for keep-alive answers
+	peerEOF   atomic.Bool   // the client closed its side; close after answering
+	kick      chan struct{} // wakes the writer for keep-alive answers and peerEOF
 
 	ackMu    sync.Mutex // guards ack
 	ack      cursor     // oldest line not yet acknowledged
@@ -130,9 +131,14 @@ func (c *client) writeLoop() bool {
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
 		wait := lg.waitChan() // taken before looking, so no publish is missed
+		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		nka := c.pendingKA.Swap(0)
 		if len(data) == 0 && nka == 0 {
+			if eof {
+				c.shut(closePeer)
+				return false
+			}
 			if lg.closed.Load() {
 				if data, _ = cur.next(); len(data) == 0 {
 					return true
@@ -246,8 +252,10 @@ func (c *client) readFailed(err error) {
 		// The original server treated end of input as the client leaving,
 		// and so do we: a worker that exits is gone at once, not at the
 		// next write. Listen-only clients must not half-close
-		// (ncat --recv-only, chattyctl watch).
-		c.shut(closePeer)
+		// (ncat --recv-only, chattyctl watch). The writer first answers
+		// the keep-alives already received, then closes.
+		c.peerEOF.Store(true)
+		c.wake()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
 		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
 			c.srv.idle.Add(1)
@@ -255,6 +263,14 @@ func (c *client) readFailed(err error) {
 		c.shut(closeDrained)
 	default:
 		c.fail(err)
+	}
+}
+
+// wake nudges the writer without blocking.
+func (c *client) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -271,10 +287,7 @@ func (c *client) handleLine(line []byte, debug bool) {
 	switch kind, n := wire.ParseClientLine(line); kind {
 	case wire.KeepAliveLine:
 		c.pendingKA.Add(1)
-		select {
-		case c.kick <- struct{}{}:
-		default:
-		}
+		c.wake()
 	case wire.Ack:
 		c.handleAck(n)
 	}
