@@ -83,7 +83,7 @@ var parseErrorCases = []struct {
 	{"duplicate key", "version: 1\nversion: 1\n", []want{{2, "version", "already defined at line 1"}}},
 
 	// Strict decoding: unknown keys and wrong types.
-	{"unknown top-level key", "version: 1\nbroadcats:\n  listen: a:1\n", []want{{2, "broadcats", `unknown field "broadcats"`}}},
+	{"unknown top-level key", "version: 1\nbroadcats:\n  listen: a:1\n", []want{{2, "broadcats", `unknown field "broadcats" at the top level`}}},
 	{"misspelt nested key", "version: 1\nfeed:\n  source: stdin\nbroadcast:\n  lisen: 127.0.0.1:1\n",
 		[]want{{5, "broadcast.lisen", `unknown field "lisen" in broadcast`}}},
 	{"misspelt worker key", "version: 1\npool:\n  worker:\n    lifetim_min: 1s\n",
@@ -92,7 +92,7 @@ var parseErrorCases = []struct {
 	{"int for duration", "version: 1\nbroadcast:\n  idle_timeout: 60\n", []want{{3, "broadcast.idle_timeout", "60s"}}},
 	{"bad duration", "version: 1\npool:\n  stop_timeout: 10 seconds\n", []want{{3, "pool.stop_timeout", "duration"}}},
 	{"scalar for section", "version: 1\nlog: debug\n", []want{{2, "log", "mapping"}}},
-	{"string for list", "version: 1\npool:\n  command: chatty_server -child {port}\n", []want{{3, "pool.command", "list"}}},
+	{"string for list", "version: 1\npool:\n  command: chatty_server -child {port}\n", []want{{3, "pool.command", `list of strings, such as [chatty_server, -child, "{port}"]; got "chatty_server -child {port}"`}}},
 	{"map in list", "version: 1\npool:\n  command: [a, {b: c}]\n", []want{{3, "pool.command", "string"}}},
 	{"bad element in block list", "version: 1\npool:\n  command:\n    - a\n    - {b: c}\n", []want{{5, "pool.command", "must be a string"}}},
 	{"alias to the wrong section", "version: 1\nbroadcast: &b {max_clients: x}\nfeed: *b\n",

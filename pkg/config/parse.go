@@ -175,11 +175,11 @@ func typeProblem(msg string, keys []keyAt) Problem {
 	if m := unknownRE.FindStringSubmatch(p.Msg); m != nil {
 		if path, ok := keyNamed(m[1], m[2]); ok {
 			p.Field = path
-			section, _, nested := cutLast(path)
-			if !nested {
-				section = "the top level"
+			where := "at the top level"
+			if section, _, nested := cutLast(path); nested {
+				where = "in " + section
 			}
-			p.Msg = "unknown field " + strconv.Quote(m[1]) + " in " + section + "; check the spelling against configs/chattyd.yaml"
+			p.Msg = "unknown field " + strconv.Quote(m[1]) + " " + where + "; check the spelling against configs/chattyd.yaml"
 		} else {
 			section := strings.ToLower(strings.TrimPrefix(m[2], "config."))
 			p.Msg = "unknown field " + strconv.Quote(m[1]) + " in " + section + "; check the spelling against configs/chattyd.yaml"
@@ -229,6 +229,9 @@ func typeProblem(msg string, keys []keyAt) Problem {
 		got = "a list"
 	}
 	if value != "" {
+		if best >= 0 && len(keys[best].value.Value) <= 40 {
+			value = keys[best].value.Value // yaml.v3 shortened it
+		}
 		got = strconv.Quote(value)
 	}
 	switch {
