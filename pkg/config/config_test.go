@@ -110,7 +110,7 @@ var parseErrorCases = []struct {
 	{"queue_bytes equal to max_line_bytes", "version: 1\nbroadcast:\n  queue_bytes: 1024\nfeed:\n  max_line_bytes: 1024\n",
 		[]want{{3, "broadcast.queue_bytes", "larger than feed.max_line_bytes"}}},
 	{"queue_bytes zero", "version: 1\nbroadcast:\n  queue_bytes: 0\n",
-		[]want{{3, "broadcast.queue_bytes", "positive"}, {3, "broadcast.queue_bytes", "larger than feed.max_line_bytes"}}},
+		[]want{{3, "broadcast.queue_bytes", "positive"}}}, // one problem, one message
 	{"max_line_bytes zero", "version: 1\nfeed:\n  max_line_bytes: 0\n", []want{{3, "feed.max_line_bytes", "from 1 to"}}},
 	{"max_line_bytes too large", "version: 1\nbroadcast:\n  queue_bytes: 1000000000\nfeed:\n  max_line_bytes: 100000000\n",
 		[]want{{5, "feed.max_line_bytes", "from 1 to"}}},
@@ -426,6 +426,30 @@ func TestExampleFileDocumentsEveryKey(t *testing.T) {
 	for _, s := range []string{"chatty_server", "{host}", "{port}", "{addr}", "{slot}"} {
 		if !strings.Contains(string(data), s) {
 			t.Errorf("%s: the pool.command example lacks %s", exampleFile, s)
+		}
+	}
+}
+
+// Decode errors and validation errors in one file are reported together,
+// and a field with a type error is not reported again by validation.
+func TestDecodeAndValidationProblemsTogether(t *testing.T) {
+	in := "version: 1\nbroadcast:\n  max_clients: lots\n  queue_lines: -5\nlog:\n  levle: debug\n  format: xml\n"
+	_, err := Parse("both.yaml", []byte(in))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]int{}
+	for _, p := range ce.Problems {
+		got[p.Field] = p.Line
+	}
+	want := map[string]int{"broadcast.max_clients": 3, "broadcast.queue_lines": 4, "log.levle": 6, "log.format": 7}
+	if len(ce.Problems) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(ce.Problems), len(want), err)
+	}
+	for f, line := range want {
+		if l, ok := got[f]; !ok || l != line {
+			t.Errorf("%s: line %d (reported %v), want line %d\n%v", f, l, ok, line, err)
 		}
 	}
 }

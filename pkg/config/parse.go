@@ -47,9 +47,6 @@ func Parse(name string, data []byte) (Config, error) {
 			problems = append(problems, Problem{Line: line, Msg: "a second YAML document (---) is not allowed; keep one document per file"})
 		}
 	}
-	if len(problems) > 0 {
-		return Config{}, &Error{File: name, Problems: problems}
-	}
 	// yaml.Marshal writes a nil list as "[]", which decodes to an empty
 	// one; both mean the built-in worker, so keep one form and let the
 	// output of print-config parse back to an equal Config.
@@ -57,13 +54,28 @@ func Parse(name string, data []byte) (Config, error) {
 		cfg.Pool.Command = nil
 	}
 
-	if vps := cfg.Validate(); len(vps) > 0 {
-		var root yaml.Node
-		_ = yaml.Unmarshal(data, &root) // it decoded above, so it parses
-		for i := range vps {
-			vps[i].Line = lineOf(&root, vps[i].Field)
+	// Validate even when some fields failed to decode (they keep their
+	// defaults), so that one run reports every problem in the file.
+	// A document that is not a mapping was reported as such already;
+	// validating its defaults would only add noise.
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // it decoded above, so it parses
+	isMapping := len(root.Content) > 0 && root.Content[0].Kind == yaml.MappingNode
+	if vps := cfg.Validate(); len(vps) > 0 && (isMapping || len(problems) == 0) {
+		reported := make(map[string]bool, len(problems))
+		for _, p := range problems {
+			reported[p.Field] = true
 		}
-		return Config{}, &Error{File: name, Problems: vps}
+		for _, vp := range vps {
+			if reported[vp.Field] {
+				continue
+			}
+			vp.Line = lineOf(&root, vp.Field)
+			problems = append(problems, vp)
+		}
+	}
+	if len(problems) > 0 {
+		return Config{}, &Error{File: name, Problems: problems}
 	}
 	return cfg, nil
 }
