@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,6 +223,7 @@ func newPool(t *testing.T, o Options) *testPool {
 
 func (tp *testPool) run(t *testing.T) {
 	t.Helper()
+	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	tp.cancel = cancel
 	done := make(chan struct{})
@@ -238,6 +240,9 @@ func (tp *testPool) run(t *testing.T) {
 			return
 		}
 		tp.checkNothingLeft(t)
+		eventually(t, "the pool's goroutines have ended", func() bool {
+			return runtime.NumGoroutine() <= goroutines
+		})
 	})
 }
 

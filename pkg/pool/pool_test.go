@@ -144,7 +144,7 @@ func TestScaleChangesOnlyTheDifference(t *testing.T) {
 	}
 }
 
-func TestScaleDownStopsHighestFirst(t *testing.T) {
+func TestScaleToZeroStopsEverySlot(t *testing.T) {
 	tp := startPool(t, testOptions("sleep", 3))
 	tp.waitRunning(t, 3)
 	tp.Scale(0)
@@ -153,8 +153,6 @@ func TestScaleDownStopsHighestFirst(t *testing.T) {
 	if len(stops) != 3 {
 		t.Fatalf("%d stops logged, want 3", len(stops))
 	}
-	// SIGTERM goes out highest first; the helpers all exit at once, so
-	// only check that each slot was stopped once.
 	seen := map[int]bool{}
 	for _, e := range stops {
 		seen[e.slot] = true

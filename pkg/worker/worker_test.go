@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -85,6 +86,7 @@ func opts(addr string) Options {
 // Run's result. The test's cleanup cancels and waits for it.
 func start(t *testing.T, o Options) (cancel func(), result <-chan error) {
 	t.Helper()
+	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	done := make(chan struct{})
@@ -95,6 +97,14 @@ func start(t *testing.T, o Options) (cancel func(), result <-chan error) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		deadline := time.Now().Add(wait)
+		for runtime.NumGoroutine() > goroutines {
+			if time.Now().After(deadline) {
+				t.Errorf("%d goroutines left, %d before the worker started", runtime.NumGoroutine(), goroutines)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	})
 	return cancel, res
 }
