@@ -16,6 +16,12 @@ import (
 //go:embed default.yaml
 var DefaultYAML []byte
 
+// DemoYAML is the configuration of chattyd --demo: a few short-lived
+// workers, so that a newcomer sees the whole life cycle quickly.
+//
+//go:embed demo.yaml
+var DemoYAML []byte
+
 // Version is the only configuration format version this build understands.
 const Version = 1
 

@@ -453,3 +453,13 @@ func TestDecodeAndValidationProblemsTogether(t *testing.T) {
 		}
 	}
 }
+
+func TestDemoConfigIsValid(t *testing.T) {
+	cfg, err := Parse("demo.yaml", DemoYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pool.Size == 0 || cfg.Pool.Worker.LifetimeMax > time.Minute {
+		t.Errorf("the demo must show respawns within a minute: %d workers living up to %s", cfg.Pool.Size, cfg.Pool.Worker.LifetimeMax)
+	}
+}
