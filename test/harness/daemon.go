@@ -158,7 +158,8 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	tb.Cleanup(d.cleanup)
 
 	if !opts.NoWait {
-		d.Addr()
+		m := d.WaitLogRE(tb, listeningRE, StartTimeout)
+		d.addr = m[1]
 	}
 	return d
 }
