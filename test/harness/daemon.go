@@ -26,6 +26,9 @@ const DefaultConfig = "version: 1\npool:\n  size: 0\n"
 // StartTimeout bounds how long StartDaemon waits for chattyd to listen.
 const StartTimeout = 10 * time.Second
 
+// FeedTimeout bounds how long Feed waits for chattyd to read what it writes.
+const FeedTimeout = 30 * time.Second
+
 // Options say how StartDaemon runs chattyd.
 type Options struct {
 	// Config is the YAML written to the file passed with --config; empty
@@ -247,6 +250,9 @@ func (d *Daemon) Feed(lines ...string) {
 // FeedBytes writes raw bytes to chattyd's stdin.
 func (d *Daemon) FeedBytes(p []byte) {
 	d.t.Helper()
+	// Fail rather than hang when chattyd stops reading its feed.
+	d.feed.SetWriteDeadline(time.Now().Add(FeedTimeout))
+	defer d.feed.SetWriteDeadline(time.Time{})
 	if _, err := d.feed.Write(p); err != nil {
 		d.t.Fatalf("feed chattyd: %v", err)
 	}
@@ -267,7 +273,11 @@ func (d *Daemon) CloseFeed() {
 }
 
 // Signal sends sig to chattyd (not to its group).
-func (d *Daemon) Signal(sig syscall.Signal) {
+//
+// chattyd installs its signal handlers only after it logs where it listens
+// (see TestSignalRightAfterListening), so until that is fixed, send signals
+// after a client's keep-alive was answered or after READY=1.
+func (d *Daemon) Signal(sig os.Signal) {
 	d.t.Helper()
 	if err := d.cmd.Process.Signal(sig); err != nil {
 		d.t.Fatalf("send %v to chattyd: %v", sig, err)

@@ -312,7 +312,7 @@ func TestIdleTimeout(t *testing.T) {
 			t.Fatal("the idle client was never closed")
 		}
 	}
-	if after := closedAt.Sub(lastWord); after < idleTimeout-200*time.Millisecond || after > short {
+	if after := closedAt.Sub(lastWord); after < idleTimeout-300*time.Millisecond || after > short {
 		t.Errorf("the idle client was closed %s after its last line; want about %s", after, idleTimeout)
 	}
 	d.WaitLog(t, `[connection: 1] Connection closed reason="idle timeout"`, short)
