@@ -51,7 +51,7 @@ func joinLines(lines []string) []byte {
 	return []byte(b.String())
 }
 
-// equalLines reports the first difference between got and want, or "".
+// diffLines describes the first difference between got and want, or "".
 func diffLines(got, want []string) string {
 	for i := range min(len(got), len(want)) {
 		if got[i] != want[i] {
