@@ -114,11 +114,12 @@ func (c *client) serve() {
 	}
 	<-readDone
 	c.shut(closeDrained)
-	fields := logrus.Fields{"reason": closeReason(c.reason.Load()).String()}
-	if c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel) {
-		fields["lines_sent"] = c.sentSeq.Load() - c.firstSeq
-	}
-	c.logger.WithFields(fields).Info("Connection closed")
+	c.logger.WithFields(logrus.Fields{
+		"reason":          closeReason(c.reason.Load()).String(),
+		"lines_sent":      c.sentSeq.Load() - c.firstSeq,
+		"acks_good":       c.acksGood.Load(),
+		"acks_mismatched": c.acksBad.Load(),
+	}).Info("Connection closed")
 }
 
 // writeLoop sends the log to the client from its start cursor. It returns
