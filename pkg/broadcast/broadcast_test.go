@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -462,4 +463,41 @@ func TestCompleteClientLineTooLong(t *testing.T) {
 		t.Fatalf("connection stayed open and answered %q", line)
 	}
 	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+}
+
+// The log is freed behind its clients: streaming far more than the queue
+// limits through a client keeps the live heap near those limits. (A
+// cursor kept for the client's lifetime once pinned every chunk.)
+func TestLogMemoryIsBounded(t *testing.T) {
+	lim := testLimits()
+	lim.QueueBytes = 1 << 20
+	s := startServer(t, lim)
+	c := dial(t, s)
+	const total = 64 << 20
+	line := bytes.Repeat([]byte("m"), 1023)
+	batch := make([][]byte, 256)
+	for i := range batch {
+		batch[i] = line
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, c, total)
+		done <- err
+	}()
+	for sent := 0; sent < total; sent += len(batch) * 1024 {
+		s.Publish(batch)
+		eventually(t, "client keeps up", func() bool {
+			cs := s.Clients()
+			return len(cs) == 1 && cs[0].QueueBytes < 512<<10
+		})
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc > 16<<20 {
+		t.Errorf("live heap %d MiB after streaming %d MiB with 1 MiB queue limits", ms.HeapAlloc>>20, total>>20)
+	}
 }

@@ -45,7 +45,7 @@ type client struct {
 	logger      *logrus.Entry
 	connectedAt time.Time
 	firstSeq    uint64
-	start       cursor // where the writer begins
+	start       cursor // where the writer begins; cleared once taken, as it pins the log
 
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
@@ -127,6 +127,7 @@ func (c *client) serve() {
 func (c *client) writeLoop() bool {
 	lg := c.srv.lines
 	cur := c.start
+	c.start = cursor{} // chunks link forward: holding the first would keep them all
 	bufs := make(net.Buffers, 0, 2)
 	var acks []byte
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
