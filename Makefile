@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
-STATICCHECK_VERSION := 2025.1.1
+STATICCHECK_VERSION := 2026.2.2
 
 .PHONY: all build run test test-short lint fuzz bench clean
 
@@ -22,7 +22,8 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	@test -x $(GOBIN_DIR)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@$(GOBIN_DIR)/staticcheck -version 2>/dev/null | grep -q '$(STATICCHECK_VERSION)' || \
+	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 
 # bench measures chattyd against ncat --broker; see docs/benchmarks.md.

@@ -1,0 +1,445 @@
+package broadcast
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/logging"
+)
+
+func testLimits() Limits {
+	return Limits{
+		IdleTimeout:   time.Minute,
+		MaxClientLine: 4096,
+		QueueBytes:    64 << 20,
+		QueueLines:    1 << 20,
+		DrainTimeout:  5 * time.Second,
+	}
+}
+
+// startServer runs a server on 127.0.0.1:0 until the test ends, then
+// checks that Run returned and left no goroutine behind.
+func startServer(t *testing.T, lim Limits) *Server {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(ln, lim, logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+		eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
+	})
+	return s
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type testClient struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// dial connects and waits until the server has registered the client, so
+// that lines published afterwards are owed to it.
+func dial(t *testing.T, s *Server) *testClient {
+	t.Helper()
+	want := s.Stats().Accepted + 1
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	eventually(t, "client registered", func() bool { return s.Stats().Accepted >= want })
+	return &testClient{Conn: c, r: bufio.NewReaderSize(c, 1<<16)}
+}
+
+func (c *testClient) readLine(t *testing.T) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := c.r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read: %v (after %q)", err, line)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+func publish(s *Server, lines ...string) {
+	b := make([][]byte, len(lines))
+	for i, l := range lines {
+		b[i] = []byte(l)
+	}
+	s.Publish(b)
+}
+
+func TestLogAcrossChunks(t *testing.T) {
+	l := newLog()
+	start := l.end()
+	var want bytes.Buffer
+	line := bytes.Repeat([]byte("a"), 1000)
+	for i := 0; i < 3*chunkSize/1000; i++ {
+		l.append([][]byte{line})
+		want.Write(line)
+		want.WriteByte('\n')
+	}
+	huge := bytes.Repeat([]byte("h"), 2*chunkSize) // needs a chunk of its own
+	l.append([][]byte{huge, []byte("after")})
+	want.Write(huge)
+	want.WriteString("\nafter\n")
+
+	var got bytes.Buffer
+	cur := start
+	for {
+		data, next := cur.next()
+		if len(data) == 0 {
+			break
+		}
+		if len(data) > len(huge)+1 {
+			t.Fatalf("one read returned %d bytes, more than a chunk", len(data))
+		}
+		got.Write(data)
+		cur = next
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("read %d bytes, want %d", got.Len(), want.Len())
+	}
+	if wantSeq := uint64(3*chunkSize/1000 + 3); cur.seq != wantSeq {
+		t.Errorf("cursor seq = %d, want %d", cur.seq, wantSeq)
+	}
+	if cur.pos() != uint64(want.Len()) || l.endPos.Load() != uint64(want.Len()) {
+		t.Errorf("positions: cursor %d, log end %d, want %d", cur.pos(), l.endPos.Load(), want.Len())
+	}
+}
+
+// Every client receives every line published after it connected, in
+// order, whatever the batch sizes.
+func TestEveryClientGetsEveryLineInOrder(t *testing.T) {
+	s := startServer(t, testLimits())
+	const clients, lines = 5, 50000
+	cs := make([]*testClient, clients)
+	for i := range cs {
+		cs[i] = dial(t, s)
+	}
+	go func() {
+		for i := 0; i < lines; {
+			n := 1 + i%97
+			batch := make([]string, 0, n)
+			for j := 0; j < n && i < lines; j++ {
+				batch = append(batch, fmt.Sprintf("line %d", i))
+				i++
+			}
+			publish(s, batch...)
+		}
+	}()
+	errs := make(chan error, clients)
+	for _, c := range cs {
+		go func() {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for i := range lines {
+				got, err := c.r.ReadString('\n')
+				if err != nil {
+					errs <- fmt.Errorf("line %d: %v", i, err)
+					return
+				}
+				if want := fmt.Sprintf("line %d\n", i); got != want {
+					errs <- fmt.Errorf("got %q, want %q", got, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats(); st.Lines != lines || st.Undelivered != 0 {
+		t.Errorf("stats: %d lines, %d undelivered", st.Lines, st.Undelivered)
+	}
+}
+
+func TestUndeliveredWithoutClients(t *testing.T) {
+	s := startServer(t, testLimits())
+	publish(s, "nobody", "hears", "this")
+	c := dial(t, s)
+	publish(s, "first")
+	if got := c.readLine(t); got != "first" {
+		t.Errorf("a new client got %q, want only lines after it connected", got)
+	}
+	if st := s.Stats(); st.Undelivered != 3 {
+		t.Errorf("undelivered = %d, want 3", st.Undelivered)
+	}
+}
+
+func TestKeepAliveAnsweredAtLineBoundary(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	publish(s, "one")
+	if got := c.readLine(t); got != "one" {
+		t.Fatalf("got %q", got)
+	}
+	fmt.Fprint(c, "KEEP_ALIVE\nKEEP_ALIVE\r\n")
+	for i := range 2 {
+		if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+			t.Fatalf("answer %d = %q", i, got)
+		}
+	}
+	publish(s, "two")
+	if got := c.readLine(t); got != "two" {
+		t.Fatalf("got %q", got)
+	}
+	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == 2 })
+}
+
+func TestAckMatching(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	// A feed line equal to the keep-alive answer is never acknowledged by
+	// the original workers, so it must not shift the matching.
+	publish(s, "abc", "KEEP_ALIVE_ACK", "hello", "x")
+	for range 4 {
+		c.readLine(t)
+	}
+	eventually(t, "all lines written", func() bool { return s.Clients()[0].QueueLines == 0 })
+	fmt.Fprint(c, "ACK_RECEIVED 3\r\nACK_RECEIVED 5\nACK_RECEIVED 7\nhello there\n")
+	eventually(t, "acks counted", func() bool {
+		st := s.Stats()
+		return st.AcksGood == 2 && st.AcksMismatched == 1
+	})
+	if ci := s.Clients()[0]; ci.AckLag != 0 || ci.AcksGood != 2 || ci.LinesSent != 4 {
+		t.Errorf("client info = %+v", ci)
+	}
+	// An ack for a line never sent is a mismatch, not a crash.
+	fmt.Fprint(c, "ACK_RECEIVED 1\n")
+	eventually(t, "unexpected ack counted", func() bool { return s.Stats().AcksMismatched == 2 })
+}
+
+// Acks are matched across chunk boundaries.
+func TestAckMatchingAcrossChunks(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	line := strings.Repeat("q", 999)
+	n := 2*chunkSize/1000 + 10
+	batch := make([]string, n)
+	for i := range batch {
+		batch[i] = line
+	}
+	publish(s, batch...)
+	var acks bytes.Buffer
+	for range n {
+		if got := c.readLine(t); got != line {
+			t.Fatalf("got %d bytes", len(got))
+		}
+		acks.WriteString("ACK_RECEIVED 999\n")
+	}
+	c.Write(acks.Bytes())
+	eventually(t, "acks counted", func() bool { return s.Stats().AcksGood == uint64(n) })
+	if st := s.Stats(); st.AcksMismatched != 0 {
+		t.Errorf("%d mismatched", st.AcksMismatched)
+	}
+}
+
+// A client that never reads is disconnected once it lags beyond its
+// limits, while another client receives everything.
+func TestSlowConsumerDisconnected(t *testing.T) {
+	lim := testLimits()
+	lim.QueueBytes = 1 << 20
+	s := startServer(t, lim)
+	stalled := dial(t, s)
+	good := dial(t, s)
+	const lines = 200000
+	line := strings.Repeat("s", 100)
+	done := make(chan error, 1)
+	go func() {
+		good.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for i := range lines {
+			got, err := good.r.ReadString('\n')
+			if err != nil || len(got) != len(line)+1 {
+				done <- fmt.Errorf("line %d: %q %v", i, got, err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	// Feed no faster than the good client reads (it keeps up), while the
+	// stalled one falls behind for good.
+	goodQueue := func() uint64 {
+		for _, ci := range s.Clients() {
+			if ci.ID == 2 {
+				return ci.QueueBytes
+			}
+		}
+		return 0
+	}
+	for i := 0; i < lines; i += 1000 {
+		batch := make([]string, 1000)
+		for j := range batch {
+			batch[j] = line
+		}
+		publish(s, batch...)
+		eventually(t, "good client keeps up", func() bool { return goodQueue() < 256<<10 })
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "slow consumer counted", func() bool { return s.Stats().SlowConsumers == 1 })
+	// The stalled client sees its connection end once it drains its buffer.
+	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	for err == nil {
+		_, err = stalled.r.ReadString('\n')
+	}
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("stalled client was not disconnected")
+	}
+	if st := s.Stats(); st.Connected != 1 {
+		t.Errorf("connected = %d, want 1", st.Connected)
+	}
+}
+
+func TestMaxClientsRefusal(t *testing.T) {
+	lim := testLimits()
+	lim.MaxClients = 1
+	s := startServer(t, lim)
+	first := dial(t, s)
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ERROR too many clients (max_clients 1)") {
+		t.Fatalf("refused client read %q, %v", line, err)
+	}
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Error("refused connection stayed open")
+	}
+	publish(s, "still here")
+	if got := first.readLine(t); got != "still here" {
+		t.Errorf("first client got %q", got)
+	}
+	if st := s.Stats(); st.Refused != 1 || st.Connected != 1 {
+		t.Errorf("refused = %d, connected = %d", st.Refused, st.Connected)
+	}
+}
+
+func TestClientLineTooLong(t *testing.T) {
+	lim := testLimits()
+	lim.MaxClientLine = 64
+	s := startServer(t, lim)
+	c := dial(t, s)
+	c.Write(bytes.Repeat([]byte("z"), 200))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Fatal("connection stayed open")
+	}
+	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+}
+
+func TestIdleTimeout(t *testing.T) {
+	lim := testLimits()
+	lim.IdleTimeout = 200 * time.Millisecond
+	s := startServer(t, lim)
+	c := dial(t, s)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Fatal("idle connection stayed open")
+	}
+	eventually(t, "idle close counted", func() bool { return s.Stats().IdleClosed == 1 })
+}
+
+// At shutdown, lines already published reach the client before the end.
+func TestShutdownDrains(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(ln, testLimits(), logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c := dial(t, s)
+	const lines = 100000
+	batch := make([]string, lines)
+	for i := range batch {
+		batch[i] = fmt.Sprintf("drain %d", i)
+	}
+	publish(s, batch...)
+	cancel()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range lines {
+		got, err := c.r.ReadString('\n')
+		if want := fmt.Sprintf("drain %d\n", i); got != want || err != nil {
+			t.Fatalf("line %d: %q, %v", i, got, err)
+		}
+	}
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Fatal("expected end of stream after the drain")
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListenAddrInUse(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, err = Listen(ln.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// A client that sends a keep-alive and closes its sending side at once
+// still gets its answer before the connection ends.
+func TestKeepAliveAnsweredBeforeHalfCloseEnds(t *testing.T) {
+	s := startServer(t, testLimits())
+	for i := range 20 {
+		c := dial(t, s)
+		fmt.Fprint(c, "KEEP_ALIVE\n")
+		c.Conn.(*net.TCPConn).CloseWrite()
+		if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+			t.Fatalf("round %d: got %q", i, got)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.r.ReadString('\n'); err == nil {
+			t.Fatalf("round %d: connection stayed open after the client's end", i)
+		}
+	}
+	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
+}

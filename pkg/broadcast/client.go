@@ -1,0 +1,332 @@
+package broadcast
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/wire"
+	"github.com/sirupsen/logrus"
+)
+
+// closeReason says why a client was closed; the first reason wins.
+type closeReason int
+
+const (
+	closeNone     closeReason = iota
+	closePeer                 // the client closed the connection
+	closeSlow                 // lagged beyond its queue limits
+	closeIdle                 // sent nothing for IdleTimeout
+	closeProtocol             // sent a line over MaxClientLine
+	closeError                // a read or write failed
+	closeShutdown             // the server is stopping and the drain timed out
+	closeDrained              // the server is stopping and the client caught up
+)
+
+func (r closeReason) String() string {
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown"}[r]
+}
+
+var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
+
+// client is one connection: a reader goroutine for keep-alives and acks and
+// a writer goroutine that follows the shared log.
+type client struct {
+	id          uint64
+	srv         *Server
+	conn        net.Conn
+	remote      string
+	logger      *logrus.Entry
+	connectedAt time.Time
+	firstSeq    uint64
+	start       cursor // where the writer begins
+
+	sentSeq atomic.Uint64 // every line before this one was written
+	sentPos atomic.Uint64 // log position matching sentSeq
+
+	pendingKA atomic.Int32  // keep-alive answers to write
+	peerEOF   atomic.Bool   // the client closed its side; close after answering
+	kick      chan struct{} // wakes the writer for keep-alive answers and peerEOF
+
+	ackMu    sync.Mutex // guards ack
+	ack      cursor     // oldest line not yet acknowledged
+	ackedSeq atomic.Uint64
+	acksGood atomic.Uint64
+	acksBad  atomic.Uint64
+
+	quit   chan struct{} // closed by shut
+	reason atomic.Int32  // closeReason, set once by shut
+}
+
+func newClient(s *Server, id uint64, conn net.Conn) *client {
+	start := s.lines.end()
+	c := &client{
+		id:          id,
+		srv:         s,
+		conn:        conn,
+		remote:      conn.RemoteAddr().String(),
+		logger:      s.logger.WithField(logging.FieldConnection, id),
+		connectedAt: time.Now(),
+		firstSeq:    start.seq,
+		start:       start,
+		ack:         start,
+		kick:        make(chan struct{}, 1),
+		quit:        make(chan struct{}),
+	}
+	c.sentSeq.Store(start.seq)
+	c.sentPos.Store(start.pos())
+	c.ackedSeq.Store(start.seq)
+	return c
+}
+
+// shut closes the client for reason. It reports whether this call did it.
+func (c *client) shut(reason closeReason) bool {
+	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
+		return false
+	}
+	close(c.quit)
+	c.conn.Close()
+	return true
+}
+
+// serve runs the client until it is closed, then logs why.
+func (c *client) serve() {
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		c.readLoop()
+	}()
+	if c.writeLoop() {
+		// Shutdown and everything written: half-close so the client sees
+		// end of stream after the last line, and keep reading its acks
+		// until it closes too (closing with unread input would reset the
+		// connection and could destroy data still in flight).
+		if tc, ok := c.conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		c.conn.SetReadDeadline(time.Now().Add(c.srv.limits.Load().DrainTimeout))
+	}
+	<-readDone
+	c.shut(closeDrained)
+	fields := logrus.Fields{"reason": closeReason(c.reason.Load()).String()}
+	if c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		fields["lines_sent"] = c.sentSeq.Load() - c.firstSeq
+	}
+	c.logger.WithFields(fields).Info("Connection closed")
+}
+
+// writeLoop sends the log to the client from its start cursor. It returns
+// true when the server is shutting down and everything was written.
+func (c *client) writeLoop() bool {
+	lg := c.srv.lines
+	cur := c.start
+	bufs := make(net.Buffers, 0, 2)
+	var acks []byte
+	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
+	for {
+		wait := lg.waitChan() // taken before looking, so no publish is missed
+		eof := c.peerEOF.Load() // before taking the answers its reader queued
+		data, next := cur.next()
+		nka := c.pendingKA.Swap(0)
+		if len(data) == 0 && nka == 0 {
+			if eof {
+				c.shut(closePeer)
+				return false
+			}
+			if lg.closed.Load() {
+				if data, _ = cur.next(); len(data) == 0 {
+					return true
+				}
+				continue
+			}
+			select {
+			case <-wait:
+			case <-c.kick:
+			case <-c.quit:
+				return false
+			}
+			continue
+		}
+		bufs = bufs[:0]
+		if len(data) > 0 {
+			bufs = append(bufs, data)
+		}
+		if nka > 0 {
+			acks = acks[:0]
+			for range nka {
+				acks = append(acks, keepAliveAck...)
+			}
+			bufs = append(bufs, acks)
+		}
+		if _, err := bufs.WriteTo(c.conn); err != nil {
+			c.fail(err)
+			return false
+		}
+		c.srv.keepAlives.Add(uint64(nka))
+		if debug {
+			c.logSent(data, int(nka))
+		}
+		cur = next
+		c.sentSeq.Store(cur.seq)
+		c.sentPos.Store(cur.pos())
+		c.trimAcks(cur)
+	}
+}
+
+func (c *client) logSent(data []byte, nka int) {
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		c.logger.Debugf(">> %s", data[:i])
+		data = data[i+1:]
+	}
+	for range nka {
+		c.logger.Debug(">> " + wire.KeepAliveAck)
+	}
+}
+
+// trimAcks gives up on acks for lines too far behind what was written, so
+// a client that never acknowledges (a plain nc, say) does not pin the log.
+func (c *client) trimAcks(written cursor) {
+	lim := c.srv.limits.Load()
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if written.seq-c.ack.seq > uint64(lim.QueueLines) || written.pos()-c.ack.pos() > uint64(lim.QueueBytes) {
+		c.ack = written
+		c.ackedSeq.Store(written.seq)
+	}
+}
+
+// readLoop reads client lines until the connection ends.
+func (c *client) readLoop() {
+	buf := make([]byte, 4096)
+	start, end := 0, 0
+	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
+	for {
+		lim := c.srv.limits.Load() // reload may change them
+		if need := lim.MaxClientLine + 2; len(buf) < need {
+			nb := make([]byte, need)
+			end = copy(nb, buf[start:end])
+			buf, start = nb, 0
+		}
+		if start > 0 {
+			end = copy(buf, buf[start:end])
+			start = 0
+		}
+		if lim.IdleTimeout > 0 && c.reason.Load() == int32(closeNone) && !c.srv.lines.closed.Load() {
+			c.conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
+		}
+		n, err := c.conn.Read(buf[end:])
+		end += n
+		for start < end {
+			i := bytes.IndexByte(buf[start:end], '\n')
+			if i < 0 {
+				break
+			}
+			c.handleLine(buf[start:start+i], debug)
+			start += i + 1
+		}
+		if end-start > lim.MaxClientLine+1 {
+			if c.shut(closeProtocol) {
+				c.srv.protocol.Add(1)
+				c.logger.WithField("max_client_line", lim.MaxClientLine).Warn("Client line too long, disconnecting")
+			}
+			return
+		}
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+	}
+}
+
+func (c *client) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF):
+		// The original server treated end of input as the client leaving,
+		// and so do we: a worker that exits is gone at once, not at the
+		// next write. Listen-only clients must not half-close
+		// (ncat --recv-only, chattyctl watch). The writer first answers
+		// the keep-alives already received, then closes.
+		c.peerEOF.Store(true)
+		c.wake()
+	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
+		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
+			c.srv.idle.Add(1)
+		}
+		c.shut(closeDrained)
+	default:
+		c.fail(err)
+	}
+}
+
+// wake nudges the writer without blocking.
+func (c *client) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *client) fail(err error) {
+	if c.shut(closeError) {
+		c.logger.WithError(err).Debug("Connection failed")
+	}
+}
+
+func (c *client) handleLine(line []byte, debug bool) {
+	if debug {
+		c.logger.Debugf("<< %s", wire.TrimCR(line))
+	}
+	switch kind, n := wire.ParseClientLine(line); kind {
+	case wire.KeepAliveLine:
+		c.pendingKA.Add(1)
+		c.wake()
+	case wire.Ack:
+		c.handleAck(n)
+	}
+}
+
+// handleAck matches an ack against the oldest unacknowledged line.
+func (c *client) handleAck(n int64) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	sent := c.sentSeq.Load()
+	for {
+		if c.ack.seq >= sent {
+			c.acksBad.Add(1) // acknowledges a line never sent
+			return
+		}
+		cur := c.ack
+		if end, _ := cur.c.published(); cur.off >= end {
+			// The line is in a later chunk: the chunk is full and next set.
+			nxt := cur.c.next.Load()
+			if nxt == nil {
+				c.acksBad.Add(1)
+				return
+			}
+			c.ack = cursor{c: nxt, seq: nxt.firstSeq}
+			continue
+		}
+		line := cur.c.lineAt(cur.off)
+		c.ack = cursor{c: cur.c, off: cur.off + len(line) + 1, seq: cur.seq + 1}
+		c.ackedSeq.Store(c.ack.seq)
+		// The original worker never acknowledges a line that reads exactly
+		// like the keep-alive answer, so such a feed line expects no ack.
+		if string(line) == wire.KeepAliveAck {
+			continue
+		}
+		if int64(len(line)) == n {
+			c.acksGood.Add(1)
+		} else {
+			c.acksBad.Add(1)
+		}
+		return
+	}
+}

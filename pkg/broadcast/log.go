@@ -1,0 +1,161 @@
+package broadcast
+
+import (
+	"bytes"
+	"sync"
+	"sync/atomic"
+)
+
+// chunkSize is the capacity of one log chunk. A client writer sends at most
+// one chunk's worth of lines per write system call.
+const chunkSize = 256 << 10
+
+// chunk is one block of the shared log: encoded lines ("line\n" each), never
+// split across chunks. Bytes below the published length are immutable, so
+// client writers read them without locks; the appender writes only above it.
+// A chunk is freed by the garbage collector once no cursor points into it.
+type chunk struct {
+	buf      []byte // fixed length, never resliced or reallocated
+	firstSeq uint64 // sequence number of the first line in buf
+	startPos uint64 // log position (bytes since start) of buf[0]
+
+	// state packs the published length (high 32 bits) and the number of
+	// published lines (low 32 bits), so readers load both consistently.
+	state atomic.Uint64
+	// next is set once the chunk is full and will take no more lines.
+	next atomic.Pointer[chunk]
+}
+
+func newChunk(capacity int, firstSeq, startPos uint64) *chunk {
+	return &chunk{buf: make([]byte, capacity), firstSeq: firstSeq, startPos: startPos}
+}
+
+// published returns the number of published bytes and lines.
+func (c *chunk) published() (n int, lines uint64) {
+	s := c.state.Load()
+	return int(s >> 32), s & 0xffffffff
+}
+
+// lineAt returns the line (without "\n") starting at off, which must be the
+// start of a published line.
+func (c *chunk) lineAt(off int) []byte {
+	n, _ := c.published()
+	rest := c.buf[off:n]
+	if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+		return rest[:i]
+	}
+	return rest // unreachable for published lines, kept safe
+}
+
+// cursor is a position in the log: a line boundary.
+type cursor struct {
+	c   *chunk
+	off int    // byte offset in c.buf
+	seq uint64 // sequence number of the next line at off
+}
+
+// pos returns the cursor's absolute log position in bytes.
+func (cur cursor) pos() uint64 { return cur.c.startPos + uint64(cur.off) }
+
+// log is the append-only shared log of encoded lines. One writer at a time
+// appends (under mu); any number of readers follow it with cursors.
+type log struct {
+	mu   sync.Mutex // guards head's unpublished tail and nextSeq; serialises appenders
+	head *chunk
+
+	// endPos and endSeq are the log's published end, for lag accounting.
+	endPos atomic.Uint64
+	endSeq atomic.Uint64
+
+	// notify is closed and replaced on every publish, waking waiting writers.
+	notify atomic.Pointer[chan struct{}]
+	closed atomic.Bool
+}
+
+func newLog() *log {
+	l := &log{head: newChunk(chunkSize, 1, 0)}
+	l.endSeq.Store(1)
+	ch := make(chan struct{})
+	l.notify.Store(&ch)
+	return l
+}
+
+// append encodes lines into the log and publishes them at once. It returns
+// the sequence number of the first line.
+func (l *log) append(lines [][]byte) (first uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := l.head
+	n, published := h.published()
+	first = h.firstSeq + published
+	count := published
+	for _, line := range lines {
+		need := len(line) + 1
+		if n+need > len(h.buf) {
+			// Publish what h holds, then move to a fresh chunk.
+			h.state.Store(uint64(n)<<32 | count)
+			capacity := chunkSize
+			if need > capacity {
+				capacity = need
+			}
+			next := newChunk(capacity, h.firstSeq+count, h.startPos+uint64(n))
+			h.next.Store(next)
+			h, n, count = next, 0, 0
+			l.head = h
+		}
+		copy(h.buf[n:], line)
+		h.buf[n+len(line)] = '\n'
+		n += need
+		count++
+	}
+	h.state.Store(uint64(n)<<32 | count)
+	l.endPos.Store(h.startPos + uint64(n))
+	l.endSeq.Store(h.firstSeq + count)
+	l.wakeLocked()
+	return first
+}
+
+// wakeLocked wakes every writer waiting for data.
+func (l *log) wakeLocked() {
+	ch := make(chan struct{})
+	old := l.notify.Swap(&ch)
+	close(*old)
+}
+
+// close marks the log finished: writers drain what is published and stop.
+func (l *log) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.CompareAndSwap(false, true) {
+		l.wakeLocked()
+	}
+}
+
+// end returns a cursor at the published end of the log, where a newly
+// registered client starts.
+func (l *log) end() cursor {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, lines := l.head.published()
+	return cursor{c: l.head, off: n, seq: l.head.firstSeq + lines}
+}
+
+// waitChan returns a channel closed at the next publish or close.
+func (l *log) waitChan() <-chan struct{} { return *l.notify.Load() }
+
+// next returns the published bytes at cur, at most one chunk's worth, and
+// the cursor after them. It returns no bytes when cur is at the end.
+func (cur cursor) next() ([]byte, cursor) {
+	for {
+		c := cur.c
+		nxt := c.next.Load() // load before state: once set, state is final
+		n, lines := c.published()
+		if cur.off < n {
+			return c.buf[cur.off:n], cursor{c: c, off: n, seq: c.firstSeq + lines}
+		}
+		if nxt == nil {
+			return nil, cur
+		}
+		cur = cursor{c: nxt, off: 0, seq: nxt.firstSeq}
+	}
+}

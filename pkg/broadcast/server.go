@@ -1,0 +1,339 @@
+// Package broadcast fans feed lines out to TCP clients with the original
+// chatty server's text protocol (see package wire).
+//
+// Lines are encoded once into a shared append-only log; every client has a
+// cursor into it and one writer goroutine that sends everything between its
+// cursor and the log's end in as few system calls as possible. A client that
+// falls further behind than its queue limits is disconnected as a slow
+// consumer, so one stalled client never slows the others nor grows memory
+// without bound.
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Limits are the settings that can change while the server runs.
+type Limits struct {
+	// MaxClients is the most clients connected at once; 0 means no limit.
+	MaxClients int
+	// IdleTimeout closes a client that sent nothing for this long; 0 disables.
+	IdleTimeout time.Duration
+	// MaxClientLine is the longest line a client may send.
+	MaxClientLine int
+	// QueueBytes and QueueLines bound how far a client may lag the feed.
+	QueueBytes int
+	QueueLines int
+	// DrainTimeout bounds how long shutdown waits for clients to catch up.
+	DrainTimeout time.Duration
+}
+
+// Stats are the server's counters.
+type Stats struct {
+	Lines          uint64 // lines published
+	Bytes          uint64 // bytes published, terminators included
+	Undelivered    uint64 // lines published while no client was connected
+	Connected      int    // clients connected now
+	Accepted       uint64 // connections accepted since start
+	Refused        uint64 // connections refused over max_clients
+	SlowConsumers  uint64 // clients disconnected for lagging too far
+	IdleClosed     uint64 // clients closed for idleness
+	Protocol       uint64 // clients closed for protocol violations
+	AcksGood       uint64 // acks matching the line they acknowledge
+	AcksMismatched uint64 // acks with a wrong length or for nothing sent
+	KeepAlives     uint64 // keep-alives answered
+}
+
+// ClientInfo describes one connected client.
+type ClientInfo struct {
+	ID             uint64
+	Remote         string
+	ConnectedAt    time.Time
+	QueueBytes     uint64 // bytes published but not yet written to it
+	QueueLines     uint64 // lines published but not yet written to it
+	AckLag         uint64 // lines written but not yet acknowledged
+	LinesSent      uint64
+	AcksGood       uint64
+	AcksMismatched uint64
+}
+
+// Server is a broadcasting TCP server. Create it with New, run it with Run.
+type Server struct {
+	ln     net.Listener
+	logger *logrus.Entry
+	lines  *log
+	limits atomic.Pointer[Limits]
+	start  uint64 // sequence number of the first line
+
+	mu       sync.Mutex // guards clients, nextID, closed totals and scan marks
+	clients  map[uint64]*client
+	nextID   uint64
+	gone     Stats  // acks of clients that have left
+	scanPos  uint64 // log position of the last slow-consumer scan
+	scanSeq  uint64 // log sequence of the last slow-consumer scan
+	draining bool
+
+	connected   atomic.Int64
+	accepted    atomic.Uint64
+	refused     atomic.Uint64
+	slow        atomic.Uint64
+	idle        atomic.Uint64
+	protocol    atomic.Uint64
+	undelivered atomic.Uint64
+	keepAlives  atomic.Uint64
+
+	wg sync.WaitGroup // client goroutines
+}
+
+// ErrAddrInUse is returned by Listen when the address is taken.
+var ErrAddrInUse = errors.New("address already in use")
+
+// Listen binds the broadcaster's TCP address. Go sets SO_REUSEADDR on
+// listeners, so a restarted daemon binds at once.
+func Listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("listen on %s: %w; is another chattyd running? Stop it or choose another address with --listen", addr, ErrAddrInUse)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// New returns a server that will accept clients on ln.
+func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
+	s := &Server{
+		ln:      ln,
+		logger:  logger,
+		lines:   newLog(),
+		clients: make(map[uint64]*client),
+		start:   1,
+	}
+	s.limits.Store(&limits)
+	return s
+}
+
+// Addr returns the listener's address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// SetLimits changes the limits; they apply to existing clients too.
+func (s *Server) SetLimits(l Limits) { s.limits.Store(&l) }
+
+// Limits returns the limits in force.
+func (s *Server) Limits() Limits { return *s.limits.Load() }
+
+// Publish queues lines to every connected client and returns the sequence
+// number of the first. The slices may be reused once it returns.
+func (s *Server) Publish(lines [][]byte) uint64 {
+	if len(lines) == 0 {
+		return s.lines.endSeq.Load()
+	}
+	if s.connected.Load() == 0 {
+		s.undelivered.Add(uint64(len(lines)))
+	}
+	first := s.lines.append(lines)
+	s.maybeScan()
+	return first
+}
+
+// scanEveryBytes and scanEveryLines set how often Publish looks for slow
+// consumers: a client may overshoot its limit by at most this much.
+const (
+	scanEveryBytes = 64 << 10
+	scanEveryLines = 1024
+)
+
+// maybeScan disconnects clients lagging beyond their limits. It runs at
+// most once per scanEvery bytes or lines published, so its cost per line
+// is small whatever the number of clients.
+func (s *Server) maybeScan() {
+	endPos, endSeq := s.lines.endPos.Load(), s.lines.endSeq.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if endPos-s.scanPos < scanEveryBytes && endSeq-s.scanSeq < scanEveryLines {
+		return
+	}
+	s.scanPos, s.scanSeq = endPos, endSeq
+	lim := s.limits.Load()
+	for _, c := range s.clients {
+		lagBytes := endPos - c.sentPos.Load()
+		lagLines := endSeq - c.sentSeq.Load()
+		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
+			if c.shut(closeSlow) {
+				s.slow.Add(1)
+				c.logger.WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
+					Warn("Slow consumer: queue limit exceeded, disconnecting")
+			}
+		}
+	}
+}
+
+// Run accepts clients until ctx is done, then stops accepting, lets every
+// client drain what was published (within DrainTimeout), and closes them.
+// It returns nil after every client goroutine has ended.
+func (s *Server) Run(ctx context.Context) error {
+	acceptDone := make(chan error, 1)
+	go func() { acceptDone <- s.acceptLoop() }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+		s.ln.Close()
+		<-acceptDone
+	case err = <-acceptDone:
+		// The listener failed on its own.
+	}
+	s.shutdown()
+	return err
+}
+
+// acceptLoop accepts connections until the listener is closed. Temporary
+// errors (out of file descriptors, say) back off, doubling up to a second,
+// rather than spin.
+func (s *Server) acceptLoop() error {
+	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
+	delay := time.Duration(0)
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if delay == 0 {
+				delay = minDelay
+			} else if delay *= 2; delay > maxDelay {
+				delay = maxDelay
+			}
+			s.logger.WithError(err).WithField("retry_in", delay).Error("Accept failed")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.admit(conn)
+	}
+}
+
+// refusal is the one line a client over max_clients receives.
+const refusal = "ERROR too many clients (max_clients %d); try again later\n"
+
+func (s *Server) admit(conn net.Conn) {
+	lim := s.limits.Load()
+	s.mu.Lock()
+	if s.draining || (lim.MaxClients > 0 && len(s.clients) >= lim.MaxClients) {
+		s.mu.Unlock()
+		s.refused.Add(1)
+		s.logger.WithField("remote", conn.RemoteAddr().String()).WithField("max_clients", lim.MaxClients).
+			Warn("Connection refused: too many clients")
+		conn.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(conn, refusal, lim.MaxClients)
+		conn.Close()
+		return
+	}
+	s.nextID++
+	c := newClient(s, s.nextID, conn)
+	s.clients[c.id] = c
+	s.connected.Add(1)
+	s.mu.Unlock()
+	s.accepted.Add(1)
+	c.logger.Info("New connection established")
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.remove(c)
+	}()
+}
+
+func (s *Server) remove(c *client) {
+	s.mu.Lock()
+	delete(s.clients, c.id)
+	s.gone.AcksGood += c.acksGood.Load()
+	s.gone.AcksMismatched += c.acksBad.Load()
+	s.mu.Unlock()
+	s.connected.Add(-1)
+}
+
+// shutdown drains and closes every client.
+func (s *Server) shutdown() {
+	lim := s.limits.Load()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.lines.close()
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	timer := time.NewTimer(lim.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return
+	case <-timer.C:
+	}
+	s.mu.Lock()
+	n := len(s.clients)
+	for _, c := range s.clients {
+		c.shut(closeShutdown)
+	}
+	s.mu.Unlock()
+	s.logger.WithField("clients", n).Warn("Drain timeout: closing clients that had not caught up")
+	<-done
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	endSeq := s.lines.endSeq.Load()
+	st := Stats{
+		Lines:         endSeq - s.start,
+		Bytes:         s.lines.endPos.Load(),
+		Undelivered:   s.undelivered.Load(),
+		Connected:     int(s.connected.Load()),
+		Accepted:      s.accepted.Load(),
+		Refused:       s.refused.Load(),
+		SlowConsumers: s.slow.Load(),
+		IdleClosed:    s.idle.Load(),
+		Protocol:      s.protocol.Load(),
+		KeepAlives:    s.keepAlives.Load(),
+	}
+	s.mu.Lock()
+	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
+	for _, c := range s.clients {
+		st.AcksGood += c.acksGood.Load()
+		st.AcksMismatched += c.acksBad.Load()
+	}
+	s.mu.Unlock()
+	return st
+}
+
+// Clients describes the connected clients, in no particular order.
+func (s *Server) Clients() []ClientInfo {
+	endPos, endSeq := s.lines.endPos.Load(), s.lines.endSeq.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ClientInfo, 0, len(s.clients))
+	for _, c := range s.clients {
+		sentSeq := c.sentSeq.Load()
+		out = append(out, ClientInfo{
+			ID:             c.id,
+			Remote:         c.remote,
+			ConnectedAt:    c.connectedAt,
+			QueueBytes:     endPos - c.sentPos.Load(),
+			QueueLines:     endSeq - sentSeq,
+			AckLag:         sentSeq - c.ackedSeq.Load(),
+			LinesSent:      sentSeq - c.firstSeq,
+			AcksGood:       c.acksGood.Load(),
+			AcksMismatched: c.acksBad.Load(),
+		})
+	}
+	return out
+}

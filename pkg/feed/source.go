@@ -1,0 +1,146 @@
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Source produces feed lines. Sources other than byte streams (a message
+// bus subject, say) implement it directly.
+type Source interface {
+	// Name identifies the source in logs and status, for example "stdin".
+	Name() string
+	// Run delivers lines to h until the source ends (nil), fails, or ctx
+	// is done (ctx.Err()).
+	Run(ctx context.Context, h Handler) error
+	// Dropped reports how many over-long lines were dropped so far.
+	Dropped() uint64
+}
+
+// Stream is a Source reading a byte stream from a file descriptor: stdin,
+// a FIFO, or a descriptor passed by systemd.
+type Stream struct {
+	name    string
+	open    func() (*os.File, error)
+	max     int
+	log     *logrus.Entry
+	dropped atomic.Uint64
+}
+
+// NewStdin returns a Source reading standard input.
+func NewStdin(maxLine int, log *logrus.Entry) *Stream {
+	return &Stream{name: "stdin", max: maxLine, log: log, open: openStdin}
+}
+
+// NewFile returns a Source reading an already open file, such as a FIFO
+// passed by systemd socket activation.
+func NewFile(name string, f *os.File, maxLine int, log *logrus.Entry) *Stream {
+	return &Stream{name: name, max: maxLine, log: log, open: func() (*os.File, error) { return f, nil }}
+}
+
+// NewFIFO returns a Source reading the named FIFO, created (mode 0620) if
+// missing. The FIFO is opened for reading and writing, so that writers may
+// come and go without the reader ever seeing end of file.
+func NewFIFO(path string, maxLine int, log *logrus.Entry) *Stream {
+	return &Stream{name: "fifo " + path, max: maxLine, log: log, open: func() (*os.File, error) { return openFIFO(path) }}
+}
+
+// Name implements Source.
+func (s *Stream) Name() string { return s.name }
+
+// Dropped implements Source.
+func (s *Stream) Dropped() uint64 { return s.dropped.Load() }
+
+// Run implements Source.
+func (s *Stream) Run(ctx context.Context, h Handler) error {
+	f, err := s.open()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+
+	// Unblock the read when ctx is done. Pollable files honour the
+	// deadline; for the others, closing is the only way.
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+			if f.SetReadDeadline(time.Now()) != nil {
+				f.Close()
+			}
+		case <-stop:
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+
+	lr := NewLineReader(f, s.max)
+	lr.OnDrop = func(n int) {
+		s.dropped.Add(1)
+		s.log.WithField("bytes", n).WithField("max_line_bytes", s.max).
+			Warn("Dropped an over-long line; reading continues at the next line")
+	}
+	err = lr.Run(h)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", s.name, err)
+	}
+	return nil
+}
+
+// openStdin returns standard input, made pollable when it is a pipe, FIFO
+// or socket so that a blocked read can be interrupted at shutdown.
+func openStdin() (*os.File, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(0, &st); err != nil {
+		return nil, fmt.Errorf("stdin: %w", err)
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFSOCK:
+		fd, err := unix.Dup(0)
+		if err != nil {
+			return nil, fmt.Errorf("stdin: %w", err)
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stdin: %w", err)
+		}
+		return os.NewFile(uintptr(fd), "stdin"), nil
+	}
+	return os.Stdin, nil
+}
+
+func openFIFO(path string) (*os.File, error) {
+	err := unix.Mkfifo(path, 0o620)
+	if err == nil {
+		// Mkfifo honours the umask; make the mode what we promised.
+		if err := os.Chmod(path, 0o620); err != nil {
+			return nil, fmt.Errorf("feed fifo %s: %w", path, err)
+		}
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("create feed fifo %s: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("feed fifo %s: %w", path, err)
+	}
+	if st.Mode()&fs.ModeNamedPipe == 0 {
+		return nil, fmt.Errorf("feed fifo %s exists but is not a FIFO (%s); remove it or choose another feed.path", path, st.Mode().Type())
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open feed fifo %s: %w", path, err)
+	}
+	return f, nil
+}
