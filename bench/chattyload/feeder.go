@@ -19,6 +19,13 @@ type feeder struct {
 	fed   atomic.Uint64 // last seq fully written
 	stop  atomic.Bool
 	buf   []byte
+
+	// At full speed the feeder stays at most window lines ahead of the
+	// slowest subscriber, as reported by slowest. Without it the feed would
+	// fill every socket buffer on the way (megabytes per subscriber), the
+	// latency would measure buffer depth and draining would take minutes.
+	window  uint64
+	slowest func() uint64
 }
 
 func newFeeder(w feedWriter, size, rate int, epoch time.Time) *feeder {
@@ -46,7 +53,11 @@ func (f *feeder) run() error {
 		per = 1
 	}
 	for !f.stop.Load() {
-		now := f.nanos() // one stamp per batch: latency here is queueing anyway
+		if f.slowest != nil && seq-min(seq, f.slowest()) > f.window {
+			time.Sleep(100 * time.Microsecond)
+			continue
+		}
+		now := f.nanos() // one stamp per batch
 		b := f.buf[:0]
 		for range per {
 			seq++

@@ -68,11 +68,13 @@ type config struct {
 	warmup    time.Duration
 	duration  time.Duration
 	lines     uint64
+	window    uint64
 	drain     time.Duration
 	bufSize   int
 	sampleMod uint64
 	serverLog string
 	json      bool
+	verbose   bool
 }
 
 func parseFlags(args []string) (config, error) {
@@ -90,11 +92,13 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "feeding before the measured window")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured window")
 	fs.Uint64Var(&c.lines, "lines", 0, "end the measured window after this many lines fed instead (bounded by -duration)")
+	fs.Uint64Var(&c.window, "window", 4096, "at full speed, feed at most this many lines ahead of the slowest subscriber")
 	fs.DurationVar(&c.drain, "drain", 15*time.Second, "how long subscribers may take to receive the last line once feeding stops")
 	fs.IntVar(&c.bufSize, "bufsize", 256<<10, "subscriber read buffer in bytes")
 	fs.Uint64Var(&c.sampleMod, "sample", 0, "sample the latency of every Nth line (0: every line with -rate, every 64th at full speed)")
 	fs.StringVar(&c.serverLog, "server-log", "", "file for the server's stdout and stderr (default: discarded)")
 	fs.BoolVar(&c.json, "json", false, "also print the report as one JSON line")
+	fs.BoolVar(&c.verbose, "v", false, "log each phase to stderr")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -117,6 +121,8 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-rate %d: want 0 (full speed) or more", c.rate)
 	case c.duration <= 0 || c.warmup < 0 || c.drain <= 0:
 		return c, fmt.Errorf("-duration and -drain must be positive, -warmup not negative")
+	case c.window < 1:
+		return c, fmt.Errorf("-window must be at least 1")
 	case c.bufSize < 64<<10:
 		return c, fmt.Errorf("-bufsize %d: want at least 65536", c.bufSize)
 	}

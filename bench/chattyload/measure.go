@@ -27,8 +27,9 @@ type result struct {
 	FedPerSec   float64  `json:"fed_per_s"`  // lines fed per second in the window
 	Deliveries  uint64   `json:"deliveries"` // lines received by all subscribers in the window
 	DeliverRate float64  `json:"deliveries_per_s"`
-	LastSeq     uint64   `json:"last_seq"` // lines fed in the whole run
-	Lost        uint64   `json:"lost"`     // over the whole run, all subscribers
+	LastSeq     uint64   `json:"last_seq"`        // lines fed in the whole run
+	Lost        uint64   `json:"lost"`            // skipped lines, and the tail a disconnected subscriber never got
+	UndrainedN  uint64   `json:"undrained_lines"` // tail lines not received by the drain deadline
 	Reordered   uint64   `json:"reordered"`
 	Duplicated  uint64   `json:"duplicated"`
 	Disconnects int      `json:"disconnected"`
@@ -69,6 +70,13 @@ func fmtMicros(us float64) string {
 	return fmt.Sprintf("%.0fµs", us)
 }
 
+// Subscribers connect connectPause apart, and probes check every
+// connectBatch of them.
+const (
+	connectBatch = 50
+	connectPause = time.Millisecond
+)
+
 // measure runs one whole measurement. It returns a nil result only when
 // nothing could be measured.
 func measure(ctx context.Context, cfg config) (*result, error) {
@@ -103,22 +111,13 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 
 	res := &result{Label: cfg.label, Target: cfg.target, Subs: cfg.subs, Size: cfg.size, Rate: cfg.rate, Ack: cfg.ack, PeakRSSKiB: -1}
 
-	// Connect every subscriber before anything is fed.
-	subs := make([]*subscriber, 0, cfg.subs)
-	defer func() {
-		for _, s := range subs {
-			s.conn.Close()
+	logf := func(format string, args ...any) {
+		if cfg.verbose {
+			fmt.Fprintf(os.Stderr, "chattyload: %6.2fs "+format+"\n", append([]any{time.Since(epoch).Seconds()}, args...)...)
 		}
-	}()
-	for i := range cfg.subs {
-		c, err := dialRetry(ctx, t, addr, 10*time.Second)
-		if err != nil {
-			return nil, fmt.Errorf("subscriber %d: %w", i, err)
-		}
-		s := &subscriber{id: i, conn: c, buf: make([]byte, cfg.bufSize)}
-		s.st = stream{tracker: newTracker(), ack: cfg.ack, sampleMod: cfg.sampleMod, hist: new(histogram)}
-		subs = append(subs, s)
 	}
+	logf("started %s on %s, pid %d", cfg.target, addr, t.cmd.Process.Pid)
+
 	var feedConn net.Conn
 	var discard sync.WaitGroup
 	if t.feed == nil { // ncat: the feeder is one more client
@@ -138,11 +137,14 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	window := func() (uint64, uint64) { return sampleLo.Load(), sampleHi.Load() }
 	f := newFeeder(t.feed, cfg.size, cfg.rate, epoch)
 
+	// Connect every subscriber before anything is fed, a batch at a time,
+	// probing after each batch until the server has registered all so far:
+	// ncat listens with a backlog of 10 and accepts in bursts, and
+	// overflowing its queue costs a second of SYN retry per connection, so
+	// dials are also paced.
 	var closing atomic.Bool
 	var readers sync.WaitGroup
-	for _, s := range subs {
-		readers.Go(func() { s.read(&closing, window, f.nanos) })
-	}
+	subs := make([]*subscriber, 0, cfg.subs)
 	defer func() {
 		closing.Store(true)
 		for _, s := range subs {
@@ -150,11 +152,27 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		}
 		readers.Wait()
 	}()
-
-	// Probe until the server has registered every subscriber.
-	if err := probe(ctx, t, f, subs, 15*time.Second); err != nil {
-		return nil, err
+	probeDeadline := time.Now().Add(15*time.Second + time.Duration(cfg.subs)*10*time.Millisecond)
+	for len(subs) < cfg.subs {
+		for range min(connectBatch, cfg.subs-len(subs)) {
+			c, err := dialRetry(ctx, t, addr, 10*time.Second)
+			if err != nil {
+				return nil, fmt.Errorf("subscriber %d: %w", len(subs), err)
+			}
+			s := &subscriber{id: len(subs), conn: c, buf: make([]byte, cfg.bufSize)}
+			s.st = stream{tracker: newTracker(), ack: cfg.ack, sampleMod: cfg.sampleMod, hist: new(histogram)}
+			subs = append(subs, s)
+			readers.Go(func() { s.read(&closing, window, f.nanos) })
+			if err := sleepCtx(ctx, connectPause); err != nil {
+				return nil, err
+			}
+		}
+		if err := probe(ctx, t, f, subs, probeDeadline); err != nil {
+			return nil, err
+		}
 	}
+	f.window = cfg.window
+	f.slowest = func() uint64 { return slowest(subs) }
 
 	feedErr := make(chan error, 1)
 	go func() { feedErr <- f.run() }() // owned here: stopFeeder receives feedErr
@@ -183,6 +201,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		}
 	}()
 
+	logf("%d subscribers registered, feeding; warm-up %s", len(subs), cfg.warmup)
 	if err := sleepCtx(ctx, cfg.warmup); err != nil {
 		return nil, err
 	}
@@ -217,6 +236,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		return nil, fmt.Errorf("server stats: %w (did it exit?)", err)
 	}
 
+	logf("window done: fed %d lines, received %d", fed1-fed0, del1-del0)
 	feederStopped = true
 	if err := stopFeeder(); err != nil {
 		res.Errors = append(res.Errors, "feeder: "+err.Error())
@@ -224,6 +244,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	last := f.fed.Load()
 
 	// Drain: every subscriber should get every line fed.
+	logf("feeder stopped at line %d, draining", last)
 	deadline := time.Now().Add(cfg.drain)
 	for !drained(subs, last) && time.Now().Before(deadline) {
 		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
@@ -238,6 +259,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	}
 
 	// Stop the readers, then account.
+	logf("drained (slowest subscriber at line %d), closing", slowest(subs))
 	closing.Store(true)
 	for _, s := range subs {
 		s.conn.Close()
@@ -259,16 +281,21 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	var h histogram
 	var firstErr error
 	for _, s := range subs {
-		res.Lost += s.st.lostBy(last)
 		res.Reordered += s.st.reordered
 		res.Duplicated += s.st.duplicated
-		if s.err != nil {
+		switch {
+		case s.err != nil:
+			res.Lost += s.st.lostBy(last)
 			res.Disconnects++
 			if firstErr == nil {
 				firstErr = s.err
 			}
-		} else if s.st.next <= last {
+		case s.st.next <= last: // still connected: late, maybe not lost
+			res.Lost += s.st.lost
 			res.Undrained++
+			res.UndrainedN += s.st.lostBy(last) - s.st.lost
+		default:
+			res.Lost += s.st.lost
 		}
 		h.merge(s.st.hist)
 	}
@@ -279,7 +306,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		res.Errors = append(res.Errors, fmt.Sprintf("%d of %d subscribers disconnected, first: %v", res.Disconnects, cfg.subs, firstErr))
 	}
 	if res.Undrained > 0 {
-		res.Errors = append(res.Errors, fmt.Sprintf("%d subscribers had not received line %d %s after feeding stopped", res.Undrained, last, cfg.drain))
+		res.Errors = append(res.Errors, fmt.Sprintf("%d subscribers still missed %d lines up to line %d %s after feeding stopped", res.Undrained, res.UndrainedN, last, cfg.drain))
 	}
 	if res.Lost+res.Reordered+res.Duplicated > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("delivery broken: %d lost, %d reordered, %d duplicated", res.Lost, res.Reordered, res.Duplicated))
@@ -288,34 +315,47 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 }
 
 // probe writes probe lines until every subscriber has received one.
-func probe(ctx context.Context, t *target, f *feeder, subs []*subscriber, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
+func probe(ctx context.Context, t *target, f *feeder, subs []*subscriber, deadline time.Time) error {
 	for n := 1; ; n++ {
 		if err := f.probe(n); err != nil {
 			return fmt.Errorf("probe: %w", err)
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
-			return err
-		}
-		waiting := 0
-		for _, s := range subs {
-			if s.ended.Load() {
-				return fmt.Errorf("subscriber %d disconnected before the start", s.id)
+		// A subscriber registered just after a probe went out needs the next.
+		for range 25 {
+			if err := sleepCtx(ctx, 2*time.Millisecond); err != nil {
+				return err
 			}
-			if !s.probed.Load() {
-				waiting++
+			waiting := 0
+			for _, s := range subs {
+				if s.ended.Load() {
+					return fmt.Errorf("subscriber %d disconnected before the start", s.id)
+				}
+				if !s.probed.Load() {
+					waiting++
+				}
 			}
-		}
-		if waiting == 0 {
-			return nil
-		}
-		if done, err := t.exited(); done {
-			return fmt.Errorf("server exited at start: %v", err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d subscribers not registered by the server after %s", waiting, len(subs), limit)
+			if waiting == 0 {
+				return nil
+			}
+			if done, err := t.exited(); done {
+				return fmt.Errorf("server exited at start: %v", err)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d of %d subscribers not registered by the server in time", waiting, len(subs))
+			}
 		}
 	}
+}
+
+// slowest returns the last in-order seq of the slowest connected subscriber.
+func slowest(subs []*subscriber) uint64 {
+	low := uint64(math.MaxUint64)
+	for _, s := range subs {
+		if !s.ended.Load() {
+			low = min(low, s.next.Load()-1)
+		}
+	}
+	return low
 }
 
 func drained(subs []*subscriber, last uint64) bool {
@@ -338,7 +378,7 @@ func sumReceived(subs []*subscriber) uint64 {
 // dialRetry connects to addr until the server listens, it dies, or limit.
 func dialRetry(ctx context.Context, t *target, addr string, limit time.Duration) (net.Conn, error) {
 	deadline := time.Now().Add(limit)
-	d := net.Dialer{Timeout: time.Second}
+	d := net.Dialer{Timeout: limit} // a full accept queue delays, not refuses
 	for {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {

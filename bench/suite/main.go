@@ -34,6 +34,7 @@ type result struct {
 	Reordered   uint64   `json:"reordered"`
 	Duplicated  uint64   `json:"duplicated"`
 	Disconnects int      `json:"disconnected"`
+	UndrainedN  uint64   `json:"undrained_lines"`
 	Samples     uint64   `json:"latency_samples"`
 	P50us       float64  `json:"latency_p50_us"`
 	P99us       float64  `json:"latency_p99_us"`
@@ -245,6 +246,9 @@ func cell(r *result, rw row) string {
 	s := rw.format(rw.value(r))
 	if rw.measure == lost.measure && r.Disconnects > 0 {
 		s += fmt.Sprintf(" (%d disconnected)", r.Disconnects)
+	}
+	if rw.measure == lost.measure && r.UndrainedN > 0 {
+		s += fmt.Sprintf(" (%d late)", r.UndrainedN)
 	}
 	if len(r.Errors) > 0 {
 		s += " ⚠"
