@@ -13,7 +13,7 @@ build:
 	$(GO) build -o $(BIN)/chattyctl ./ctl
 
 run: build
-	$(BIN)/chattyd demo-feed | $(BIN)/chattyd --workers 4 --demo
+	$(BIN)/chattyd demo-feed | $(BIN)/chattyd --demo --verbose
 
 test: lint
 	$(GO) test -race -count=1 -timeout 8m ./...

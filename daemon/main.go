@@ -39,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Commands: []*cli.Command{
 			checkConfigCommand(),
 			printConfigCommand(),
+			workerCommand(),
+			demoFeedCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
@@ -59,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func daemonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "YAML configuration `FILE` (default: the built-in configuration)", EnvVars: []string{"CHATTYD_CONFIG"}},
+		&cli.BoolFlag{Name: "demo", Usage: "use the built-in demo configuration (a few short-lived workers) instead of the default"},
 		&cli.StringFlag{Name: "listen", Usage: "broadcast on `HOST:PORT` (overrides broadcast.listen)"},
 		&cli.StringFlag{Name: "ip", Usage: "broadcast on this `IP`, keeping the port (the original server's -ip)"},
 		&cli.IntFlag{Name: "port", Usage: "broadcast on this `PORT`, keeping the address (the original server's -port)"},
@@ -71,7 +74,16 @@ func daemonFlags() []cli.Flag {
 // loadConfig reads the configuration named by --config (or the built-in
 // one) and applies the command-line overrides.
 func loadConfig(c *cli.Context) (config.Config, error) {
-	cfg, err := config.Load(c.String("config"))
+	var cfg config.Config
+	var err error
+	switch {
+	case c.Bool("demo") && c.IsSet("config"):
+		return cfg, cli.Exit("--demo and --config exclude each other: the demo has its own configuration", 2)
+	case c.Bool("demo"):
+		cfg, err = config.Parse("(built-in demo)", config.DemoYAML)
+	default:
+		cfg, err = config.Load(c.String("config"))
+	}
 	if err != nil {
 		return cfg, err
 	}
@@ -149,6 +161,12 @@ func runDaemon(c *cli.Context) error {
 		LogFile:  logFile,
 		Notifier: daemon.SystemdNotifier{NoWatchdog: os.Getenv("CHATTYD_TEST_NO_WATCHDOG") == "1"},
 		Listener: passed.Broadcast,
+	}
+	if exe, err := os.Executable(); err == nil {
+		opts.WorkerCommand = func(w config.Worker) []string { return DefaultWorkerCommand(exe, w) }
+	} else if len(cfg.Pool.Command) == 0 && cfg.Pool.Size > 0 {
+		logger.WithError(err).Error("Cannot find chattyd's own executable for the built-in worker; set pool.command")
+		return cli.Exit("", 1)
 	}
 	if passed.Feed != nil {
 		opts.Feed = feed.NewFile("fifo (systemd)", passed.Feed, cfg.Feed.MaxLineBytes,

@@ -130,7 +130,7 @@ func (c *client) writeLoop() bool {
 	var acks []byte
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
-		wait := lg.waitChan() // taken before looking, so no publish is missed
+		wait := lg.waitChan()   // taken before looking, so no publish is missed
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		nka := c.pendingKA.Swap(0)

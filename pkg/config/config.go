@@ -16,6 +16,12 @@ import (
 //go:embed default.yaml
 var DefaultYAML []byte
 
+// DemoYAML is the configuration of chattyd --demo: a few short-lived
+// workers, so that a newcomer sees the whole life cycle quickly.
+//
+//go:embed demo.yaml
+var DemoYAML []byte
+
 // Version is the only configuration format version this build understands.
 const Version = 1
 
@@ -256,7 +262,7 @@ func (c *Config) Validate() []Problem {
 	if f.MaxLineBytes < 1 || f.MaxLineBytes > 64<<20 {
 		bad("feed.max_line_bytes", "must be from 1 to %d, got %d", 64<<20, f.MaxLineBytes)
 	}
-	if f.MaxLineBytes >= b.QueueBytes {
+	if b.QueueBytes > 0 && f.MaxLineBytes >= b.QueueBytes {
 		bad("broadcast.queue_bytes", "must be larger than feed.max_line_bytes (%d), got %d", f.MaxLineBytes, b.QueueBytes)
 	}
 	if f.OnEOF != "keep" && f.OnEOF != "stop" {

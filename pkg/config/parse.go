@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -21,61 +22,282 @@ func Parse(name string, data []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err := dec.Decode(&cfg)
+	var te *yaml.TypeError
 	switch {
 	case errors.Is(err, io.EOF):
 		problems = append(problems, Problem{Msg: "the file is empty; it needs at least \"version: 1\""})
-	case err != nil:
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			// A syntax error: nothing after it can be trusted.
-			return Config{}, &Error{File: name, Problems: []Problem{syntaxProblem(err)}}
-		}
-		for _, msg := range te.Errors {
-			problems = append(problems, typeProblem(msg))
-		}
+	case err != nil && !errors.As(err, &te):
+		// A syntax error: nothing after it can be trusted.
+		return Config{}, &Error{File: name, Problems: []Problem{syntaxProblem(err, data)}}
 	default:
+		if te != nil {
+			var root yaml.Node
+			_ = yaml.Unmarshal(data, &root) // it parsed above, only types were wrong
+			keys := keysOf(&root, "", nil)
+			for _, msg := range te.Errors {
+				problems = append(problems, typeProblem(msg, keys))
+			}
+		}
 		var extra yaml.Node
 		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-			problems = append(problems, Problem{Line: extra.Line, Msg: "a second YAML document (---) is not allowed; keep one document per file"})
+			line := extra.Line
+			if err != nil {
+				line = syntaxProblem(err, data).Line // a broken second document
+			}
+			problems = append(problems, Problem{Line: line, Msg: "a second YAML document (---) is not allowed; keep one document per file"})
+		}
+	}
+	// yaml.Marshal writes a nil list as "[]", which decodes to an empty
+	// one; both mean the built-in worker, so keep one form and let the
+	// output of print-config parse back to an equal Config.
+	if len(cfg.Pool.Command) == 0 {
+		cfg.Pool.Command = nil
+	}
+
+	// Validate even when some fields failed to decode (they keep their
+	// defaults), so that one run reports every problem in the file.
+	// A document that is not a mapping was reported as such already;
+	// validating its defaults would only add noise.
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // it decoded above, so it parses
+	isMapping := len(root.Content) > 0 && root.Content[0].Kind == yaml.MappingNode
+	if vps := cfg.Validate(); len(vps) > 0 && (isMapping || len(problems) == 0) {
+		reported := make(map[string]bool, len(problems))
+		for _, p := range problems {
+			reported[p.Field] = true
+		}
+		for _, vp := range vps {
+			if reported[vp.Field] {
+				continue
+			}
+			vp.Line = lineOf(&root, vp.Field)
+			problems = append(problems, vp)
 		}
 	}
 	if len(problems) > 0 {
 		return Config{}, &Error{File: name, Problems: problems}
-	}
-
-	if vps := cfg.Validate(); len(vps) > 0 {
-		var root yaml.Node
-		_ = yaml.Unmarshal(data, &root) // it decoded above, so it parses
-		for i := range vps {
-			vps[i].Line = lineOf(&root, vps[i].Field)
-		}
-		return Config{}, &Error{File: name, Problems: vps}
 	}
 	return cfg, nil
 }
 
 var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-func syntaxProblem(err error) Problem {
-	return typeProblem(err.Error())
+// parserErrors are the yaml.v3 messages raised by its parser rather than its
+// scanner. yaml.v3 (v3.0.1) reports their line 0-based, one too low, and
+// leaves it out when the error is on the first line.
+var parserErrors = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"did not find expected node content":     true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected key":              true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found undefined tag handle":             true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found duplicate %TAG directive":         true,
 }
 
-// typeProblem turns one of yaml.v3's "line N: ..." messages into a Problem.
-func typeProblem(msg string) Problem {
+// syntaxProblem turns a yaml.v3 syntax error in data into a Problem with
+// the line the error is on.
+func syntaxProblem(err error, data []byte) Problem {
+	p := Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		p.Line, _ = strconv.Atoi(m[1])
+		p.Msg = m[2]
+	}
+	if parserErrors[p.Msg] {
+		p.Line++
+	}
+	// An unexpected end of the file is reported on the line after the
+	// last newline; point at the last line instead.
+	if last := bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n")) + 1; p.Line > last {
+		p.Line = last
+	}
+	return p
+}
+
+// keyAt is one key of a decoded file, or an element of a list, with the
+// dotted path of the field it sets.
+type keyAt struct {
+	path  string
+	elem  bool       // value is an element of the list at path
+	key   *yaml.Node // nil for list elements and the document itself
+	value *yaml.Node
+}
+
+// keysOf lists the keys and list elements under n in document order.
+func keysOf(n *yaml.Node, path string, into []keyAt) []keyAt {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			into = append(into, keyAt{path: path, value: c})
+			into = keysOf(c, path, into)
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			into = append(into, keyAt{path: path, elem: true, value: c})
+			into = keysOf(c, path, into)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			into = append(into, keyAt{path: p, key: k, value: v})
+			into = keysOf(v, p, into)
+		}
+	}
+	return into
+}
+
+var (
+	unknownRE   = regexp.MustCompile(`^field (.*) not found in type (\S+)$`)
+	duplicateRE = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
+	typeRE      = regexp.MustCompile("^cannot unmarshal (\\S+)(?: `(.*)`)? into (.+)$")
+)
+
+// typeProblem turns one of yaml.v3's "line N: ..." decoding messages into a
+// Problem naming the field, found among keys by line, and what to write.
+func typeProblem(msg string, keys []keyAt) Problem {
 	m := lineRE.FindStringSubmatch(msg)
 	if m == nil {
 		return Problem{Msg: strings.TrimPrefix(msg, "yaml: ")}
 	}
 	line, _ := strconv.Atoi(m[1])
-	text := m[2]
-	// "field lisen not found in type config.Broadcast" reads better as:
-	if f, ok := strings.CutPrefix(text, "field "); ok {
-		if name, typ, ok := strings.Cut(f, " not found in type "); ok {
-			section := strings.ToLower(strings.TrimPrefix(typ, "config."))
-			text = "unknown field " + strconv.Quote(name) + " in " + section + " (check the spelling against configs/chattyd.yaml)"
+	p := Problem{Line: line, Msg: m[2]}
+
+	// keyNamed finds the path of the key name on the problem's line, in a
+	// section of Go type section unless that is empty.
+	keyNamed := func(name, section string) (string, bool) {
+		for _, k := range keys {
+			if k.key == nil || k.key.Line != line || k.key.Value != name {
+				continue
+			}
+			parent, _, _ := cutLast(k.path)
+			if section == "" || goType(parent, false) == section {
+				return k.path, true
+			}
+		}
+		return "", false
+	}
+	if m := unknownRE.FindStringSubmatch(p.Msg); m != nil {
+		if path, ok := keyNamed(m[1], m[2]); ok {
+			p.Field = path
+			where := "at the top level"
+			if section, _, nested := cutLast(path); nested {
+				where = "in " + section
+			}
+			p.Msg = "unknown field " + strconv.Quote(m[1]) + " " + where + "; check the spelling against configs/chattyd.yaml"
+		} else {
+			section := strings.ToLower(strings.TrimPrefix(m[2], "config."))
+			p.Msg = "unknown field " + strconv.Quote(m[1]) + " in " + section + "; check the spelling against configs/chattyd.yaml"
+		}
+		return p
+	}
+	if m := duplicateRE.FindStringSubmatch(p.Msg); m != nil {
+		p.Field, _ = keyNamed(m[1], "")
+		p.Msg = "already defined at line " + m[2] + "; keep only one"
+		return p
+	}
+	m = typeRE.FindStringSubmatch(p.Msg)
+	if m == nil {
+		return p
+	}
+	tag, value, typ := m[1], m[2], m[3]
+	// yaml.v3 cuts values longer than 10 bytes to 7 and "...".
+	prefix, cut := strings.CutSuffix(value, "...")
+	if !cut || len(prefix) != 7 {
+		prefix = value
+	}
+	// Several values can start on one line ("pool: {command: [a, {b: c}]}");
+	// the one meant has the value and the Go type yaml.v3 names.
+	best := -1
+	for i, k := range keys {
+		v := k.value
+		if v.Line != line || v.ShortTag() != tag || !strings.HasPrefix(v.Value, prefix) || (!cut && v.Value != value) {
+			continue
+		}
+		if best < 0 {
+			best = i
+		}
+		if goType(k.path, k.elem) == typ {
+			best = i
+			break
 		}
 	}
-	return Problem{Line: line, Msg: text}
+	if best >= 0 {
+		p.Field = keys[best].path
+	}
+
+	got := "a " + strings.TrimPrefix(tag, "!!")
+	switch tag {
+	case "!!map":
+		got = "a mapping"
+	case "!!seq":
+		got = "a list"
+	}
+	if value != "" {
+		if best >= 0 && len(keys[best].value.Value) <= 40 {
+			value = keys[best].value.Value // yaml.v3 shortened it
+		}
+		got = strconv.Quote(value)
+	}
+	switch {
+	case typ == "time.Duration":
+		p.Msg = "must be a duration with a unit, such as 60s, 1m30s or 500ms; got " + got
+	case typ == "string":
+		p.Msg = "must be a string, got " + got
+	case typ == "[]string":
+		p.Msg = "must be a list of strings, such as [chatty_server, -child, \"{port}\"]; got " + got
+	case strings.HasPrefix(typ, "int"), strings.HasPrefix(typ, "uint"):
+		p.Msg = "must be a whole number, got " + got
+	case typ == "config.Config":
+		p.Msg = "the file must be a YAML mapping of keys, starting with \"version: 1\"; got " + got
+	case strings.HasPrefix(typ, "config."):
+		p.Msg = "must be a mapping of keys, got " + got
+	}
+	return p
+}
+
+// cutLast splits a dotted path before its last key.
+func cutLast(path string) (parent, key string, nested bool) {
+	i := strings.LastIndexByte(path, '.')
+	if i < 0 {
+		return "", path, false
+	}
+	return path[:i], path[i+1:], true
+}
+
+// goType names the Go type of the field at the dotted path, or of its
+// elements when elem is set, as yaml.v3 names it in errors; "" if unknown.
+func goType(path string, elem bool) string {
+	t := reflect.TypeFor[Config]()
+	if path != "" {
+		for _, name := range strings.Split(path, ".") {
+			if t.Kind() != reflect.Struct {
+				return ""
+			}
+			i := 0
+			for i < t.NumField() && strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] != name {
+				i++
+			}
+			if i == t.NumField() {
+				return ""
+			}
+			t = t.Field(i).Type
+		}
+	}
+	if elem {
+		if t.Kind() != reflect.Slice {
+			return ""
+		}
+		t = t.Elem()
+	}
+	return t.String()
 }
 
 // lineOf finds the line of the key named by a dotted path, or of its

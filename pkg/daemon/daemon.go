@@ -18,6 +18,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/feed"
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/pool"
 	"github.com/sirupsen/logrus"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	Listener net.Listener
 	// Feed, if set, replaces the source named by the configuration.
 	Feed feed.Source
+	// WorkerCommand returns the command of the built-in worker for the
+	// given worker settings; it is used when pool.command is empty.
+	WorkerCommand func(config.Worker) []string
 }
 
 // Daemon is a running chattyd. Build it with New, then call Run.
@@ -56,6 +60,7 @@ type Daemon struct {
 
 	bcast  *broadcast.Server
 	source feed.Source
+	pool   *pool.Pool
 
 	feedState    stateString
 	stopOnce     sync.Once
@@ -99,7 +104,70 @@ func New(opts Options) (*Daemon, error) {
 		}
 	}
 	d.feedState.set("starting")
+
+	p, err := pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool"))
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("worker pool: %w", err)
+	}
+	d.pool = p
 	return d, nil
+}
+
+// poolOptions derives the pool's options from a configuration. Workers
+// connect to the bound address, on loopback when it is a wildcard.
+func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
+	cmd := cfg.Pool.Command
+	if len(cmd) == 0 && d.opts.WorkerCommand != nil {
+		cmd = d.opts.WorkerCommand(cfg.Pool.Worker)
+	}
+	return pool.Options{
+		Size:           cfg.Pool.Size,
+		Command:        cmd,
+		Env:            workerEnv(),
+		Addr:           dialAddr(d.bcast.Addr()),
+		MinUptime:      cfg.Pool.MinUptime,
+		BackoffInitial: cfg.Pool.BackoffInitial,
+		BackoffMax:     cfg.Pool.BackoffMax,
+		StopTimeout:    cfg.Pool.StopTimeout,
+	}
+}
+
+// dialAddr turns a listener's address into one a local worker can dial.
+func dialAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	ip := tcp.IP
+	switch {
+	case ip == nil || ip.Equal(net.IPv4zero):
+		ip = net.IPv4(127, 0, 0, 1)
+	case ip.Equal(net.IPv6unspecified):
+		ip = net.IPv6loopback
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+// workerEnv blanks the systemd variables meant for chattyd alone, so that
+// a worker never notifies systemd or takes chattyd's sockets.
+func workerEnv() []string {
+	return []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="}
+}
+
+// Pool returns the worker pool.
+func (d *Daemon) Pool() *pool.Pool { return d.pool }
+
+// Scale sets the number of workers and returns the previous number.
+func (d *Daemon) Scale(n int) (old int, err error) {
+	if n < 0 || n > config.MaxWorkers {
+		return 0, fmt.Errorf("scale: want a whole number from 0 to %d, got %d", config.MaxWorkers, n)
+	}
+	old, err = d.pool.Scale(n)
+	if err == nil && old != n {
+		d.log.WithField("from", old).WithField("to", n).Info("Scaling the worker pool")
+	}
+	return old, err
 }
 
 func limitsOf(cfg config.Config) broadcast.Limits {
@@ -144,9 +212,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(sigs)
 
 	var g group
+	poolCtx, stopPool := context.WithCancel(context.Background())
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	bcastCtx, stopBcast := context.WithCancel(context.Background())
 	auxCtx, stopAux := context.WithCancel(context.Background())
+	defer stopPool()
 	defer stopFeed()
 	defer stopBcast()
 	defer stopAux()
@@ -154,6 +224,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.add("feed", func() error { return d.runFeed(feedCtx) })
 	g.add("broadcast", func() error { return d.bcast.Run(bcastCtx) })
 	g.add("systemd", func() error { return d.runNotifier(auxCtx) })
+	g.add("pool", func() error { return d.pool.Run(poolCtx) })
+	if n := d.pool.Size(); n > 0 {
+		d.log.Infof("Chatting with sometimes faulty child processes (%d processes)", n)
+	}
 
 	if err := d.notify.Notify("READY=1"); err != nil {
 		d.log.WithError(err).Warn("systemd notification failed")
@@ -196,6 +270,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	defer close(forced)
 
+	// Workers first, so that none is respawned while the rest stops.
+	stopPool()
+	g.wait("pool")
 	stopFeed()
 	g.wait("feed")
 	stopBcast()
@@ -284,6 +361,9 @@ func (d *Daemon) reload() {
 		d.log.WithError(err).Error("Reload: log settings not applied")
 	}
 	d.bcast.SetLimits(limitsOf(next))
+	if err := d.pool.SetOptions(d.poolOptions(next)); err != nil {
+		d.log.WithError(err).Error("Reload: pool settings not applied")
+	}
 	for _, field := range restartOnly(prev, next) {
 		d.log.WithField("field", field).Warn("Reload: this setting changes only at restart")
 	}

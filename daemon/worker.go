@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/worker"
+)
+
+// workerCommand is "chattyd worker": the built-in worker that the pool
+// runs in each slot. It exits 0 when stopped by SIGTERM or SIGINT and
+// worker.ExitRestart (2) when its life is over, as the original child did.
+func workerCommand() *cli.Command {
+	d := config.Default().Pool.Worker
+	return &cli.Command{
+		Name:  "worker",
+		Usage: "run one built-in worker (normally started by the pool)",
+		Description: "Connects to the broadcaster, answers every line with ACK_RECEIVED <length>,\n" +
+			"sends KEEP_ALIVE at random intervals and exits with code 2 when its random\n" +
+			"lifetime is over, the connection ends or a keep-alive goes unanswered.\n" +
+			"SIGTERM or SIGINT stop it cleanly with code 0. It logs to stderr.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "addr", Usage: "broadcaster `HOST:PORT`", EnvVars: []string{"CHATTY_ADDR"}, Required: true},
+			&cli.IntFlag{Name: "slot", Usage: "pool slot, for logs", EnvVars: []string{"CHATTY_SLOT"}},
+			&cli.DurationFlag{Name: "lifetime-min", Value: d.LifetimeMin, Usage: "shortest lifetime"},
+			&cli.DurationFlag{Name: "lifetime-max", Value: d.LifetimeMax, Usage: "longest lifetime"},
+			&cli.DurationFlag{Name: "keepalive-min", Value: d.KeepAliveMin, Usage: "shortest wait between keep-alives"},
+			&cli.DurationFlag{Name: "keepalive-max", Value: d.KeepAliveMax, Usage: "longest wait between keep-alives"},
+			&cli.DurationFlag{Name: "keepalive-timeout", Value: d.KeepAliveTimeout, Usage: "how long the server has to answer a keep-alive"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log every keep-alive"},
+		},
+		Action: func(c *cli.Context) error {
+			l := logrus.New()
+			l.SetOutput(os.Stderr)
+			// No timestamp: the pool logs each of these lines with its own.
+			l.SetFormatter(&logging.TextFormatter{NoTime: true})
+			if c.Bool("verbose") {
+				l.SetLevel(logrus.DebugLevel)
+			}
+			opts := worker.Options{
+				Addr:             c.String("addr"),
+				Slot:             c.Int("slot"),
+				LifetimeMin:      c.Duration("lifetime-min"),
+				LifetimeMax:      c.Duration("lifetime-max"),
+				KeepAliveMin:     c.Duration("keepalive-min"),
+				KeepAliveMax:     c.Duration("keepalive-max"),
+				KeepAliveTimeout: c.Duration("keepalive-timeout"),
+			}
+			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			err := worker.Run(ctx, opts, logrus.NewEntry(l).WithField(logging.FieldComponent, "worker"))
+			var ee *worker.ExitError
+			switch {
+			case err == nil:
+				return nil
+			case errors.As(err, &ee):
+				return cli.Exit("", ee.Code) // Run has logged why
+			default:
+				return cli.Exit("chattyd worker: "+err.Error(), 1)
+			}
+		},
+	}
+}
+
+// DefaultWorkerCommand is the pool's command when pool.command is not set:
+// exe (chattyd itself, from os.Executable) re-run as "chattyd worker" with
+// w's timings. The pool replaces {addr} and {slot}; no shell is involved.
+func DefaultWorkerCommand(exe string, w config.Worker) []string {
+	return []string{
+		exe, "worker",
+		"--addr", "{addr}",
+		"--slot", "{slot}",
+		"--lifetime-min", w.LifetimeMin.String(),
+		"--lifetime-max", w.LifetimeMax.String(),
+		"--keepalive-min", w.KeepAliveMin.String(),
+		"--keepalive-max", w.KeepAliveMax.String(),
+		"--keepalive-timeout", w.KeepAliveTimeout.String(),
+	}
+}

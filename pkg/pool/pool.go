@@ -1,0 +1,243 @@
+// Package pool supervises chattyd's worker processes: it keeps one process
+// running in each of N numbered slots, restarts a slot's process when it
+// exits (with exponential backoff when it keeps dying young), scales the
+// number of slots up and down without touching the slots that stay, and on
+// shutdown leaves no process behind.
+//
+// Each worker runs in its own process group, which lives and dies with it:
+// when the worker exits, anything left in its group is killed. Workers get
+// SIGKILL if chattyd itself dies (Linux parent-death signal); their output
+// is logged line by line with the slot as the "process" field.
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/chatty-dev/chatty/pkg/config"
+)
+
+// Options configures a pool.
+type Options struct {
+	// Size is the number of slots, from 0 to config.MaxWorkers.
+	Size int
+	// Command is the worker's program and arguments, run directly (no
+	// shell). The placeholders {host}, {port}, {addr} and {slot} are
+	// replaced in every element.
+	Command []string
+	// Env holds KEY=VALUE entries added to chattyd's own environment for
+	// every worker. CHATTY_SLOT, CHATTY_ADDR, CHATTY_HOST and CHATTY_PORT
+	// are always set.
+	Env []string
+	// Addr is the broadcaster's address, host:port, given to workers.
+	Addr string
+	// MinUptime is how long a worker must live for its exit not to count
+	// as a crash; a shorter life delays the next start.
+	MinUptime time.Duration
+	// BackoffInitial is the first delay after a crash or a failed start;
+	// it doubles with each further one up to BackoffMax, and resets after
+	// a worker lives MinUptime.
+	BackoffInitial, BackoffMax time.Duration
+	// StopTimeout is how long a worker has between SIGTERM and SIGKILL.
+	StopTimeout time.Duration
+}
+
+// validate reports every invalid option at once.
+func (o *Options) validate() error {
+	var errs []error
+	if o.Size < 0 || o.Size > config.MaxWorkers {
+		errs = append(errs, fmt.Errorf("size must be from 0 to %d, got %d", config.MaxWorkers, o.Size))
+	}
+	if len(o.Command) == 0 || o.Command[0] == "" {
+		errs = append(errs, errors.New("command is empty; it needs at least the worker program"))
+	}
+	if _, port, err := net.SplitHostPort(o.Addr); err != nil || port == "" {
+		errs = append(errs, fmt.Errorf("address %q is not host:port", o.Addr))
+	}
+	for _, kv := range o.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			errs = append(errs, fmt.Errorf("environment entry %q is not KEY=VALUE", kv))
+		}
+	}
+	if o.MinUptime < 0 {
+		errs = append(errs, fmt.Errorf("min uptime must not be negative, got %s", o.MinUptime))
+	}
+	if o.BackoffInitial <= 0 || o.BackoffMax < o.BackoffInitial {
+		errs = append(errs, fmt.Errorf("backoff [%s, %s] is invalid; initial must be positive and max at least initial", o.BackoffInitial, o.BackoffMax))
+	}
+	if o.StopTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("stop timeout must be positive, got %s", o.StopTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid pool options: %w", err)
+	}
+	return nil
+}
+
+// The states of a slot, as SlotStatus.State reports them.
+const (
+	StateStarting = "starting" // waiting for its process to start
+	StateRunning  = "running"  // its process is running
+	StateBackoff  = "backoff"  // waiting before the next start
+	StateStopping = "stopping" // stopping for good: scaled away or shutdown
+)
+
+// SlotStatus describes one slot at one moment.
+type SlotStatus struct {
+	Slot     int
+	PID      int       // 0 when no process is running
+	State    string    // one of the State* constants
+	Started  time.Time // when the current process started; zero if none
+	Restarts int       // starts after the first: after exits and failed starts
+	LastExit string    // how the last process ended, "" if none has
+}
+
+// ErrRunTwice is returned by a second call of Run.
+var ErrRunTwice = errors.New("pool: Run called more than once")
+
+// Pool supervises the workers. Create it with New; all methods are safe
+// for concurrent use.
+type Pool struct {
+	log *logrus.Entry
+	// spawns carries start requests to the forking goroutine; see forker.
+	spawns chan spawnRequest
+
+	mu      sync.Mutex // guards the fields below and every slot's status
+	opts    Options    // current options; Size is the desired size
+	slots   []*slot    // every slot whose goroutine runs, oldest first
+	running bool       // Run has started the slots and is not shutting down
+	ran     bool       // Run has been called
+	wg      sync.WaitGroup
+}
+
+// New checks opts and returns a pool that starts nothing until Run.
+func New(opts Options, log *logrus.Entry) (*Pool, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts.Command = slices.Clone(opts.Command)
+	opts.Env = slices.Clone(opts.Env)
+	return &Pool{
+		log:    log,
+		spawns: make(chan spawnRequest),
+		opts:   opts,
+	}, nil
+}
+
+// Size returns the desired number of slots.
+func (p *Pool) Size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.opts.Size
+}
+
+// Scale sets the number of slots to n and returns the previous number.
+// Only the difference changes: new slots are started above the current
+// ones, and the highest slots are stopped. Before Run it only records n.
+func (p *Pool) Scale(n int) (old int, err error) {
+	if n < 0 || n > config.MaxWorkers {
+		return 0, fmt.Errorf("pool size must be from 0 to %d, got %d", config.MaxWorkers, n)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old = p.opts.Size
+	p.opts.Size = n
+	if p.running {
+		if n != old {
+			p.log.Infof("Scaling the worker pool from %d to %d", old, n)
+		}
+		p.reconcileLocked()
+	}
+	return old, nil
+}
+
+// SetOptions replaces the options, as on a configuration reload. The
+// command, address, environment and timings apply to the next start of
+// each slot; running workers are not restarted. A new Size scales the pool.
+// Invalid options change nothing and are reported.
+func (p *Pool) SetOptions(o Options) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	o.Command = slices.Clone(o.Command)
+	o.Env = slices.Clone(o.Env)
+	p.mu.Lock()
+	size := p.opts.Size
+	o.Size, p.opts = size, o
+	p.mu.Unlock()
+	if o.Size != size {
+		_, err := p.Scale(o.Size)
+		return err
+	}
+	return nil
+}
+
+// Slots returns the status of every slot, by slot number. A slot being
+// scaled away is listed, as "stopping", until its process is gone, so a
+// number can appear twice while its new slot waits for the old one.
+func (p *Pool) Slots() []SlotStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]SlotStatus, 0, len(p.slots))
+	for _, s := range p.slots {
+		out = append(out, s.status)
+	}
+	slices.SortStableFunc(out, func(a, b SlotStatus) int { return a.Slot - b.Slot })
+	return out
+}
+
+// options returns a copy of the current options.
+func (p *Pool) options() Options {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.opts
+}
+
+// reconcileLocked starts the missing slots up to the desired size and
+// stops those above it, highest first.
+func (p *Pool) reconcileLocked() {
+	active := make(map[int]*slot)
+	retiring := make(map[int]*slot) // the newest retiring slot per number
+	for _, s := range p.slots {
+		if s.retired {
+			retiring[s.num] = s
+		} else {
+			active[s.num] = s
+		}
+	}
+	for n := 1; n <= p.opts.Size; n++ {
+		if active[n] != nil {
+			continue
+		}
+		s := newSlot(n, retiring[n])
+		p.slots = append(p.slots, s)
+		p.wg.Add(1)
+		go p.runSlot(s)
+	}
+	var extra []*slot
+	for n, s := range active {
+		if n > p.opts.Size {
+			extra = append(extra, s)
+		}
+	}
+	slices.SortFunc(extra, func(a, b *slot) int { return b.num - a.num })
+	for _, s := range extra {
+		p.retireLocked(s)
+	}
+}
+
+// retireLocked tells s to stop its worker for good.
+func (p *Pool) retireLocked(s *slot) {
+	if s.retired {
+		return
+	}
+	s.retired = true
+	close(s.stop)
+}

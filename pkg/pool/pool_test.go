@@ -1,0 +1,325 @@
+package pool
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestSlotsComeUpWithTheirArguments(t *testing.T) {
+	tp := startPool(t, testOptions("sleep", 3))
+	got := tp.waitRunning(t, 3)
+	for i := 1; i <= 3; i++ {
+		want := fmt.Sprintf("ready pid=%d slot=%d addr=127.0.0.1:54321 args=%d,127.0.0.1:54321,127.0.0.1:54321", got[i].PID, i, i)
+		if len(tp.logs.matching("^"+want+"$", i)) != 1 {
+			t.Errorf("slot %d: no log line %q", i, want)
+		}
+		if got[i].Started.IsZero() || got[i].Restarts != 0 {
+			t.Errorf("slot %d: status %+v", i, got[i])
+		}
+		if pgid, err := unix.Getpgid(got[i].PID); err != nil || pgid != got[i].PID {
+			t.Errorf("slot %d: worker %d is in process group %d (%v), want its own", i, got[i].PID, pgid, err)
+		}
+	}
+	if n := tp.Size(); n != 3 {
+		t.Errorf("Size() = %d, want 3", n)
+	}
+	tp.stop(t)
+	if n := len(tp.logs.matching("and was restarted", 0)); n != 0 {
+		t.Errorf("%d workers were restarted during shutdown", n)
+	}
+	if n := len(tp.logs.matching(`^Process stopped \(exited with code 0\)$`, 0)); n != 3 {
+		t.Errorf("%d workers logged a clean stop, want 3", n)
+	}
+}
+
+func TestKilledWorkerIsRespawned(t *testing.T) {
+	tp := startPool(t, testOptions("sleep", 2))
+	before := tp.waitRunning(t, 2)
+	if err := unix.Kill(before[2].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
+	var after map[int]SlotStatus
+	eventually(t, "slot 2 runs a new worker", func() bool {
+		after = tp.running()
+		return after[2].PID != 0 && after[2].PID != before[2].PID
+	})
+	if after[1].PID != before[1].PID {
+		t.Errorf("slot 1 changed from %d to %d; only slot 2 should restart", before[1].PID, after[1].PID)
+	}
+	if after[2].Restarts != 1 || after[2].LastExit != "killed by signal 9" {
+		t.Errorf("slot 2 status %+v, want 1 restart after signal 9", after[2])
+	}
+}
+
+func TestCrashLoopBacksOff(t *testing.T) {
+	o := testOptions("exit3", 1)
+	tp := startPool(t, o)
+	exits := tp.logs.waitFor(t, 5, `^Process terminated \(exited with code 3\) and was restarted$`, 1)
+	// After the k-th quick exit the next start waits 50, 100, 200, 400 ms.
+	want := []time.Duration{50, 100, 200, 400}
+	for k := range want {
+		gap := exits[k+1].time.Sub(exits[k].time)
+		if gap < want[k]*time.Millisecond {
+			t.Errorf("exit %d came %s after exit %d, want at least %dms of backoff", k+2, gap, k+1, want[k])
+		}
+	}
+	if n := len(tp.logs.matching(`next start in`, 1)); n < 5 {
+		t.Errorf("%d backoff warnings, want one per exit", n)
+	}
+	if st := tp.Slots(); len(st) != 1 || st[0].Restarts < 4 || st[0].LastExit != "exited with code 3" {
+		t.Errorf("Slots() = %+v", st)
+	}
+}
+
+func TestMissingProgramBacksOff(t *testing.T) {
+	o := testOptions("sleep", 2)
+	o.Command = []string{"/nonexistent/chatty-worker", "--slot", "{slot}"}
+	tp := startPool(t, o)
+	fails := tp.logs.waitFor(t, 3, `^Cannot start the worker: .*/nonexistent/chatty-worker.*no such file or directory`, 2)
+	if gap := fails[2].time.Sub(fails[1].time); gap < 100*time.Millisecond {
+		t.Errorf("second retry came %s after the first, want at least 100ms of backoff", gap)
+	}
+	select {
+	case err := <-tp.result:
+		t.Fatalf("Run returned %v while a program is missing, want it to keep running", err)
+	default:
+	}
+	// A reload that fixes the command heals the pool.
+	fixed := testOptions("sleep", 2)
+	if err := tp.SetOptions(fixed); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitRunning(t, 2)
+}
+
+func TestScaleChangesOnlyTheDifference(t *testing.T) {
+	o := testOptions("sleep", 0)
+	tp := newPool(t, o)
+	if old, err := tp.Scale(2); err != nil || old != 0 {
+		t.Fatalf("Scale(2) before Run = %d, %v; want 0, nil", old, err)
+	}
+	tp.run(t)
+	two := tp.waitRunning(t, 2)
+
+	if old, err := tp.Scale(5); err != nil || old != 2 {
+		t.Fatalf("Scale(5) = %d, %v; want 2, nil", old, err)
+	}
+	five := tp.waitRunning(t, 5)
+	for i := 1; i <= 2; i++ {
+		if five[i].PID != two[i].PID {
+			t.Errorf("scaling up restarted slot %d (%d -> %d)", i, two[i].PID, five[i].PID)
+		}
+	}
+
+	if old, err := tp.Scale(1); err != nil || old != 5 {
+		t.Fatalf("Scale(1) = %d, %v; want 5, nil", old, err)
+	}
+	one := tp.waitRunning(t, 1)
+	if one[1].PID != five[1].PID {
+		t.Errorf("scaling down restarted slot 1 (%d -> %d)", five[1].PID, one[1].PID)
+	}
+	for i := 2; i <= 5; i++ {
+		if alive(five[i].PID) {
+			t.Errorf("slot %d's worker %d still runs after scaling down", i, five[i].PID)
+		}
+		if len(tp.logs.matching(`^Process stopped \(exited with code 0\)$`, i)) != 1 {
+			t.Errorf("slot %d: no clean stop logged", i)
+		}
+	}
+	if n := len(tp.logs.matching("and was restarted", 0)); n != 0 {
+		t.Errorf("%d workers were restarted while scaling", n)
+	}
+	if _, err := tp.Scale(-1); err == nil {
+		t.Error("Scale(-1) succeeded")
+	}
+}
+
+func TestScaleToZeroStopsEverySlot(t *testing.T) {
+	tp := startPool(t, testOptions("sleep", 3))
+	tp.waitRunning(t, 3)
+	tp.Scale(0)
+	eventually(t, "every slot is gone", func() bool { return len(tp.Slots()) == 0 })
+	stops := tp.logs.matching(`^Process stopped`, 0)
+	if len(stops) != 3 {
+		t.Fatalf("%d stops logged, want 3", len(stops))
+	}
+	seen := map[int]bool{}
+	for _, e := range stops {
+		seen[e.slot] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("stops logged for slots %v, want 1, 2 and 3", seen)
+	}
+}
+
+func TestWorkerIgnoringSIGTERMIsKilled(t *testing.T) {
+	o := testOptions("ignore-term", 1)
+	o.StopTimeout = 300 * time.Millisecond
+	tp := startPool(t, o)
+	w := tp.waitRunning(t, 1)[1]
+	t0 := time.Now()
+	tp.Scale(0)
+	tp.logs.waitFor(t, 1, `^Process stopped \(killed by signal 9\)$`, 1)
+	if d := time.Since(t0); d < o.StopTimeout {
+		t.Errorf("SIGKILL came %s after the stop, before the stop timeout %s", d, o.StopTimeout)
+	}
+	if len(tp.logs.matching(`did not stop within 300ms of SIGTERM; sending SIGKILL`, 1)) != 1 {
+		t.Error("no warning about the SIGKILL")
+	}
+	if alive(w.PID) {
+		t.Errorf("worker %d still alive", w.PID)
+	}
+}
+
+func TestShutdownLeavesNoProcess(t *testing.T) {
+	o := testOptions("fork", 3)
+	o.StopTimeout = 300 * time.Millisecond
+	tp := startPool(t, o)
+	got := tp.waitRunning(t, 3)
+	children := tp.logs.waitFor(t, 3, `^child pid=\d+$`, 0)
+	tp.stop(t)
+	// The leaders exit on SIGTERM; their children ignore it and must be
+	// killed with the group.
+	tp.checkNothingLeft(t)
+	for i := 1; i <= 3; i++ {
+		if m := groupMembers(got[i].PID); len(m) != 0 {
+			t.Errorf("process group %d still has %v", got[i].PID, m)
+		}
+	}
+	if len(children) != 3 {
+		t.Errorf("%d children reported", len(children))
+	}
+	if n := len(tp.Slots()); n != 0 {
+		t.Errorf("%d slots listed after Run returned", n)
+	}
+}
+
+func TestOutputIsLoggedWithTheSlot(t *testing.T) {
+	tp := startPool(t, testOptions("print", 2))
+	for slot := 1; slot <= 2; slot++ {
+		tp.logs.waitFor(t, 1, `^to stdout$`, slot)
+		tp.logs.waitFor(t, 1, `^to stderr$`, slot)
+		tp.logs.waitFor(t, 1, `^after the long line$`, slot)
+		long := tp.logs.waitFor(t, 1, `^z+ \[line truncated\]$`, slot)
+		if len(long[0].msg) > maxOutputLine+len(" [line truncated]") {
+			t.Errorf("slot %d: logged %d bytes of a long line, want at most %d", slot, len(long[0].msg), maxOutputLine)
+		}
+		if len(tp.logs.matching(`END`, slot)) != 0 {
+			t.Errorf("slot %d: the rest of the long line was logged", slot)
+		}
+	}
+}
+
+func TestWorkersDieWithTheDaemon(t *testing.T) {
+	daemon := exec.Command(os.Args[0])
+	daemon.Env = append(os.Environ(), helperEnv+"=pool", "GORACE=atexit_sleep_ms=0")
+	out, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		daemon.Process.Kill()
+		daemon.Wait()
+	})
+	lines := make(chan string, 1)
+	readerDone := make(chan struct{})
+	go func() { // ends when the daemon dies and the pipe closes
+		defer close(readerDone)
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+	}()
+	t.Cleanup(func() { <-readerDone }) // runs after the daemon is killed
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(wait):
+		t.Fatal("the daemon did not report its workers")
+	}
+	var pids []int
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "workers ")) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("daemon said %q", line)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("daemon said %q, want 3 PIDs", line)
+	}
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			unix.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	daemon.Process.Kill()
+	daemon.Wait()
+	for _, pid := range pids {
+		eventually(t, fmt.Sprintf("worker %d dies with its daemon", pid), func() bool { return !alive(pid) })
+	}
+}
+
+func TestManyWorkersStartQuickly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 200 processes")
+	}
+	o := testOptions("", 200)
+	o.Command = []string{"sleep", "60"}
+	tp := startPool(t, o)
+	t0 := time.Now()
+	eventually(t, "200 workers run", func() bool { return len(tp.running()) == 200 })
+	t.Logf("200 workers started in %s", time.Since(t0))
+	pids := map[int]bool{}
+	for _, s := range tp.Slots() {
+		pids[s.PID] = true
+	}
+	tp.stop(t)
+	for pid := range pids {
+		eventually(t, fmt.Sprintf("worker %d is gone", pid), func() bool { return !alive(pid) })
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	tests := map[string]func(*Options){
+		"negative size":  func(o *Options) { o.Size = -1 },
+		"no command":     func(o *Options) { o.Command = nil },
+		"bad address":    func(o *Options) { o.Addr = "localhost" },
+		"bad env":        func(o *Options) { o.Env = []string{"NOEQUALS"} },
+		"zero backoff":   func(o *Options) { o.BackoffInitial = 0 },
+		"backoff max":    func(o *Options) { o.BackoffMax = time.Millisecond },
+		"zero stop time": func(o *Options) { o.StopTimeout = 0 },
+	}
+	for name, mutate := range tests {
+		t.Run(name, func(t *testing.T) {
+			o := testOptions("sleep", 1)
+			mutate(&o)
+			if _, err := New(o, nil); err == nil || !strings.Contains(err.Error(), "invalid pool options") {
+				t.Errorf("New returned %v, want an options error", err)
+			}
+		})
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	tp := startPool(t, testOptions("sleep", 0))
+	eventually(t, "Run has started", func() bool {
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		return tp.ran
+	})
+	if err := tp.Run(t.Context()); err != ErrRunTwice {
+		t.Errorf("second Run returned %v, want ErrRunTwice", err)
+	}
+}
