@@ -24,11 +24,14 @@ ulimit -n "$want" || echo "bench: cannot raise ulimit -n to $want; the 1000-subs
 mkdir -p bin bench/results
 "$GO" build -o bin/chattyload ./bench/chattyload
 "$GO" build -o bin/chattybench ./bench/suite
-if [ ! -x bin/chattyd ]; then
-	if [ -d daemon ]; then
-		"$GO" build -o bin/chattyd ./daemon || echo "bench: chattyd does not build; measuring ncat only" >&2
-	else
-		echo "bench: no ./daemon yet; measuring ncat only" >&2
-	fi
+# Always rebuild chattyd (cheap when nothing changed), so that a stale binary
+# is never measured; if it cannot be built, the table says "not measured".
+chattyd=bin/chattyd
+if [ ! -d daemon ]; then
+	echo "bench: no ./daemon yet; measuring ncat only" >&2
+	chattyd=
+elif ! "$GO" build -o bin/chattyd ./daemon; then
+	echo "bench: chattyd does not build; measuring ncat only" >&2
+	chattyd=
 fi
-exec bin/chattybench -chattyload bin/chattyload -chattyd bin/chattyd -out bench/results "$@"
+exec bin/chattybench -chattyload bin/chattyload -chattyd "$chattyd" -out bench/results "$@"

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,6 +53,9 @@ func (r *result) human() string {
 	if r.Ack {
 		mode += ", acking"
 	}
+	if r.Seconds == 0 {
+		return fmt.Sprintf("%s: %d subs, %d B, %s: no measurement\n  error: %s", r.Target, r.Subs, r.Size, mode, strings.Join(r.Errors, "\n  error: "))
+	}
 	s := fmt.Sprintf("%s: %d subs, %d B, %s: %.0f deliveries/s (fed %.0f lines/s) over %.1fs; lost %d, reordered %d, duplicated %d, disconnected %d; latency p50 %s p99 %s (%d samples); server CPU %.3f µs/delivery, peak RSS %.1f MiB; tool CPU %.2fs",
 		r.Target, r.Subs, r.Size, mode, r.DeliverRate, r.FedPerSec, r.Seconds,
 		r.Lost, r.Reordered, r.Duplicated, r.Disconnects,
@@ -85,7 +89,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 
 	// The hard deadline: whatever hangs, the server dies and the tool exits.
 	var tgt atomic.Pointer[target]
-	hard := 30*time.Second + cfg.warmup + cfg.duration + cfg.drain
+	hard := time.Minute + time.Duration(cfg.subs)*10*time.Millisecond + cfg.warmup + cfg.duration + cfg.drain
 	watchdog := time.AfterFunc(hard, func() {
 		fmt.Fprintf(os.Stderr, "chattyload: hard deadline of %s passed, killing the server and exiting\n", hard)
 		if t := tgt.Load(); t != nil {

@@ -92,7 +92,7 @@ func main() {
 
 func run() int {
 	load := flag.String("chattyload", "bin/chattyload", "chattyload binary")
-	chattyd := flag.String("chattyd", "bin/chattyd", "chattyd binary; when missing, its column says not measured")
+	chattyd := flag.String("chattyd", "bin/chattyd", "chattyd binary; when empty or missing, its column says not measured")
 	duration := flag.Duration("duration", 5*time.Second, "measured window of each run")
 	warmup := flag.Duration("warmup", time.Second, "warm-up of each run")
 	out := flag.String("out", "bench/results", "directory for the JSON reports and server logs")
@@ -106,8 +106,10 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "suite:", err)
 		return 1
 	}
-	haveChattyd := true
-	if _, err := os.Stat(*chattyd); err != nil {
+	haveChattyd := *chattyd != ""
+	if !haveChattyd {
+		fmt.Fprintln(os.Stderr, "suite: no chattyd given: it is not measured")
+	} else if _, err := os.Stat(*chattyd); err != nil {
 		haveChattyd = false
 		fmt.Fprintf(os.Stderr, "suite: %s not found: chattyd is not measured (build it with: go build -o bin/chattyd ./daemon)\n", *chattyd)
 	}
