@@ -443,3 +443,23 @@ func TestKeepAliveAnsweredBeforeHalfCloseEnds(t *testing.T) {
 	}
 	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
 }
+
+// A complete client line over the limit closes the client too, not only
+// an unterminated one.
+func TestCompleteClientLineTooLong(t *testing.T) {
+	lim := testLimits()
+	lim.MaxClientLine = 64
+	s := startServer(t, lim)
+	ok := dial(t, s)
+	fmt.Fprintf(ok, "%s\r\nKEEP_ALIVE\n", strings.Repeat("k", 64)) // at the limit
+	if got := ok.readLine(t); got != "KEEP_ALIVE_ACK" {
+		t.Fatalf("a line at the limit: got %q", got)
+	}
+	c := dial(t, s)
+	fmt.Fprintf(c, "%s\nKEEP_ALIVE\n", strings.Repeat("w", 65))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := c.r.ReadString('\n'); err == nil {
+		t.Fatalf("connection stayed open and answered %q", line)
+	}
+	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+}

@@ -228,20 +228,29 @@ func (c *client) readLoop() {
 			if i < 0 {
 				break
 			}
-			c.handleLine(buf[start:start+i], debug)
+			line := wire.TrimCR(buf[start : start+i])
+			if len(line) > lim.MaxClientLine {
+				c.lineTooLong(lim.MaxClientLine)
+				return
+			}
+			c.handleLine(line, debug)
 			start += i + 1
 		}
-		if end-start > lim.MaxClientLine+1 {
-			if c.shut(closeProtocol) {
-				c.srv.protocol.Add(1)
-				c.logger.WithField("max_client_line", lim.MaxClientLine).Warn("Client line too long, disconnecting")
-			}
+		if end-start > lim.MaxClientLine+1 { // "+1": room for a "\r"
+			c.lineTooLong(lim.MaxClientLine)
 			return
 		}
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
+	}
+}
+
+func (c *client) lineTooLong(max int) {
+	if c.shut(closeProtocol) {
+		c.srv.protocol.Add(1)
+		c.logger.WithField("max_client_line", max).Warn("Client line too long, disconnecting")
 	}
 }
 
@@ -282,7 +291,7 @@ func (c *client) fail(err error) {
 
 func (c *client) handleLine(line []byte, debug bool) {
 	if debug {
-		c.logger.Debugf("<< %s", wire.TrimCR(line))
+		c.logger.Debugf("<< %s", line)
 	}
 	switch kind, n := wire.ParseClientLine(line); kind {
 	case wire.KeepAliveLine:

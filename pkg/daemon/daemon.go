@@ -63,12 +63,14 @@ type Daemon struct {
 	pool   *pool.Pool
 
 	feedState    stateString
+	sigs         chan os.Signal // registered in New, before the port is bound
 	stopOnce     sync.Once
 	stopRequests chan struct{} // closed to ask Run to stop
 }
 
 // New builds the daemon and binds its listener, so that a taken address
-// fails here, before anything starts.
+// fails here, before anything starts. From New on, the daemon owns the
+// stop, reload and log-reopen signals; the caller must call Run.
 func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		return nil, errors.New("daemon: Options.Logger is required")
@@ -84,10 +86,15 @@ func New(opts Options) (*Daemon, error) {
 	if d.notify == nil {
 		d.notify = nopNotifier{}
 	}
+	// Take over the signals before anyone can learn the port: a stop
+	// signal sent right after must stop chattyd cleanly, not kill it.
+	d.sigs = make(chan os.Signal, 4)
+	signal.Notify(d.sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	ln := opts.Listener
 	if ln == nil {
 		var err error
 		if ln, err = broadcast.Listen(cfg.Broadcast.Listen); err != nil {
+			signal.Stop(d.sigs)
 			return nil, err
 		}
 	}
@@ -107,6 +114,7 @@ func New(opts Options) (*Daemon, error) {
 
 	p, err := pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool"))
 	if err != nil {
+		signal.Stop(d.sigs)
 		ln.Close()
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
@@ -207,8 +215,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
 	d.log.Infof("The TCP server is listening on %s", d.bcast.Addr())
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
+	sigs := d.sigs
 	defer signal.Stop(sigs)
 
 	var g group

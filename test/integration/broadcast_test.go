@@ -1,0 +1,366 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// Every connected client receives every fed line, in order, exactly once;
+// a client receives only what was fed after it connected.
+func TestEveryClientGetsEveryLineInOrder(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{})
+
+	early := numbered("early", 1, 100, 0)
+	clients := make([]*harness.Client, 5)
+	for i := range clients {
+		clients[i] = harness.Dial(t, d.Addr())
+		clients[i].KeepAlive(short) // admitted: it gets every line fed from now on
+	}
+	d.Feed(early...)
+	for i, c := range clients {
+		if diff := diffLines(c.ReadLines(len(early), short), early); diff != "" {
+			t.Fatalf("client %d, lines fed before the late client connected: %s", i+1, diff)
+		}
+	}
+
+	late := harness.Dial(t, d.Addr())
+	late.KeepAlive(short)
+	clients = append(clients, late)
+
+	lines := numbered("line", 1, 10000, 0)
+	d.Feed(lines...)
+	for i, c := range clients {
+		if diff := diffLines(c.ReadLines(len(lines), long), lines); diff != "" {
+			t.Fatalf("client %d: %s", i+1, diff)
+		}
+		// Nothing was duplicated or left over: the next line is the
+		// answer to a keep-alive.
+		c.KeepAlive(short)
+	}
+}
+
+// KEEP_ALIVE, ended by "\n" or "\r\n", is answered with exactly
+// "KEEP_ALIVE_ACK\n", as a whole line between feed lines.
+func TestKeepAliveAnsweredBetweenFeedLines(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{})
+	c := harness.Dial(t, d.Addr())
+	c.KeepAlive(short)
+
+	lines := numbered("feed", 1, 5000, 60)
+	fed := make(chan error, 1)
+	go func() {
+		w := d.FeedWriter()
+		for i := 0; i < len(lines); i += 50 {
+			if _, err := w.Write(joinLines(lines[i:min(i+50, len(lines))])); err != nil {
+				fed <- err
+				return
+			}
+		}
+		fed <- nil
+	}()
+	const keepAlives = 100
+	for i := range keepAlives {
+		if i%2 == 0 {
+			c.SendRaw([]byte("KEEP_ALIVE\n"))
+		} else {
+			c.SendRaw([]byte("KEEP_ALIVE\r\n"))
+		}
+	}
+
+	next, acks := 0, 0
+	for next < len(lines) || acks < keepAlives {
+		line := c.ReadLine(long)
+		switch {
+		case line == harness.KeepAliveAck:
+			acks++
+			if acks > keepAlives {
+				t.Fatalf("more than %d answers to %d keep-alives", acks, keepAlives)
+			}
+		case next < len(lines) && line == lines[next]:
+			next++
+		default:
+			t.Fatalf("after %d feed lines and %d answers: got %.100q, want %q or the feed line %q",
+				next, acks, line, harness.KeepAliveAck, lines[min(next, len(lines)-1)])
+		}
+	}
+	if err := <-fed; err != nil {
+		t.Fatalf("feed: %v", err)
+	}
+	d.Feed("end")
+	if line := c.ReadLine(short); line != "end" {
+		t.Fatalf("after the feed and the answers: got %q, want %q", line, "end")
+	}
+}
+
+// A client receives exactly the feed's bytes: no greeting, empty lines,
+// tabs and bytes that are not UTF-8 unchanged, "\r\n" turned into "\n".
+func TestClientSeesExactlyTheFeedBytes(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{})
+	c := harness.Dial(t, d.Addr())
+	c.KeepAlive(short) // the very first line is the answer: there is no greeting
+
+	feed := "plain\n" +
+		"\n" +
+		"\ttabs\tin\tit\t\n" +
+		"\xff\xfe\x80 not UTF-8 \xc3\x28\n" +
+		"crlf ended\r\n" +
+		"\r\n" +
+		"inner\rcarriage return\n" +
+		"  spaces around  \n" +
+		"last\n"
+	want := "plain\n" +
+		"\n" +
+		"\ttabs\tin\tit\t\n" +
+		"\xff\xfe\x80 not UTF-8 \xc3\x28\n" +
+		"crlf ended\n" +
+		"\n" +
+		"inner\rcarriage return\n" +
+		"  spaces around  \n" +
+		"last\n"
+	d.FeedBytes([]byte(feed))
+	if got := c.ReadFull(len(want), short); !bytes.Equal(got, []byte(want)) {
+		t.Fatalf("client received\n%q\nwant\n%q", got, want)
+	}
+	d.Feed("after")
+	if line := c.ReadLine(short); line != "after" {
+		t.Fatalf("next line: got %q, want %q", line, "after")
+	}
+}
+
+// A client that stops reading is disconnected once it lags beyond its
+// queue, while a client that reads receives everything.
+func TestSlowConsumerIsDisconnected(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Config: config(`
+broadcast:
+  queue_bytes: 1048576
+  queue_lines: 100000
+`)})
+	slow := harness.Dial(t, d.Addr())
+	slow.KeepAlive(short) // connection 1, then it never reads again
+	good := harness.Dial(t, d.Addr())
+	good.KeepAlive(short) // connection 2
+
+	// 20 MB: far more than the slow client's kernel buffers and queue.
+	lines := numbered("slow", 1, 200000, 100)
+	// The feed never gets more than a window ahead of the good client, so
+	// that the good client never lags by more than its queue however slow
+	// this test process is.
+	const window, batch = 256 << 10, 1000 // bytes, lines
+	var received atomic.Int64
+	fed := make(chan error, 1)
+	go func() {
+		w := d.FeedWriter()
+		sent := int64(0)
+		for i := 0; i < len(lines); i += batch {
+			deadline := time.Now().Add(long)
+			for sent-received.Load() > window {
+				if time.Now().After(deadline) {
+					fed <- errors.New("the good client stopped receiving")
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			chunk := joinLines(lines[i:min(i+batch, len(lines))])
+			if _, err := w.Write(chunk); err != nil {
+				fed <- err
+				return
+			}
+			sent += int64(len(chunk))
+		}
+		fed <- nil
+	}()
+	for i, want := range lines {
+		line := good.ReadLine(long)
+		if line != want {
+			t.Fatalf("good client, line %d: got %.80q, want %.80q", i+1, line, want)
+		}
+		received.Add(int64(len(line) + 1))
+	}
+	if err := <-fed; err != nil {
+		t.Fatalf("feed: %v", err)
+	}
+	good.KeepAlive(short)
+
+	d.WaitLog(t, "[connection: 1] Slow consumer: queue limit exceeded, disconnecting", short)
+	d.WaitLog(t, `[connection: 1] Connection closed reason="slow consumer"`, short)
+	if strings.Contains(d.Log(), "[connection: 2] Slow consumer") {
+		t.Error("the good client was disconnected as a slow consumer too")
+	}
+
+	// What the slow client got before it was cut off is a gapless prefix.
+	got := slow.ReadUntilClosed(long)
+	if len(got) >= len(joinLines(lines)) {
+		t.Fatalf("the slow client received all %d bytes", len(got))
+	}
+	t.Logf("slow client got %d bytes", len(got))
+	gotLines := strings.Split(string(got), "\n")
+	partial := gotLines[len(gotLines)-1]
+	gotLines = gotLines[:len(gotLines)-1]
+	if diff := diffLines(gotLines, lines[:len(gotLines)]); diff != "" {
+		t.Fatalf("slow client: %s", diff)
+	}
+	if !strings.HasPrefix(lines[len(gotLines)], partial) {
+		t.Fatalf("slow client: last partial line %q is not the start of %q", partial, lines[len(gotLines)])
+	}
+}
+
+// With max_clients: 2 the third client gets one error line and is closed;
+// the first two are served, and a freed place can be taken again.
+func TestMaxClients(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Config: config("broadcast:\n  max_clients: 2\n")})
+	c1 := harness.Dial(t, d.Addr())
+	c1.KeepAlive(short)
+	c2 := harness.Dial(t, d.Addr())
+	c2.KeepAlive(short)
+
+	c3 := harness.Dial(t, d.Addr())
+	if line := c3.ReadLine(short); !strings.HasPrefix(line, "ERROR too many clients") {
+		t.Fatalf("third client: got %q, want a line starting with %q", line, "ERROR too many clients")
+	}
+	c3.ExpectClosed(short)
+	d.WaitLog(t, "Connection refused: too many clients", short)
+
+	d.Feed("still served")
+	for i, c := range []*harness.Client{c1, c2} {
+		if line := c.ReadLine(short); line != "still served" {
+			t.Fatalf("client %d: got %q, want %q", i+1, line, "still served")
+		}
+		c.KeepAlive(short)
+	}
+
+	c1.Close()
+	d.WaitLog(t, "[connection: 1] Connection closed", short)
+	c4 := harness.Dial(t, d.Addr())
+	c4.KeepAlive(short)
+}
+
+// A feed line over feed.max_line_bytes is dropped with a warning and the
+// feed goes on; lines of exactly the limit pass.
+func TestOverLongFeedLineIsDropped(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Config: config("feed:\n  max_line_bytes: 100\n")})
+	c := harness.Dial(t, d.Addr())
+	c.KeepAlive(short)
+
+	atLimit := strings.Repeat("b", 100)
+	d.FeedBytes([]byte("before\n" +
+		strings.Repeat("a", 101) + "\n" +
+		atLimit + "\n" +
+		atLimit + "\r\n" +
+		strings.Repeat("c", 200000) + "\n" + // longer than the read buffer
+		"after\n"))
+	want := []string{"before", atLimit, atLimit, "after"}
+	if diff := diffLines(c.ReadLines(len(want), short), want); diff != "" {
+		t.Fatal(diff)
+	}
+	d.Feed("end")
+	if line := c.ReadLine(short); line != "end" {
+		t.Fatalf("after the dropped lines: got %.80q, want %q", line, "end")
+	}
+	// The log arrives through its own pipe, maybe after the lines.
+	for _, size := range []string{"101", "200000"} {
+		d.WaitLogRE(t, regexp.MustCompile(`Dropped an over-long line.* bytes=`+size+` `), short)
+	}
+	if n := strings.Count(d.Log(), "Dropped an over-long line"); n != 2 {
+		t.Errorf("%d warnings about dropped lines, want 2", n)
+	}
+}
+
+// A client that sends nothing for idle_timeout is closed; one that sends
+// KEEP_ALIVE regularly is not.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idleTimeout = time.Second
+	d := harness.StartDaemon(t, harness.Options{Config: config("broadcast:\n  idle_timeout: 1s\n")})
+	idle := harness.Dial(t, d.Addr())
+	idle.KeepAlive(short) // connection 1: its last word
+	lastWord := time.Now()
+	active := harness.Dial(t, d.Addr())
+	active.KeepAlive(short) // connection 2
+
+	closed := make(chan time.Time, 1)
+	go func() {
+		// Not through the harness: this goroutine must not fail the test.
+		var b [1]byte
+		idle.Conn().SetReadDeadline(time.Now().Add(long))
+		idle.Conn().Read(b[:])
+		closed <- time.Now()
+	}()
+
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	var closedAt time.Time
+	for closedAt.IsZero() || time.Since(lastWord) < 3*idleTimeout {
+		select {
+		case closedAt = <-closed:
+		case <-tick.C:
+			active.KeepAlive(short)
+		}
+		if time.Since(lastWord) > long {
+			t.Fatal("the idle client was never closed")
+		}
+	}
+	if after := closedAt.Sub(lastWord); after < idleTimeout-300*time.Millisecond || after > short {
+		t.Errorf("the idle client was closed %s after its last line; want about %s", after, idleTimeout)
+	}
+	d.WaitLog(t, `[connection: 1] Connection closed reason="idle timeout"`, short)
+	if strings.Contains(d.Log(), "[connection: 2] Connection closed") {
+		t.Fatal("the client sending KEEP_ALIVE every 300 ms was closed")
+	}
+	active.KeepAlive(short)
+}
+
+// A client line longer than max_client_line closes that client only.
+func TestClientLineTooLong(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Config: config("broadcast:\n  max_client_line: 64\n")})
+	ok := harness.Dial(t, d.Addr())
+	ok.KeepAlive(short)
+	ok.Send(strings.Repeat("k", 64)) // at the limit: allowed
+	ok.SendRaw([]byte(strings.Repeat("r", 64) + "\r\n"))
+	ok.KeepAlive(short)
+
+	for _, tc := range []struct {
+		name string
+		send string
+	}{
+		{"unterminated", strings.Repeat("u", 1000)},
+		{"whole line", strings.Repeat("w", 200) + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := harness.Dial(t, d.Addr())
+			c.KeepAlive(short)
+			mark := d.LogLen()
+			c.SendRaw([]byte(tc.send))
+			c.ReadUntilClosed(short)
+			d.WaitLogSince(t, mark, "Client line too long, disconnecting", short)
+		})
+	}
+	d.Feed("ok is still served")
+	if line := ok.ReadLine(short); line != "ok is still served" {
+		t.Fatalf("the other client: got %q", line)
+	}
+	if strings.Contains(d.Log(), "[connection: 1] Connection closed") {
+		t.Fatal("the client that kept within max_client_line was closed")
+	}
+}
+
+// Acks are counted per client and in total. Nothing shows them yet.
+func TestAcksAreCounted(t *testing.T) {
+	t.Skip("needs the control socket (issue 4)")
+	// TODO(issue 4): feed lines, answer each with ACK_RECEIVED <len>, send
+	// one wrong length and one ack for a line never sent, then check the
+	// good and mismatched counts through chattyctl status.
+}

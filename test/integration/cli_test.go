@@ -1,0 +1,141 @@
+package integration
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// check-config exits 0 on a valid file and 1 on an invalid one, naming
+// every problem with its line.
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		yaml string
+		code int
+		want []string // in the output, each
+		bug  string   // a known bug: skip
+	}{
+		{
+			name: "valid",
+			yaml: config("broadcast:\n  max_clients: 5\n  idle_timeout: 30s\nfeed:\n  on_eof: stop\n"),
+			code: 0,
+			want: []string{"configuration is valid"},
+		},
+		{
+			name: "invalid values",
+			yaml: "version: 1\n" + // 1
+				"broadcast:\n" + // 2
+				"  max_clients: -1\n" + // 3
+				"  queue_lines: 0\n" + // 4
+				"feed:\n" + // 5
+				"  on_eof: maybe\n" + // 6
+				"log:\n" + // 7
+				"  format: xml\n", // 8
+			code: 1,
+			want: []string{
+				"line 3: broadcast.max_clients",
+				"line 4: broadcast.queue_lines",
+				"line 6: feed.on_eof",
+				"line 8: log.format",
+			},
+		},
+		{
+			name: "unknown fields",
+			yaml: "version: 1\nbroadcast:\n  lisen: 127.0.0.1:1\nfeed:\n  on_oef: stop\n",
+			code: 1,
+			want: []string{`line 3: broadcast.lisen: unknown field "lisen"`, `line 5: feed.on_oef: unknown field "on_oef"`},
+		},
+		{
+			name: "missing version",
+			yaml: "broadcast:\n  max_clients: 5\n",
+			code: 1,
+			want: []string{"version"},
+		},
+		{
+			name: "syntax error",
+			yaml: "version: 1\nbroadcast:\n  max_clients: [5\n",
+			code: 1,
+			want: []string{"line "},
+		},
+		{
+			name: "unknown field and invalid value",
+			yaml: "version: 1\nbroadcast:\n  lisen: 127.0.0.1:1\n  max_clients: -1\n",
+			code: 1,
+			want: []string{`line 3: broadcast.lisen: unknown field "lisen"`, "line 4: broadcast.max_clients"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.bug != "" {
+				t.Skip("BUG: " + tc.bug)
+			}
+			path := writeFile(t, "chattyd.yaml", tc.yaml)
+			r := harness.Run(t, short, "check-config", path)
+			if r.Code != tc.code {
+				t.Errorf("exit status %d, want %d", r.Code, tc.code)
+			}
+			out := r.Stdout + r.Stderr
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(out, w) {
+					t.Errorf("output does not contain %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// print-config prints the effective configuration (file, defaults and
+// flags) as YAML that check-config accepts.
+func TestPrintConfig(t *testing.T) {
+	t.Parallel()
+	in := writeFile(t, "in.yaml", config("broadcast:\n  max_clients: 7\n"))
+	r := harness.Run(t, short, "--config", in, "--listen", "127.0.0.1:4242", "print-config")
+	if r.Code != 0 {
+		t.Fatalf("print-config: exit status %d\n%s", r.Code, r.Stderr)
+	}
+	for _, want := range []string{"version: 1", "max_clients: 7", "listen: 127.0.0.1:4242", "on_eof: keep"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("print-config output does not contain %q:\n%s", want, r.Stdout)
+		}
+	}
+	path := writeFile(t, "printed.yaml", r.Stdout)
+	if c := harness.Run(t, short, "check-config", path); c.Code != 0 {
+		t.Fatalf("check-config rejects what print-config printed: exit status %d\n%s\n%s", c.Code, c.Stderr, r.Stdout)
+	}
+}
+
+// --log-format json makes every log line a JSON object.
+func TestJSONLog(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Args: []string{"--log-format", "json"}})
+	c := harness.Dial(t, d.Addr())
+	c.KeepAlive(short)
+	d.WaitLog(t, "New connection established", short)
+
+	var sawListening, sawConnection bool
+	for _, line := range strings.Split(strings.TrimSuffix(d.Stderr(), "\n"), "\n") {
+		var entry map[string]any
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		for _, key := range []string{"level", "msg", "time"} {
+			if _, ok := entry[key]; !ok {
+				t.Errorf("log line without %q: %s", key, line)
+			}
+		}
+		msg, _ := entry["msg"].(string)
+		if msg == "The TCP server is listening on "+d.Addr() {
+			sawListening = true
+		}
+		if msg == "New connection established" && entry["connection"] == 1.0 {
+			sawConnection = true
+		}
+	}
+	if !sawListening || !sawConnection {
+		t.Errorf("missing entries (listening: %v, connection 1: %v) in\n%s", sawListening, sawConnection, d.Stderr())
+	}
+}
