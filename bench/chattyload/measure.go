@@ -28,9 +28,10 @@ type result struct {
 	FedPerSec   float64  `json:"fed_per_s"`  // lines fed per second in the window
 	Deliveries  uint64   `json:"deliveries"` // lines received by all subscribers in the window
 	DeliverRate float64  `json:"deliveries_per_s"`
-	LastSeq     uint64   `json:"last_seq"`        // lines fed in the whole run
-	Lost        uint64   `json:"lost"`            // skipped lines, and the tail a disconnected subscriber never got
-	UndrainedN  uint64   `json:"undrained_lines"` // tail lines not received by the drain deadline
+	LastSeq     uint64   `json:"last_seq"` // lines fed in the whole run
+	Lost        uint64   `json:"lost"`     // skipped lines, and the tail a disconnected subscriber never got
+	UndrainedN  uint64   `json:"undrained_lines"`
+	MissedN     uint64   `json:"disconnected_missed_lines"` // lines after a disconnection // tail lines not received by the drain deadline
 	Reordered   uint64   `json:"reordered"`
 	Duplicated  uint64   `json:"duplicated"`
 	Disconnects int      `json:"disconnected"`
@@ -229,6 +230,9 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		if done, err := t.exited(); done {
 			return nil, fmt.Errorf("server exited during the measurement: %v", err)
 		}
+		if allEnded(subs) {
+			break // reported below as disconnections
+		}
 	}
 	ps1, err := readProcStat(pid)
 	del1 := sumReceived(subs)
@@ -289,7 +293,8 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		res.Duplicated += s.st.duplicated
 		switch {
 		case s.err != nil:
-			res.Lost += s.st.lostBy(last)
+			res.Lost += s.st.lost
+			res.MissedN += s.st.lostBy(last) - s.st.lost
 			res.Disconnects++
 			if firstErr == nil {
 				firstErr = s.err
@@ -307,7 +312,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	res.P50us = float64(h.quantile(0.50)) / 1000
 	res.P99us = float64(h.quantile(0.99)) / 1000
 	if res.Disconnects > 0 {
-		res.Errors = append(res.Errors, fmt.Sprintf("%d of %d subscribers disconnected, first: %v", res.Disconnects, cfg.subs, firstErr))
+		res.Errors = append(res.Errors, fmt.Sprintf("%d of %d subscribers disconnected (missing %d lines fed after), first: %v", res.Disconnects, cfg.subs, res.MissedN, firstErr))
 	}
 	if res.Undrained > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("%d subscribers still missed %d lines up to line %d %s after feeding stopped", res.Undrained, res.UndrainedN, last, cfg.drain))
@@ -360,6 +365,15 @@ func slowest(subs []*subscriber) uint64 {
 		}
 	}
 	return low
+}
+
+func allEnded(subs []*subscriber) bool {
+	for _, s := range subs {
+		if !s.ended.Load() {
+			return false
+		}
+	}
+	return true
 }
 
 func drained(subs []*subscriber, last uint64) bool {
