@@ -29,7 +29,7 @@ type result struct {
 	Deliveries  uint64   `json:"deliveries"` // lines received by all subscribers in the window
 	DeliverRate float64  `json:"deliveries_per_s"`
 	LastSeq     uint64   `json:"last_seq"` // lines fed in the whole run
-	Lost        uint64   `json:"lost"`     // skipped lines, and the tail a disconnected subscriber never got
+	Lost        uint64   `json:"lost"`     // lines skipped in the stream a subscriber received
 	UndrainedN  uint64   `json:"undrained_lines"`
 	MissedN     uint64   `json:"disconnected_missed_lines"` // lines after a disconnection // tail lines not received by the drain deadline
 	Reordered   uint64   `json:"reordered"`
