@@ -26,5 +26,9 @@ lint:
 	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 
+# bench measures chattyd against ncat --broker; see docs/benchmarks.md.
+bench: build
+	./bench/run.sh $(BENCH_FLAGS)
+
 clean:
 	rm -rf $(BIN) dist

@@ -1,0 +1,139 @@
+// Command chattyload measures a line broadcaster: it starts the server
+// (chattyd, or ncat --broker for comparison), connects N subscribers on
+// 127.0.0.1, feeds stamped lines and reports deliveries per second, lines
+// lost, latency and the server's CPU time per delivery.
+//
+//	chattyload -target chattyd -bin bin/chattyd -subs 100 -duration 5s
+//	chattyload -target ncat -subs 100 -rate 1000 -json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "chattyload:", err)
+		return 2
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+
+	res, err := measure(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chattyload:", err)
+		if res == nil { // still report, so that a harness sees the failure
+			res = &result{Label: cfg.label, Target: cfg.target, Subs: cfg.subs, Size: cfg.size, Rate: cfg.rate, Ack: cfg.ack, PeakRSSKiB: -1}
+		}
+		res.Errors = append(res.Errors, err.Error())
+	}
+	fmt.Println(res.human())
+	if cfg.json {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	if len(res.Errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// config holds the flags.
+type config struct {
+	target    string
+	bin       string
+	srvConfig string
+	extraArgs []string
+	label     string
+	subs      int
+	size      int
+	rate      int
+	ack       bool
+	warmup    time.Duration
+	duration  time.Duration
+	lines     uint64
+	window    uint64
+	drain     time.Duration
+	bufSize   int
+	sampleMod uint64
+	serverLog string
+	json      bool
+	verbose   bool
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("chattyload", flag.ContinueOnError)
+	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd or ncat (ncat --broker)")
+	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd; default ncat for ncat)")
+	fs.StringVar(&c.srvConfig, "config", "", "chattyd --config FILE")
+	extra := fs.String("args", "", "extra server arguments, space separated")
+	fs.StringVar(&c.label, "label", "", "scenario name copied into the report")
+	fs.IntVar(&c.subs, "subs", 100, "subscriber connections")
+	fs.IntVar(&c.size, "size", 64, "line size in bytes without the \"\\n\"")
+	fs.IntVar(&c.rate, "rate", 0, "lines per second to feed; 0 feeds as fast as the server takes them")
+	fs.BoolVar(&c.ack, "ack", false, "subscribers answer every line with ACK_RECEIVED <n>, one write per read (chattyd only)")
+	fs.DurationVar(&c.warmup, "warmup", time.Second, "feeding before the measured window")
+	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured window")
+	fs.Uint64Var(&c.lines, "lines", 0, "end the measured window after this many lines fed instead (bounded by -duration)")
+	fs.Uint64Var(&c.window, "window", 4096, "at full speed, feed at most this many lines ahead of the slowest subscriber")
+	fs.DurationVar(&c.drain, "drain", 15*time.Second, "how long subscribers may take to receive the last line once feeding stops")
+	fs.IntVar(&c.bufSize, "bufsize", 256<<10, "subscriber read buffer in bytes")
+	fs.Uint64Var(&c.sampleMod, "sample", 0, "sample the latency of every Nth line (0: every line with -rate, every 64th at full speed)")
+	fs.StringVar(&c.serverLog, "server-log", "", "file for the server's stdout and stderr (default: discarded)")
+	fs.BoolVar(&c.json, "json", false, "also print the report as one JSON line")
+	fs.BoolVar(&c.verbose, "v", false, "log each phase to stderr")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	c.extraArgs = strings.Fields(*extra)
+	switch {
+	case c.target != "chattyd" && c.target != "ncat":
+		return c, fmt.Errorf("-target %q: want chattyd or ncat", c.target)
+	case c.target == "chattyd" && c.bin == "":
+		return c, fmt.Errorf("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
+	case c.target == "ncat" && c.ack:
+		return c, fmt.Errorf("-ack with -target ncat: ncat relays every ack to all other clients, which measures nothing useful")
+	case c.subs < 1:
+		return c, fmt.Errorf("-subs %d: want at least 1", c.subs)
+	case c.size < minLineSize || c.size > maxLineSize:
+		return c, fmt.Errorf("-size %d: want %d to %d", c.size, minLineSize, maxLineSize)
+	case c.rate < 0:
+		return c, fmt.Errorf("-rate %d: want 0 (full speed) or more", c.rate)
+	case c.duration <= 0 || c.warmup < 0 || c.drain <= 0:
+		return c, fmt.Errorf("-duration and -drain must be positive, -warmup not negative")
+	case c.window < 1:
+		return c, fmt.Errorf("-window must be at least 1")
+	case c.bufSize < 64<<10:
+		return c, fmt.Errorf("-bufsize %d: want at least 65536", c.bufSize)
+	}
+	if c.sampleMod == 0 {
+		c.sampleMod = 64
+		if c.rate > 0 {
+			c.sampleMod = 1
+		}
+	}
+	if c.bin == "" {
+		c.bin = "ncat"
+	}
+	return c, nil
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// feedWriter is where the feeder writes: chattyd's stdin or a TCP
+// connection to ncat. The write deadline unblocks it on shutdown.
+type feedWriter interface {
+	io.Writer
+	SetWriteDeadline(time.Time) error
+}
+
+// target is the server under test, started and stopped by the tool.
+type target struct {
+	name   string
+	cmd    *exec.Cmd
+	addr   string
+	feed   feedWriter // nil for ncat until connectFeed
+	closer []io.Closer
+	done   chan struct{} // closed when the process has been waited for
+	err    error         // the exit error, valid once done is closed
+}
+
+// targetConfig says what to start.
+type targetConfig struct {
+	name      string // "chattyd" or "ncat"
+	bin       string // chattyd binary (or ncat, default "ncat")
+	config    string // chattyd --config FILE, optional
+	extraArgs []string
+	subs      int    // subscribers, to size ncat's connection limit
+	logPath   string // server stdout and stderr go here
+}
+
+// startTarget starts the server in its own process group listening on addr.
+func startTarget(tc targetConfig, addr string) (*target, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: tc.name, addr: addr, done: make(chan struct{})}
+	var args []string
+	bin := tc.bin
+	switch tc.name {
+	case "chattyd":
+		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text"}
+		if tc.config != "" {
+			args = append(args, "--config", tc.config)
+		}
+	case "ncat":
+		if bin == "" {
+			bin = "ncat"
+		}
+		// -m: ncat's broker refuses clients beyond 100 by default.
+		args = []string{"--listen", "--broker", "--nodns", "--max-conns", strconv.Itoa(tc.subs + 16), host, port}
+	default:
+		return nil, fmt.Errorf("unknown target %q: want chattyd or ncat", tc.name)
+	}
+	if bin == "" {
+		return nil, errors.New("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
+	}
+	args = append(args, tc.extraArgs...)
+	t.cmd = exec.Command(bin, args...)
+	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	logPath := tc.logPath
+	if logPath == "" {
+		logPath = os.DevNull
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("server log: %w", err)
+	}
+	t.cmd.Stdout, t.cmd.Stderr = logf, logf
+	t.closer = append(t.closer, logf)
+
+	if tc.name == "chattyd" {
+		r, w, err := os.Pipe()
+		if err != nil {
+			logf.Close()
+			return nil, fmt.Errorf("feed pipe: %w", err)
+		}
+		// A bigger pipe lets the feeder write large batches in one go.
+		_, _ = fcntl(w.Fd(), syscall.F_SETPIPE_SZ, 1<<20)
+		t.cmd.Stdin = r
+		t.feed = w
+		t.closer = append(t.closer, w)
+		defer r.Close() // the child has its own copy
+	}
+	if err := t.cmd.Start(); err != nil {
+		t.closeFiles()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	go func() { // owned by t: stop waits for done
+		t.err = t.cmd.Wait()
+		close(t.done)
+	}()
+	return t, nil
+}
+
+func fcntl(fd uintptr, cmd, arg int) (int, error) {
+	r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, uintptr(cmd), uintptr(arg))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// exited reports whether the server has ended, and how.
+func (t *target) exited() (bool, error) {
+	select {
+	case <-t.done:
+		return true, t.err
+	default:
+		return false, nil
+	}
+}
+
+// stop ends the whole process group: SIGTERM, then SIGKILL after grace.
+// It returns once the server has been waited for, or after a hard bound.
+func (t *target) stop(grace time.Duration) {
+	defer t.closeFiles()
+	pgid := t.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-t.done:
+	case <-time.After(grace):
+	}
+	// Whatever the leader did, leave no member of the group behind.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	select {
+	case <-t.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func (t *target) closeFiles() {
+	for _, c := range t.closer {
+		_ = c.Close()
+	}
+	t.closer = nil
+}
+
+// procStat is what the tool reads about the server from /proc.
+type procStat struct {
+	cpu     time.Duration // utime + stime, all threads
+	peakRSS int64         // VmHWM in KiB
+}
+
+// clockTicks is USER_HZ, 100 on every Linux the tool runs on.
+const clockTicks = 100
+
+// readProcStat reads /proc/PID/stat and /proc/PID/status.
+func readProcStat(pid int) (procStat, error) {
+	var ps procStat
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ps, err
+	}
+	ps.cpu, err = parseStatCPU(b)
+	if err != nil {
+		return ps, err
+	}
+	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ps, err
+	}
+	ps.peakRSS = parseStatusKiB(b, "VmHWM:")
+	return ps, nil
+}
+
+// parseStatCPU returns utime+stime from the text of /proc/PID/stat.
+func parseStatCPU(b []byte) (time.Duration, error) {
+	// comm, field 2, is in parentheses and may hold spaces: start after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 { // f[0] is field 3 (state); utime is 14, stime 15
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("malformed /proc stat: %w", err)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// parseStatusKiB returns the value in kB of key in /proc/PID/status, or -1.
+func parseStatusKiB(b []byte, key string) int64 {
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, key)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			return -1
+		}
+		v, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return -1
+		}
+		return v
+	}
+	return -1
+}
+
+// selfCPU returns the tool's own user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
