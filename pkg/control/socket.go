@@ -156,7 +156,7 @@ func removeStale(path string) error {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("control socket %s exists and is not a socket (%s); not removing it", path, fi.Mode().Type())
+		return fmt.Errorf("control socket %s exists and is not a socket but %s; not removing it, choose another path", path, fileKind(fi.Mode()))
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
@@ -170,4 +170,18 @@ func removeStale(path string) error {
 		return fmt.Errorf("remove stale control socket: %w", err)
 	}
 	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	}
+	return "a special file"
 }
