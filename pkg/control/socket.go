@@ -16,6 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// SystemSocketPath is the socket of a chattyd run by root, as a system service.
+const SystemSocketPath = "/run/chattyd/control.sock"
+
 // DefaultSocketPath returns where chattyd listens when no path is
 // configured: /run/chattyd/control.sock for root, otherwise
 // $XDG_RUNTIME_DIR/chattyd/control.sock, or /tmp/chattyd-UID/control.sock
@@ -24,7 +27,7 @@ import (
 func DefaultSocketPath() string {
 	uid := os.Geteuid()
 	if uid == 0 {
-		return "/run/chattyd/control.sock"
+		return SystemSocketPath
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "chattyd", "control.sock")
