@@ -4,7 +4,7 @@ BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := 2025.1.1
 
-.PHONY: all build run test test-short lint fuzz bench clean
+.PHONY: all build run test test-short lint fuzz bench clean man
 
 all: build
 
@@ -24,6 +24,11 @@ lint:
 	$(GO) vet ./...
 	@test -x $(GOBIN_DIR)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
+
+# chattyctl's manual page, generated from its command definitions.
+man:
+	@mkdir -p dist/man
+	$(GO) run ./ctl man > dist/man/chattyctl.1
 
 clean:
 	rm -rf $(BIN) dist

@@ -208,7 +208,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage:  "print chattyctl's manual page (roff)",
 				Hidden: true,
 				Action: func(c *cli.Context) error {
-					page, err := c.App.ToMan()
+					page, err := c.App.ToManWithSection(1)
 					if err != nil {
 						return fmt.Errorf("make manual page: %w", err)
 					}
