@@ -1,8 +1,17 @@
 package control
 
 import (
+	"context"
 	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 func TestMayChange(t *testing.T) {
@@ -42,3 +51,46 @@ func TestMayChange(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalLogged checks that a refused change is answered 403 and
+// logged with the peer's uid, without reaching the backend.
+func TestRefusalLogged(t *testing.T) {
+	dir, err := os.MkdirTemp("", "ct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	logger, hook := logtest.NewNullLogger()
+	b := &countingBackend{}
+	s, err := New(Options{Path: filepath.Join(dir, "c.sock")}, b, logrus.NewEntry(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.ln.Close() })
+	s.auth.euid = 999 // the test may run as any user; make uid 1234 a stranger
+
+	req := httptest.NewRequest("POST", PathScale, strings.NewReader(`{"workers":1}`))
+	req = req.WithContext(context.WithValue(req.Context(), peerKey{}, peer{known: true, uid: 1234, gid: 1234, pid: 77}))
+	rec := httptest.NewRecorder()
+	s.http.Handler.ServeHTTP(rec, req)
+
+	if rec.Code != 403 || !strings.Contains(rec.Body.String(), "uid 1234 may only read") {
+		t.Fatalf("answer = %d %s; want 403 naming uid 1234", rec.Code, rec.Body)
+	}
+	if b.calls != 0 {
+		t.Fatalf("backend called %d times", b.calls)
+	}
+	e := hook.LastEntry()
+	if e == nil || e.Level != logrus.WarnLevel || e.Data["uid"] != uint32(1234) || !strings.Contains(e.Message, "uid 1234") {
+		t.Fatalf("log entry = %+v; want a warning naming uid 1234", e)
+	}
+}
+
+type countingBackend struct{ calls int }
+
+func (b *countingBackend) Status() Status                       { b.calls++; return Status{} }
+func (b *countingBackend) Clients() []Client                    { b.calls++; return nil }
+func (b *countingBackend) Workers() []Worker                    { b.calls++; return nil }
+func (b *countingBackend) Send(message.Message) (uint64, error) { b.calls++; return 0, nil }
+func (b *countingBackend) Scale(int) (int, error)               { b.calls++; return 0, nil }
+func (b *countingBackend) Stop()                                { b.calls++ }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/sirupsen/logrus"
 )
 
@@ -57,11 +58,12 @@ type Server struct {
 	maxWorkers int
 	now        func() time.Time
 
-	stopOnce sync.Once
-	wg       sync.WaitGroup // the goroutine that calls Backend.Stop
+	wg sync.WaitGroup // the goroutine that calls Backend.Stop
 
-	mu      sync.Mutex // guards running
-	running bool
+	mu       sync.Mutex // guards running, stopping, done and calls to wg.Go
+	running  bool       // Run was called
+	stopping bool       // Backend.Stop was called
+	done     bool       // Run is waiting for wg: no more wg.Go
 }
 
 // New builds a server for b. Unless opts.Listener is set it creates the
@@ -81,7 +83,7 @@ func New(opts Options, b Backend, log *logrus.Entry) (*Server, error) {
 	}
 	s := &Server{
 		b:          b,
-		log:        log.WithField("component", "control"),
+		log:        log.WithFields(logrus.Fields{logging.FieldComponent: "control", logging.FieldScope: "control"}),
 		auth:       auth,
 		maxWorkers: maxWorkers,
 		now:        time.Now,
@@ -146,6 +148,11 @@ func (s *Server) Run(ctx context.Context) error {
 		<-errc // http.ErrServerClosed
 		err = ctx.Err()
 	}
+	// After Close, a handler may still be running; it must not start the
+	// stop goroutine once Wait has begun.
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
 }
@@ -218,11 +225,11 @@ func (s *Server) authorized(h http.HandlerFunc) http.HandlerFunc {
 		p := peerFrom(r.Context())
 		ok, err := s.auth.mayChange(p)
 		if err != nil {
-			s.log.WithError(err).Warn("control: cannot check group membership")
+			s.log.WithError(err).Warn("cannot check group membership")
 		}
 		if !ok {
 			s.log.WithFields(logrus.Fields{"uid": p.uid, "pid": p.pid, "path": r.URL.Path}).
-				Warnf("control: refused %s %s from %s", r.Method, r.URL.Path, p)
+				Warnf("refused %s %s from %s", r.Method, r.URL.Path, p)
 			writeError(w, http.StatusForbidden, s.auth.denial(p))
 			return
 		}
@@ -262,7 +269,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := peerFrom(r.Context())
-	s.log.WithFields(logrus.Fields{"uid": p.uid, "type": m.Type.String(), "seq": seq}).Info("control: message sent")
+	s.log.WithFields(logrus.Fields{"uid": p.uid, "type": m.Type.String(), "seq": seq}).Info("message sent")
 	writeJSON(w, http.StatusOK, SendResponse{Seq: seq, Line: m.String()})
 }
 
@@ -278,7 +285,7 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := peerFrom(r.Context())
-	s.log.WithFields(logrus.Fields{"uid": p.uid, "old": old, "new": n}).Info("control: pool scaled")
+	s.log.WithFields(logrus.Fields{"uid": p.uid, "old": old, "new": n}).Info("pool scaled")
 	writeJSON(w, http.StatusOK, ScaleResponse{Old: old, New: n})
 }
 
@@ -291,13 +298,24 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := peerFrom(r.Context())
-	s.log.WithFields(logrus.Fields{"uid": p.uid, "pid": p.pid}).Info("control: stop requested")
+	s.log.WithFields(logrus.Fields{"uid": p.uid, "pid": p.pid}).Info("stop requested")
 	w.Header().Set("Connection", "close")
 	writeJSON(w, http.StatusAccepted, StopResponse{Stopping: true})
 	if err := http.NewResponseController(w).Flush(); err != nil {
-		s.log.WithError(err).Debug("control: flush stop answer")
+		s.log.WithError(err).Debug("flush stop answer")
 	}
-	s.stopOnce.Do(func() { s.wg.Go(s.b.Stop) })
+	s.stopBackend()
+}
+
+// stopBackend calls Backend.Stop once, from a goroutine that Run waits for.
+func (s *Server) stopBackend() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping || s.done {
+		return
+	}
+	s.stopping = true
+	s.wg.Go(s.b.Stop)
 }
 
 // backendError answers an error of the backend with the status its
@@ -309,7 +327,7 @@ func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:
-		s.log.WithError(err).WithField("path", r.URL.Path).Error("control: backend failed")
+		s.log.WithError(err).WithField("path", r.URL.Path).Error("backend failed")
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
 }
