@@ -4,7 +4,7 @@ BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := 2026.2.2
 
-.PHONY: all build run test test-short lint fuzz bench clean
+.PHONY: all build run test test-short lint fuzz bench clean man
 
 all: build
 
@@ -29,6 +29,11 @@ lint:
 # bench measures chattyd against ncat --broker; see docs/benchmarks.md.
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
+
+# chattyctl's manual page, generated from its command definitions.
+man:
+	@mkdir -p dist/man
+	$(GO) run ./ctl man > dist/man/chattyctl.1
 
 clean:
 	rm -rf $(BIN) dist

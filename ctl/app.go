@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/control/client"
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func chattyctlVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError is a command line that cannot be right: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// run is chattyctl: it runs the command line args (args[0] is the
+// program's name) and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	notFound := false
+	app := newApp(stdout, stderr)
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		notFound = true
+		fmt.Fprintf(stderr, "chattyctl: unknown command %q; run 'chattyctl help' for the list\n", name)
+	}
+	err := app.RunContext(ctx, args)
+	var ue *usageError
+	switch {
+	case notFound:
+		return exitUsage
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "chattyctl: %v\n", err)
+		return exitUsage
+	case errors.Is(err, context.Canceled):
+		return exitFailure
+	}
+	fmt.Fprintf(stderr, "chattyctl: %v\n", err)
+	return exitFailure
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                 "chattyctl",
+		Usage:                "control a running chattyd",
+		Description:          "chattyctl talks to chattyd through its control socket (see docs/control.md). Reading needs access to the socket; send, scale and stop need root, chattyd's own user or membership of its control group.",
+		Version:              chattyctlVersion(),
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideVersion:          true,
+		ExitErrHandler:       func(*cli.Context, error) {}, // run decides the exit code
+		OnUsageError:         onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q; run 'chattyctl help' for the list", c.Args().First())
+			}
+			_ = cli.ShowAppHelp(c)
+			return usagef("no command given")
+		},
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "socket",
+				Usage:   "chattyd's control socket (default: the config's control.socket, else " + control.SystemSocketPath + " or the per-user one)",
+				EnvVars: []string{"CHATTY_SOCKET"},
+			},
+			&cli.StringFlag{
+				Name:  "config",
+				Usage: "read the socket path from this chattyd configuration file",
+			},
+			&cli.BoolFlag{
+				Name:    "verbose",
+				Aliases: []string{"v"},
+				Usage:   "say which socket is used and more",
+			},
+			cli.HelpFlag, // added by hand: our own help command stops urfave/cli adding it
+		},
+		Commands: []*cli.Command{
+			{
+				Name:      "status",
+				Usage:     "show the daemon's state: feed, clients and worker pool",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{jsonFlag},
+				Action:    cmdStatus,
+			},
+			{
+				Name:      "clients",
+				Usage:     "list the broadcaster's connected clients",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{jsonFlag},
+				Action:    cmdClients,
+			},
+			{
+				Name:      "workers",
+				Usage:     "list the worker pool's slots",
+				ArgsUsage: " ",
+				Flags:     []cli.Flag{jsonFlag},
+				Action:    cmdWorkers,
+			},
+			{
+				Name:  "send",
+				Usage: "broadcast a typed message to every client",
+				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +
+					"TYPE is one of " + typeList() + " (any case).\n" +
+					"The words of MESSAGE are joined with spaces; it must be one line.",
+				Action: cmdSend,
+				BashComplete: func(c *cli.Context) {
+					if c.NArg() == 0 {
+						for _, t := range message.Types() {
+							fmt.Fprintln(c.App.Writer, t)
+						}
+					}
+				},
+			},
+			{
+				Name:      "scale",
+				Usage:     "set the number of workers",
+				ArgsUsage: "N",
+				Action:    cmdScale,
+			},
+			{
+				Name:      "stop",
+				Usage:     "stop the daemon and wait until it is gone",
+				ArgsUsage: " ",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "no-wait", Usage: "return as soon as the daemon has accepted the request"},
+					&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "how long to wait for the daemon to go"},
+				},
+				Action: cmdStop,
+			},
+			{
+				Name:      "watch",
+				Usage:     "connect to the broadcaster as a client and print every line",
+				ArgsUsage: " ",
+				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
+					"with broadcast.idle_timeout set closes it after that long.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status)"},
+				},
+				Action: cmdWatch,
+			},
+			{
+				Name:      "version",
+				Usage:     "print chattyctl's version, and chattyd's if it answers",
+				ArgsUsage: " ",
+				Action:    cmdVersion,
+			},
+			{
+				Name:      "completion",
+				Usage:     "print a shell completion script (bash or zsh)",
+				ArgsUsage: "bash|zsh",
+				UsageText: "source <(chattyctl completion bash)    # or zsh, in ~/.zshrc after compinit",
+				Action:    cmdCompletion,
+			},
+			{
+				// Our own help command: urfave/cli's is a package-level
+				// value that running it mutates into a cycle, which hangs
+				// a later ToMan in the same process (the tests).
+				Name:      "help",
+				Aliases:   []string{"h"},
+				Usage:     "show the commands, or one command's help",
+				ArgsUsage: "[command]",
+				HideHelp:  true,
+				Action: func(c *cli.Context) error {
+					if c.NArg() == 0 {
+						return cli.ShowAppHelp(c)
+					}
+					return cli.ShowCommandHelp(c, c.Args().First())
+				},
+			},
+			{
+				Name:   "man",
+				Usage:  "print chattyctl's manual page (roff)",
+				Hidden: true,
+				Action: func(c *cli.Context) error {
+					page, err := c.App.ToManWithSection(1)
+					if err != nil {
+						return fmt.Errorf("make manual page: %w", err)
+					}
+					_, err = io.WriteString(c.App.Writer, page)
+					return err
+				},
+			},
+		},
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = onUsageError
+		cmd.HideHelpCommand = true
+	}
+	return app
+}
+
+// onUsageError makes urfave/cli's flag errors usage errors (exit code 2).
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	where := "chattyctl help"
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		where += " " + c.Command.Name
+	}
+	return usagef("%v; run '%s' for usage", err, where)
+}
+
+var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print the answer as JSON"}
+
+func typeList() string {
+	names := make([]string, 0, 7)
+	for _, t := range message.Types() {
+		names = append(names, t.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// noArgs refuses arguments to a command that takes none.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", c.Command.Name, c.Args().First())
+	}
+	return nil
+}
+
+// socketPath chooses the control socket: --socket (or CHATTY_SOCKET), the
+// configuration's control.socket, or the default for this user, falling
+// back to the system daemon's socket if the user has none.
+func socketPath(c *cli.Context) (string, error) {
+	if p := c.String("socket"); p != "" {
+		return p, nil
+	}
+	if file := c.String("config"); file != "" {
+		cfg, err := config.Load(file)
+		if err != nil {
+			return "", err
+		}
+		if cfg.Control.Socket != "" {
+			return cfg.Control.Socket, nil
+		}
+	}
+	p := control.DefaultSocketPath()
+	if p != control.SystemSocketPath {
+		if _, err := os.Stat(p); err != nil {
+			if _, err := os.Stat(control.SystemSocketPath); err == nil {
+				return control.SystemSocketPath, nil
+			}
+		}
+	}
+	return p, nil
+}
+
+func newClient(c *cli.Context) (*client.Client, error) {
+	p, err := socketPath(c)
+	if err != nil {
+		return nil, err
+	}
+	verbosef(c, "control socket %s", p)
+	return client.New(p), nil
+}
+
+func verbosef(c *cli.Context, format string, args ...any) {
+	if c.Bool("verbose") {
+		fmt.Fprintf(c.App.ErrWriter, "chattyctl: "+format+"\n", args...)
+	}
+}
+
+func cmdSend(c *cli.Context) error {
+	if c.NArg() < 2 {
+		return usagef("send: want a type and a message, as in: chattyctl send warning disk almost full")
+	}
+	typ, err := message.ParseType(c.Args().First())
+	if err != nil {
+		return usagef("send: %v", err)
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	text := strings.Join(c.Args().Tail(), " ")
+	resp, err := cl.Send(c.Context, control.SendRequest{Type: typ.String(), Message: text})
+	if err != nil {
+		return err
+	}
+	verbosef(c, "sent as line %d", resp.Seq)
+	fmt.Fprintln(c.App.Writer, resp.Line)
+	return nil
+}
+
+func cmdScale(c *cli.Context) error {
+	bad := usagef("scale: want a whole number from 0 to %d", config.MaxWorkers)
+	if c.NArg() != 1 {
+		return bad
+	}
+	n, err := strconv.Atoi(c.Args().First())
+	if err != nil || n < 0 || n > config.MaxWorkers {
+		return usagef("scale: want a whole number from 0 to %d, got %q", config.MaxWorkers, c.Args().First())
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Scale(c.Context, n)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "workers: %d -> %d\n", resp.Old, resp.New)
+	return nil
+}
+
+// pollInterval is how often stop checks whether the daemon is gone.
+const pollInterval = 50 * time.Millisecond
+
+func cmdStop(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	if err := cl.Stop(c.Context); err != nil {
+		return err
+	}
+	if c.Bool("no-wait") {
+		fmt.Fprintln(c.App.Writer, "chattyd is stopping")
+		return nil
+	}
+	timeout := c.Duration("timeout")
+	ctx, cancel := context.WithTimeout(c.Context, timeout)
+	defer cancel()
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		_, err := cl.Status(ctx)
+		var ce *client.ConnError
+		if errors.As(err, &ce) && ce.NotRunning() {
+			fmt.Fprintln(c.App.Writer, "chattyd stopped")
+			return nil
+		}
+		verbosef(c, "chattyd still answers (%v)", err)
+		select {
+		case <-ctx.Done():
+			if c.Context.Err() != nil {
+				return c.Context.Err()
+			}
+			return fmt.Errorf("chattyd at %s still answers %s after it accepted to stop", cl.Path(), timeout)
+		case <-t.C:
+		}
+	}
+}
+
+func cmdVersion(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "chattyctl %s (%s)\n", chattyctlVersion(), runtime.Version())
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Context, 2*time.Second)
+	defer cancel()
+	if st, err := cl.Status(ctx); err == nil {
+		fmt.Fprintf(c.App.Writer, "chattyd %s at %s\n", st.Version, cl.Path())
+	} else {
+		verbosef(c, "no daemon version: %v", err)
+	}
+	return nil
+}

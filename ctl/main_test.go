@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/control/controltest"
+)
+
+func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
+	t.Helper()
+	b := controltest.NewBackend(4)
+	b.StatusValue = control.Status{
+		Version:       "9.9.9",
+		StartedAt:     time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
+		UptimeSeconds: 3723,
+		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
+		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 1},
+		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5},
+		Pool: control.PoolStatus{Running: 1, Slots: []control.Worker{
+			{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2"},
+		}},
+	}
+	b.ClientsValue = []control.Client{{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10}}
+	b.WorkersValue = b.StatusValue.Pool.Slots
+	srv := controltest.Serve(t, b, control.Options{MaxWorkers: 20})
+	return b, srv.Addr()
+}
+
+// runCtl runs chattyctl in-process and returns its exit code and output.
+func runCtl(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := run(ctx, append([]string{"chattyctl"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestCommands(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string // after --socket PATH
+		wantCode  int
+		wantOut   []string
+		wantErr   string
+		wantCalls []string
+	}{
+		{name: "status", args: []string{"status"}, wantCode: 0,
+			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "1 of 4 running",
+				"SLOT", "4242", "exited with code 2"},
+			wantCalls: []string{"status"}},
+		{name: "clients", args: []string{"clients"}, wantCode: 0,
+			wantOut: []string{"REMOTE", "127.0.0.1:40000"}, wantCalls: []string{"clients"}},
+		{name: "workers", args: []string{"workers", "--json"}, wantCode: 0,
+			wantOut: []string{`"pid": 4242`}, wantCalls: []string{"workers"}},
+		{name: "send", args: []string{"send", "warning", "disk", "almost", "full"}, wantCode: 0,
+			wantOut: []string{"[Warning] disk almost full"}, wantCalls: []string{"send Warning disk almost full"}},
+		{name: "send one quoted argument", args: []string{"send", "INFO", "two  spaces"}, wantCode: 0,
+			wantCalls: []string{"send Info two  spaces"}},
+		{name: "send newline refused by daemon", args: []string{"send", "info", "a\nb"}, wantCode: 1,
+			wantErr: "line break"},
+		{name: "send unknown type", args: []string{"send", "loud", "x"}, wantCode: 2,
+			wantErr: "want one of Request, Response, Critical, Info, Warning, Debug, Error"},
+		{name: "send without message", args: []string{"send", "info"}, wantCode: 2, wantErr: "want a type and a message"},
+		{name: "scale", args: []string{"scale", "3"}, wantCode: 0, wantOut: []string{"workers: 4 -> 3"},
+			wantCalls: []string{"scale 3"}},
+		{name: "scale zero", args: []string{"scale", "0"}, wantCode: 0, wantCalls: []string{"scale 0"}},
+		{name: "scale negative", args: []string{"scale", "--", "-1"}, wantCode: 2,
+			wantErr: "scale: want a whole number from 0 to 10000"},
+		{name: "scale not a number", args: []string{"scale", "many"}, wantCode: 2,
+			wantErr: `scale: want a whole number from 0 to 10000, got "many"`},
+		{name: "scale fraction", args: []string{"scale", "1.5"}, wantCode: 2, wantErr: "scale: want a whole number"},
+		{name: "scale too big", args: []string{"scale", "10001"}, wantCode: 2, wantErr: "scale: want a whole number"},
+		{name: "scale above the daemon's limit", args: []string{"scale", "21"}, wantCode: 1,
+			wantErr: "want a whole number from 0 to 20, got 21", wantCalls: nil},
+		{name: "scale without n", args: []string{"scale"}, wantCode: 2, wantErr: "scale: want a whole number"},
+		{name: "stop no-wait", args: []string{"stop", "--no-wait"}, wantCode: 0,
+			wantOut: []string{"chattyd is stopping"}, wantCalls: []string{"stop"}},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantErr: `unknown command "frobnicate"`},
+		{name: "unknown flag", args: []string{"status", "--colour"}, wantCode: 2, wantErr: "flag provided but not defined"},
+		{name: "bad flag value", args: []string{"stop", "--timeout", "soon"}, wantCode: 2, wantErr: "invalid value"},
+		{name: "extra argument", args: []string{"status", "now"}, wantCode: 2, wantErr: `unexpected argument "now"`},
+		{name: "no command", args: nil, wantCode: 2, wantErr: "no command given"},
+		{name: "help", args: []string{"help"}, wantCode: 0, wantOut: []string{"COMMANDS:", "scale"}},
+		{name: "help flag", args: []string{"-h"}, wantCode: 0, wantOut: []string{"COMMANDS:", "GLOBAL OPTIONS:"}},
+		{name: "help on a command", args: []string{"help", "scale"}, wantCode: 0, wantOut: []string{"chattyctl scale [command options] N"}},
+		{name: "help flag on a command", args: []string{"stop", "--help"}, wantCode: 0, wantOut: []string{"--no-wait"}},
+		{name: "help on an unknown command", args: []string{"help", "nope"}, wantCode: 2, wantErr: `unknown command "nope"`},
+		{name: "version", args: []string{"version"}, wantCode: 0,
+			wantOut: []string{"chattyctl ", "chattyd 9.9.9 at "}, wantCalls: []string{"status"}},
+		{name: "completion bash", args: []string{"completion", "bash"}, wantCode: 0,
+			wantOut: []string{"complete -o bashdefault", "--generate-bash-completion"}},
+		{name: "completion zsh", args: []string{"completion", "zsh"}, wantCode: 0, wantOut: []string{"#compdef chattyctl"}},
+		{name: "completion fish", args: []string{"completion", "fish"}, wantCode: 2, wantErr: `unknown shell "fish"`},
+		{name: "completion candidates", args: []string{"send", "--generate-bash-completion"}, wantCode: 0,
+			wantOut: []string{"Warning\n"}},
+		{name: "man page", args: []string{"man"}, wantCode: 0, wantOut: []string{".TH", "scale"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, sock := fakeDaemon(t)
+			code, out, errOut := runCtl(t, append([]string{"--socket", sock}, tt.args...)...)
+			if code != tt.wantCode {
+				t.Fatalf("exit code %d; want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, out, errOut)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if !strings.Contains(errOut, tt.wantErr) {
+				t.Errorf("stderr lacks %q:\n%s", tt.wantErr, errOut)
+			}
+			if got := b.Calls(); !slices.Equal(got, tt.wantCalls) {
+				t.Errorf("daemon calls = %q; want %q", got, tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	b, sock := fakeDaemon(t)
+	code, out, errOut := runCtl(t, "--socket", sock, "status", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	want := b.StatusValue
+	want.Pool.Desired = 4
+	if st.Version != want.Version || st.Feed != want.Feed || st.Pool.Desired != 4 || len(st.Pool.Slots) != 1 {
+		t.Fatalf("status = %+v; want %+v", st, want)
+	}
+}
+
+func TestStopWaits(t *testing.T) {
+	b, sock := fakeDaemon(t)
+	code, out, errOut := runCtl(t, "--socket", sock, "stop", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, "chattyd stopped") {
+		t.Fatalf("stop = %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	select {
+	case <-b.Stopped():
+	default:
+		t.Fatal("the daemon was not asked to stop")
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket still there after stop returned: %v", err)
+	}
+}
+
+func TestNoDaemon(t *testing.T) {
+	sock := filepath.Join(controltest.SocketDir(t), "none.sock")
+	for _, args := range [][]string{{"status"}, {"scale", "2"}, {"send", "info", "hi"}, {"stop"}} {
+		code, _, errOut := runCtl(t, append([]string{"--socket", sock}, args...)...)
+		if code != 1 || !strings.Contains(errOut, "cannot reach chattyd at "+sock+": no such file; is chattyd running?") {
+			t.Errorf("%v without daemon = %d, %q; want 1 and the is-it-running message", args, code, errOut)
+		}
+	}
+}
+
+func TestSocketFromEnvAndConfig(t *testing.T) {
+	_, sock := fakeDaemon(t)
+	t.Run("env", func(t *testing.T) {
+		t.Setenv("CHATTY_SOCKET", sock)
+		if code, _, errOut := runCtl(t, "status"); code != 0 {
+			t.Fatalf("status with CHATTY_SOCKET = %d: %s", code, errOut)
+		}
+	})
+	t.Run("config", func(t *testing.T) {
+		t.Setenv("CHATTY_SOCKET", "")
+		cfg := filepath.Join(t.TempDir(), "chattyd.yaml")
+		if err := os.WriteFile(cfg, []byte("version: 1\ncontrol:\n  socket: "+sock+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runCtl(t, "--config", cfg, "-v", "status")
+		if code != 0 || !strings.Contains(errOut, "control socket "+sock) {
+			t.Fatalf("status with --config = %d: %s", code, errOut)
+		}
+	})
+	t.Run("bad config", func(t *testing.T) {
+		t.Setenv("CHATTY_SOCKET", "")
+		cfg := filepath.Join(t.TempDir(), "chattyd.yaml")
+		if err := os.WriteFile(cfg, []byte("version: 1\ncontrol:\n  sockett: x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runCtl(t, "--config", cfg, "status")
+		if code != 1 || !strings.Contains(errOut, `unknown field "sockett"`) {
+			t.Fatalf("status with a bad config = %d: %s", code, errOut)
+		}
+	})
+}
+
+// broadcaster serves lines to the first client, then closes.
+func broadcaster(t *testing.T, lines string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte(lines))
+		c.Close()
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+func TestWatch(t *testing.T) {
+	const lines = "2024-07-06 02:19:04 WPEEo9bG5nnnS/tkKyiJMDf3LJJ3fiPE\nKEEP_ALIVE_ACK\nlast\n"
+	t.Run("addr flag", func(t *testing.T) {
+		addr := broadcaster(t, lines)
+		code, out, errOut := runCtl(t, "--socket", "/nonexistent.sock", "watch", "--addr", addr)
+		if code != 0 || out != lines {
+			t.Fatalf("watch = %d, %q; want 0, %q; stderr %s", code, out, lines, errOut)
+		}
+		if !strings.Contains(errOut, "closed the connection") {
+			t.Errorf("stderr %q does not say the connection closed", errOut)
+		}
+	})
+	t.Run("addr from status", func(t *testing.T) {
+		b, sock := fakeDaemon(t)
+		b.StatusValue.Listeners[0].Addr = broadcaster(t, lines)
+		code, out, errOut := runCtl(t, "--socket", sock, "watch")
+		if code != 0 || out != lines {
+			t.Fatalf("watch = %d, %q; want 0, %q; stderr %s", code, out, lines, errOut)
+		}
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.Write([]byte("first\n"))
+			io.Copy(io.Discard, c) // until chattyctl hangs up
+		}()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// The interrupt arrives once the first line has been printed.
+		out := &cancelOnWrite{cancel: cancel}
+		var errOut bytes.Buffer
+		code := run(ctx, []string{"chattyctl", "watch", "--addr", ln.Addr().String()}, out, &errOut)
+		if code != 0 || out.String() != "first\n" {
+			t.Fatalf("interrupted watch = %d, %q; stderr %s", code, out.String(), errOut.String())
+		}
+		<-served // chattyctl closed its connection
+	})
+	t.Run("refused", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		code, _, errOut := runCtl(t, "watch", "--addr", addr)
+		if code != 1 || !strings.Contains(errOut, "connect to the broadcaster") {
+			t.Fatalf("watch of a closed port = %d: %s", code, errOut)
+		}
+	})
+}
+
+// cancelOnWrite is a buffer that cancels a context when written to. It
+// has no ReadFrom, so that io.Copy calls Write.
+type cancelOnWrite struct {
+	mu     sync.Mutex // guards buf
+	buf    bytes.Buffer
+	cancel func()
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	defer w.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *cancelOnWrite) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}

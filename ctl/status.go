@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/urfave/cli/v2"
+)
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func cmdStatus(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	st, err := cl.Status(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, st)
+	}
+	return printStatus(c.App.Writer, st)
+}
+
+// printStatus writes the status as a person reads it.
+func printStatus(out io.Writer, st control.Status) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "chattyd %s, up %s (since %s)\n", st.Version, seconds(st.UptimeSeconds),
+		st.StartedAt.UTC().Format("2006-01-02 15:04:05 UTC"))
+	for _, l := range st.Listeners {
+		fmt.Fprintf(w, "listener\t%s\t%s %s\n", l.Name, l.Protocol, l.Addr)
+	}
+	f := st.Feed
+	fmt.Fprintf(w, "feed\t%s\t%s; %d lines, %d bytes, %d dropped as too long, %d undelivered\n",
+		f.Source, f.State, f.Lines, f.Bytes, f.Dropped, f.Undelivered)
+	cs := st.Clients
+	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched\n",
+		cs.Connected, cs.Accepted, cs.Refused, cs.SlowConsumers, cs.IdleClosed, cs.AcksGood, cs.AcksMismatched)
+	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(st.Pool.Slots) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	return printWorkers(out, st.Pool.Slots)
+}
+
+func printWorkers(out io.Writer, ws []control.Worker) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SLOT\tPID\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
+	for _, s := range ws {
+		pid := "-"
+		if s.PID > 0 {
+			pid = fmt.Sprint(s.PID)
+		}
+		last := s.LastExit
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", s.Slot, pid, s.State, seconds(s.UptimeSeconds), s.Restarts, last)
+	}
+	return w.Flush()
+}
+
+func printClients(out io.Writer, cs []control.Client) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tREMOTE\tCONNECTED\tQUEUE LINES\tQUEUE BYTES\tACK LAG\tSENT\tACKS GOOD\tACKS BAD")
+	for _, c := range cs {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.ID, c.Remote,
+			c.ConnectedAt.UTC().Format("2006-01-02 15:04:05"), c.QueueLines, c.QueueBytes, c.AckLag,
+			c.LinesSent, c.AcksGood, c.AcksMismatched)
+	}
+	return w.Flush()
+}
+
+// seconds renders a duration in seconds to the second: "1h2m3s".
+func seconds(s float64) string {
+	return (time.Duration(s) * time.Second).String()
+}
+
+func cmdClients(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	cs, err := cl.Clients(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, cs)
+	}
+	return printClients(c.App.Writer, cs)
+}
+
+func cmdWorkers(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	ws, err := cl.Workers(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, ws)
+	}
+	return printWorkers(c.App.Writer, ws)
+}

@@ -1,0 +1,171 @@
+package control
+
+import (
+	"errors"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/message"
+)
+
+// The API's paths. Every request and response body is JSON, except /metrics.
+const (
+	PathStatus  = "/v1/status"  // GET: Status
+	PathClients = "/v1/clients" // GET: []Client
+	PathWorkers = "/v1/workers" // GET: []Worker
+	PathSend    = "/v1/send"    // POST SendRequest: SendResponse
+	PathScale   = "/v1/scale"   // POST ScaleRequest: ScaleResponse
+	PathStop    = "/v1/stop"    // POST, no body: 202 StopResponse
+	PathMetrics = "/metrics"    // GET: Prometheus text format
+)
+
+// MaxRequestBytes bounds a request body.
+const MaxRequestBytes = 64 << 10
+
+// Status is the daemon's state as a whole.
+type Status struct {
+	Version       string         `json:"version"`
+	StartedAt     time.Time      `json:"started_at"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Listeners     []Listener     `json:"listeners"`
+	Feed          FeedStatus     `json:"feed"`
+	Clients       ClientsSummary `json:"clients"`
+	Pool          PoolStatus     `json:"pool"`
+}
+
+// Listener is one address the daemon listens on.
+type Listener struct {
+	Name     string `json:"name"`     // such as "broadcast"
+	Addr     string `json:"addr"`     // such as "127.0.0.1:54321"
+	Protocol string `json:"protocol"` // such as "tcp"
+}
+
+// The states of the feed.
+const (
+	FeedReading = "reading"
+	FeedEOF     = "eof"
+	FeedStopped = "stopped"
+)
+
+// FeedStatus describes the feed the daemon reads lines from.
+type FeedStatus struct {
+	Source string `json:"source"` // "stdin" or the FIFO's path
+	State  string `json:"state"`  // FeedReading, FeedEOF or FeedStopped
+	Lines  uint64 `json:"lines"`  // lines read
+	Bytes  uint64 `json:"bytes"`  // bytes read, terminators included
+	// Dropped counts lines longer than the feed's limit, never broadcast.
+	Dropped uint64 `json:"dropped"`
+	// Undelivered counts lines read while no client was connected.
+	Undelivered uint64 `json:"undelivered"`
+}
+
+// ClientsSummary counts the broadcaster's clients.
+type ClientsSummary struct {
+	Connected      int    `json:"connected"`
+	Accepted       uint64 `json:"accepted"`
+	Refused        uint64 `json:"refused"` // over max_clients
+	SlowConsumers  uint64 `json:"slow_consumers"`
+	IdleClosed     uint64 `json:"idle_closed"`
+	AcksGood       uint64 `json:"acks_good"`
+	AcksMismatched uint64 `json:"acks_mismatched"`
+}
+
+// PoolStatus describes the worker pool.
+type PoolStatus struct {
+	Desired int `json:"desired"`
+	Running int `json:"running"`
+	// Restarts counts worker restarts since the daemon started, over every
+	// slot there ever was; it never decreases.
+	Restarts uint64   `json:"restarts"`
+	Slots    []Worker `json:"slots"`
+}
+
+// Client is one connected client of the broadcaster.
+type Client struct {
+	ID             uint64    `json:"id"`
+	Remote         string    `json:"remote"`
+	ConnectedAt    time.Time `json:"connected_at"`
+	QueueBytes     int64     `json:"queue_bytes"`
+	QueueLines     int64     `json:"queue_lines"`
+	AckLag         int64     `json:"ack_lag"`
+	LinesSent      uint64    `json:"lines_sent"`
+	AcksGood       uint64    `json:"acks_good"`
+	AcksMismatched uint64    `json:"acks_mismatched"`
+}
+
+// Worker is one slot of the worker pool.
+type Worker struct {
+	Slot          int       `json:"slot"`
+	PID           int       `json:"pid"`   // 0 when no process runs
+	State         string    `json:"state"` // such as "running", "backoff", "stopped"
+	StartedAt     time.Time `json:"started_at"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Restarts      int       `json:"restarts"`
+	LastExit      string    `json:"last_exit"` // such as "exited with code 2"
+}
+
+// SendRequest asks the daemon to broadcast a typed message.
+type SendRequest struct {
+	// Type is a message type name, matched without regard to case.
+	Type string `json:"type"`
+	// Message is the text: one line, at most message.MaxTextBytes bytes.
+	Message string `json:"message"`
+}
+
+// SendResponse tells what was broadcast.
+type SendResponse struct {
+	// Seq is the sequence number the backend gave the line.
+	Seq uint64 `json:"seq"`
+	// Line is the line sent to clients, without its "\n".
+	Line string `json:"line"`
+}
+
+// ScaleRequest sets the number of workers. Workers is required.
+type ScaleRequest struct {
+	Workers int `json:"workers"`
+}
+
+// ScaleResponse gives the number of workers before and after.
+type ScaleResponse struct {
+	Old int `json:"old"`
+	New int `json:"new"`
+}
+
+// StopResponse answers a stop request; the daemon stops after sending it.
+type StopResponse struct {
+	Stopping bool `json:"stopping"`
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// Backend is what the control server controls: the daemon. Its methods are
+// called concurrently from request handlers and must be safe for that.
+type Backend interface {
+	// Status returns the daemon's current state.
+	Status() Status
+	// Clients returns the connected clients.
+	Clients() []Client
+	// Workers returns the pool's slots.
+	Workers() []Worker
+	// Send broadcasts a validated message and returns its sequence number.
+	Send(m message.Message) (seq uint64, err error)
+	// Scale sets the number of workers to n, already checked to be within
+	// 0..Options.MaxWorkers, and returns the previous number.
+	Scale(n int) (old int, err error)
+	// Stop asks the daemon to shut down. It must return promptly, without
+	// waiting for the shutdown (the control server's Run waits for it):
+	// cancelling the daemon's run context is the expected implementation.
+	Stop()
+}
+
+// Errors a Backend returns, possibly wrapped, to choose the HTTP status.
+// Any other error is answered with 500.
+var (
+	// ErrInvalid means the request cannot be carried out as asked: 400.
+	ErrInvalid = errors.New("invalid request")
+	// ErrUnavailable means the daemon cannot do it now, for example while
+	// shutting down: 503.
+	ErrUnavailable = errors.New("unavailable")
+)

@@ -1,0 +1,101 @@
+package control
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// collector reads the backend's Status once per scrape and reports it as
+// chatty_* metrics.
+type collector struct {
+	b Backend
+
+	buildInfo, uptime                              *prometheus.Desc
+	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
+	connected, accepted, refused, slow, idleClosed *prometheus.Desc
+	acksGood, acksMismatched                       *prometheus.Desc
+	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
+}
+
+func newCollector(b Backend) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("chatty_"+name, help, labels, nil)
+	}
+	return &collector{
+		b:              b,
+		buildInfo:      d("build_info", "Always 1; the version label is chattyd's version.", "version"),
+		uptime:         d("uptime_seconds", "Seconds since chattyd started."),
+		feedLines:      d("feed_lines_total", "Lines read from the feed."),
+		feedBytes:      d("feed_bytes_total", "Bytes read from the feed, terminators included."),
+		feedDropped:    d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
+		feedUndeliv:    d("feed_undelivered_lines_total", "Feed lines read while no client was connected."),
+		connected:      d("clients_connected", "Clients connected now."),
+		accepted:       d("clients_accepted_total", "Client connections accepted."),
+		refused:        d("clients_refused_total", "Client connections refused over max_clients."),
+		slow:           d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
+		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
+		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
+		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
+		poolRunning:    d("pool_workers_running", "Worker processes running now."),
+		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.buildInfo, c.uptime,
+		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
+		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
+		c.acksGood, c.acksMismatched,
+		c.poolDesired, c.poolRunning, c.poolRestarts,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(c.buildInfo, 1, st.Version)
+	gauge(c.uptime, st.UptimeSeconds)
+	counter(c.feedLines, st.Feed.Lines)
+	counter(c.feedBytes, st.Feed.Bytes)
+	counter(c.feedDropped, st.Feed.Dropped)
+	counter(c.feedUndeliv, st.Feed.Undelivered)
+	gauge(c.connected, float64(st.Clients.Connected))
+	counter(c.accepted, st.Clients.Accepted)
+	counter(c.refused, st.Clients.Refused)
+	counter(c.slow, st.Clients.SlowConsumers)
+	counter(c.idleClosed, st.Clients.IdleClosed)
+	counter(c.acksGood, st.Clients.AcksGood)
+	counter(c.acksMismatched, st.Clients.AcksMismatched)
+	gauge(c.poolDesired, float64(st.Pool.Desired))
+	gauge(c.poolRunning, float64(st.Pool.Running))
+	counter(c.poolRestarts, st.Pool.Restarts)
+}
+
+// metricsHandler serves a private registry: the backend's metrics and the
+// Go runtime's and process's, never the global registry.
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newCollector(s.b),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      newStdLogger(s.log),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}

@@ -1,0 +1,168 @@
+// Package message defines chatty's typed messages, the seven types of the
+// original client-server (Request, Response, Critical, Info, Warning, Debug,
+// Error), and their one-line form in the text protocol.
+//
+// A message's line is
+//
+//	2026-11-24T10:00:00.123Z [Warning] disk almost full
+//
+// that is, the time in RFC 3339 UTC with exactly three fractional digits, a
+// space, the canonical type name in square brackets, a space and the text.
+// The line carries no terminator; the broadcaster adds "\n" as it does to
+// every feed line.
+//
+// A text that contains "\n" or "\r" is rejected rather than escaped: an
+// escape would be a second encoding that every client of the plain text
+// protocol would have to undo, while a rejected message tells its sender at
+// once what is wrong. Texts are also bounded by MaxTextBytes.
+package message
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Type is the kind of a message. The zero Type is not valid.
+type Type uint8
+
+// The message types, as in the original client-server.
+const (
+	Request Type = iota + 1
+	Response
+	Critical
+	Info
+	Warning
+	Debug
+	Error
+)
+
+var typeNames = [...]string{
+	Request:  "Request",
+	Response: "Response",
+	Critical: "Critical",
+	Info:     "Info",
+	Warning:  "Warning",
+	Debug:    "Debug",
+	Error:    "Error",
+}
+
+// Types returns every valid type, in declaration order.
+func Types() []Type {
+	return []Type{Request, Response, Critical, Info, Warning, Debug, Error}
+}
+
+// ErrUnknownType is wrapped by ParseType's error for a name that is not a type.
+var ErrUnknownType = errors.New("unknown message type")
+
+// ParseType returns the type named s, ignoring case ("warning", "WARNING"
+// and "Warning" are all Warning). Its error lists the valid types.
+func ParseType(s string) (Type, error) {
+	for _, t := range Types() {
+		if strings.EqualFold(s, typeNames[t]) {
+			return t, nil
+		}
+	}
+	names := make([]string, 0, len(typeNames)-1)
+	for _, t := range Types() {
+		names = append(names, typeNames[t])
+	}
+	return 0, fmt.Errorf("%w %q: want one of %s", ErrUnknownType, s, strings.Join(names, ", "))
+}
+
+// Valid reports whether t is one of the seven types.
+func (t Type) Valid() bool { return t >= Request && t <= Error }
+
+// String returns the canonical name, such as "Warning".
+func (t Type) String() string {
+	if !t.Valid() {
+		return fmt.Sprintf("Type(%d)", uint8(t))
+	}
+	return typeNames[t]
+}
+
+// MarshalText implements encoding.TextMarshaler with the canonical name.
+func (t Type) MarshalText() ([]byte, error) {
+	if !t.Valid() {
+		return nil, fmt.Errorf("%w: %d", ErrUnknownType, uint8(t))
+	}
+	return []byte(typeNames[t]), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler using ParseType.
+func (t *Type) UnmarshalText(b []byte) error {
+	v, err := ParseType(string(b))
+	if err != nil {
+		return err
+	}
+	*t = v
+	return nil
+}
+
+// LogLevel returns the level at which the daemon logs a message of type t:
+// error for Critical and Error, warning for Warning, debug for Debug and
+// info for the others.
+func (t Type) LogLevel() logrus.Level {
+	switch t {
+	case Critical, Error:
+		return logrus.ErrorLevel
+	case Warning:
+		return logrus.WarnLevel
+	case Debug:
+		return logrus.DebugLevel
+	}
+	return logrus.InfoLevel
+}
+
+// MaxTextBytes is the longest text a message may carry, in bytes.
+const MaxTextBytes = 4096
+
+// ErrInvalid is wrapped by every error of Message.Validate.
+var ErrInvalid = errors.New("invalid message")
+
+// Message is one typed message.
+type Message struct {
+	Type Type
+	Text string
+	// Time is when the message was accepted; it is written in UTC.
+	Time time.Time
+}
+
+// Validate reports why m cannot be sent: an invalid type, an empty text, a
+// text longer than MaxTextBytes or one containing a line break.
+func (m *Message) Validate() error {
+	switch {
+	case !m.Type.Valid():
+		return fmt.Errorf("%w: type %s is not one of the message types", ErrInvalid, m.Type)
+	case m.Text == "":
+		return fmt.Errorf("%w: the text is empty", ErrInvalid)
+	case len(m.Text) > MaxTextBytes:
+		return fmt.Errorf("%w: the text is %d bytes, more than the limit of %d", ErrInvalid, len(m.Text), MaxTextBytes)
+	}
+	if i := strings.IndexAny(m.Text, "\r\n"); i >= 0 {
+		return fmt.Errorf("%w: the text contains a line break at byte %d; a message is one line, send several messages instead", ErrInvalid, i)
+	}
+	return nil
+}
+
+// LogLevel returns m.Type.LogLevel().
+func (m *Message) LogLevel() logrus.Level { return m.Type.LogLevel() }
+
+// timeLayout is RFC 3339 with exactly three fractional digits.
+const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// AppendText appends m's line, without a terminator, to b:
+// "2026-11-24T10:00:00.123Z [Warning] disk almost full".
+func (m *Message) AppendText(b []byte) []byte {
+	b = m.Time.UTC().AppendFormat(b, timeLayout)
+	b = append(b, " ["...)
+	b = append(b, m.Type.String()...)
+	b = append(b, "] "...)
+	return append(b, m.Text...)
+}
+
+// String returns m's line.
+func (m *Message) String() string { return string(m.AppendText(nil)) }

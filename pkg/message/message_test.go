@@ -1,0 +1,152 @@
+package message
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+func TestParseType(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want Type
+	}{
+		{"canonical", "Warning", Warning},
+		{"lower", "request", Request},
+		{"upper", "CRITICAL", Critical},
+		{"mixed", "dEbUg", Debug},
+		{"response", "response", Response},
+		{"info", "Info", Info},
+		{"error", "error", Error},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseType(tt.in)
+			if err != nil || got != tt.want {
+				t.Fatalf("ParseType(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTypeRejects(t *testing.T) {
+	for _, in := range []string{"", "warn", "Warning ", "Notice", "Type(3)"} {
+		_, err := ParseType(in)
+		if !errors.Is(err, ErrUnknownType) {
+			t.Errorf("ParseType(%q) error = %v; want ErrUnknownType", in, err)
+			continue
+		}
+		want := "want one of Request, Response, Critical, Info, Warning, Debug, Error"
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseType(%q) error %q does not list the types", in, err)
+		}
+	}
+}
+
+func TestTypeStringRoundTrip(t *testing.T) {
+	for _, typ := range Types() {
+		got, err := ParseType(typ.String())
+		if err != nil || got != typ {
+			t.Errorf("ParseType(%q) = %v, %v", typ.String(), got, err)
+		}
+	}
+	if Type(0).Valid() || Type(8).Valid() {
+		t.Error("Type 0 and 8 must not be valid")
+	}
+}
+
+func TestTypeJSON(t *testing.T) {
+	var v struct{ T Type }
+	if err := json.Unmarshal([]byte(`{"T":"critical"}`), &v); err != nil || v.T != Critical {
+		t.Fatalf("unmarshal = %v, %v", v.T, err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil || string(b) != `{"T":"Critical"}` {
+		t.Fatalf("marshal = %s, %v", b, err)
+	}
+	if err := json.Unmarshal([]byte(`{"T":"nope"}`), &v); err == nil {
+		t.Fatal("unmarshal of an unknown type succeeded")
+	}
+}
+
+func TestLogLevel(t *testing.T) {
+	want := map[Type]logrus.Level{
+		Request:  logrus.InfoLevel,
+		Response: logrus.InfoLevel,
+		Critical: logrus.ErrorLevel,
+		Info:     logrus.InfoLevel,
+		Warning:  logrus.WarnLevel,
+		Debug:    logrus.DebugLevel,
+		Error:    logrus.ErrorLevel,
+	}
+	for typ, lvl := range want {
+		if got := typ.LogLevel(); got != lvl {
+			t.Errorf("%v.LogLevel() = %v; want %v", typ, got, lvl)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		m       Message
+		wantErr string // empty: valid
+	}{
+		{"ok", Message{Type: Info, Text: "hello"}, ""},
+		{"max length", Message{Type: Info, Text: strings.Repeat("x", MaxTextBytes)}, ""},
+		{"tab and unicode", Message{Type: Debug, Text: "a\tb é ✓"}, ""},
+		{"zero type", Message{Text: "x"}, "not one of the message types"},
+		{"bad type", Message{Type: 9, Text: "x"}, "not one of the message types"},
+		{"empty", Message{Type: Info}, "empty"},
+		{"too long", Message{Type: Info, Text: strings.Repeat("x", MaxTextBytes+1)}, "4097 bytes"},
+		{"newline", Message{Type: Info, Text: "a\nb"}, "line break at byte 1"},
+		{"carriage return", Message{Type: Info, Text: "ab\r"}, "line break at byte 2"},
+		{"only newline", Message{Type: Info, Text: "\n"}, "line break at byte 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.m.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v; want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate() = %v; want ErrInvalid containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestAppendText(t *testing.T) {
+	paris := time.FixedZone("CET", 3600)
+	tests := []struct {
+		name string
+		m    Message
+		want string
+	}{
+		{"utc millis", Message{Type: Warning, Text: "disk almost full",
+			Time: time.Date(2026, 11, 24, 10, 0, 0, 123456789, time.UTC)},
+			"2026-11-24T10:00:00.123Z [Warning] disk almost full"},
+		{"zone converted", Message{Type: Request, Text: "ping",
+			Time: time.Date(2026, 11, 24, 11, 0, 0, 0, paris)},
+			"2026-11-24T10:00:00.000Z [Request] ping"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(tt.m.AppendText([]byte("prefix:")))
+			if got != "prefix:"+tt.want {
+				t.Fatalf("AppendText = %q; want %q", got, "prefix:"+tt.want)
+			}
+			if s := tt.m.String(); s != tt.want {
+				t.Fatalf("String = %q; want %q", s, tt.want)
+			}
+		})
+	}
+}
