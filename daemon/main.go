@@ -68,6 +68,7 @@ func daemonFlags() []cli.Flag {
 		&cli.IntFlag{Name: "workers", Usage: "run `N` workers (overrides pool.size; 0 runs none)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log at debug level, every line in and out"},
 		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json (overrides log.format)"},
+		&cli.StringFlag{Name: "control-socket", Usage: "control socket `PATH` (overrides control.socket; default /run/chattyd/control.sock as root, $XDG_RUNTIME_DIR/chattyd/control.sock otherwise)"},
 	}
 }
 
@@ -127,6 +128,9 @@ func applyFlags(c *cli.Context, cfg *config.Config) error {
 	if c.IsSet("log-format") {
 		cfg.Log.Format = c.String("log-format")
 	}
+	if c.IsSet("control-socket") {
+		cfg.Control.Socket = c.String("control-socket")
+	}
 	if ps := cfg.Validate(); len(ps) > 0 {
 		return &config.Error{File: "command-line flags", Problems: ps}
 	}
@@ -155,12 +159,13 @@ func runDaemon(c *cli.Context) error {
 		return cli.Exit("", 1)
 	}
 	opts := daemon.Options{
-		Config:   cfg,
-		Reload:   func() (config.Config, error) { return reloadConfig(c) },
-		Logger:   logger,
-		LogFile:  logFile,
-		Notifier: daemon.SystemdNotifier{NoWatchdog: os.Getenv("CHATTYD_TEST_NO_WATCHDOG") == "1"},
-		Listener: passed.Broadcast,
+		Config:          cfg,
+		Reload:          func() (config.Config, error) { return reloadConfig(c) },
+		Logger:          logger,
+		LogFile:         logFile,
+		Notifier:        daemon.SystemdNotifier{NoWatchdog: os.Getenv("CHATTYD_TEST_NO_WATCHDOG") == "1"},
+		Listener:        passed.Broadcast,
+		ControlListener: passed.Control,
 	}
 	if exe, err := os.Executable(); err == nil {
 		opts.WorkerCommand = func(w config.Worker) []string { return DefaultWorkerCommand(exe, w) }

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/broadcast"
 	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/feed"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
@@ -43,6 +45,9 @@ type Options struct {
 	Listener net.Listener
 	// Feed, if set, replaces the source named by the configuration.
 	Feed feed.Source
+	// ControlListener, if set, is the control socket passed by systemd;
+	// otherwise the daemon creates Config.Control.Socket (or the default).
+	ControlListener net.Listener
 	// WorkerCommand returns the command of the built-in worker for the
 	// given worker settings; it is used when pool.command is empty.
 	WorkerCommand func(config.Worker) []string
@@ -58,9 +63,14 @@ type Daemon struct {
 	cfgMu sync.Mutex // guards cfg
 	cfg   config.Config
 
-	bcast  *broadcast.Server
-	source feed.Source
-	pool   *pool.Pool
+	bcast   *broadcast.Server
+	source  feed.Source
+	pool    *pool.Pool
+	control *control.Server
+
+	feedLines atomic.Uint64 // lines read from the feed
+	feedBytes atomic.Uint64 // their bytes, terminators included
+	stopping  atomic.Bool   // shutdown has begun
 
 	feedState    stateString
 	sigs         chan os.Signal // registered in New, before the port is bound
@@ -119,8 +129,26 @@ func New(opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
 	d.pool = p
+
+	// The control socket last: binding it fails fast when another chattyd
+	// answers there.
+	ctl, err := control.New(control.Options{
+		Path:       cfg.Control.Socket,
+		Listener:   opts.ControlListener,
+		Group:      cfg.Control.Group,
+		MaxWorkers: config.MaxWorkers,
+	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
+	if err != nil {
+		signal.Stop(d.sigs)
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	d.control = ctl
 	return d, nil
 }
+
+// ControlSocket returns the control socket's path.
+func (d *Daemon) ControlSocket() string { return d.control.Addr() }
 
 // poolOptions derives the pool's options from a configuration. Workers
 // connect to the bound address, on loopback when it is a wildcard.
@@ -223,6 +251,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	feedCtx, stopFeed := context.WithCancel(context.Background())
 	bcastCtx, stopBcast := context.WithCancel(context.Background())
 	auxCtx, stopAux := context.WithCancel(context.Background())
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	defer stopCtl()
 	defer stopPool()
 	defer stopFeed()
 	defer stopBcast()
@@ -232,6 +262,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.add("broadcast", func() error { return d.bcast.Run(bcastCtx) })
 	g.add("systemd", func() error { return d.runNotifier(auxCtx) })
 	g.add("pool", func() error { return d.pool.Run(poolCtx) })
+	g.add("control", func() error {
+		if err := d.control.Run(ctlCtx); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
 	if n := d.pool.Size(); n > 0 {
 		d.log.Infof("Chatting with sometimes faulty child processes (%d processes)", n)
 	}
@@ -258,6 +294,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case sig := <-d.waitSignal(sigs):
 		d.log.WithField("signal", sig.String()).Info("Stopping: signal received; a second signal stops at once")
 	}
+	d.stopping.Store(true)
 	d.notify.Notify("STOPPING=1")
 
 	// A second stop signal abandons the graceful path.
@@ -284,6 +321,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.wait("feed")
 	stopBcast()
 	g.wait("broadcast")
+	// The control socket goes last, so that status answers while stopping.
+	stopCtl()
 	stopAux()
 	g.waitAll()
 	if err == nil {
@@ -320,6 +359,12 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 	debug := func() bool { return d.opts.Logger.IsLevelEnabled(logrus.DebugLevel) }
 	d.feedState.set("reading")
 	err := d.source.Run(ctx, feed.HandlerFunc(func(lines [][]byte) {
+		n := 0
+		for _, l := range lines {
+			n += len(l) + 1
+		}
+		d.feedLines.Add(uint64(len(lines)))
+		d.feedBytes.Add(uint64(n))
 		if debug() {
 			for _, l := range lines {
 				log.Debugf("Received: %s", l)

@@ -58,7 +58,13 @@ func (f *TextFormatter) Format(e *logrus.Entry) ([]byte, error) {
 		}
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	// Fields in name order, but a reason first: it says most.
+	sort.Slice(keys, func(i, j int) bool {
+		if (keys[i] == "reason") != (keys[j] == "reason") {
+			return keys[i] == "reason"
+		}
+		return keys[i] < keys[j]
+	})
 	for _, k := range keys {
 		v := e.Data[k]
 		if err, ok := v.(error); ok {

@@ -26,7 +26,7 @@ func TestTextFormatLikeTheOriginal(t *testing.T) {
 		{"connection", logrus.Fields{FieldConnection: 3, FieldComponent: "broadcast"}, logrus.InfoLevel, "New connection established", "[INFO] [connection: 3] New connection established\n"},
 		{"process", logrus.Fields{FieldProcess: 4}, logrus.InfoLevel, "Process terminated (exited with code 2) and was restarted", "[INFO] [process: 4] Process terminated (exited with code 2) and was restarted\n"},
 		{"scope", logrus.Fields{FieldScope: "stdin"}, logrus.DebugLevel, "Received: x", "[DEBUG] [stdin] Received: x\n"},
-		{"warning and fields", logrus.Fields{"reason": "slow consumer", "n": 2, "error": errors.New("boom")}, logrus.WarnLevel, "closed", "[WARNING] closed error=boom n=2 reason=\"slow consumer\"\n"},
+		{"warning and fields", logrus.Fields{"reason": "slow consumer", "n": 2, "error": errors.New("boom")}, logrus.WarnLevel, "closed", "[WARNING] closed reason=\"slow consumer\" error=boom n=2\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -109,6 +110,8 @@ type Pool struct {
 	// spawns carries start requests to the forking goroutine; see forker.
 	spawns chan spawnRequest
 
+	restarts atomic.Uint64 // restarts of every slot there ever was
+
 	mu      sync.Mutex // guards the fields below and every slot's status
 	opts    Options    // current options; Size is the desired size
 	slots   []*slot    // every slot whose goroutine runs, oldest first
@@ -130,6 +133,10 @@ func New(opts Options, log *logrus.Entry) (*Pool, error) {
 		opts:   opts,
 	}, nil
 }
+
+// Restarts counts the restarts of every slot since the pool was created,
+// including slots scaled away since; it never decreases.
+func (p *Pool) Restarts() uint64 { return p.restarts.Load() }
 
 // Size returns the desired number of slots.
 func (p *Pool) Size() int {

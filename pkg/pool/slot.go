@@ -127,6 +127,7 @@ func (p *Pool) runSlot(s *slot) {
 			log.Infof("Process terminated (%s) and was restarted", how)
 			if lived >= opts.MinUptime {
 				backoff = 0
+				p.restarts.Add(1)
 				p.setStatus(s, func(st *SlotStatus) { st.State = StateStarting; st.Restarts++ })
 				continue
 			}
@@ -134,6 +135,7 @@ func (p *Pool) runSlot(s *slot) {
 			log.Warnf("The worker lived only %s (less than %s); next start in %s",
 				lived.Round(time.Millisecond), opts.MinUptime, backoff)
 		}
+		p.restarts.Add(1)
 		p.setStatus(s, func(st *SlotStatus) { st.State = StateBackoff; st.Restarts++ })
 		t := time.NewTimer(backoff)
 		select {

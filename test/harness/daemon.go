@@ -46,6 +46,10 @@ type Options struct {
 	Env []string
 	// NotifySocket, if set, is passed as NOTIFY_SOCKET (see NotifySocket).
 	NotifySocket string
+	// ControlSocket is passed with --control-socket; empty means a fresh
+	// path in a temporary directory, so that tests never share one. Set
+	// "-" to pass none and keep the configuration's (or the default) path.
+	ControlSocket string
 	// NoWait returns as soon as the process is started, without waiting
 	// for the log line that says it listens. Addr then waits for it.
 	NoWait bool
@@ -54,10 +58,11 @@ type Options struct {
 // Daemon is a chattyd process started by StartDaemon. Its methods that take
 // no testing.TB fail the test it was started for.
 type Daemon struct {
-	t          testing.TB
-	cmd        *exec.Cmd
-	configPath string
-	feed       *os.File // write end of chattyd's stdin
+	t             testing.TB
+	cmd           *exec.Cmd
+	configPath    string
+	controlSocket string
+	feed          *os.File // write end of chattyd's stdin
 
 	log    *output // stdout and stderr, interleaved
 	stdout *output
@@ -126,6 +131,15 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 			d.addr = opts.Listen
 		}
 	}
+	switch opts.ControlSocket {
+	case "":
+		d.controlSocket = filepath.Join(SocketDir(tb), "control.sock")
+		args = append(args, "--control-socket", d.controlSocket)
+	case "-":
+	default:
+		d.controlSocket = opts.ControlSocket
+		args = append(args, "--control-socket", d.controlSocket)
+	}
 	args = append(args, opts.Args...)
 
 	env := cleanEnv(opts.Env...)
@@ -165,6 +179,22 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 		d.addr = m[1]
 	}
 	return d
+}
+
+// ControlSocket returns the control socket's path given to chattyd, or ""
+// when the test chose none.
+func (d *Daemon) ControlSocket() string { return d.controlSocket }
+
+// SocketDir returns a new directory with a path short enough for Unix
+// sockets (at most 108 bytes), removed when the test ends.
+func SocketDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "cs")
+	if err != nil {
+		tb.Fatalf("socket dir: %v", err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // cleanup kills whatever is left of chattyd's process group and reports

@@ -1,0 +1,125 @@
+package daemon
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/message"
+)
+
+// backend serves the control socket's requests from the daemon's parts.
+// Every method is safe for concurrent use.
+type backend struct{ d *Daemon }
+
+var _ control.Backend = backend{}
+
+// Status implements control.Backend.
+func (b backend) Status() control.Status {
+	d := b.d
+	st := d.bcast.Stats()
+	slots := b.Workers()
+	running := 0
+	for _, w := range slots {
+		if w.PID != 0 {
+			running++
+		}
+	}
+	started := d.Started()
+	return control.Status{
+		Version:       Version,
+		StartedAt:     started,
+		UptimeSeconds: time.Since(started).Seconds(),
+		Listeners:     []control.Listener{{Name: "broadcast", Addr: d.bcast.Addr().String(), Protocol: "tcp"}},
+		Feed: control.FeedStatus{
+			Source:      d.source.Name(),
+			State:       d.FeedState(),
+			Lines:       d.feedLines.Load(),
+			Bytes:       d.feedBytes.Load(),
+			Dropped:     d.source.Dropped(),
+			Undelivered: st.Undelivered,
+		},
+		Clients: control.ClientsSummary{
+			Connected:      st.Connected,
+			Accepted:       st.Accepted,
+			Refused:        st.Refused,
+			SlowConsumers:  st.SlowConsumers,
+			IdleClosed:     st.IdleClosed,
+			AcksGood:       st.AcksGood,
+			AcksMismatched: st.AcksMismatched,
+		},
+		Pool: control.PoolStatus{
+			Desired:  d.pool.Size(),
+			Running:  running,
+			Restarts: d.pool.Restarts(),
+			Slots:    slots,
+		},
+	}
+}
+
+// Clients implements control.Backend.
+func (b backend) Clients() []control.Client {
+	cs := b.d.bcast.Clients()
+	out := make([]control.Client, len(cs))
+	for i, c := range cs {
+		out[i] = control.Client{
+			ID:             c.ID,
+			Remote:         c.Remote,
+			ConnectedAt:    c.ConnectedAt,
+			QueueBytes:     int64(c.QueueBytes),
+			QueueLines:     int64(c.QueueLines),
+			AckLag:         int64(c.AckLag),
+			LinesSent:      c.LinesSent,
+			AcksGood:       c.AcksGood,
+			AcksMismatched: c.AcksMismatched,
+		}
+	}
+	return out
+}
+
+// Workers implements control.Backend.
+func (b backend) Workers() []control.Worker {
+	slots := b.d.pool.Slots()
+	out := make([]control.Worker, len(slots))
+	now := time.Now()
+	for i, s := range slots {
+		w := control.Worker{
+			Slot:      s.Slot,
+			PID:       s.PID,
+			State:     s.State,
+			StartedAt: s.Started,
+			Restarts:  s.Restarts,
+			LastExit:  s.LastExit,
+		}
+		if !s.Started.IsZero() {
+			w.UptimeSeconds = now.Sub(s.Started).Seconds()
+		}
+		out[i] = w
+	}
+	return out
+}
+
+// Send implements control.Backend: the message goes through the same log
+// as feed lines, so it is ordered with them and lossless the same way.
+func (b backend) Send(m message.Message) (uint64, error) {
+	d := b.d
+	if d.stopping.Load() {
+		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
+	}
+	line := m.AppendText(nil)
+	seq := d.bcast.Publish([][]byte{line})
+	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
+		Log(m.LogLevel(), "Message sent: "+m.Text)
+	return seq, nil
+}
+
+// Scale implements control.Backend.
+func (b backend) Scale(n int) (int, error) {
+	if b.d.stopping.Load() {
+		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
+	}
+	return b.d.Scale(n)
+}
+
+// Stop implements control.Backend.
+func (b backend) Stop() { b.d.Stop() }
