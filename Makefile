@@ -4,7 +4,7 @@ BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := 2026.2.2
 
-.PHONY: all build run test test-short lint fuzz bench clean
+.PHONY: all build run test test-short lint fuzz bench bench-pool clean
 
 all: build
 
@@ -25,6 +25,13 @@ lint:
 	@$(GOBIN_DIR)/staticcheck -version 2>/dev/null | grep -q '$(STATICCHECK_VERSION)' || \
 	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
+
+# The worker pool with the real chattyd: 0 -> 200 workers connected, and
+# respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds
+# flags, such as -json FILE.
+bench-pool:
+	$(GO) build -o $(BIN)/chattyd ./daemon
+	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 
 clean:
 	rm -rf $(BIN) dist
