@@ -122,6 +122,16 @@ func Env(pid int, name string) (string, bool) {
 	return "", false
 }
 
+// Comm returns process pid's command name (/proc/PID/comm), which
+// changes at exec; "" if it cannot be read.
+func Comm(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
+
 // Workers returns chattyd's running worker processes by pool slot: its
 // children that are not zombies and have CHATTY_SLOT in their environment
 // (a child not yet past exec has not).

@@ -354,6 +354,11 @@ func TestPoolStopTimeoutKillsStubbornWorker(t *testing.T) {
 	}
 	d := harness.StartDaemon(t, harness.Options{Config: cfg(2)})
 	ws := d.WaitWorkers(t, 2, long)
+	// Once sh has become sleep, SIGTERM is ignored.
+	for s, pid := range ws {
+		harness.Eventually(t, long, func() bool { return harness.Comm(pid) == "sleep" },
+			fmt.Sprintf("slot %d's worker %d did not exec sleep", s, pid))
+	}
 
 	since := d.LogLen()
 	d.WriteConfig(cfg(1))
@@ -552,7 +557,7 @@ func TestPoolWorkersFlag(t *testing.T) {
 		if got := d.Workers(t); len(got) != 2 || got[1] != ws[1] || got[2] != ws[2] {
 			t.Errorf("workers %v, want %v", got, ws)
 		}
-		if strings.Contains(d.Log(), "[process: 3]") {
+		if strings.Contains(d.Log(), "Scaling the worker pool") || strings.Contains(d.Log(), "[process: 3]") {
 			t.Errorf("a third worker ran:\n%s", d.Log())
 		}
 		if kids := harness.Children(t, d.PID()); len(kids) != 2 {
