@@ -4,7 +4,7 @@ BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := 2026.2.2
 
-.PHONY: all build run test test-short lint fuzz bench clean man
+.PHONY: all build run test test-short lint fuzz bench bench-pool clean man
 
 all: build
 
@@ -26,9 +26,17 @@ lint:
 	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 
-# bench measures chattyd against ncat --broker; see docs/benchmarks.md.
+# bench measures chattyd against ncat --broker, then the worker pool; see
+# docs/benchmarks.md.
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
+	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
+
+# The worker pool with the real chattyd: 0 -> 200 workers connected, and
+# respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds
+# flags, such as -json FILE.
+bench-pool: build
+	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 
 # chattyctl's manual page, generated from its command definitions.
 man:

@@ -175,12 +175,13 @@ func (p *Pool) SetOptions(o Options) error {
 	}
 	o.Command = slices.Clone(o.Command)
 	o.Env = slices.Clone(o.Env)
+	want := o.Size
 	p.mu.Lock()
-	size := p.opts.Size
-	o.Size, p.opts = size, o
+	o.Size = p.opts.Size // Scale changes it, and logs the change
+	p.opts = o
 	p.mu.Unlock()
-	if o.Size != size {
-		_, err := p.Scale(o.Size)
+	if want != o.Size {
+		_, err := p.Scale(want)
 		return err
 	}
 	return nil

@@ -144,6 +144,30 @@ func TestScaleChangesOnlyTheDifference(t *testing.T) {
 	}
 }
 
+// A reload's new size scales the pool, keeping the slots that stay.
+func TestSetOptionsScales(t *testing.T) {
+	tp := startPool(t, testOptions("sleep", 2))
+	two := tp.waitRunning(t, 2)
+	if err := tp.SetOptions(testOptions("sleep", 4)); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.Size(); n != 4 {
+		t.Errorf("Size() = %d after SetOptions with size 4", n)
+	}
+	four := tp.waitRunning(t, 4)
+	for i := 1; i <= 2; i++ {
+		if four[i].PID != two[i].PID {
+			t.Errorf("scaling up by SetOptions restarted slot %d (%d -> %d)", i, two[i].PID, four[i].PID)
+		}
+	}
+	if err := tp.SetOptions(testOptions("sleep", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if one := tp.waitRunning(t, 1); one[1].PID != two[1].PID {
+		t.Errorf("scaling down by SetOptions restarted slot 1 (%d -> %d)", two[1].PID, one[1].PID)
+	}
+}
+
 func TestScaleToZeroStopsEverySlot(t *testing.T) {
 	tp := startPool(t, testOptions("sleep", 3))
 	tp.waitRunning(t, 3)

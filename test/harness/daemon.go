@@ -372,6 +372,31 @@ func (d *Daemon) WaitLogSince(tb testing.TB, since int, want string, timeout tim
 	return end
 }
 
+// CountLog returns how many times want occurs in the log so far.
+func (d *Daemon) CountLog(want string) int {
+	b, _ := d.log.snapshot()
+	return bytes.Count(b, []byte(want))
+}
+
+// WaitLogCount waits until the log from offset since contains want n
+// times and returns the offset just after the nth.
+func (d *Daemon) WaitLogCount(tb testing.TB, since int, want string, n int, timeout time.Duration) int {
+	tb.Helper()
+	what := fmt.Sprintf("%q %d times", want, n)
+	end, _ := d.waitLog(tb, since, what, timeout, func(b []byte) (int, []string) {
+		off := 0
+		for range n {
+			i := bytes.Index(b[off:], []byte(want))
+			if i < 0 {
+				return -1, nil
+			}
+			off += i + len(want)
+		}
+		return off, nil
+	})
+	return end
+}
+
 // WaitLogRE waits until the log matches re and returns the submatches of
 // the first match.
 func (d *Daemon) WaitLogRE(tb testing.TB, re *regexp.Regexp, timeout time.Duration) []string {

@@ -1,0 +1,214 @@
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proc is what /proc/PID/stat says about a process.
+type Proc struct {
+	PID   int
+	State byte // R, S, D, Z (zombie), T...
+	PPID  int  // parent
+	PGID  int  // process group
+}
+
+// Zombie reports whether the process has exited and waits to be reaped.
+func (p Proc) Zombie() bool { return p.State == 'Z' || p.State == 'X' }
+
+// ReadProc reads /proc/PID/stat. It fails with an error wrapping
+// os.ErrNotExist when there is no such process, not even a zombie.
+func ReadProc(pid int) (Proc, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			err = fmt.Errorf("%w: %w", os.ErrNotExist, err)
+		}
+		return Proc{}, err
+	}
+	// "pid (comm) state ppid pgrp ...": comm may hold spaces and ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return Proc{}, fmt.Errorf("/proc/%d/stat: no command name in %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 || len(f[0]) != 1 {
+		return Proc{}, fmt.Errorf("/proc/%d/stat: too short: %q", pid, b)
+	}
+	p := Proc{PID: pid, State: f[0][0]}
+	if p.PPID, err = strconv.Atoi(f[1]); err == nil {
+		p.PGID, err = strconv.Atoi(f[2])
+	}
+	if err != nil {
+		return Proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return p, nil
+}
+
+// Procs returns every process in /proc that match keeps, zombies included.
+// Processes that vanish while /proc is read are skipped.
+func Procs(tb testing.TB, match func(Proc) bool) []Proc {
+	tb.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		tb.Fatalf("list processes: %v", err)
+	}
+	var out []Proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, err := ReadProc(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if match(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Children returns the child processes of pid, zombies included, by PID.
+func Children(tb testing.TB, pid int) []Proc {
+	tb.Helper()
+	ps := Procs(tb, func(p Proc) bool { return p.PPID == pid })
+	slices.SortFunc(ps, func(a, b Proc) int { return a.PID - b.PID })
+	return ps
+}
+
+// Group returns the processes of process group pgid, zombies included.
+func Group(tb testing.TB, pgid int) []Proc {
+	tb.Helper()
+	return Procs(tb, func(p Proc) bool { return p.PGID == pgid })
+}
+
+// Alive reports whether pid names a process that has not exited: it is
+// in /proc and not a zombie.
+func Alive(pid int) bool {
+	p, err := ReadProc(pid)
+	return err == nil && !p.Zombie()
+}
+
+// Exists reports whether pid is in /proc at all, zombies included.
+func Exists(pid int) bool {
+	_, err := ReadProc(pid)
+	return err == nil
+}
+
+// Env returns the value of the environment variable name in process pid's
+// initial environment, and whether it is set there. Between fork and exec
+// a child still shows its parent's environment.
+func Env(pid int, name string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	if err != nil {
+		return "", false
+	}
+	for kv := range bytes.SplitSeq(b, []byte{0}) {
+		if k, v, ok := bytes.Cut(kv, []byte{'='}); ok && string(k) == name {
+			return string(v), true
+		}
+	}
+	return "", false
+}
+
+// Comm returns process pid's command name (/proc/PID/comm), which
+// changes at exec; "" if it cannot be read.
+func Comm(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
+
+// Workers returns chattyd's running worker processes by pool slot: its
+// children that are not zombies and have CHATTY_SLOT in their environment
+// (a child not yet past exec has not).
+func (d *Daemon) Workers(tb testing.TB) map[int]int {
+	tb.Helper()
+	ws := make(map[int]int)
+	for _, p := range Children(tb, d.PID()) {
+		if p.Zombie() {
+			continue
+		}
+		v, ok := Env(p.PID, "CHATTY_SLOT")
+		if !ok {
+			continue
+		}
+		slot, err := strconv.Atoi(v)
+		if err != nil {
+			tb.Fatalf("process %d: CHATTY_SLOT=%q is not a number", p.PID, v)
+		}
+		if old, dup := ws[slot]; dup {
+			tb.Fatalf("slot %d has two running workers, processes %d and %d", slot, old, p.PID)
+		}
+		ws[slot] = p.PID
+	}
+	return ws
+}
+
+// WaitWorkers polls until chattyd's running workers are exactly in slots
+// 1..n and returns them by slot.
+func (d *Daemon) WaitWorkers(tb testing.TB, n int, timeout time.Duration) map[int]int {
+	tb.Helper()
+	var ws map[int]int
+	full := func() bool {
+		ws = d.Workers(tb)
+		if len(ws) != n {
+			return false
+		}
+		for s := 1; s <= n; s++ {
+			if _, ok := ws[s]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(timeout)
+	for !full() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %s: chattyd's workers by slot are %v, want slots 1 to %d", timeout, ws, n)
+		}
+		time.Sleep(pollEvery)
+	}
+	return ws
+}
+
+// WaitGone polls until none of pids is alive (a zombie counts as gone),
+// and fails the test naming the survivors otherwise.
+func WaitGone(tb testing.TB, timeout time.Duration, pids ...int) {
+	tb.Helper()
+	var alive []int
+	deadline := time.Now().Add(timeout)
+	for {
+		alive = slices.DeleteFunc(slices.Clone(pids), func(pid int) bool { return !Alive(pid) })
+		if len(alive) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %s these processes are still running: %v", timeout, alive)
+		}
+		time.Sleep(pollEvery)
+	}
+}
+
+// KillGroupOnCleanup SIGKILLs process group pgid when the test ends, for
+// processes a test expects might escape chattyd.
+func KillGroupOnCleanup(tb testing.TB, pgid int) {
+	tb.Helper()
+	if pgid <= 1 {
+		tb.Fatalf("KillGroupOnCleanup: refusing process group %d", pgid)
+	}
+	tb.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
+}
