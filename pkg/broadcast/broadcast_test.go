@@ -501,3 +501,52 @@ func TestLogMemoryIsBounded(t *testing.T) {
 		t.Errorf("live heap %d MiB after streaming %d MiB with 1 MiB queue limits", ms.HeapAlloc>>20, total>>20)
 	}
 }
+
+// lateConn returns from Write some time after its bytes are on the wire,
+// as a write system call may on a loaded machine.
+type lateConn struct{ net.Conn }
+
+func (c lateConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	time.Sleep(20 * time.Millisecond)
+	return n, err
+}
+
+type lateListener struct{ net.Listener }
+
+func (l lateListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return lateConn{c}, nil
+}
+
+// An ack that arrives while the write carrying its line has not returned
+// yet is matched, not taken for an ack of a line never sent.
+func TestAckDuringWrite(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(lateListener{ln}, testLimits(), logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := dial(t, s)
+	const lines = 20
+	for i := range lines {
+		publish(s, fmt.Sprintf("ack me %d", i))
+		got := c.readLine(t)
+		fmt.Fprintf(c, "ACK_RECEIVED %d\n", len(got))
+	}
+	eventually(t, "every ack counted", func() bool {
+		st := s.Stats()
+		return st.AcksGood+st.AcksMismatched == lines
+	})
+	if st := s.Stats(); st.AcksMismatched != 0 {
+		t.Errorf("%d of %d right acks counted as mismatched", st.AcksMismatched, lines)
+	}
+	c.Close()
+}

@@ -49,6 +49,9 @@ type client struct {
 
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
+	// writingSeq is sentSeq plus the lines of the write in progress: a
+	// fast client can acknowledge a line before the write call returns.
+	writingSeq atomic.Uint64
 
 	pendingKA atomic.Int32  // keep-alive answers to write
 	peerEOF   atomic.Bool   // the client closed its side; close after answering
@@ -81,6 +84,7 @@ func newClient(s *Server, id uint64, conn net.Conn) *client {
 	}
 	c.sentSeq.Store(start.seq)
 	c.sentPos.Store(start.pos())
+	c.writingSeq.Store(start.seq)
 	c.ackedSeq.Store(start.seq)
 	return c
 }
@@ -95,7 +99,7 @@ func (c *client) shut(reason closeReason) bool {
 	return true
 }
 
-// serve runs the client until it is closed, then logs why.
+// serve runs the client until it is closed.
 func (c *client) serve() {
 	readDone := make(chan struct{})
 	go func() {
@@ -114,6 +118,11 @@ func (c *client) serve() {
 	}
 	<-readDone
 	c.shut(closeDrained)
+}
+
+// logClosed logs why the client left, once it is off the server's list,
+// so that whoever reads the line may take its place at once.
+func (c *client) logClosed() {
 	c.logger.WithFields(logrus.Fields{
 		"reason":          closeReason(c.reason.Load()).String(),
 		"lines_sent":      c.sentSeq.Load() - c.firstSeq,
@@ -166,6 +175,7 @@ func (c *client) writeLoop() bool {
 			}
 			bufs = append(bufs, acks)
 		}
+		c.writingSeq.Store(next.seq)
 		if _, err := bufs.WriteTo(c.conn); err != nil {
 			c.fail(err)
 			return false
@@ -308,7 +318,7 @@ func (c *client) handleLine(line []byte, debug bool) {
 func (c *client) handleAck(n int64) {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	sent := c.sentSeq.Load()
+	sent := c.writingSeq.Load()
 	for {
 		if c.ack.seq >= sent {
 			c.acksBad.Add(1) // acknowledges a line never sent

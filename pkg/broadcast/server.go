@@ -251,6 +251,7 @@ func (s *Server) admit(conn net.Conn) {
 		defer s.wg.Done()
 		c.serve()
 		s.remove(c)
+		c.logClosed()
 	}()
 }
 
