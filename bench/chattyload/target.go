@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,7 +54,10 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 	bin := tc.bin
 	switch tc.name {
 	case "chattyd":
-		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text"}
+		// A control socket of its own, so that a benchmark never meets
+		// another chattyd's (the port makes the path unique).
+		sock := filepath.Join(os.TempDir(), "chattyload-"+port+".sock")
+		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text", "--control-socket", sock}
 		if tc.config != "" {
 			args = append(args, "--config", tc.config)
 		}

@@ -190,7 +190,8 @@ func start(bin string, timeout time.Duration) (*daemon, error) {
 	if err := d.writeConfig(0); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(bin, "--config", d.cfgPath, "--listen", "127.0.0.1:0")
+	d.cmd = exec.Command(bin, "--config", d.cfgPath, "--listen", "127.0.0.1:0",
+		"--control-socket", filepath.Join(dir, "control.sock"))
 	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=", "LISTEN_FDS=", "LISTEN_PID=")
 	// The feed is a pipe held open until chattyd exits: it never ends.
 	if d.feed, err = d.cmd.StdinPipe(); err != nil {
