@@ -114,7 +114,7 @@ type eventKind int
 const (
 	listening       eventKind = iota // The TCP server is listening on ADDR
 	newConnection                    // [connection: N] New connection established
-	workerConnected                  // [process: N] ... Connected to
+	workerConnected                  // [process: N] Connected to
 	terminated                       // [process: N] Process terminated (...)
 	backoff                          // [process: N] ... next start in ...
 )
@@ -138,7 +138,7 @@ func parse(line string, at time.Time) (ev event, ok bool) {
 	}
 	slot, _ := strconv.Atoi(m[1])
 	switch rest := m[2]; {
-	case strings.Contains(rest, "] Connected to "):
+	case strings.HasPrefix(rest, "Connected to "):
 		return event{kind: workerConnected, slot: slot, at: at}, true
 	case strings.HasPrefix(rest, "Process terminated ("):
 		return event{kind: terminated, slot: slot, at: at}, true

@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"fmt"
+	"github.com/sirupsen/logrus"
 	"os"
 	"os/exec"
 	"strconv"
@@ -345,5 +346,26 @@ func TestRunTwice(t *testing.T) {
 	})
 	if err := tp.Run(t.Context()); err != ErrRunTwice {
 		t.Errorf("second Run returned %v, want ErrRunTwice", err)
+	}
+}
+
+func TestOutputLevel(t *testing.T) {
+	tests := []struct {
+		in    string
+		level logrus.Level
+		rest  string
+	}{
+		{"[WARNING] keep-alive late", logrus.WarnLevel, "keep-alive late"},
+		{"[INFO] Connected to 127.0.0.1:1", logrus.InfoLevel, "Connected to 127.0.0.1:1"},
+		{"[ERROR] boom", logrus.ErrorLevel, "boom"},
+		{"[DEBUG] x", logrus.DebugLevel, "x"},
+		{"plain output", logrus.InfoLevel, "plain output"},
+		{"[WARNING]no space", logrus.InfoLevel, "[WARNING]no space"},
+	}
+	for _, tt := range tests {
+		level, rest := outputLevel(tt.in)
+		if level != tt.level || rest != tt.rest {
+			t.Errorf("outputLevel(%q) = %v, %q; want %v, %q", tt.in, level, rest, tt.level, tt.rest)
+		}
 	}
 }

@@ -217,6 +217,23 @@ func exitedNoReap(idType, id, options int) bool {
 }
 
 // logOutput logs each line read from r until r ends.
+// outputLevel reads the level a worker tagged its line with, as chattyd's
+// own text format does ("[WARNING] ..."), so that the line is logged at
+// that level without the tag repeated; other lines are info.
+func outputLevel(line string) (logrus.Level, string) {
+	for tag, level := range map[string]logrus.Level{
+		"[DEBUG] ":   logrus.DebugLevel,
+		"[INFO] ":    logrus.InfoLevel,
+		"[WARNING] ": logrus.WarnLevel,
+		"[ERROR] ":   logrus.ErrorLevel,
+	} {
+		if rest, ok := strings.CutPrefix(line, tag); ok {
+			return level, rest
+		}
+	}
+	return logrus.InfoLevel, line
+}
+
 func logOutput(r *os.File, log *logrus.Entry) {
 	br := bufio.NewReaderSize(r, maxOutputLine)
 	skipping := false // dropping the rest of a line too long to log
@@ -229,7 +246,8 @@ func logOutput(r *os.File, log *logrus.Entry) {
 				text += " [line truncated]"
 			}
 			if text != "" {
-				log.Info(text)
+				level, rest := outputLevel(text)
+				log.Log(level, rest)
 			}
 		}
 		skipping = full

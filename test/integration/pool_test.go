@@ -33,7 +33,7 @@ const longLives = "  worker:\n    lifetime_min: 1h\n    lifetime_max: 1h\n"
 // connectedLine is what the built-in worker in slot logs, through
 // chattyd, once it has connected.
 func connectedLine(slot int) string {
-	return fmt.Sprintf("[process: %d] [INFO] Connected to ", slot)
+	return fmt.Sprintf("[process: %d] Connected to ", slot)
 }
 
 // waitConnected waits until the built-in workers in slots from..to have
