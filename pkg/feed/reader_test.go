@@ -3,6 +3,7 @@ package feed
 import (
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -50,15 +51,15 @@ func TestLineReader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, dropped := collect(t, strings.NewReader(tt.in), tt.max)
-			if !equal(got, tt.want) {
+			if !slices.Equal(got, tt.want) {
 				t.Errorf("lines = %q, want %q", got, tt.want)
 			}
-			if !equalInts(dropped, tt.dropped) {
+			if !slices.Equal(dropped, tt.dropped) {
 				t.Errorf("dropped = %v, want %v", dropped, tt.dropped)
 			}
 			// The same input a byte at a time must give the same lines.
 			got, dropped = collect(t, iotest.OneByteReader(strings.NewReader(tt.in)), tt.max)
-			if !equal(got, tt.want) || !equalInts(dropped, tt.dropped) {
+			if !slices.Equal(got, tt.want) || !slices.Equal(dropped, tt.dropped) {
 				t.Errorf("one byte at a time: lines = %q dropped = %v", got, dropped)
 			}
 		})
@@ -82,7 +83,7 @@ func TestLineReaderHugeLineAcrossBuffers(t *testing.T) {
 	})); err != nil {
 		t.Fatal(err)
 	}
-	if !equal(lines, []string{"before", "after"}) {
+	if !slices.Equal(lines, []string{"before", "after"}) {
 		t.Errorf("lines = %q", lines)
 	}
 	if len(dropped) != 1 || dropped[0] != len(huge) {
@@ -102,7 +103,7 @@ func TestLineReaderLargeMax(t *testing.T) {
 	if len(got) != 2 || got[0] != line || got[1] != "end" {
 		t.Errorf("got %d lines", len(got))
 	}
-	if !equalInts(dropped, []int{max + 1}) {
+	if !slices.Equal(dropped, []int{max + 1}) {
 		t.Errorf("dropped = %v", dropped)
 	}
 }
@@ -145,35 +146,11 @@ func FuzzLineReader(f *testing.F) {
 			}
 			want = append(want, string(line))
 		}
-		if !equal(got, want) {
+		if !slices.Equal(got, want) {
 			t.Fatalf("lines = %q, want %q", got, want)
 		}
 		if len(dropped) != len(wantDropped) {
 			t.Fatalf("dropped %d lines, want %d", len(dropped), len(wantDropped))
 		}
 	})
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
