@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -19,18 +20,19 @@ import (
 type closeReason int
 
 const (
-	closeNone     closeReason = iota
-	closePeer                 // the client closed the connection
-	closeSlow                 // lagged beyond its queue limits
-	closeIdle                 // sent nothing for IdleTimeout
-	closeProtocol             // sent a line over MaxClientLine
-	closeError                // a read or write failed
-	closeShutdown             // the server is stopping and the drain timed out
-	closeDrained              // the server is stopping and the client caught up
+	closeNone      closeReason = iota
+	closePeer                  // the client closed the connection
+	closeSlow                  // lagged beyond its queue limits
+	closeIdle                  // sent nothing for IdleTimeout
+	closeProtocol              // sent a line over MaxClientLine
+	closeError                 // a read or write failed
+	closeShutdown              // the server is stopping and the drain timed out
+	closeDrained               // the server is stopping and the client caught up
+	closeHandshake             // TLS handshake or client authentication failed
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -111,8 +113,8 @@ func (c *client) serve() {
 		// end of stream after the last line, and keep reading its acks
 		// until it closes too (closing with unread input would reset the
 		// connection and could destroy data still in flight).
-		if tc, ok := c.conn.(*net.TCPConn); ok {
-			tc.CloseWrite()
+		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite() // TCP FIN, or TLS close_notify
 		}
 		c.conn.SetReadDeadline(time.Now().Add(c.srv.limits.Load().DrainTimeout))
 	}
@@ -214,8 +216,34 @@ func (c *client) trimAcks(written cursor) {
 	}
 }
 
+// handshakeTimeout bounds a TLS client's handshake.
+const handshakeTimeout = 10 * time.Second
+
+// handshake completes a TLS client's handshake (and client authentication)
+// before anything is read; it reports whether the client may go on. Until
+// it succeeds the writer, whose first write waits for the same handshake,
+// sends nothing.
+func (c *client) handshake() bool {
+	tc, ok := c.conn.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	tc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		if c.shut(closeHandshake) {
+			c.srv.handshakes.Add(1)
+			c.logger.WithError(err).Warn("TLS handshake failed; the client receives nothing")
+		}
+		return false
+	}
+	return true
+}
+
 // readLoop reads client lines until the connection ends.
 func (c *client) readLoop() {
+	if !c.handshake() {
+		return
+	}
 	buf := make([]byte, 4096)
 	start, end := 0, 0
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)

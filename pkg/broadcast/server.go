@@ -48,6 +48,7 @@ type Stats struct {
 	SlowConsumers  uint64 // clients disconnected for lagging too far
 	IdleClosed     uint64 // clients closed for idleness
 	Protocol       uint64 // clients closed for protocol violations
+	Handshakes     uint64 // TLS clients that failed their handshake (or authentication)
 	AcksGood       uint64 // acks matching the line they acknowledge
 	AcksMismatched uint64 // acks with a wrong length or for nothing sent
 	KeepAlives     uint64 // keep-alives answered
@@ -68,7 +69,7 @@ type ClientInfo struct {
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
 type Server struct {
-	ln     net.Listener
+	lns    []net.Listener // the first is the primary; more may be added before Run
 	logger *logrus.Entry
 	lines  *log
 	limits atomic.Pointer[Limits]
@@ -88,6 +89,7 @@ type Server struct {
 	slow        atomic.Uint64
 	idle        atomic.Uint64
 	protocol    atomic.Uint64
+	handshakes  atomic.Uint64
 	undelivered atomic.Uint64
 	keepAlives  atomic.Uint64
 
@@ -113,7 +115,7 @@ func Listen(addr string) (net.Listener, error) {
 // New returns a server that will accept clients on ln.
 func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
 	s := &Server{
-		ln:      ln,
+		lns:     []net.Listener{ln},
 		logger:  logger,
 		lines:   newLog(),
 		clients: make(map[uint64]*client),
@@ -123,8 +125,21 @@ func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
 	return s
 }
 
-// Addr returns the listener's address.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+// Addr returns the primary listener's address.
+func (s *Server) Addr() net.Addr { return s.lns[0].Addr() }
+
+// AddListener adds a listener whose clients share the same feed, such as a
+// TLS listener (tls.NewListener). It must be called before Run.
+func (s *Server) AddListener(ln net.Listener) { s.lns = append(s.lns, ln) }
+
+// Addrs returns every listener's address, the primary first.
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.lns))
+	for i, ln := range s.lns {
+		out[i] = ln.Addr()
+	}
+	return out
+}
 
 // SetLimits changes the limits; they apply to existing clients too.
 func (s *Server) SetLimits(l Limits) { s.limits.Store(&l) }
@@ -182,16 +197,29 @@ func (s *Server) maybeScan() {
 // client drain what was published (within DrainTimeout), and closes them.
 // It returns nil after every client goroutine has ended.
 func (s *Server) Run(ctx context.Context) error {
-	acceptDone := make(chan error, 1)
-	go func() { acceptDone <- s.acceptLoop() }()
+	acceptDone := make(chan error, len(s.lns))
+	for _, ln := range s.lns {
+		go func() { acceptDone <- s.acceptLoop(ln) }()
+	}
+	closeAll := func() {
+		for _, ln := range s.lns {
+			ln.Close()
+		}
+	}
 
 	var err error
+	pending := len(s.lns)
 	select {
 	case <-ctx.Done():
-		s.ln.Close()
-		<-acceptDone
 	case err = <-acceptDone:
-		// The listener failed on its own.
+		// A listener failed on its own: stop them all.
+		pending--
+	}
+	closeAll()
+	for ; pending > 0; pending-- {
+		if e := <-acceptDone; err == nil {
+			err = e
+		}
 	}
 	s.shutdown()
 	return err
@@ -200,11 +228,11 @@ func (s *Server) Run(ctx context.Context) error {
 // acceptLoop accepts connections until the listener is closed. Temporary
 // errors (out of file descriptors, say) back off, doubling up to a second,
 // rather than spin.
-func (s *Server) acceptLoop() error {
+func (s *Server) acceptLoop(ln net.Listener) error {
 	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
 	delay := time.Duration(0)
 	for {
-		conn, err := s.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -304,6 +332,7 @@ func (s *Server) Stats() Stats {
 		SlowConsumers: s.slow.Load(),
 		IdleClosed:    s.idle.Load(),
 		Protocol:      s.protocol.Load(),
+		Handshakes:    s.handshakes.Load(),
 		KeepAlives:    s.keepAlives.Load(),
 	}
 	s.mu.Lock()

@@ -52,6 +52,21 @@ type Broadcast struct {
 	QueueLines int `yaml:"queue_lines"`
 	// DrainTimeout bounds how long shutdown waits for queued lines to flush.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// TLS configures an optional second listener that speaks the same
+	// protocol over TLS 1.3.
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS configures the broadcaster's TLS listener.
+type TLS struct {
+	// Listen is the TLS listener's host:port; empty runs none.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile are the server's certificate chain and key (PEM).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile, when set, requires clients to present a certificate
+	// signed by one of these CAs (PEM): mutual TLS.
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // Feed configures where lines come from.
@@ -248,6 +263,21 @@ func (c *Config) Validate() []Problem {
 	positive("broadcast.queue_bytes", b.QueueBytes)
 	positive("broadcast.queue_lines", b.QueueLines)
 	nonNegativeDur("broadcast.drain_timeout", b.DrainTimeout)
+	if t := b.TLS; t.Listen != "" {
+		if _, port, err := net.SplitHostPort(t.Listen); err != nil || port == "" {
+			bad("broadcast.tls.listen", "%q is not a host:port address (for example 0.0.0.0:54322)", t.Listen)
+		} else if t.Listen == b.Listen {
+			bad("broadcast.tls.listen", "must differ from broadcast.listen (%s)", b.Listen)
+		}
+		if t.CertFile == "" {
+			bad("broadcast.tls.cert_file", "required when broadcast.tls.listen is set")
+		}
+		if t.KeyFile == "" {
+			bad("broadcast.tls.key_file", "required when broadcast.tls.listen is set")
+		}
+	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
+		bad("broadcast.tls.listen", "required when TLS files are given; set the TLS listener's host:port")
+	}
 
 	f := &c.Feed
 	switch f.Source {

@@ -30,7 +30,7 @@ func (b backend) Status() control.Status {
 		Version:       Version,
 		StartedAt:     started,
 		UptimeSeconds: time.Since(started).Seconds(),
-		Listeners:     []control.Listener{{Name: "broadcast", Addr: d.bcast.Addr().String(), Protocol: "tcp"}},
+		Listeners:     b.listeners(),
 		Feed: control.FeedStatus{
 			Source:      d.source.Name(),
 			State:       d.FeedState(),
@@ -55,6 +55,15 @@ func (b backend) Status() control.Status {
 			Slots:    slots,
 		},
 	}
+}
+
+func (b backend) listeners() []control.Listener {
+	addrs := b.d.bcast.Addrs()
+	out := []control.Listener{{Name: "broadcast", Addr: addrs[0].String(), Protocol: "tcp"}}
+	if len(addrs) > 1 {
+		out = append(out, control.Listener{Name: "broadcast-tls", Addr: addrs[1].String(), Protocol: "tls"})
+	}
+	return out
 }
 
 // Clients implements control.Backend.

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -64,6 +65,7 @@ type Daemon struct {
 	cfg   config.Config
 
 	bcast   *broadcast.Server
+	tls     *broadcast.TLSConfig // nil without a TLS listener
 	source  feed.Source
 	pool    *pool.Pool
 	control *control.Server
@@ -109,6 +111,13 @@ func New(opts Options) (*Daemon, error) {
 		}
 	}
 	d.bcast = broadcast.New(ln, limitsOf(cfg), opts.Logger.WithField(logging.FieldComponent, "broadcast"))
+	if t := cfg.Broadcast.TLS; t.Listen != "" {
+		if err := d.listenTLS(t); err != nil {
+			signal.Stop(d.sigs)
+			ln.Close()
+			return nil, err
+		}
+	}
 
 	d.source = opts.Feed
 	if d.source == nil {
@@ -149,6 +158,25 @@ func New(opts Options) (*Daemon, error) {
 
 // ControlSocket returns the control socket's path.
 func (d *Daemon) ControlSocket() string { return d.control.Addr() }
+
+// listenTLS adds the TLS listener, whose clients share the feed.
+func (d *Daemon) listenTLS(t config.TLS) error {
+	tc, err := broadcast.NewTLSConfig(tlsFiles(t))
+	if err != nil {
+		return err
+	}
+	tln, err := broadcast.Listen(t.Listen)
+	if err != nil {
+		return fmt.Errorf("TLS listener: %w", err)
+	}
+	d.tls = tc
+	d.bcast.AddListener(tls.NewListener(tln, tc.ServerConfig()))
+	return nil
+}
+
+func tlsFiles(t config.TLS) broadcast.TLSFiles {
+	return broadcast.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
+}
 
 // poolOptions derives the pool's options from a configuration. Workers
 // connect to the bound address, on loopback when it is a wildcard.
@@ -242,6 +270,9 @@ func (d *Daemon) Config() config.Config {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
 	d.log.Infof("The TCP server is listening on %s", d.bcast.Addr())
+	if addrs := d.bcast.Addrs(); len(addrs) > 1 {
+		d.log.Infof("The TLS listener is on %s", addrs[1])
+	}
 
 	sigs := d.sigs
 	defer signal.Stop(sigs)
@@ -413,6 +444,11 @@ func (d *Daemon) reload() {
 		d.log.WithError(err).Error("Reload: log settings not applied")
 	}
 	d.bcast.SetLimits(limitsOf(next))
+	if d.tls != nil && next.Broadcast.TLS.Listen != "" {
+		if err := d.tls.Reload(tlsFiles(next.Broadcast.TLS)); err != nil {
+			d.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
+		}
+	}
 	if err := d.pool.SetOptions(d.poolOptions(next)); err != nil {
 		d.log.WithError(err).Error("Reload: pool settings not applied")
 	}
@@ -428,6 +464,9 @@ func restartOnly(prev, next config.Config) []string {
 	var out []string
 	if prev.Broadcast.Listen != next.Broadcast.Listen {
 		out = append(out, "broadcast.listen")
+	}
+	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
+		out = append(out, "broadcast.tls.listen")
 	}
 	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
 		out = append(out, "feed.source")

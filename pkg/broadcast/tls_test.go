@@ -1,0 +1,149 @@
+package broadcast
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// startTLSServer runs a server with a plain listener and a TLS one.
+func startTLSServer(t *testing.T, files TLSFiles) (*Server, string) {
+	t.Helper()
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := NewTLSConfig(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(ln, testLimits(), logging.Discard())
+	s.AddListener(tls.NewListener(tln, tc.ServerConfig()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return s, tln.Addr().String()
+}
+
+func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, *bufio.Reader, error) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c), nil
+}
+
+// The TLS listener's clients get the same feed as the plain ones.
+func TestTLSListenerSharesTheFeed(t *testing.T) {
+	pki := harness.NewPKI(t)
+	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	plain := dial(t, s)
+	c, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("KEEP_ALIVE\n"))
+	if got, _ := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("keep-alive over TLS answered %q", got)
+	}
+	if v := c.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Errorf("TLS version %x, want 1.3", v)
+	}
+	publish(s, "one", "two")
+	for _, want := range []string{"one\n", "two\n"} {
+		if got, _ := r.ReadString('\n'); got != want {
+			t.Errorf("TLS client got %q, want %q", got, want)
+		}
+		if got := plain.readLine(t) + "\n"; got != want {
+			t.Errorf("plain client got %q, want %q", got, want)
+		}
+	}
+	if addrs := s.Addrs(); len(addrs) != 2 || addrs[1].String() != addr {
+		t.Errorf("Addrs = %v", addrs)
+	}
+}
+
+func TestTLSRefusesOldVersions(t *testing.T) {
+	pki := harness.NewPKI(t)
+	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	_, _, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA, MaxVersion: tls.VersionTLS12})
+	if err == nil {
+		t.Fatal("a TLS 1.2 client was accepted")
+	}
+	eventually(t, "handshake failure counted", func() bool { return s.Stats().Handshakes == 1 })
+}
+
+// With a client CA, a client without a certificate, or with one from
+// another CA, receives nothing and is counted; a client with a good
+// certificate gets the feed.
+func TestMutualTLS(t *testing.T) {
+	pki := harness.NewPKI(t)
+	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: pki.CAFile})
+	for i, cfg := range []*tls.Config{
+		{RootCAs: pki.CA},
+		{RootCAs: pki.CA, Certificates: []tls.Certificate{pki.Stranger}},
+	} {
+		c, r, err := dialTLS(t, addr, cfg)
+		if err != nil {
+			continue // refused during the handshake itself
+		}
+		publish(s, "secret")
+		if line, err := r.ReadString('\n'); err == nil {
+			t.Errorf("client %d without a valid certificate read %q", i, line)
+		}
+		c.Close()
+	}
+	eventually(t, "both refusals counted", func() bool { return s.Stats().Handshakes == 2 })
+
+	c, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA, Certificates: []tls.Certificate{pki.Client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("KEEP_ALIVE\n"))
+	if got, _ := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("got %q", got)
+	}
+	publish(s, "for you")
+	if got, _ := r.ReadString('\n'); got != "for you\n" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestTLSConfigErrorsNameTheFile(t *testing.T) {
+	pki := harness.NewPKI(t)
+	missing := filepath.Join(t.TempDir(), "nope.pem")
+	for _, f := range []TLSFiles{
+		{CertFile: missing, KeyFile: pki.KeyFile},
+		{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: missing},
+		{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: pki.KeyFile}, // not a certificate
+	} {
+		_, err := NewTLSConfig(f)
+		if err == nil {
+			t.Errorf("%+v accepted", f)
+			continue
+		}
+		if !strings.Contains(err.Error(), filepath.Base(missing)) && !strings.Contains(err.Error(), filepath.Base(pki.KeyFile)) {
+			t.Errorf("error %q does not name the file", err)
+		}
+	}
+}
