@@ -32,6 +32,7 @@ lint:
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
+	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./pkg/broadcast
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds

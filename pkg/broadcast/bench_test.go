@@ -3,6 +3,7 @@ package broadcast
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/test/harness"
 )
 
 // BenchmarkFanout publishes 64-byte lines in batches of 1000 to N loopback
@@ -18,12 +20,29 @@ import (
 func BenchmarkFanout(b *testing.B) {
 	for _, clients := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			benchFanout(b, clients)
+			benchFanout(b, clients, nil)
 		})
 	}
 }
 
-func benchFanout(b *testing.B, clients int) {
+// BenchmarkFanoutTLS is BenchmarkFanout with every client on TLS 1.3
+// (AES-GCM or ChaCha20-Poly1305, as negotiated); compare the two in one run.
+func BenchmarkFanoutTLS(b *testing.B) {
+	pki := harness.NewPKI(b)
+	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, clients := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			benchFanout(b, clients, &tlsBench{server: tc.ServerConfig(), client: &tls.Config{RootCAs: pki.CA}})
+		})
+	}
+}
+
+type tlsBench struct{ server, client *tls.Config }
+
+func benchFanout(b *testing.B, clients int, tb *tlsBench) {
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +50,11 @@ func benchFanout(b *testing.B, clients int) {
 	lim := testLimits()
 	lim.QueueBytes = 256 << 20
 	lim.QueueLines = 1 << 24
-	s := New(ln, lim, logging.Discard())
+	var srvLn net.Listener = ln
+	if tb != nil {
+		srvLn = tls.NewListener(ln, tb.server)
+	}
+	s := New(srvLn, lim, logging.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -47,7 +70,13 @@ func benchFanout(b *testing.B, clients int) {
 
 	var wg sync.WaitGroup
 	for range clients {
-		c, err := net.Dial("tcp", s.Addr().String())
+		var c net.Conn
+		var err error
+		if tb != nil {
+			c, err = tls.Dial("tcp", s.Addr().String(), tb.client)
+		} else {
+			c, err = net.Dial("tcp", s.Addr().String())
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
