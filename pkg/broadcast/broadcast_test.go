@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -549,4 +550,43 @@ func TestAckDuringWrite(t *testing.T) {
 		t.Errorf("%d of %d right acks counted as mismatched", st.AcksMismatched, lines)
 	}
 	c.Close()
+}
+
+// Two publishers at once (the feed and a control-socket send) must not
+// make a client that keeps up look like a slow consumer: a lag computed
+// from an end read before the other publisher's lines once wrapped around.
+func TestConcurrentPublishersKeepFastClients(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	const perPublisher = 20000
+	go io.Copy(io.Discard, c)
+	var wg sync.WaitGroup
+	for p := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perPublisher {
+				publish(s, fmt.Sprintf("publisher %d line %d", p, i))
+			}
+		}()
+	}
+	wg.Wait()
+	for _, ci := range s.Clients() {
+		if ci.QueueBytes > 64<<20 || ci.QueueLines > 1<<20 || ci.AckLag > 1<<20 {
+			t.Errorf("client shows impossible lags: %+v", ci)
+		}
+	}
+	if st := s.Stats(); st.SlowConsumers != 0 || st.Connected != 1 {
+		t.Errorf("slow consumers %d, connected %d: a fast client was cut off", st.SlowConsumers, st.Connected)
+	}
+}
+
+// A client that sends keep-alives without reading the answers cannot make
+// the server queue answers without bound.
+func TestUnreadKeepAliveAnswersAreBounded(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	flood := bytes.Repeat([]byte("KEEP_ALIVE\n"), 1<<20) // 11 MiB, never read
+	go c.Write(flood)
+	eventually(t, "the client disconnected", func() bool { return s.Stats().SlowConsumers == 1 })
 }

@@ -37,6 +37,10 @@ func (r closeReason) String() string {
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
 
+// maxPendingKeepAlives bounds the keep-alive answers queued for a client
+// that does not read them; the original workers have at most one pending.
+const maxPendingKeepAlives = 1024
+
 // client is one connection: a reader goroutine for keep-alives and acks and
 // a writer goroutine that follows the shared log.
 type client struct {
@@ -138,9 +142,9 @@ func (c *client) logClosed() {
 func (c *client) writeLoop() bool {
 	lg := c.srv.lines
 	cur := c.start
-	c.start = cursor{} // chunks link forward: holding the first would keep them all
-	bufs := make(net.Buffers, 0, 2)
-	var acks []byte
+	c.start = cursor{}   // chunks link forward: holding the first would keep them all
+	var bufArr [2][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
+	acks := make([]byte, 0, maxPendingKeepAlives*len(keepAliveAck))
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
 		wait := lg.waitChan()   // taken before looking, so no publish is missed
@@ -166,7 +170,7 @@ func (c *client) writeLoop() bool {
 			}
 			continue
 		}
-		bufs = bufs[:0]
+		bufs := net.Buffers(bufArr[:0])
 		if len(data) > 0 {
 			bufs = append(bufs, data)
 		}
@@ -216,8 +220,8 @@ func (c *client) trimAcks(written cursor) {
 	}
 }
 
-// handshakeTimeout bounds a TLS client's handshake.
-const handshakeTimeout = 10 * time.Second
+// handshakeTimeout bounds a TLS client's handshake (a variable for tests).
+var handshakeTimeout = 10 * time.Second
 
 // handshake completes a TLS client's handshake (and client authentication)
 // before anything is read; it reports whether the client may go on. Until
@@ -236,6 +240,7 @@ func (c *client) handshake() bool {
 		}
 		return false
 	}
+	tc.SetReadDeadline(time.Time{}) // readLoop sets the idle deadline, if any
 	return true
 }
 
@@ -335,7 +340,15 @@ func (c *client) handleLine(line []byte, debug bool) {
 	}
 	switch kind, n := wire.ParseClientLine(line); kind {
 	case wire.KeepAliveLine:
-		c.pendingKA.Add(1)
+		if c.pendingKA.Add(1) > maxPendingKeepAlives {
+			// It sends keep-alives but does not read the answers.
+			if c.shut(closeSlow) {
+				c.srv.slow.Add(1)
+				c.logger.WithField("unanswered_keepalives", maxPendingKeepAlives).
+					Warn("Slow consumer: keep-alive answers not read, disconnecting")
+			}
+			return
+		}
 		c.wake()
 	case wire.Ack:
 		c.handleAck(n)

@@ -83,15 +83,17 @@ type Server struct {
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
 
-	connected   atomic.Int64
-	accepted    atomic.Uint64
-	refused     atomic.Uint64
-	slow        atomic.Uint64
-	idle        atomic.Uint64
-	protocol    atomic.Uint64
-	handshakes  atomic.Uint64
-	undelivered atomic.Uint64
-	keepAlives  atomic.Uint64
+	connected  atomic.Int64
+	accepted   atomic.Uint64
+	refused    atomic.Uint64
+	slow       atomic.Uint64
+	idle       atomic.Uint64
+	protocol   atomic.Uint64
+	handshakes atomic.Uint64
+
+	refusedLogged atomic.Int64 // when a refusal was last logged, Unix nanoseconds
+	undelivered   atomic.Uint64
+	keepAlives    atomic.Uint64
 
 	wg sync.WaitGroup // client goroutines
 }
@@ -175,14 +177,15 @@ func (s *Server) maybeScan() {
 	endPos, endSeq := s.lines.endPos.Load(), s.lines.endSeq.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if endPos-s.scanPos < scanEveryBytes && endSeq-s.scanSeq < scanEveryLines {
+	// Another publisher may have scanned past what this one published.
+	if lag(endPos, s.scanPos) < scanEveryBytes && lag(endSeq, s.scanSeq) < scanEveryLines {
 		return
 	}
-	s.scanPos, s.scanSeq = endPos, endSeq
+	s.scanPos, s.scanSeq = max(s.scanPos, endPos), max(s.scanSeq, endSeq)
 	lim := s.limits.Load()
 	for _, c := range s.clients {
-		lagBytes := endPos - c.sentPos.Load()
-		lagLines := endSeq - c.sentSeq.Load()
+		lagBytes := lag(endPos, c.sentPos.Load())
+		lagLines := lag(endSeq, c.sentSeq.Load())
 		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
 			if c.shut(closeSlow) {
 				s.slow.Add(1)
@@ -193,15 +196,26 @@ func (s *Server) maybeScan() {
 	}
 }
 
+// lag returns how far behind end a position is: 0 when it is not behind,
+// as a writer can pass an end read a moment earlier.
+func lag(end, pos uint64) uint64 {
+	if pos >= end {
+		return 0
+	}
+	return end - pos
+}
+
 // Run accepts clients until ctx is done, then stops accepting, lets every
 // client drain what was published (within DrainTimeout), and closes them.
 // It returns nil after every client goroutine has ended.
 func (s *Server) Run(ctx context.Context) error {
 	acceptDone := make(chan error, len(s.lns))
+	stop := make(chan struct{}) // ends accept back-offs
 	for _, ln := range s.lns {
-		go func() { acceptDone <- s.acceptLoop(ln) }()
+		go func() { acceptDone <- s.acceptLoop(ln, stop) }()
 	}
 	closeAll := func() {
+		close(stop)
 		for _, ln := range s.lns {
 			ln.Close()
 		}
@@ -228,7 +242,7 @@ func (s *Server) Run(ctx context.Context) error {
 // acceptLoop accepts connections until the listener is closed. Temporary
 // errors (out of file descriptors, say) back off, doubling up to a second,
 // rather than spin.
-func (s *Server) acceptLoop(ln net.Listener) error {
+func (s *Server) acceptLoop(ln net.Listener, stop <-chan struct{}) error {
 	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
 	delay := time.Duration(0)
 	for {
@@ -243,7 +257,13 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				delay = maxDelay
 			}
 			s.logger.WithError(err).WithField("retry_in", delay).Error("Accept failed")
-			time.Sleep(delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				return nil
+			}
 			continue
 		}
 		delay = 0
@@ -258,13 +278,9 @@ func (s *Server) admit(conn net.Conn) {
 	lim := s.limits.Load()
 	s.mu.Lock()
 	if s.draining || (lim.MaxClients > 0 && len(s.clients) >= lim.MaxClients) {
+		draining := s.draining
 		s.mu.Unlock()
-		s.refused.Add(1)
-		s.logger.WithField("remote", conn.RemoteAddr().String()).WithField("max_clients", lim.MaxClients).
-			Warn("Connection refused: too many clients")
-		conn.SetWriteDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(conn, refusal, lim.MaxClients)
-		conn.Close()
+		s.refuse(conn, draining, lim.MaxClients)
 		return
 	}
 	s.nextID++
@@ -280,6 +296,31 @@ func (s *Server) admit(conn net.Conn) {
 		c.serve()
 		s.remove(c)
 		c.logClosed()
+	}()
+}
+
+// refuse sends a connection over the limit its one error line and closes
+// it, on a goroutine of its own: on a TLS listener the write waits for the
+// client's handshake, which must never hold up accepting. Refusals are
+// logged at most once a second, so that a flood of connections does not
+// become a flood of log lines.
+func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
+	n := s.refused.Add(1)
+	if now := time.Now().UnixNano(); now-s.refusedLogged.Load() >= int64(time.Second) {
+		s.refusedLogged.Store(now)
+		why := "too many clients"
+		if draining {
+			why = "shutting down"
+		}
+		s.logger.WithField("remote", conn.RemoteAddr().String()).WithField("max_clients", maxClients).
+			WithField("refused_total", n).Warn("Connection refused: " + why)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		conn.SetDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(conn, refusal, maxClients)
+		conn.Close()
 	}()
 }
 
@@ -357,9 +398,9 @@ func (s *Server) Clients() []ClientInfo {
 			ID:             c.id,
 			Remote:         c.remote,
 			ConnectedAt:    c.connectedAt,
-			QueueBytes:     endPos - c.sentPos.Load(),
-			QueueLines:     endSeq - sentSeq,
-			AckLag:         sentSeq - c.ackedSeq.Load(),
+			QueueBytes:     lag(endPos, c.sentPos.Load()),
+			QueueLines:     lag(endSeq, sentSeq),
+			AckLag:         lag(sentSeq, c.ackedSeq.Load()),
 			LinesSent:      sentSeq - c.firstSeq,
 			AcksGood:       c.acksGood.Load(),
 			AcksMismatched: c.acksBad.Load(),

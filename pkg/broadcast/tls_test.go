@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func startTLSServer(t *testing.T, files TLSFiles) (*Server, string) {
 
 func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, *bufio.Reader, error) {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, cfg)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,4 +147,91 @@ func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 			t.Errorf("error %q does not name the file", err)
 		}
 	}
+}
+
+// With idle_timeout 0 (disabled), a TLS client is not closed when the
+// handshake's deadline would have passed.
+func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
+	old := handshakeTimeout
+	handshakeTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { handshakeTimeout = old })
+	pki := harness.NewPKI(t)
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := testLimits()
+	lim.IdleTimeout = 0
+	s := New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	c, r, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("KEEP_ALIVE\n"))
+	if got, _ := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("got %q", got)
+	}
+	// Let the handshake deadline pass: the passage of time is the test.
+	time.Sleep(5 * handshakeTimeout)
+	c.Write([]byte("KEEP_ALIVE\n"))
+	if got, err := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("after the handshake deadline: %q, %v", got, err)
+	}
+	c.Close()
+}
+
+// At max_clients, a connection to the TLS listener that never says hello
+// does not stop the listener from admitting the next client.
+func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
+	pki := harness.NewPKI(t)
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := testLimits()
+	lim.MaxClients = 1
+	s := New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	addr := s.Addr().String()
+
+	first, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Write([]byte("KEEP_ALIVE\n"))
+	r.ReadString('\n')
+	silent, err := net.Dial("tcp", addr) // over the limit, and mute
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	eventually(t, "the mute connection refused", func() bool { return s.Stats().Refused == 1 })
+	first.Close()
+	eventually(t, "the first client gone", func() bool { return s.Stats().Connected == 0 })
+
+	next, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Write([]byte("KEEP_ALIVE\n"))
+	if got, err := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("the next TLS client: %q, %v", got, err)
+	}
+	next.Close()
 }
