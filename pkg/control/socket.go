@@ -131,19 +131,22 @@ func prepareDir(dir string, gid int) error {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create control socket directory: %w", err)
 	}
-	fi, err := os.Stat(dir)
+	// The directory must be a real one (a symlink could be re-pointed),
+	// owned by us or by root, and writable by nobody else: whoever can
+	// write it can swap the socket for one of their own.
+	fi, err := os.Lstat(dir)
 	if err != nil {
 		return fmt.Errorf("control socket directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("control socket directory %s is not a directory", dir)
+		return fmt.Errorf("control socket directory %s is not a directory (a symlink is not accepted); remove it or choose another --control-socket", dir)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	if fi.Mode()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0 {
-		return fmt.Errorf("control socket directory %s is writable by everyone; use a directory only chattyd's user can write", dir)
+	if int(st.Uid) != euid && st.Uid != 0 {
+		return fmt.Errorf("control socket directory %s belongs to uid %d, not to chattyd's user (uid %d) or root; remove it or choose another --control-socket", dir, st.Uid, euid)
 	}
-	if euid != 0 && int(st.Uid) != euid && st.Uid != 0 {
-		return fmt.Errorf("control socket directory %s belongs to uid %d, not to you (uid %d); remove it or choose another --control-socket", dir, st.Uid, euid)
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("control socket directory %s is writable by others (mode %04o); make it writable only by its owner (chmod go-w) or choose another --control-socket", dir, fi.Mode().Perm())
 	}
 	return nil
 }

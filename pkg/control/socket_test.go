@@ -134,8 +134,52 @@ func TestListenRefusesOpenDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := control.Listen(filepath.Join(dir, "c.sock"), "")
-	if err == nil || !strings.Contains(err.Error(), "writable by everyone") {
+	if err == nil || !strings.Contains(err.Error(), "writable by others") {
 		t.Fatalf("Listen in a 0777 directory = %v; want a refusal", err)
+	}
+}
+
+// Whoever can write the socket's directory, or re-point it, could swap
+// the socket for their own: such directories are refused.
+func TestListenRefusesUnsafeDirectories(t *testing.T) {
+	base := controltest.SocketDir(t)
+	sticky := filepath.Join(base, "sticky")
+	if err := os.Mkdir(sticky, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sticky, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(os.TempDir(), link); err != nil {
+		t.Fatal(err)
+	}
+	groupw := filepath.Join(base, "groupw")
+	if err := os.Mkdir(groupw, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(groupw, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{sticky: "writable by others", link: "not a directory", groupw: "writable by others"}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(base, "other")
+		if err := os.Mkdir(other, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases[other] = "belongs to uid 65534"
+	}
+	for dir, want := range cases {
+		_, err := control.Listen(filepath.Join(dir, "c.sock"), "")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Listen in %s = %v; want a refusal saying %q", filepath.Base(dir), err, want)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(os.TempDir(), "c.sock")); err == nil {
+		t.Error("a socket was created through the symlink")
 	}
 }
 
