@@ -306,7 +306,9 @@ func (c *Config) Validate() []Problem {
 	if len(p.Command) > 0 && p.Command[0] == "" {
 		bad("pool.command", "the program (first element) must not be empty")
 	}
-	nonNegativeDur("pool.min_uptime", p.MinUptime)
+	// Zero would respawn a worker that dies at once without any delay:
+	// the fork storm of the original.
+	positiveDur("pool.min_uptime", p.MinUptime)
 	positiveDur("pool.backoff_initial", p.BackoffInitial)
 	if p.BackoffMax < p.BackoffInitial {
 		bad("pool.backoff_max", "must be at least pool.backoff_initial (%s), got %s", p.BackoffInitial, p.BackoffMax)

@@ -449,7 +449,13 @@ func (d *Daemon) reload() {
 			d.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
 		}
 	}
-	if err := d.pool.SetOptions(d.poolOptions(next)); err != nil {
+	// A reload changes the pool's size only when pool.size itself changed,
+	// so that one meant for, say, the log level keeps a chattyctl scale.
+	po := d.poolOptions(next)
+	if next.Pool.Size == prev.Pool.Size {
+		po.Size = d.pool.Size()
+	}
+	if err := d.pool.SetOptions(po); err != nil {
 		d.log.WithError(err).Error("Reload: pool settings not applied")
 	}
 	for _, field := range restartOnly(prev, next) {

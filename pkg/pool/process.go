@@ -221,15 +221,19 @@ func exitedNoReap(idType, id, options int) bool {
 // own text format does ("[WARNING] ..."), so that the line is logged at
 // that level without the tag repeated; other lines are info.
 func outputLevel(line string) (logrus.Level, string) {
-	for tag, level := range map[string]logrus.Level{
-		"[DEBUG] ":   logrus.DebugLevel,
-		"[INFO] ":    logrus.InfoLevel,
-		"[WARNING] ": logrus.WarnLevel,
-		"[ERROR] ":   logrus.ErrorLevel,
-	} {
-		if rest, ok := strings.CutPrefix(line, tag); ok {
-			return level, rest
-		}
+	tag, rest, ok := strings.Cut(line, "] ")
+	if !ok {
+		return logrus.InfoLevel, line
+	}
+	switch tag {
+	case "[DEBUG":
+		return logrus.DebugLevel, rest
+	case "[INFO":
+		return logrus.InfoLevel, rest
+	case "[WARNING":
+		return logrus.WarnLevel, rest
+	case "[ERROR":
+		return logrus.ErrorLevel, rest
 	}
 	return logrus.InfoLevel, line
 }
