@@ -402,6 +402,13 @@ func TestCtlSend(t *testing.T) {
 	t.Parallel()
 	d := harness.StartDaemon(t, harness.Options{})
 	sock := d.ControlSocket()
+
+	// Sent to nobody: counted as undelivered, not as a feed line.
+	ctlOK(t, sock, "send", "info", "nobody listens")
+	if st := ctlStatus(t, sock); st.Feed.Undelivered != 1 || st.Feed.Lines != 0 || st.Feed.Bytes != 0 {
+		t.Errorf("after a message to no client: feed %+v; want 1 undelivered, no line", st.Feed)
+	}
+
 	cs := admitted(t, d, 3)
 	d.Feed("fed first")
 	for _, c := range cs {
