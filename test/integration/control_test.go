@@ -490,9 +490,16 @@ func TestCtlScale(t *testing.T) {
 
 	old := 2
 	for _, n := range []int{5, 0, 8} {
+		mark := d.LogLen()
 		out := ctlOK(t, sock, "scale", strconv.Itoa(n))
 		if want := fmt.Sprintf("workers: %d -> %d\n", old, n); out != want {
 			t.Errorf("scale %d printed %q; want %q", n, out, want)
+		}
+		// The control server logs after the pool: once its line is in,
+		// so is every line of the scaling.
+		end := d.WaitLogSince(t, mark, "[control] pool scaled", short)
+		if got := strings.Count(d.Log()[mark:end], "Scaling the worker pool"); got != 1 {
+			t.Errorf("scale %d: chattyd logged the scaling %d times, want once:\n%s", n, got, d.Log()[mark:end])
 		}
 		old = n
 		procs := d.WaitWorkers(t, n, short)
