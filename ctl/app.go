@@ -151,7 +151,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:      "scale",
 				Usage:     "set the number of workers",
 				ArgsUsage: "N",
-				Action:    cmdScale,
+				// N is read by cmdScale, flags and all, so that "scale -1"
+				// is refused as a number out of range, not as an unknown
+				// flag "-1".
+				SkipFlagParsing: true,
+				Action:          cmdScale,
 			},
 			{
 				Name:      "stop",
@@ -317,13 +321,20 @@ func cmdSend(c *cli.Context) error {
 }
 
 func cmdScale(c *cli.Context) error {
-	bad := usagef("scale: want a whole number from 0 to %d", config.MaxWorkers)
-	if c.NArg() != 1 {
-		return bad
+	// Flags are not parsed (SkipFlagParsing): take the help flags and a
+	// "--" by hand.
+	args := c.Args().Slice()
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	} else if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		return cli.ShowSubcommandHelp(c)
 	}
-	n, err := strconv.Atoi(c.Args().First())
+	if len(args) != 1 {
+		return usagef("scale: want a whole number from 0 to %d", config.MaxWorkers)
+	}
+	n, err := strconv.Atoi(args[0])
 	if err != nil || n < 0 || n > config.MaxWorkers {
-		return usagef("scale: want a whole number from 0 to %d, got %q", config.MaxWorkers, c.Args().First())
+		return usagef("scale: want a whole number from 0 to %d, got %q", config.MaxWorkers, args[0])
 	}
 	cl, err := newClient(c)
 	if err != nil {

@@ -79,6 +79,8 @@ func TestCommands(t *testing.T) {
 		{name: "scale zero", args: []string{"scale", "0"}, wantCode: 0, wantCalls: []string{"scale 0"}},
 		{name: "scale negative", args: []string{"scale", "--", "-1"}, wantCode: 2,
 			wantErr: "scale: want a whole number from 0 to 10000"},
+		{name: "scale negative without --", args: []string{"scale", "-1"}, wantCode: 2,
+			wantErr: `scale: want a whole number from 0 to 10000, got "-1"`},
 		{name: "scale not a number", args: []string{"scale", "many"}, wantCode: 2,
 			wantErr: `scale: want a whole number from 0 to 10000, got "many"`},
 		{name: "scale fraction", args: []string{"scale", "1.5"}, wantCode: 2, wantErr: "scale: want a whole number"},

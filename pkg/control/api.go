@@ -49,12 +49,13 @@ const (
 // FeedStatus describes the feed the daemon reads lines from.
 type FeedStatus struct {
 	Source string `json:"source"` // "stdin" or the FIFO's path
-	State  string `json:"state"`  // FeedReading, FeedEOF or FeedStopped
+	State  string `json:"state"`  // FeedReading, FeedEOF, FeedStopped, or "starting" or "failed"
 	Lines  uint64 `json:"lines"`  // lines read
 	Bytes  uint64 `json:"bytes"`  // bytes read, terminators included
 	// Dropped counts lines longer than the feed's limit, never broadcast.
 	Dropped uint64 `json:"dropped"`
-	// Undelivered counts lines read while no client was connected.
+	// Undelivered counts lines broadcast while no client was connected:
+	// feed lines and typed messages.
 	Undelivered uint64 `json:"undelivered"`
 }
 

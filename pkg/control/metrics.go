@@ -31,7 +31,7 @@ func newCollector(b Backend) *collector {
 		feedLines:      d("feed_lines_total", "Lines read from the feed."),
 		feedBytes:      d("feed_bytes_total", "Bytes read from the feed, terminators included."),
 		feedDropped:    d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
-		feedUndeliv:    d("feed_undelivered_lines_total", "Feed lines read while no client was connected."),
+		feedUndeliv:    d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
 		connected:      d("clients_connected", "Clients connected now."),
 		accepted:       d("clients_accepted_total", "Client connections accepted."),
 		refused:        d("clients_refused_total", "Client connections refused over max_clients."),

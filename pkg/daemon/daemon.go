@@ -227,11 +227,8 @@ func (d *Daemon) Scale(n int) (old int, err error) {
 	if n < 0 || n > config.MaxWorkers {
 		return 0, fmt.Errorf("scale: want a whole number from 0 to %d, got %d", config.MaxWorkers, n)
 	}
-	old, err = d.pool.Scale(n)
-	if err == nil && old != n {
-		d.log.WithField("from", old).WithField("to", n).Info("Scaling the worker pool")
-	}
-	return old, err
+	// The pool logs the change.
+	return d.pool.Scale(n)
 }
 
 func limitsOf(cfg config.Config) broadcast.Limits {

@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -357,10 +358,42 @@ func TestClientLineTooLong(t *testing.T) {
 	}
 }
 
-// Acks are counted per client and in total. Nothing shows them yet.
+// Acks are counted per client and in total: a wrong length and an ack for
+// a line never sent are mismatched. chattyctl shows the counts.
 func TestAcksAreCounted(t *testing.T) {
-	t.Skip("needs the control socket (issue 4)")
-	// TODO(issue 4): feed lines, answer each with ACK_RECEIVED <len>, send
-	// one wrong length and one ack for a line never sent, then check the
-	// good and mismatched counts through chattyctl status.
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{})
+	sock := d.ControlSocket()
+	cs := admitted(t, d, 2)
+	lines := variedLines("acked", 4)
+	d.Feed(lines...)
+	for i, c := range cs {
+		for _, l := range c.ReadLines(len(lines), short) {
+			c.Send(fmt.Sprintf("ACK_RECEIVED %d", len(l)))
+		}
+		if i == 1 {
+			c.Send("ACK_RECEIVED 1") // for a line never sent
+		}
+	}
+	// The first client gets one length wrong.
+	d.Feed("one more")
+	cs[0].ReadLine(short)
+	cs[0].Send("ACK_RECEIVED 3")
+
+	st := waitStatus(t, sock, "every ack", func(st wireStatus) bool {
+		return st.Clients.AcksGood+st.Clients.AcksMismatched == 10
+	})
+	if st.Clients.AcksGood != 8 || st.Clients.AcksMismatched != 2 {
+		t.Errorf("acks: %d good, %d mismatched; want 8 and 2", st.Clients.AcksGood, st.Clients.AcksMismatched)
+	}
+	var clients []wireClient
+	ctlJSON(t, sock, &clients, "clients")
+	for _, c := range clients {
+		if c.AcksGood != 4 || c.AcksMismatched != 1 {
+			t.Errorf("client %d: %d good acks, %d mismatched; want 4 and 1", c.ID, c.AcksGood, c.AcksMismatched)
+		}
+	}
+	if out := ctlOK(t, sock, "status"); !strings.Contains(out, "acks 8 good, 2 mismatched") {
+		t.Errorf("status does not show the acks:\n%s", out)
+	}
 }
