@@ -590,3 +590,34 @@ func TestUnreadKeepAliveAnswersAreBounded(t *testing.T) {
 	go c.Write(flood)
 	eventually(t, "the client disconnected", func() bool { return s.Stats().SlowConsumers == 1 })
 }
+
+// At shutdown, a client that received everything but does not close its
+// end does not hold the server for the whole drain timeout: once its TCP
+// has acknowledged every byte, the connection is closed.
+func TestShutdownDoesNotWaitForIdleClients(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := testLimits()
+	lim.DrainTimeout = 30 * time.Second
+	s := New(ln, lim, logging.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	c := dial(t, s)
+	publish(s, "last words")
+	if got := c.readLine(t); got != "last words" {
+		t.Fatalf("got %q", got)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown waited for a client that had everything (drain_timeout 30s)")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadString('\n'); err == nil {
+		t.Error("the client's connection was not closed")
+	}
+}

@@ -9,11 +9,13 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/wire"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // closeReason says why a client was closed; the first reason wins.
@@ -114,16 +116,59 @@ func (c *client) serve() {
 	}()
 	if c.writeLoop() {
 		// Shutdown and everything written: half-close so the client sees
-		// end of stream after the last line, and keep reading its acks
-		// until it closes too (closing with unread input would reset the
-		// connection and could destroy data still in flight).
+		// end of stream after the last line, then close once the client's
+		// TCP has acknowledged every byte, or the client has left, or the
+		// drain time is over. Closing earlier could reset the connection
+		// (the client's acks arriving at a closed socket) and destroy
+		// lines still in flight.
 		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite() // TCP FIN, or TLS close_notify
 		}
-		c.conn.SetReadDeadline(time.Now().Add(c.srv.limits.Load().DrainTimeout))
+		c.lingerUntilDelivered(readDone, time.Now().Add(c.srv.limits.Load().DrainTimeout))
 	}
-	<-readDone
 	c.shut(closeDrained)
+	<-readDone
+}
+
+// lingerPoll is how often a draining client's send queue is looked at.
+const lingerPoll = 5 * time.Millisecond
+
+// lingerUntilDelivered waits until the kernel holds no unacknowledged
+// bytes for the client, the reader ends, or the deadline passes.
+func (c *client) lingerUntilDelivered(readDone <-chan struct{}, deadline time.Time) {
+	t := time.NewTicker(lingerPoll)
+	defer t.Stop()
+	for time.Now().Before(deadline) {
+		if n, ok := unsentBytes(c.conn); !ok || n == 0 {
+			return
+		}
+		select {
+		case <-readDone:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// unsentBytes reports the bytes of conn's send queue not yet acknowledged
+// by the peer (SIOCOUTQ); ok is false when that cannot be known.
+func unsentBytes(conn net.Conn) (n int, ok bool) {
+	if tc, isTLS := conn.(*tls.Conn); isTLS {
+		conn = tc.NetConn()
+	}
+	sc, isSys := conn.(syscall.Conn)
+	if !isSys {
+		return 0, false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var ioErr error
+	if err := raw.Control(func(fd uintptr) { n, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) }); err != nil || ioErr != nil {
+		return 0, false
+	}
+	return n, true
 }
 
 // logClosed logs why the client left, once it is off the server's list,

@@ -356,7 +356,9 @@ func (s *Server) shutdown() {
 		c.shut(closeShutdown)
 	}
 	s.mu.Unlock()
-	s.logger.WithField("clients", n).Warn("Drain timeout: closing clients that had not caught up")
+	if n > 0 {
+		s.logger.WithField("clients", n).Warn("Drain timeout: closing clients whose lines were not all delivered")
+	}
 	<-done
 }
 
