@@ -271,8 +271,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Infof("The TLS listener is on %s", addrs[1])
 	}
 
-	sigs := d.sigs
-	defer signal.Stop(sigs)
+	defer signal.Stop(d.sigs)
+	stopSignal := make(chan os.Signal, 1)
+	sigDone := make(chan struct{})
+	sigEnded := make(chan struct{})
+	go func() {
+		defer close(sigEnded)
+		d.handleSignals(stopSignal, sigDone)
+	}()
+	defer func() { close(sigDone); <-sigEnded }()
 
 	var g group
 	poolCtx, stopPool := context.WithCancel(context.Background())
@@ -319,28 +326,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else {
 			d.log.WithField("member", m.name).Info("Stopping")
 		}
-	case sig := <-d.waitSignal(sigs):
+	case sig := <-stopSignal:
 		d.log.WithField("signal", sig.String()).Info("Stopping: signal received; a second signal stops at once")
 	}
 	d.stopping.Store(true)
 	d.notify.Notify("STOPPING=1")
-
-	// A second stop signal abandons the graceful path.
-	forced := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case sig := <-sigs:
-				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-					d.log.WithField("signal", sig.String()).Warn("Second signal: stopping at once")
-					os.Exit(1)
-				}
-			case <-forced:
-				return
-			}
-		}
-	}()
-	defer close(forced)
 
 	// Workers first, so that none is respawned while the rest stops.
 	stopPool()
@@ -359,24 +349,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
-// waitSignal handles reload and log-reopen signals in place and returns a
-// channel that yields the first stop signal.
-func (d *Daemon) waitSignal(sigs <-chan os.Signal) <-chan os.Signal {
-	out := make(chan os.Signal, 1)
-	go func() {
-		for sig := range sigs {
+// handleSignals owns the signal channel for the whole of Run: reload and
+// log-reopen signals are handled in place (reload not once stopping); the
+// first stop signal goes to stop, and a stop signal while stopping, by
+// whatever cause, abandons the graceful path at once.
+func (d *Daemon) handleSignals(stop chan<- os.Signal, done <-chan struct{}) {
+	requested := false
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-d.sigs:
 			switch sig {
 			case syscall.SIGHUP:
+				if d.stopping.Load() {
+					d.log.Warn("SIGHUP ignored: chattyd is stopping")
+					continue
+				}
 				d.reload()
 			case syscall.SIGUSR1:
 				d.reopenLog()
 			default:
-				out <- sig
-				return
+				if requested || d.stopping.Load() {
+					d.log.WithField("signal", sig.String()).Warn("Second signal: stopping at once")
+					os.Exit(1)
+				}
+				requested = true
+				stop <- sig // buffered: taken by Run's select
 			}
 		}
-	}()
-	return out
+	}
 }
 
 // runFeed reads the feed into the broadcaster. At end of feed it either

@@ -117,6 +117,14 @@ func openStdin() (*os.File, error) {
 			return nil, fmt.Errorf("stdin: %w", err)
 		}
 		return os.NewFile(uintptr(fd), "stdin"), nil
+	case unix.S_IFCHR:
+		// A terminal: a blocked read would ignore shutdown, and making
+		// fd 0 non-blocking would change the shell's terminal too, as the
+		// flag belongs to the open file, shared with it. Opening the
+		// terminal again gives an open file of our own.
+		if f, err := os.OpenFile("/proc/self/fd/0", os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			return f, nil
+		}
 	}
 	return os.Stdin, nil
 }

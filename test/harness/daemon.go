@@ -50,6 +50,9 @@ type Options struct {
 	// path in a temporary directory, so that tests never share one. Set
 	// "-" to pass none and keep the configuration's (or the default) path.
 	ControlSocket string
+	// Stdin, if set, is chattyd's standard input instead of the feed pipe
+	// (Feed then fails the test); for a terminal, say.
+	Stdin *os.File
 	// NoWait returns as soon as the process is started, without waiting
 	// for the log line that says it listens. Addr then waits for it.
 	NoWait bool
@@ -155,6 +158,9 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	d.cmd = exec.Command(bins.Chattyd, args...)
 	d.cmd.Env = env
 	d.cmd.Stdin = feedR
+	if opts.Stdin != nil {
+		d.cmd.Stdin = opts.Stdin
+	}
 	d.cmd.Stdout = teeWriter{d.log, d.stdout}
 	d.cmd.Stderr = teeWriter{d.log, d.stderr}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
