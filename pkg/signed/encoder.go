@@ -197,6 +197,13 @@ func (e *Encoder) Append(dst []byte, typ message.Type, ts time.Time, payload []b
 	return dst, seq, nil
 }
 
+// MaxAppendSize returns the most bytes one Append adds for a payload of
+// n bytes: a message frame and a checkpoint frame. A caller appending into
+// a fixed buffer checks it has that much room first.
+func MaxAppendSize(n int) int {
+	return HeaderSize + max(messageFixed, chainedFixed) + n + HeaderSize + checkpointSize
+}
+
 // appendMessageHead appends seq, type, time and digest, the fixed start
 // of MESSAGE and CHAINED bodies.
 func appendMessageHead(b []byte, seq uint64, typ message.Type, ts int64, d *Digest) []byte {

@@ -469,6 +469,21 @@ func TestChainedPendingRelease(t *testing.T) {
 	}
 }
 
+func TestMaxAppendSize(t *testing.T) {
+	for _, tc := range modes {
+		e := newTestEncoder(t, tc.mode, 1)
+		for _, n := range []int{0, 52, 4096} {
+			b, _, err := e.Append(nil, message.Info, testNow, make([]byte, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > MaxAppendSize(n) {
+				t.Errorf("%s: Append of %d bytes made %d, over MaxAppendSize %d", tc.name, n, len(b), MaxAppendSize(n))
+			}
+		}
+	}
+}
+
 func TestCheckpointInterval(t *testing.T) {
 	e, err := NewEncoder(testKey(), Chained, EncoderOptions{CheckpointEvery: 1000, CheckpointInterval: 10 * time.Millisecond, Now: fixedNow})
 	if err != nil {
