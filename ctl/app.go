@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/config"
@@ -359,7 +361,8 @@ func cmdStop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.Stop(c.Context); err != nil {
+	resp, err := cl.Stop(c.Context)
+	if err != nil {
 		return err
 	}
 	if c.Bool("no-wait") {
@@ -369,25 +372,53 @@ func cmdStop(c *cli.Context) error {
 	timeout := c.Duration("timeout")
 	ctx, cancel := context.WithTimeout(c.Context, timeout)
 	defer cancel()
+	// Wait for the process when the daemon named it and we can see it;
+	// else until the socket stops answering. (Under systemd socket
+	// activation the socket never stops answering: a connection would
+	// start chattyd again.)
+	gone := func() (bool, error) {
+		_, err := cl.Status(ctx)
+		var ce *client.ConnError
+		return errors.As(err, &ce) && ce.NotRunning(), err
+	}
+	if resp.PID > 0 && processExists(resp.PID) {
+		gone = func() (bool, error) { return !processExists(resp.PID), nil }
+	}
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
-		_, err := cl.Status(ctx)
-		var ce *client.ConnError
-		if errors.As(err, &ce) && ce.NotRunning() {
+		done, err := gone()
+		if done {
 			fmt.Fprintln(c.App.Writer, "chattyd stopped")
 			return nil
 		}
-		verbosef(c, "chattyd still answers (%v)", err)
+		verbosef(c, "chattyd still runs (%v)", err)
 		select {
 		case <-ctx.Done():
 			if c.Context.Err() != nil {
 				return c.Context.Err()
 			}
-			return fmt.Errorf("chattyd at %s still answers %s after it accepted to stop", cl.Path(), timeout)
+			return fmt.Errorf("chattyd at %s still runs %s after it accepted to stop", cl.Path(), timeout)
 		case <-t.C:
 		}
 	}
+}
+
+// processExists reports whether pid names a live process (a zombie, which
+// has ended and waits only to be reaped, counts as gone).
+func processExists(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // cannot tell; it answered kill
+	}
+	// The state follows the parenthesised command name.
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
 }
 
 func cmdVersion(c *cli.Context) error {

@@ -134,6 +134,9 @@ type ScaleResponse struct {
 // StopResponse answers a stop request; the daemon stops after sending it.
 type StopResponse struct {
 	Stopping bool `json:"stopping"`
+	// PID is the daemon's process id, for a client that waits for it to
+	// end; 0 when the daemon does not say.
+	PID int `json:"pid,omitempty"`
 }
 
 // ErrorResponse is the body of every error answer.
