@@ -17,6 +17,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -348,12 +349,26 @@ func cmdStop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.Stop(c.Context); err != nil {
-		return err
-	}
 	if c.Bool("no-wait") {
+		if err := cl.Stop(c.Context); err != nil {
+			return err
+		}
 		fmt.Fprintln(c.App.Writer, "chattyd is stopping")
 		return nil
+	}
+	// Who is asked to stop: under socket activation a new connection to
+	// the socket starts a new chattyd, so stop must not wait by
+	// connecting again when it can watch the process itself.
+	before, err := cl.Status(c.Context)
+	if err != nil {
+		return err
+	}
+	exited := watchExit(before.PID)
+	if exited != nil {
+		defer exited.Close()
+	}
+	if err := cl.Stop(c.Context); err != nil {
+		return err
 	}
 	timeout := c.Duration("timeout")
 	ctx, cancel := context.WithTimeout(c.Context, timeout)
@@ -361,23 +376,69 @@ func cmdStop(c *cli.Context) error {
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
-		_, err := cl.Status(ctx)
-		var ce *client.ConnError
-		if errors.As(err, &ce) && ce.NotRunning() {
-			fmt.Fprintln(c.App.Writer, "chattyd stopped")
-			return nil
+		if exited != nil {
+			if exited.Done() {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped")
+				return nil
+			}
+			verbosef(c, "chattyd (pid %d) still runs", before.PID)
+		} else {
+			st, err := cl.Status(ctx)
+			var ce *client.ConnError
+			if errors.As(err, &ce) && ce.NotRunning() {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped")
+				return nil
+			}
+			if err == nil && (st.PID != before.PID || !st.StartedAt.Equal(before.StartedAt)) {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped; another one answers now (started by socket activation?)")
+				return nil
+			}
+			verbosef(c, "chattyd still answers (%v)", err)
 		}
-		verbosef(c, "chattyd still answers (%v)", err)
 		select {
 		case <-ctx.Done():
 			if c.Context.Err() != nil {
 				return c.Context.Err()
 			}
-			return fmt.Errorf("chattyd at %s still answers %s after it accepted to stop", cl.Path(), timeout)
+			return fmt.Errorf("chattyd at %s still runs %s after it accepted to stop", cl.Path(), timeout)
 		case <-t.C:
 		}
 	}
 }
+
+// exitWatch tells when one process has exited, through a pidfd.
+type exitWatch struct{ fd int }
+
+// watchExit returns a watch on the chattyd with the given PID, or nil when
+// that PID is not a chattyd this process can see (another PID namespace,
+// an old daemon that does not report its PID, no pidfd support).
+func watchExit(pid int) *exitWatch {
+	if pid <= 0 {
+		return nil
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil
+	}
+	// Checked after opening the pidfd, so that the PID cannot be reused
+	// in between.
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "chattyd" {
+		unix.Close(fd)
+		return nil
+	}
+	return &exitWatch{fd: fd}
+}
+
+// Done reports whether the process has exited.
+func (w *exitWatch) Done() bool {
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// Close releases the pidfd.
+func (w *exitWatch) Close() { unix.Close(w.fd) }
 
 func cmdVersion(c *cli.Context) error {
 	if err := noArgs(c); err != nil {

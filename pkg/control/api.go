@@ -23,7 +23,9 @@ const MaxRequestBytes = 64 << 10
 
 // Status is the daemon's state as a whole.
 type Status struct {
-	Version       string         `json:"version"`
+	Version string `json:"version"`
+	// PID is the daemon's process ID, as its own PID namespace sees it.
+	PID           int            `json:"pid,omitempty"`
 	StartedAt     time.Time      `json:"started_at"`
 	UptimeSeconds float64        `json:"uptime_seconds"`
 	Listeners     []Listener     `json:"listeners"`
