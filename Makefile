@@ -5,7 +5,15 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 # staticcheck 2026.2.2, by its module version (the proxy knows no other).
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool clean man
+# The package: see docs/systemd.md. nfpm runs through the module proxy, pinned.
+VERSION      ?= 0.1.0
+NFPM_VERSION := v2.45.0
+PKG_ARCH     := $(shell $(GO) env GOARCH)
+PKG_LDFLAGS  := -s -w -X github.com/chatty-dev/chatty/pkg/daemon.Version=$(VERSION) -X main.version=$(VERSION)
+NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+.PHONY: all build run test test-short lint fuzz bench bench-pool clean man \
+	package package-files verify-units systemd-test
 
 all: build
 
@@ -40,10 +48,41 @@ bench: build
 bench-pool: build
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 
-# chattyctl's manual page, generated from its command definitions.
+# The manual pages, generated from the commands' definitions.
 man:
 	@mkdir -p dist/man
 	$(GO) run ./ctl man > dist/man/chattyctl.1
+	$(GO) run ./daemon man > dist/man/chattyd.8
+
+# package-files builds what packaging/nfpm.yaml takes from dist/: static,
+# stripped binaries with the version, compressed manual pages, completions.
+package-files:
+	@mkdir -p dist/bin dist/man dist/completion dist/doc
+	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags '$(PKG_LDFLAGS)' -o dist/bin/chattyd ./daemon
+	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags '$(PKG_LDFLAGS)' -o dist/bin/chattyctl ./ctl
+	dist/bin/chattyd man | gzip -9n > dist/man/chattyd.8.gz
+	dist/bin/chattyctl man | gzip -9n > dist/man/chattyctl.1.gz
+	dist/bin/chattyctl completion bash > dist/completion/chattyctl.bash
+	dist/bin/chattyctl completion zsh > dist/completion/_chattyctl
+	gzip -9n < packaging/changelog.Debian > dist/doc/changelog.Debian.gz
+
+# package builds dist/chatty_$(VERSION)-1_$(PKG_ARCH).deb and the .rpm.
+package: package-files
+	rm -f dist/*.deb dist/*.rpm
+	VERSION=$(VERSION) GOARCH=$(PKG_ARCH) $(NFPM) pkg --config packaging/nfpm.yaml --packager deb --target dist/
+	VERSION=$(VERSION) GOARCH=$(PKG_ARCH) $(NFPM) pkg --config packaging/nfpm.yaml --packager rpm --target dist/
+
+# verify-units runs systemd-analyze verify and security on the units with
+# the package's files in place: the package is unpacked and laid over /usr
+# in a private mount namespace (root only), so the host is left untouched.
+verify-units: package
+	./packaging/verify-units dist/chatty_$(VERSION)-1_$(PKG_ARCH).deb
+
+# systemd-test boots systemd in a container (systemd-nspawn, root only),
+# installs the package there and drives it; see test/systemd.
+systemd-test: package
+	CHATTY_SYSTEMD_TEST=1 CHATTY_DEB=$(CURDIR)/dist/chatty_$(VERSION)-1_$(PKG_ARCH).deb \
+	  $(GO) test -count=1 -v -timeout 8m ./test/systemd/
 
 clean:
 	rm -rf $(BIN) dist

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/config"
@@ -19,6 +17,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -361,38 +360,52 @@ func cmdStop(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := cl.Stop(c.Context)
+	if c.Bool("no-wait") {
+		if err := cl.Stop(c.Context); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, "chattyd is stopping")
+		return nil
+	}
+	// Who is asked to stop: under socket activation a new connection to
+	// the socket starts a new chattyd, so stop must not wait by
+	// connecting again when it can watch the process itself.
+	before, err := cl.Status(c.Context)
 	if err != nil {
 		return err
 	}
-	if c.Bool("no-wait") {
-		fmt.Fprintln(c.App.Writer, "chattyd is stopping")
-		return nil
+	exited := watchExit(before.PID)
+	if exited != nil {
+		defer exited.Close()
+	}
+	if err := cl.Stop(c.Context); err != nil {
+		return err
 	}
 	timeout := c.Duration("timeout")
 	ctx, cancel := context.WithTimeout(c.Context, timeout)
 	defer cancel()
-	// Wait for the process when the daemon named it and we can see it;
-	// else until the socket stops answering. (Under systemd socket
-	// activation the socket never stops answering: a connection would
-	// start chattyd again.)
-	gone := func() (bool, error) {
-		_, err := cl.Status(ctx)
-		var ce *client.ConnError
-		return errors.As(err, &ce) && ce.NotRunning(), err
-	}
-	if resp.PID > 0 && processExists(resp.PID) {
-		gone = func() (bool, error) { return !processExists(resp.PID), nil }
-	}
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
-		done, err := gone()
-		if done {
-			fmt.Fprintln(c.App.Writer, "chattyd stopped")
-			return nil
+		if exited != nil {
+			if exited.Done() {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped")
+				return nil
+			}
+			verbosef(c, "chattyd (pid %d) still runs", before.PID)
+		} else {
+			st, err := cl.Status(ctx)
+			var ce *client.ConnError
+			if errors.As(err, &ce) && ce.NotRunning() {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped")
+				return nil
+			}
+			if err == nil && (st.PID != before.PID || !st.StartedAt.Equal(before.StartedAt)) {
+				fmt.Fprintln(c.App.Writer, "chattyd stopped; another one answers now (started by socket activation?)")
+				return nil
+			}
+			verbosef(c, "chattyd still answers (%v)", err)
 		}
-		verbosef(c, "chattyd still runs (%v)", err)
 		select {
 		case <-ctx.Done():
 			if c.Context.Err() != nil {
@@ -404,22 +417,39 @@ func cmdStop(c *cli.Context) error {
 	}
 }
 
-// processExists reports whether pid names a live process (a zombie, which
-// has ended and waits only to be reaped, counts as gone).
-func processExists(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
+// exitWatch tells when one process has exited, through a pidfd.
+type exitWatch struct{ fd int }
+
+// watchExit returns a watch on the chattyd with the given PID, or nil when
+// that PID is not a chattyd this process can see (another PID namespace,
+// an old daemon that does not report its PID, no pidfd support).
+func watchExit(pid int) *exitWatch {
+	if pid <= 0 {
+		return nil
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
-		return true // cannot tell; it answered kill
+		return nil
 	}
-	// The state follows the parenthesised command name.
-	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
-		return stat[i+2] != 'Z'
+	// Checked after opening the pidfd, so that the PID cannot be reused
+	// in between.
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil || strings.TrimSpace(string(comm)) != "chattyd" {
+		unix.Close(fd)
+		return nil
 	}
-	return true
+	return &exitWatch{fd: fd}
 }
+
+// Done reports whether the process has exited.
+func (w *exitWatch) Done() bool {
+	fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// Close releases the pidfd.
+func (w *exitWatch) Close() { unix.Close(w.fd) }
 
 func cmdVersion(c *cli.Context) error {
 	if err := noArgs(c); err != nil {

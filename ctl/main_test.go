@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -313,30 +312,4 @@ func (w *cancelOnWrite) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
-}
-
-// stop waits for the PID the daemon reports: a live process exists; once
-// it has ended it does not, even before it is reaped (a zombie).
-func TestProcessExists(t *testing.T) {
-	child := exec.Command("sleep", "60")
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := child.Process.Pid
-	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
-	if !processExists(pid) {
-		t.Fatal("a running process reported gone")
-	}
-	child.Process.Kill()
-	deadline := time.Now().Add(10 * time.Second)
-	for processExists(pid) { // a zombie until reaped below
-		if time.Now().After(deadline) {
-			t.Fatal("a killed, unreaped process (zombie) still reported as running")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	child.Wait()
-	if processExists(pid) {
-		t.Error("a reaped process reported as running")
-	}
 }

@@ -29,8 +29,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// -v means verbose, as in the original server; the version is --version.
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	app := &cli.App{
-		Name:      "chattyd",
-		Usage:     "broadcast a feed of lines to TCP clients and supervise a worker pool",
+		Name:  "chattyd",
+		Usage: "broadcast a feed of lines to TCP clients and supervise a worker pool",
+		Description: "chattyd reads lines from its standard input or a FIFO and sends each one to every connected TCP client. " +
+			"It supervises a pool of worker processes (chattyd itself, run as 'chattyd worker') that connect back and acknowledge every line, " +
+			"and serves a control socket for chattyctl(1). SIGTERM or SIGINT stop it gracefully, SIGHUP reloads the configuration file " +
+			"and SIGUSR1 reopens log.file. Under systemd it takes its sockets and feed FIFO by name (broadcast, control, feed), " +
+			"notifies readiness and pings the watchdog; the package runs it as chattyd.service with /etc/chattyd/chattyd.yaml. " +
+			"See /usr/share/doc/chatty/systemd.md.",
 		Version:   daemon.Version,
 		Writer:    stdout,
 		ErrWriter: stderr,
@@ -41,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printConfigCommand(),
 			workerCommand(),
 			demoFeedCommand(),
+			manCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
@@ -218,6 +225,24 @@ func newLogger(lc config.Log, stderr io.Writer) (*logrus.Logger, *logging.File, 
 		return nil, nil, err
 	}
 	return logger, lf, nil
+}
+
+// manCommand prints chattyd's manual page, generated from its flags and
+// commands; the package ships it as chattyd(8).
+func manCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "man",
+		Usage:  "print chattyd's manual page (roff)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			page, err := c.App.ToManWithSection(8)
+			if err != nil {
+				return cli.Exit("make manual page: "+err.Error(), 1)
+			}
+			_, err = io.WriteString(c.App.Writer, page)
+			return err
+		},
+	}
 }
 
 func checkConfigCommand() *cli.Command {

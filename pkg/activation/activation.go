@@ -26,6 +26,11 @@ type Passed struct {
 	Broadcast net.Listener
 	Control   net.Listener
 	Feed      *os.File
+	// feedHold duplicates the FIFO descriptor as passed (read-write), kept
+	// open so that the FIFO always has a writer and Feed never reads
+	// end-of-file when the last producer goes; 0 when none. A raw
+	// descriptor, not an *os.File, so that no finalizer closes it.
+	feedHold int
 }
 
 // Empty reports whether nothing was passed.
@@ -43,6 +48,9 @@ func (p Passed) Close() {
 	}
 	if p.Feed != nil {
 		p.Feed.Close()
+	}
+	if p.feedHold > 0 {
+		unix.Close(p.feedHold)
 	}
 }
 
@@ -69,7 +77,7 @@ func fromFiles(files []*os.File) (Passed, error) {
 				err = fmt.Errorf("systemd passed two descriptors named %q", name)
 				break
 			}
-			p.Feed, err = feedFile(f)
+			p.Feed, p.feedHold, err = feedFile(f)
 		default:
 			err = fmt.Errorf("systemd passed a descriptor named %q; chattyd knows %q, %q and %q (set FileDescriptorName= in the .socket unit)", name, NameBroadcast, NameControl, NameFeed)
 		}
@@ -101,15 +109,24 @@ func listener(f *os.File, name, network string, prev net.Listener) (net.Listener
 	return ln, nil
 }
 
-// feedFile checks that f is a FIFO and returns a non-blocking duplicate,
-// so that the Go poller can interrupt a read at shutdown. It uses
+// feedFile checks that f is a FIFO and returns a non-blocking descriptor
+// of it, so that the Go poller can interrupt a read at shutdown. It uses
 // SyscallConn rather than f.Fd, which would switch f to blocking mode.
-func feedFile(f *os.File) (*os.File, error) {
+//
+// The descriptor is a new open of the FIFO (through /proc/self/fd), not a
+// duplicate: a duplicate shares its file status flags with systemd's
+// descriptor and with every producer systemd hands the FIFO to
+// (StandardOutput=fd:feed), and systemd clears O_NONBLOCK when it does
+// that. A read would then block in the kernel where shutdown cannot
+// interrupt it. Only when the FIFO cannot be opened again is it duplicated.
+//
+// It also returns a duplicate of f to keep open (see Passed.feedHold).
+func feedFile(f *os.File) (*os.File, int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("descriptor %q: %w", NameFeed, err)
+		return nil, 0, fmt.Errorf("descriptor %q: %w", NameFeed, err)
 	}
-	dup := -1
+	nfd, hold := -1, -1
 	var opErr error
 	err = rc.Control(func(fd uintptr) {
 		var st unix.Stat_t
@@ -120,19 +137,44 @@ func feedFile(f *os.File) (*os.File, error) {
 			opErr = fmt.Errorf("descriptor %q is not a FIFO (use ListenFIFO= in the .socket unit)", NameFeed)
 			return
 		}
-		if dup, opErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); opErr != nil {
+		nfd, opErr = reopenFIFO(int(fd), st)
+		if opErr == nil {
+			hold, opErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 			return
 		}
-		opErr = unix.SetNonblock(dup, true)
+		if nfd, opErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); opErr != nil {
+			return
+		}
+		opErr = unix.SetNonblock(nfd, true)
 	})
 	if err == nil {
 		err = opErr
 	}
 	if err != nil {
-		if dup >= 0 {
-			unix.Close(dup)
+		for _, fd := range []int{nfd, hold} {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
 		}
-		return nil, err
+		return nil, 0, err
 	}
-	return os.NewFile(uintptr(dup), NameFeed), nil
+	if hold < 0 {
+		hold = 0 // the duplicate is the feed itself
+	}
+	return os.NewFile(uintptr(nfd), NameFeed), hold, nil
+}
+
+// reopenFIFO opens the FIFO behind fd again, for reading and non-blocking,
+// and checks that it is the same FIFO.
+func reopenFIFO(fd int, want unix.Stat_t) (int, error) {
+	nfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(nfd, &st); err != nil || st.Dev != want.Dev || st.Ino != want.Ino {
+		unix.Close(nfd)
+		return -1, fmt.Errorf("descriptor %q: reopened a different file", NameFeed)
+	}
+	return nfd, nil
 }

@@ -80,6 +80,44 @@ func TestFromFiles(t *testing.T) {
 	}
 }
 
+// TestFeedKeepsNonblocking: systemd clears O_NONBLOCK on its FIFO
+// descriptor when it hands it to a producer as standard output
+// (StandardOutput=fd:feed); chattyd's feed must stay interruptible anyway.
+func TestFeedKeepsNonblocking(t *testing.T) {
+	passed := fifo(t, NameFeed)
+	// systemd's own descriptor: the same open file description.
+	systemdFD, err := unix.FcntlInt(passed.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(systemdFD)
+	p, err := fromFiles([]*os.File{passed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := unix.SetNonblock(systemdFD, false); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		p.Feed.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := p.Feed.Read(make([]byte, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read from the empty feed = %v, want a deadline error", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the stuck read so the test can end.
+		unix.Write(systemdFD, []byte("x"))
+		t.Fatal("the read blocked in the kernel: the feed shares O_NONBLOCK with systemd's descriptor")
+	}
+}
+
 func TestFromFilesErrors(t *testing.T) {
 	tests := []struct {
 		name  string

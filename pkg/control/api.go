@@ -23,7 +23,9 @@ const MaxRequestBytes = 64 << 10
 
 // Status is the daemon's state as a whole.
 type Status struct {
-	Version       string         `json:"version"`
+	Version string `json:"version"`
+	// PID is the daemon's process ID, as its own PID namespace sees it.
+	PID           int            `json:"pid,omitempty"`
 	StartedAt     time.Time      `json:"started_at"`
 	UptimeSeconds float64        `json:"uptime_seconds"`
 	Listeners     []Listener     `json:"listeners"`
@@ -134,9 +136,6 @@ type ScaleResponse struct {
 // StopResponse answers a stop request; the daemon stops after sending it.
 type StopResponse struct {
 	Stopping bool `json:"stopping"`
-	// PID is the daemon's process id, for a client that waits for it to
-	// end; 0 when the daemon does not say.
-	PID int `json:"pid,omitempty"`
 }
 
 // ErrorResponse is the body of every error answer.

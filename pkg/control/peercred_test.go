@@ -37,7 +37,7 @@ func runHelper() int {
 	case "scale":
 		_, err = c.Scale(ctx, 1)
 	case "stop":
-		_, err = c.Stop(ctx)
+		err = c.Stop(ctx)
 	default:
 		err = fmt.Errorf("unknown helper action %q", action)
 	}

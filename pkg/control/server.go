@@ -43,10 +43,6 @@ type Options struct {
 	Group string
 	// MaxWorkers is the largest accepted scale; 0 means config.MaxWorkers.
 	MaxWorkers int
-	// PID is reported in the stop answer, so that a client can wait for
-	// the process to end rather than poll the socket (which systemd socket
-	// activation would answer by starting chattyd again); 0 reports none.
-	PID int
 }
 
 // shutdownTimeout bounds how long Run waits for requests in progress.
@@ -60,7 +56,6 @@ type Server struct {
 	http       *http.Server
 	auth       authorizer
 	maxWorkers int
-	pid        int // reported in the stop answer
 	now        func() time.Time
 
 	wg sync.WaitGroup // the goroutine that calls Backend.Stop
@@ -91,7 +86,6 @@ func New(opts Options, b Backend, log *logrus.Entry) (*Server, error) {
 		log:        log.WithFields(logrus.Fields{logging.FieldComponent: "control", logging.FieldScope: "control"}),
 		auth:       auth,
 		maxWorkers: maxWorkers,
-		pid:        opts.PID,
 		now:        time.Now,
 	}
 	s.ln = opts.Listener
@@ -306,7 +300,7 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 	p := peerFrom(r.Context())
 	s.log.WithFields(logrus.Fields{"uid": p.uid, "pid": p.pid}).Info("stop requested")
 	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusAccepted, StopResponse{Stopping: true, PID: s.pid})
+	writeJSON(w, http.StatusAccepted, StopResponse{Stopping: true})
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		s.log.WithError(err).Debug("flush stop answer")
 	}

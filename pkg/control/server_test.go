@@ -298,7 +298,7 @@ func TestStopAnswersFirst(t *testing.T) {
 	c := client.New(srv.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Stop(ctx); err != nil {
+	if err := c.Stop(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if slices.Contains(b.Calls(), "stop") {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -28,6 +29,7 @@ func (b backend) Status() control.Status {
 	started := d.Started()
 	return control.Status{
 		Version:       Version,
+		PID:           os.Getpid(),
 		StartedAt:     started,
 		UptimeSeconds: time.Since(started).Seconds(),
 		Listeners:     b.listeners(),

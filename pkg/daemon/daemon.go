@@ -146,7 +146,6 @@ func New(opts Options) (*Daemon, error) {
 		Listener:   opts.ControlListener,
 		Group:      cfg.Control.Group,
 		MaxWorkers: config.MaxWorkers,
-		PID:        os.Getpid(),
 	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
 	if err != nil {
 		signal.Stop(d.sigs)

@@ -39,9 +39,14 @@ func Dial(tb testing.TB, addr string) *Client {
 	if err != nil {
 		tb.Fatalf("dial %s: %v", addr, err)
 	}
-	tc := conn.(*net.TCPConn)
-	tb.Cleanup(func() { tc.Close() })
-	return &Client{t: tb, conn: tc, r: bufio.NewReaderSize(tc, 64<<10)}
+	return NewClient(tb, conn.(*net.TCPConn))
+}
+
+// NewClient wraps a connection made elsewhere (in a container's network
+// namespace, say) and closes it when the test ends.
+func NewClient(tb testing.TB, conn *net.TCPConn) *Client {
+	tb.Cleanup(func() { conn.Close() })
+	return &Client{t: tb, conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
 }
 
 // Conn returns the connection, for what the helpers do not cover.

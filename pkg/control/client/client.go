@@ -87,12 +87,10 @@ func (c *Client) Scale(ctx context.Context, n int) (control.ScaleResponse, error
 }
 
 // Stop asks the daemon to shut down. It returns once the daemon has
-// accepted, with its answer (which may name its PID); the daemon may still
-// be running then.
-func (c *Client) Stop(ctx context.Context) (control.StopResponse, error) {
+// accepted; the daemon may still be running then.
+func (c *Client) Stop(ctx context.Context) error {
 	var resp control.StopResponse
-	err := c.do(ctx, http.MethodPost, control.PathStop, nil, &resp)
-	return resp, err
+	return c.do(ctx, http.MethodPost, control.PathStop, nil, &resp)
 }
 
 // Metrics returns the Prometheus text of /metrics.
