@@ -583,7 +583,7 @@ func (s *suite) systemctlStop(t *testing.T) {
 // timestamp of their own in front of the journal's.
 func (s *suite) journal(t *testing.T) {
 	out := s.c.must(t, "journalctl", "--no-pager", "-o", "cat", "-u", service, "--identifier=chattyd")
-	for _, want := range []string{"=== Chatty Server ===", "The TCP server is listening", "[process: 1] [INFO] Connected to"} {
+	for _, want := range []string{"=== Chatty Server ===", "The TCP server is listening", "[process: 1] Connected to"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the journal has no %q from chattyd", want)
 		}
