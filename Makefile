@@ -4,7 +4,7 @@ BIN       := bin
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 STATICCHECK_VERSION := 2026.2.2
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool clean man
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale soak clean man
 
 all: build
 
@@ -37,6 +37,12 @@ bench: build
 # flags, such as -json FILE.
 bench-pool: build
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
+
+# soak runs chattyd for 10 minutes under churn and checks that nothing is
+# lost, mismatched or leaked (docs/reliability.md). SOAK_FLAGS adds flags,
+# such as -duration 1h. A 20-second version runs in `make test`.
+soak: build
+	$(GO) run ./bench/soak -bin $(BIN)/chattyd -ctl $(BIN)/chattyctl $(SOAK_FLAGS)
 
 # chattyctl's manual page, generated from its command definitions.
 man:
