@@ -29,7 +29,7 @@ func TestShortSoak(t *testing.T) {
 		Subscribers: 10,
 		SendEvery:   time.Second, ScaleEvery: 3 * time.Second, SampleEvery: time.Second,
 		WarmUp: 4 * time.Second, MaxRSSGrowth: 0.5,
-		Dir: t.TempDir(),
+		Dir:  t.TempDir(),
 		Logf: func(f string, a ...any) { t.Logf(f, a...) },
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
