@@ -214,26 +214,35 @@ func (c *client) trimAcks(written cursor) {
 	}
 }
 
+// initialReadBuffer is the size of a client's first read buffer: room
+// for a few acks or keep-alives.
+const initialReadBuffer = 128
+
 // readLoop reads client lines until the connection ends.
 func (c *client) readLoop() {
-	buf := make([]byte, 4096)
+	// The buffer starts small, so that an idle client costs little, and
+	// doubles when a read fills it, up to a line of MaxClientLine: a client
+	// sending acks at full speed soon reads them in large batches.
+	buf := make([]byte, initialReadBuffer)
 	start, end := 0, 0
+	grow := false
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
 		lim := c.srv.limits.Load() // reload may change them
-		if need := lim.MaxClientLine + 2; len(buf) < need {
-			nb := make([]byte, need)
-			end = copy(nb, buf[start:end])
-			buf, start = nb, 0
-		}
 		if start > 0 {
 			end = copy(buf, buf[start:end])
 			start = 0
+		}
+		if need := lim.MaxClientLine + 2; (grow || end == len(buf)) && len(buf) < need {
+			nb := make([]byte, min(2*len(buf), need))
+			end = copy(nb, buf[:end])
+			buf = nb
 		}
 		if lim.IdleTimeout > 0 && c.reason.Load() == int32(closeNone) && !c.srv.lines.closed.Load() {
 			c.conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
 		}
 		n, err := c.conn.Read(buf[end:])
+		grow = n > 0 && end+n == len(buf)
 		end += n
 		for start < end {
 			i := bytes.IndexByte(buf[start:end], '\n')
