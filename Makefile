@@ -26,11 +26,20 @@ lint:
 	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 
-# bench measures chattyd against ncat --broker, then the worker pool; see
-# docs/benchmarks.md.
+# bench measures chattyd against ncat --broker and nats-server, then the
+# worker pool, then 50,000 idle clients; see docs/benchmarks.md.
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
+	$(MAKE) bench-scale
+
+# 50,000 idle clients on one chattyd: resident memory per connection,
+# keep-alives answered, time for a line to reach them all. Dials from
+# 127.0.0.2-5 and raises the open-file limit (as root). BENCH_SCALE_FLAGS
+# adds flags, such as -conns 100000 or -json FILE.
+bench-scale: build
+	$(GO) build -o $(BIN)/manyconns ./bench/manyconns
+	$(BIN)/manyconns -bin $(BIN)/chattyd $(BENCH_SCALE_FLAGS)
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds
