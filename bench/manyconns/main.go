@@ -58,6 +58,8 @@ type Result struct {
 	Goroutines        int       `json:"goroutines"`
 	StackInuseKiB     int64     `json:"stack_inuse_kib"`
 	HeapInuseKiB      int64     `json:"heap_inuse_kib"`
+	StackAfterKiB     int64     `json:"stack_inuse_after_kib"`
+	HeapAfterKiB      int64     `json:"heap_inuse_after_kib"`
 	Errors            []string  `json:"errors,omitempty"`
 }
 
@@ -92,7 +94,8 @@ func print(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "manyconns: %d of %d clients connected in %.1f s\n", r.Connected, r.Conns, r.DialSeconds)
 	fmt.Fprintf(w, "  chattyd VmRSS: idle %.1f MiB, connected %.1f MiB, after keep-alives %.1f MiB, peak %.1f MiB; %d goroutines\n",
 		float64(r.RSSIdleKiB)/1024, float64(r.RSSConnectedKiB)/1024, float64(r.RSSAfterKAKiB)/1024, float64(r.HWMKiB)/1024, r.Goroutines)
-	fmt.Fprintf(w, "  Go runtime when connected: stacks %.1f MiB, heap in use %.1f MiB\n", float64(r.StackInuseKiB)/1024, float64(r.HeapInuseKiB)/1024)
+	fmt.Fprintf(w, "  Go runtime: stacks %.1f MiB, heap in use %.1f MiB when connected; %.1f and %.1f MiB at the end\n",
+		float64(r.StackInuseKiB)/1024, float64(r.HeapInuseKiB)/1024, float64(r.StackAfterKiB)/1024, float64(r.HeapAfterKiB)/1024)
 	fmt.Fprintf(w, "  per connection: %.0f bytes idle, %.0f bytes after one keep-alive each\n", r.BytesPerConn, r.BytesPerConnAfter)
 	fmt.Fprintf(w, "  keep-alives: %d sent, %d answered, the last after %.2f s\n", r.KeepAlivesSent, r.KeepAlivesAnswer, r.KeepAliveSeconds)
 	for i, s := range r.FanoutSeconds {
@@ -116,7 +119,7 @@ func raiseNoFile(n uint64) error {
 	}
 	want := syscall.Rlimit{Cur: n, Max: max(n, lim.Max)}
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-		return fmt.Errorf("raise the open files limit to %d (hard %d): %w; run as root or raise it first", n, lim.Max, err)
+		return fmt.Errorf("raise the open files limit to %d (hard limit %d): %w; raising the hard limit needs root with CAP_SYS_RESOURCE (or a larger LimitNOFILE / ulimit -Hn before starting); otherwise ask for fewer than %d connections", n, lim.Max, err, lim.Max-1024)
 	}
 	return nil
 }
@@ -183,7 +186,8 @@ func run(ctx context.Context, bin string, n, sources, dialers, lines int) (*Resu
 	if lines > 64 {
 		lines = 64
 	}
-	if err := raiseNoFile(uint64(2*n + 4096)); err != nil {
+	// The tool and chattyd each hold one descriptor per connection.
+	if err := raiseNoFile(uint64(n + 1024)); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "manyconns")
@@ -348,6 +352,7 @@ log:
 	time.Sleep(time.Second)
 	res.RSSAfterKAKiB, _ = readKiB(pid, "VmRSS:")
 	res.HWMKiB, _ = readKiB(pid, "VmHWM:")
+	res.StackAfterKiB, res.HeapAfterKiB = memstats(ctx, ctl)
 	res.BytesPerConnAfter = float64(res.RSSAfterKAKiB-res.RSSIdleKiB) * 1024 / float64(max(res.Connected, 1))
 	if slices.Max(append(res.FanoutSeconds, 0)) > 1 {
 		res.Errors = append(res.Errors, "a line took over 1 s to reach every client")
