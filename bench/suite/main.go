@@ -95,10 +95,15 @@ func plan() []scenario {
 	for _, n := range fanoutSizes {
 		subs := strconv.Itoa(n)
 		rate := latencyDeliveries / n
+		// At full speed the feeder stays at most this many lines ahead of
+		// the slowest subscriber: 4096 up to 100 subscribers, fewer above,
+		// so that the backlog to drain (window times subscribers) stays
+		// about the same at every size.
+		window := strconv.Itoa(min(4096, max(32, 409600/n)))
 		out = append(out,
-			scenario{name: "full-" + subs, title: subs + " subs, 64 B lines, full speed", args: []string{"-subs", subs},
+			scenario{name: "full-" + subs, title: subs + " subs, 64 B lines, full speed", args: []string{"-subs", subs, "-window", window},
 				targets: all, rows: []row{deliveries, lost, cpuPer, rss}},
-			scenario{name: "ack-" + subs, title: subs + " subs acking every line, full speed", args: []string{"-subs", subs, "-ack"},
+			scenario{name: "ack-" + subs, title: subs + " subs acking every line, full speed", args: []string{"-subs", subs, "-ack", "-window", window},
 				targets: noNcat, rows: []row{deliveries, lost, cpuPer, rss}},
 			scenario{name: "rate-" + subs, title: fmt.Sprintf("%s subs, %d lines/s", subs, rate), args: []string{"-subs", subs, "-rate", strconv.Itoa(rate)},
 				targets: all, rows: []row{p50, p99, lost, cpuPer, rss}},
