@@ -42,6 +42,7 @@ import (
 // Result is what one run measured.
 type Result struct {
 	Conns             int       `json:"conns"`
+	Requested         int       `json:"requested"` // more than Conns when the open-file limit could not be raised
 	Connected         int       `json:"connected"`
 	DialSeconds       float64   `json:"dial_seconds"`
 	RSSIdleKiB        int64     `json:"rss_idle_kib"`
@@ -71,11 +72,12 @@ func main() {
 	lines := flag.Int("lines", 5, "feed lines to time, one at a time")
 	asJSON := flag.String("json", "", "also write the result as JSON to this file")
 	timeout := flag.Duration("timeout", 5*time.Minute, "hard deadline for the whole run")
+	fallback := flag.Bool("fit", true, "when the open-file limit cannot be raised for -conns, measure as many connections as it allows")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	res, err := run(ctx, *bin, *conns, *sources, *dialers, *lines)
+	res, err := run(ctx, *bin, *conns, *sources, *dialers, *lines, *fallback)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "manyconns:", err)
 		os.Exit(2)
@@ -91,6 +93,9 @@ func main() {
 }
 
 func print(w io.Writer, r *Result) {
+	if r.Requested > r.Conns {
+		fmt.Fprintf(w, "manyconns: NOT the %d connections asked for: the open-file limit allows only %d\n", r.Requested, r.Conns)
+	}
 	fmt.Fprintf(w, "manyconns: %d of %d clients connected in %.1f s\n", r.Connected, r.Conns, r.DialSeconds)
 	fmt.Fprintf(w, "  chattyd VmRSS: idle %.1f MiB, connected %.1f MiB, after keep-alives %.1f MiB, peak %.1f MiB; %d goroutines\n",
 		float64(r.RSSIdleKiB)/1024, float64(r.RSSConnectedKiB)/1024, float64(r.RSSAfterKAKiB)/1024, float64(r.HWMKiB)/1024, r.Goroutines)
@@ -182,13 +187,24 @@ func (k *counters) read(c *net.TCPConn) {
 	}
 }
 
-func run(ctx context.Context, bin string, n, sources, dialers, lines int) (*Result, error) {
+func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallback bool) (*Result, error) {
 	if lines > 64 {
 		lines = 64
 	}
-	// The tool and chattyd each hold one descriptor per connection.
+	// The tool and chattyd each hold one descriptor per connection. Where
+	// the hard limit cannot be raised, measure as many as it allows and
+	// say so, rather than nothing.
+	requested := n
 	if err := raiseNoFile(uint64(n + 1024)); err != nil {
-		return nil, err
+		var lim syscall.Rlimit
+		if !fallback || syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil || lim.Max < 2048 {
+			return nil, err
+		}
+		n = int(lim.Max) - 1100
+		fmt.Fprintf(os.Stderr, "manyconns: %v\nmanyconns: measuring %d connections instead of %d\n", err, n, requested)
+		if err := raiseNoFile(lim.Max); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := os.MkdirTemp("", "manyconns")
 	if err != nil {
@@ -245,7 +261,7 @@ log:
 		log, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("chattyd did not answer on its control socket: %s", log)
 	}
-	res := &Result{Conns: n}
+	res := &Result{Conns: n, Requested: requested}
 	time.Sleep(time.Second)
 	rss, _ := readKiB(pid, "VmRSS:")
 	res.RSSIdleKiB = rss
