@@ -12,7 +12,7 @@ PKG_ARCH     := $(shell $(GO) env GOARCH)
 PKG_LDFLAGS  := -s -w -X github.com/chatty-dev/chatty/pkg/daemon.Version=$(VERSION) -X main.version=$(VERSION)
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -35,18 +35,33 @@ lint:
 	  $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GOBIN_DIR)/staticcheck ./...
 
-# bench measures chattyd against ncat --broker, then the worker pool; see
-# docs/benchmarks.md.
+# bench measures chattyd against ncat --broker and nats-server, then the
+# worker pool, then 50,000 idle clients; see docs/benchmarks.md.
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./pkg/broadcast
+	$(MAKE) bench-scale
+
+# 50,000 idle clients on one chattyd: resident memory per connection,
+# keep-alives answered, time for a line to reach them all. Dials from
+# 127.0.0.2-5 and raises the open-file limit (as root). BENCH_SCALE_FLAGS
+# adds flags, such as -conns 100000 or -json FILE.
+bench-scale: build
+	$(GO) build -o $(BIN)/manyconns ./bench/manyconns
+	$(BIN)/manyconns -bin $(BIN)/chattyd $(BENCH_SCALE_FLAGS)
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds
 # flags, such as -json FILE.
 bench-pool: build
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
+
+# soak runs chattyd for 10 minutes under churn and checks that nothing is
+# lost, mismatched or leaked (docs/reliability.md). SOAK_FLAGS adds flags,
+# such as -duration 1h. A 20-second version runs in `make test`.
+soak: build
+	$(GO) run ./bench/soak -bin $(BIN)/chattyd -ctl $(BIN)/chattyctl $(SOAK_FLAGS)
 
 # The manual pages, generated from the commands' definitions.
 man:

@@ -5,6 +5,7 @@
 //
 //	chattyload -target chattyd -bin bin/chattyd -subs 100 -duration 5s
 //	chattyload -target ncat -subs 100 -rate 1000 -json
+//	chattyload -target nats -bin bin/nats-server -subs 100 -ack
 package main
 
 import (
@@ -80,15 +81,15 @@ type config struct {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("chattyload", flag.ContinueOnError)
-	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd or ncat (ncat --broker)")
-	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd; default ncat for ncat)")
+	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd, ncat (ncat --broker) or nats (nats-server, one subject)")
+	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd; default ncat for ncat, nats-server for nats)")
 	fs.StringVar(&c.srvConfig, "config", "", "chattyd --config FILE")
 	extra := fs.String("args", "", "extra server arguments, space separated")
 	fs.StringVar(&c.label, "label", "", "scenario name copied into the report")
 	fs.IntVar(&c.subs, "subs", 100, "subscriber connections")
 	fs.IntVar(&c.size, "size", 64, "line size in bytes without the \"\\n\"")
 	fs.IntVar(&c.rate, "rate", 0, "lines per second to feed; 0 feeds as fast as the server takes them")
-	fs.BoolVar(&c.ack, "ack", false, "subscribers answer every line with ACK_RECEIVED <n>, one write per read (chattyd only)")
+	fs.BoolVar(&c.ack, "ack", false, "subscribers answer every line with ACK_RECEIVED <n>, one write per read (chattyd; nats: published on a subject nobody reads)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "feeding before the measured window")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured window")
 	fs.Uint64Var(&c.lines, "lines", 0, "end the measured window after this many lines fed instead (bounded by -duration)")
@@ -107,8 +108,8 @@ func parseFlags(args []string) (config, error) {
 	}
 	c.extraArgs = strings.Fields(*extra)
 	switch {
-	case c.target != "chattyd" && c.target != "ncat":
-		return c, fmt.Errorf("-target %q: want chattyd or ncat", c.target)
+	case c.target != "chattyd" && c.target != "ncat" && c.target != "nats":
+		return c, fmt.Errorf("-target %q: want chattyd, ncat or nats", c.target)
 	case c.target == "chattyd" && c.bin == "":
 		return c, fmt.Errorf("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
 	case c.target == "ncat" && c.ack:
@@ -133,7 +134,10 @@ func parseFlags(args []string) (config, error) {
 		}
 	}
 	if c.bin == "" {
-		c.bin = "ncat"
+		c.bin = c.target
+		if c.target == "nats" {
+			c.bin = "nats-server"
+		}
 	}
 	return c, nil
 }

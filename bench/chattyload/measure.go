@@ -125,14 +125,23 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 
 	var feedConn net.Conn
 	var discard sync.WaitGroup
-	if t.feed == nil { // ncat: the feeder is one more client
+	if t.feed == nil { // ncat, nats: the feeder is one more client
 		feedConn, err = dialRetry(ctx, t, addr, 10*time.Second)
 		if err != nil {
 			return nil, fmt.Errorf("feeder: %w", err)
 		}
 		defer func() { feedConn.Close(); discard.Wait() }()
-		discard.Go(func() { _, _ = io.Copy(io.Discard, feedConn) })
-		t.feed = feedConn.(*net.TCPConn)
+		if cfg.target == "nats" {
+			pub, err := newNatsPublisher(feedConn.(*net.TCPConn))
+			if err != nil {
+				return nil, err
+			}
+			discard.Go(func() { _ = pub.readLoop() })
+			t.feed = pub
+		} else {
+			discard.Go(func() { _, _ = io.Copy(io.Discard, feedConn) })
+			t.feed = feedConn.(*net.TCPConn)
+		}
 	}
 
 	// The latency sampling window, in seqs; empty until the measurement.
@@ -163,6 +172,14 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 			c, err := dialRetry(ctx, t, addr, 10*time.Second)
 			if err != nil {
 				return nil, fmt.Errorf("subscriber %d: %w", len(subs), err)
+			}
+			if cfg.target == "nats" {
+				nc, err := dialNatsSub(c.(*net.TCPConn))
+				if err != nil {
+					c.Close()
+					return nil, fmt.Errorf("subscriber %d: %w", len(subs), err)
+				}
+				c = nc
 			}
 			s := &subscriber{id: len(subs), conn: c, buf: make([]byte, cfg.bufSize)}
 			s.st = stream{tracker: newTracker(), ack: cfg.ack, sampleMod: cfg.sampleMod, hist: new(histogram)}

@@ -35,8 +35,8 @@ type target struct {
 
 // targetConfig says what to start.
 type targetConfig struct {
-	name      string // "chattyd" or "ncat"
-	bin       string // chattyd binary (or ncat, default "ncat")
+	name      string // "chattyd", "ncat" or "nats"
+	bin       string // chattyd binary (ncat or nats-server, found in PATH by default)
 	config    string // chattyd --config FILE, optional
 	extraArgs []string
 	subs      int    // subscribers, to size ncat's connection limit
@@ -67,8 +67,14 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 		}
 		// -m: ncat's broker refuses clients beyond 100 by default.
 		args = []string{"--listen", "--broker", "--nodns", "--max-conns", strconv.Itoa(tc.subs + 16), host, port}
+	case "nats":
+		if bin == "" {
+			bin = "nats-server"
+		}
+		// No auth, no monitoring, no JetStream: a plain subject broker.
+		args = []string{"-a", host, "-p", port}
 	default:
-		return nil, fmt.Errorf("unknown target %q: want chattyd or ncat", tc.name)
+		return nil, fmt.Errorf("unknown target %q: want chattyd, ncat or nats", tc.name)
 	}
 	if bin == "" {
 		return nil, errors.New("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")

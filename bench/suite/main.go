@@ -1,7 +1,8 @@
 // Command suite runs chatty's benchmark scenarios with chattyload, each
-// against chattyd and against ncat --broker in the same run, and prints a
-// Markdown table with the ratio chattyd/ncat. `make bench` runs it through
-// bench/run.sh.
+// against chattyd, ncat --broker and nats-server in the same run: fan-out
+// to 10, 100, 1000 and 10,000 subscribers at full speed, with acks, and at
+// a fixed rate for latency. It prints a Markdown table with the ratios of
+// chattyd to the others. `make bench` runs it through bench/run.sh.
 //
 //	suite -chattyload bin/chattyload -chattyd bin/chattyd -duration 5s
 package main
@@ -19,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,7 +60,6 @@ type row struct {
 	measure string
 	value   func(r *result) float64
 	format  func(v float64) string
-	target  float64 // for chattyd-only rows: the goal to compare with
 }
 
 var (
@@ -70,20 +71,45 @@ var (
 	p99        = row{measure: "latency p99 ms", value: func(r *result) float64 { return r.P99us / 1000 }, format: fmtMillis}
 )
 
+// targets are the servers compared, in the table's column order.
+var targets = []struct{ name, title string }{
+	{"chattyd", "chattyd"},
+	{"ncat", "ncat --broker"},
+	{"nats", "nats-server"},
+}
+
+// fanoutSizes are the numbers of subscribers of the fan-out scenarios.
+var fanoutSizes = []int{10, 100, 1000, 10000}
+
+// latencyDeliveries is the deliveries per second of the fixed-rate runs:
+// the rate is this divided by the subscribers, so that every size asks
+// the same work of the server (10 subscribers get 10,000 lines/s, 10,000
+// get 10 lines/s) and the latency measures the server, not a saturated
+// machine.
+const latencyDeliveries = 100000
+
 func plan() []scenario {
-	both := []string{"chattyd", "ncat"}
-	ackTarget := deliveries
-	ackTarget.target = 2e6
-	return []scenario{
-		{name: "full-100", title: "100 subs, 64 B lines, full speed", args: []string{"-subs", "100"},
-			targets: both, rows: []row{deliveries, lost, cpuPer, rss}},
-		{name: "full-1000", title: "1000 subs, 64 B lines, full speed", args: []string{"-subs", "1000"},
-			targets: both, rows: []row{deliveries, lost, cpuPer, rss}},
-		{name: "ack-100", title: "100 subs acking every line, full speed", args: []string{"-subs", "100", "-ack"},
-			targets: []string{"chattyd"}, rows: []row{ackTarget, lost, cpuPer}},
-		{name: "rate-100", title: "100 subs, 1000 lines/s", args: []string{"-subs", "100", "-rate", "1000"},
-			targets: both, rows: []row{p50, p99, lost, cpuPer}},
+	all := []string{"chattyd", "ncat", "nats"}
+	noNcat := []string{"chattyd", "nats"}
+	var out []scenario
+	for _, n := range fanoutSizes {
+		subs := strconv.Itoa(n)
+		rate := latencyDeliveries / n
+		// At full speed the feeder stays at most this many lines ahead of
+		// the slowest subscriber: 4096 up to 100 subscribers, fewer above,
+		// so that the backlog to drain (window times subscribers) stays
+		// about the same at every size.
+		window := strconv.Itoa(min(4096, max(32, 409600/n)))
+		out = append(out,
+			scenario{name: "full-" + subs, title: subs + " subs, 64 B lines, full speed", args: []string{"-subs", subs, "-window", window},
+				targets: all, rows: []row{deliveries, lost, cpuPer, rss}},
+			scenario{name: "ack-" + subs, title: subs + " subs acking every line, full speed", args: []string{"-subs", subs, "-ack", "-window", window},
+				targets: noNcat, rows: []row{deliveries, lost, cpuPer, rss}},
+			scenario{name: "rate-" + subs, title: fmt.Sprintf("%s subs, %d lines/s", subs, rate), args: []string{"-subs", subs, "-rate", strconv.Itoa(rate)},
+				targets: all, rows: []row{p50, p99, lost, cpuPer, rss}},
+		)
 	}
+	return out
 }
 
 func main() {
@@ -96,7 +122,9 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "measured window of each run")
 	warmup := flag.Duration("warmup", time.Second, "warm-up of each run")
 	out := flag.String("out", "bench/results", "directory for the JSON reports and server logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (full-100, full-1000, ack-100, rate-100)")
+	only := flag.String("only", "", "comma-separated scenarios to run (full-N, ack-N, rate-N for N = 10, 100, 1000, 10000)")
+	natsBin := flag.String("nats", "bin/nats-server", "nats-server binary; when empty or missing, its column says not measured")
+	ncatMax := flag.Int("ncat-max-subs", 1000, "largest number of subscribers to try with ncat, whose broker uses select() and cannot pass 1024 descriptors")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -113,6 +141,13 @@ func run() int {
 		haveChattyd = false
 		fmt.Fprintf(os.Stderr, "suite: %s not found: chattyd is not measured (build it with: go build -o bin/chattyd ./daemon)\n", *chattyd)
 	}
+	haveNats := *natsBin != ""
+	if haveNats {
+		if _, err := os.Stat(*natsBin); err != nil {
+			haveNats = false
+			fmt.Fprintf(os.Stderr, "suite: %s not found: nats-server is not measured (install it with bench/run.sh)\n", *natsBin)
+		}
+	}
 	var scenarios []scenario
 	for _, sc := range plan() {
 		if *only == "" || strings.Contains(","+*only+",", ","+sc.name+",") {
@@ -125,14 +160,20 @@ func run() int {
 	failed := false
 	for _, sc := range scenarios {
 		for _, tgt := range sc.targets {
-			if tgt == "chattyd" && !haveChattyd {
+			if (tgt == "chattyd" && !haveChattyd) || (tgt == "nats" && !haveNats) {
+				continue
+			}
+			if tgt == "ncat" && subsOf(sc) > *ncatMax {
 				continue
 			}
 			args := append([]string{"-target", tgt, "-label", sc.name, "-json",
 				"-duration", duration.String(), "-warmup", warmup.String(),
 				"-server-log", filepath.Join(*out, sc.name+"-"+tgt+".log")}, sc.args...)
-			if tgt == "chattyd" {
+			switch tgt {
+			case "chattyd":
 				args = append(args, "-bin", *chattyd)
+			case "nats":
+				args = append(args, "-bin", *natsBin)
 			}
 			res, err := runOne(ctx, *load, args, filepath.Join(*out, sc.name+"-"+tgt+".json"))
 			if ctx.Err() != nil {
@@ -155,7 +196,7 @@ func run() int {
 	fmt.Println()
 	fmt.Println(machine())
 	fmt.Println()
-	fmt.Print(table(scenarios, results, haveChattyd))
+	fmt.Print(table(scenarios, results, map[string]bool{"chattyd": haveChattyd, "ncat": true, "nats": haveNats}, *ncatMax))
 	if len(notes) > 0 {
 		fmt.Println()
 		fmt.Println("Problems (values marked ⚠):")
@@ -208,34 +249,66 @@ func runOne(ctx context.Context, load string, args []string, jsonPath string) (*
 	return &r, nil
 }
 
-// table renders the results as Markdown.
-func table(scenarios []scenario, results map[string]*result, haveChattyd bool) string {
+// subsOf returns the -subs of a scenario.
+func subsOf(sc scenario) int {
+	for i, a := range sc.args {
+		if a == "-subs" && i+1 < len(sc.args) {
+			n, _ := strconv.Atoi(sc.args[i+1])
+			return n
+		}
+	}
+	return 0
+}
+
+// table renders the results as Markdown: a column per target, then the
+// ratios of chattyd to each other target.
+func table(scenarios []scenario, results map[string]*result, have map[string]bool, ncatMax int) string {
 	var b strings.Builder
-	b.WriteString("| Scenario | Measure | chattyd | ncat --broker | chattyd/ncat |\n")
-	b.WriteString("|---|---|---:|---:|---:|\n")
+	b.WriteString("| Scenario | Measure |")
+	for _, t := range targets {
+		b.WriteString(" " + t.title + " |")
+	}
+	for _, t := range targets[1:] {
+		b.WriteString(" chattyd/" + t.name + " |")
+	}
+	b.WriteString("\n|---|---|")
+	for range 2*len(targets) - 1 {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
 	for _, sc := range scenarios {
 		for i, rw := range sc.rows {
 			title := ""
 			if i == 0 {
 				title = sc.title
 			}
+			fmt.Fprintf(&b, "| %s | %s |", title, rw.measure)
 			cd := results[sc.name+"/chattyd"]
-			nc := results[sc.name+"/ncat"]
-			cdCell := cell(cd, rw)
-			if cd == nil && !haveChattyd {
-				cdCell = "not measured yet"
-			}
-			ncCell, ratio := cell(nc, rw), ""
-			switch {
-			case len(sc.targets) == 1:
-				ncCell = "n/a: ncat relays acks to all clients"
-				if rw.target > 0 && cd != nil {
-					ratio = fmt.Sprintf("%.2f of the %s target", rw.value(cd)/rw.target, rw.format(rw.target))
+			for _, t := range targets {
+				r := results[sc.name+"/"+t.name]
+				c := cell(r, rw)
+				switch {
+				case !slices.Contains(sc.targets, t.name):
+					c = "n/a"
+					if t.name == "ncat" {
+						c = "n/a: relays acks to all"
+					}
+				case t.name == "ncat" && subsOf(sc) > ncatMax:
+					c = "n/a: select(), 1024 fds"
+				case r == nil && !have[t.name]:
+					c = "not measured"
 				}
-			case cd != nil && nc != nil && rw.value(nc) > 0 && rw.measure != lost.measure:
-				ratio = fmt.Sprintf("%.2f×", rw.value(cd)/rw.value(nc))
+				b.WriteString(" " + c + " |")
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", title, rw.measure, cdCell, ncCell, ratio)
+			for _, t := range targets[1:] {
+				r := results[sc.name+"/"+t.name]
+				ratio := ""
+				if cd != nil && r != nil && rw.value(r) > 0 && rw.measure != lost.measure {
+					ratio = fmt.Sprintf("%.2f×", rw.value(cd)/rw.value(r))
+				}
+				b.WriteString(" " + ratio + " |")
+			}
+			b.WriteString("\n")
 		}
 	}
 	return b.String()

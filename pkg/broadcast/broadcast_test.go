@@ -621,3 +621,38 @@ func TestShutdownDoesNotWaitForIdleClients(t *testing.T) {
 		t.Error("the client's connection was not closed")
 	}
 }
+
+// The read buffer starts small and grows: lines up to MaxClientLine, sent
+// a byte at a time or all at once, are read whole, and acks sent in bulk
+// are all counted.
+func TestClientLinesLongerThanTheFirstBuffer(t *testing.T) {
+	lim := testLimits() // MaxClientLine 4096
+	s := startServer(t, lim)
+	c := dial(t, s)
+	long := bytes.Repeat([]byte("y"), lim.MaxClientLine)
+	for _, b := range append(long[:300:300], '\n') {
+		c.Write([]byte{b}) // a slow sender: the buffer fills byte by byte
+	}
+	c.Write(append(long, "\r\nKEEP_ALIVE\n"...))
+	if line := c.readLine(t); line != "KEEP_ALIVE_ACK" {
+		t.Fatalf("got %q, want KEEP_ALIVE_ACK", line)
+	}
+	const n = 5000
+	lines := make([]string, n)
+	for i := range lines {
+		lines[i] = strings.Repeat("l", 1+i%50)
+	}
+	publish(s, lines...)
+	var acks bytes.Buffer
+	for i := range lines {
+		if got := c.readLine(t); got != lines[i] {
+			t.Fatalf("line %d: got %q", i, got)
+		}
+		fmt.Fprintf(&acks, "ACK_RECEIVED %d\n", len(lines[i]))
+	}
+	c.Write(acks.Bytes())
+	eventually(t, "every ack counted", func() bool { return s.Stats().AcksGood == n })
+	if st := s.Stats(); st.AcksMismatched != 0 || st.Protocol != 0 {
+		t.Fatalf("mismatched %d, protocol closes %d; want 0 and 0", st.AcksMismatched, st.Protocol)
+	}
+}

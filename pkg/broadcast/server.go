@@ -189,7 +189,7 @@ func (s *Server) maybeScan() {
 		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
 			if c.shut(closeSlow) {
 				s.slow.Add(1)
-				c.logger.WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
+				c.log().WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
 					Warn("Slow consumer: queue limit exceeded, disconnecting")
 			}
 		}
@@ -289,7 +289,7 @@ func (s *Server) admit(conn net.Conn) {
 	s.connected.Add(1)
 	s.mu.Unlock()
 	s.accepted.Add(1)
-	c.logger.Info("New connection established")
+	c.log().Info("New connection established")
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -206,6 +206,46 @@ func TestWorkerIgnoringSIGTERMIsKilled(t *testing.T) {
 	}
 }
 
+// A worker stopped by SIGSTOP reads nothing and never exits by itself:
+// after the stop timeout the pool kills it and starts a new one. One
+// continued in time is left alone.
+func TestStoppedWorkerIsReplaced(t *testing.T) {
+	o := testOptions("sleep", 2)
+	o.StopTimeout = 400 * time.Millisecond
+	tp := startPool(t, o)
+	before := tp.waitRunning(t, 2)
+
+	// Slot 1: stopped briefly, then continued; it must survive.
+	if err := unix.Kill(before[1].PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(o.StopTimeout / 4)
+	if err := unix.Kill(before[1].PID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Slot 2: stopped for good.
+	t0 := time.Now()
+	if err := unix.Kill(before[2].PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	tp.logs.waitFor(t, 1, `stopped by a signal for over 400ms and reads nothing; sending SIGKILL$`, 2)
+	if d := time.Since(t0); d < o.StopTimeout {
+		t.Errorf("killed %s after SIGSTOP, before the stop timeout %s", d, o.StopTimeout)
+	}
+	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
+	var after map[int]SlotStatus
+	eventually(t, "slot 2 runs a new worker", func() bool {
+		after = tp.running()
+		return after[2].PID != 0 && after[2].PID != before[2].PID
+	})
+	if after[1].PID != before[1].PID {
+		t.Errorf("slot 1, stopped for %s only, was replaced", o.StopTimeout/4)
+	}
+	if n := len(tp.logs.matching(`stopped by a signal`, 1)); n != 0 {
+		t.Errorf("slot 1: %d warnings about a stopped worker, want none", n)
+	}
+}
+
 func TestShutdownLeavesNoProcess(t *testing.T) {
 	o := testOptions("fork", 3)
 	o.StopTimeout = 300 * time.Millisecond

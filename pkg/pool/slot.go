@@ -1,9 +1,12 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -166,29 +169,70 @@ func (p *Pool) setStatus(s *slot, change func(*SlotStatus)) {
 // supervise waits until w exits, or s is stopped and then stops w. Either
 // way it kills what w left in its process group and reaps w. It returns
 // how w ended and whether it was stopped on purpose.
+//
+// A worker stopped by a signal (SIGSTOP, SIGTSTP: state T) for longer than
+// stopTimeout is killed, so that the slot runs a worker again: a stopped
+// worker reads nothing, the broadcaster drops its connection as a slow
+// consumer or an idle client, and nothing else would ever end it.
 func (p *Pool) supervise(s *slot, w *process, stopTimeout time.Duration, log *logrus.Entry) (how string, stopped bool) {
-	select {
-	case <-w.exited:
+	check := time.NewTicker(min(stopTimeout/4, stoppedCheckMax))
+	defer check.Stop()
+	var since time.Time // when the worker was first seen stopped; zero if running
+	for running := true; running; {
 		select {
-		case <-s.stop:
-			stopped = true // it ended on its own just as it was told to stop
-		default:
-		}
-	case <-s.stop:
-		stopped = true
-		p.setStatus(s, func(st *SlotStatus) { st.State = StateStopping })
-		w.signalGroup(syscall.SIGTERM)
-		t := time.NewTimer(stopTimeout)
-		select {
+		case <-check.C:
+			switch {
+			case !processStopped(w.pid):
+				since = time.Time{}
+			case since.IsZero():
+				since = time.Now()
+			case time.Since(since) >= stopTimeout:
+				log.Warnf("The worker has been stopped by a signal for over %s and reads nothing; sending SIGKILL", stopTimeout)
+				w.signalGroup(syscall.SIGKILL)
+				<-w.exited
+				running = false
+			}
 		case <-w.exited:
-			t.Stop()
-		case <-t.C:
-			log.Warnf("The worker did not stop within %s of SIGTERM; sending SIGKILL", stopTimeout)
-			w.signalGroup(syscall.SIGKILL)
-			<-w.exited
+			running = false
+			select {
+			case <-s.stop:
+				stopped = true // it ended on its own just as it was told to stop
+			default:
+			}
+		case <-s.stop:
+			running = false
+			stopped = true
+			p.setStatus(s, func(st *SlotStatus) { st.State = StateStopping })
+			w.signalGroup(syscall.SIGTERM)
+			t := time.NewTimer(stopTimeout)
+			select {
+			case <-w.exited:
+				t.Stop()
+			case <-t.C:
+				log.Warnf("The worker did not stop within %s of SIGTERM; sending SIGKILL", stopTimeout)
+				w.signalGroup(syscall.SIGKILL)
+				<-w.exited
+			}
 		}
 	}
 	// w has exited but is not reaped, so its PID still names its group.
 	w.signalGroup(syscall.SIGKILL)
 	return w.reap(), stopped
+}
+
+// stoppedCheckMax bounds how often supervise looks whether its worker is
+// stopped; shorter stop timeouts look more often.
+const stoppedCheckMax = time.Second
+
+// processStopped reports whether process pid is stopped by a signal
+// (state T in /proc/PID/stat). A process being traced (state t) is not:
+// a debugger holds it on purpose.
+func processStopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ...": comm may hold spaces and ")".
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }

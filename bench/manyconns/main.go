@@ -1,0 +1,446 @@
+// Command manyconns holds tens of thousands of idle clients on one chattyd
+// and measures what each costs and how fast a line reaches them all:
+//
+//   - chattyd's resident memory per connection (VmRSS after connecting
+//     minus VmRSS idle, divided by the connections), before and after every
+//     client sent one KEEP_ALIVE;
+//   - whether every KEEP_ALIVE was answered, and how long the last took;
+//   - the time from feeding one line to the last client receiving it.
+//
+// Clients dial from several loopback source addresses (127.0.0.2 and up),
+// since one source address has only about 28,000 ephemeral ports. The tool
+// raises its RLIMIT_NOFILE (and its hard limit, as root) before starting
+// chattyd, which inherits it. Everything stays on 127.0.0.0/8 and every
+// phase has a deadline.
+//
+//	go run ./bench/manyconns -bin bin/chattyd -conns 50000
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control/client"
+)
+
+// Result is what one run measured.
+type Result struct {
+	Conns             int       `json:"conns"`
+	Requested         int       `json:"requested"` // more than Conns when the open-file limit could not be raised
+	Connected         int       `json:"connected"`
+	DialSeconds       float64   `json:"dial_seconds"`
+	RSSIdleKiB        int64     `json:"rss_idle_kib"`
+	RSSConnectedKiB   int64     `json:"rss_connected_kib"`
+	RSSAfterKAKiB     int64     `json:"rss_after_keepalive_kib"`
+	HWMKiB            int64     `json:"hwm_kib"`
+	BytesPerConn      float64   `json:"bytes_per_conn"`
+	BytesPerConnAfter float64   `json:"bytes_per_conn_after_keepalive"`
+	KeepAlivesSent    int       `json:"keepalives_sent"`
+	KeepAlivesAnswer  int64     `json:"keepalives_answered"`
+	KeepAliveSeconds  float64   `json:"keepalive_seconds"`
+	FanoutSeconds     []float64 `json:"fanout_seconds"` // feed to last receipt, one per line
+	FanoutReached     []int64   `json:"fanout_reached"`
+	Goroutines        int       `json:"goroutines"`
+	StackInuseKiB     int64     `json:"stack_inuse_kib"`
+	HeapInuseKiB      int64     `json:"heap_inuse_kib"`
+	StackAfterKiB     int64     `json:"stack_inuse_after_kib"`
+	HeapAfterKiB      int64     `json:"heap_inuse_after_kib"`
+	Errors            []string  `json:"errors,omitempty"`
+}
+
+func main() {
+	bin := flag.String("bin", "bin/chattyd", "chattyd binary")
+	conns := flag.Int("conns", 50000, "clients to connect")
+	sources := flag.Int("sources", 4, "loopback source addresses to dial from (127.0.0.2 and up)")
+	dialers := flag.Int("dialers", 64, "concurrent dials")
+	lines := flag.Int("lines", 5, "feed lines to time, one at a time")
+	asJSON := flag.String("json", "", "also write the result as JSON to this file")
+	timeout := flag.Duration("timeout", 5*time.Minute, "hard deadline for the whole run")
+	fallback := flag.Bool("fit", true, "when the open-file limit cannot be raised for -conns, measure as many connections as it allows")
+	flag.Parse()
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	res, err := run(ctx, *bin, *conns, *sources, *dialers, *lines, *fallback)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "manyconns:", err)
+		os.Exit(2)
+	}
+	print(os.Stdout, res)
+	if *asJSON != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		os.WriteFile(*asJSON, append(b, '\n'), 0o644)
+	}
+	if len(res.Errors) > 0 {
+		os.Exit(1)
+	}
+}
+
+func print(w io.Writer, r *Result) {
+	if r.Requested > r.Conns {
+		fmt.Fprintf(w, "manyconns: NOT the %d connections asked for: the open-file limit allows only %d\n", r.Requested, r.Conns)
+	}
+	fmt.Fprintf(w, "manyconns: %d of %d clients connected in %.1f s\n", r.Connected, r.Conns, r.DialSeconds)
+	fmt.Fprintf(w, "  chattyd VmRSS: idle %.1f MiB, connected %.1f MiB, after keep-alives %.1f MiB, peak %.1f MiB; %d goroutines\n",
+		float64(r.RSSIdleKiB)/1024, float64(r.RSSConnectedKiB)/1024, float64(r.RSSAfterKAKiB)/1024, float64(r.HWMKiB)/1024, r.Goroutines)
+	fmt.Fprintf(w, "  Go runtime: stacks %.1f MiB, heap in use %.1f MiB when connected; %.1f and %.1f MiB at the end\n",
+		float64(r.StackInuseKiB)/1024, float64(r.HeapInuseKiB)/1024, float64(r.StackAfterKiB)/1024, float64(r.HeapAfterKiB)/1024)
+	fmt.Fprintf(w, "  per connection: %.0f bytes idle, %.0f bytes after one keep-alive each\n", r.BytesPerConn, r.BytesPerConnAfter)
+	fmt.Fprintf(w, "  keep-alives: %d sent, %d answered, the last after %.2f s\n", r.KeepAlivesSent, r.KeepAlivesAnswer, r.KeepAliveSeconds)
+	for i, s := range r.FanoutSeconds {
+		fmt.Fprintf(w, "  line %d: reached %d clients, the last %.0f ms after it was fed\n", i+1, r.FanoutReached[i], s*1000)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintln(w, "  ERROR:", e)
+	}
+}
+
+// raiseNoFile raises RLIMIT_NOFILE, hard limit included when allowed, to
+// at least n. Calling Setrlimit also stops os/exec from restoring the
+// original soft limit in children, so chattyd inherits it.
+func raiseNoFile(n uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return err
+	}
+	if lim.Cur >= n && lim.Max >= n {
+		return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	want := syscall.Rlimit{Cur: n, Max: max(n, lim.Max)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		return fmt.Errorf("raise the open files limit to %d (hard limit %d): %w; raising the hard limit needs root with CAP_SYS_RESOURCE (or a larger LimitNOFILE / ulimit -Hn before starting); otherwise ask for fewer than %d connections", n, lim.Max, err, lim.Max-1024)
+	}
+	return nil
+}
+
+// counters shared by every client's reader.
+type counters struct {
+	kaAnswered atomic.Int64
+	kaLast     atomic.Int64 // unix nanos of the last answer
+	round      atomic.Int64 // the line being timed
+	reached    [64]atomic.Int64
+	lastAt     [64]atomic.Int64 // unix nanos of the last receipt, per line
+}
+
+func atomicMax(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+func (k *counters) read(c *net.TCPConn) {
+	buf := make([]byte, 512)
+	var partial []byte
+	for {
+		n, err := c.Read(buf)
+		now := time.Now().UnixNano()
+		data := buf[:n]
+		if len(partial) > 0 {
+			data = append(partial, data...)
+			partial = nil
+		}
+		for {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				if len(data) > 0 {
+					partial = append([]byte(nil), data...)
+				}
+				break
+			}
+			line := data[:i]
+			data = data[i+1:]
+			switch {
+			case string(line) == "KEEP_ALIVE_ACK":
+				k.kaAnswered.Add(1)
+				atomicMax(&k.kaLast, now)
+			case bytes.HasPrefix(line, []byte("LINE ")):
+				num, _, _ := bytes.Cut(line[5:], []byte(" "))
+				r, err := strconv.Atoi(string(num))
+				if err == nil && r >= 0 && r < len(k.reached) {
+					k.reached[r].Add(1)
+					atomicMax(&k.lastAt[r], now)
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallback bool) (*Result, error) {
+	if lines > 64 {
+		lines = 64
+	}
+	// The tool and chattyd each hold one descriptor per connection. Where
+	// the hard limit cannot be raised, measure as many as it allows and
+	// say so, rather than nothing.
+	requested := n
+	if err := raiseNoFile(uint64(n + 1024)); err != nil {
+		var lim syscall.Rlimit
+		if !fallback || syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil || lim.Max < 2048 {
+			return nil, err
+		}
+		n = int(lim.Max) - 1100
+		fmt.Fprintf(os.Stderr, "manyconns: %v\nmanyconns: measuring %d connections instead of %d\n", err, n, requested)
+		if err := raiseNoFile(lim.Max); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "manyconns")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "control.sock")
+	cfg := fmt.Sprintf(`version: 1
+broadcast:
+  listen: %s
+  max_clients: %d
+  idle_timeout: 0s
+pool:
+  size: 0
+control:
+  socket: %s
+log:
+  level: warning
+`, addr, n+1000, sock)
+	cfgPath := filepath.Join(dir, "chattyd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, "chattyd.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "--config", cfgPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	feed, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		cmd.Wait()
+	}()
+	ctl := client.New(sock)
+	if err := waitFor(ctx, 15*time.Second, func() bool {
+		_, err := ctl.Status(ctx)
+		return err == nil
+	}); err != nil {
+		log, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("chattyd did not answer on its control socket: %s", log)
+	}
+	res := &Result{Conns: n, Requested: requested}
+	time.Sleep(time.Second)
+	rss, _ := readKiB(pid, "VmRSS:")
+	res.RSSIdleKiB = rss
+
+	// Dial.
+	k := &counters{}
+	for i := range k.lastAt {
+		k.lastAt[i].Store(0)
+	}
+	k.round.Store(-1)
+	all := make([]*net.TCPConn, n)
+	var next atomic.Int64
+	var dialErrs atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	var readers sync.WaitGroup
+	t0 := time.Now()
+	for range dialers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%sources))}
+				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+				c, err := d.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					if dialErrs.Add(1) == 1 {
+						firstErr.Store(&err)
+					}
+					continue
+				}
+				tc := c.(*net.TCPConn)
+				all[i] = tc
+				readers.Go(func() { k.read(tc) })
+			}
+		})
+	}
+	wg.Wait()
+	res.DialSeconds = time.Since(t0).Seconds()
+	if e := firstErr.Load(); e != nil {
+		res.Errors = append(res.Errors, fmt.Sprintf("%d dials failed, the first: %v", dialErrs.Load(), *e))
+	}
+	defer func() {
+		for _, c := range all {
+			if c != nil {
+				c.Close()
+			}
+		}
+		readers.Wait()
+	}()
+	want := n - int(dialErrs.Load())
+	var st struct{ connected int }
+	waitFor(ctx, time.Minute, func() bool {
+		s, err := ctl.Status(ctx)
+		if err == nil {
+			st.connected = s.Clients.Connected
+		}
+		return st.connected >= want
+	})
+	res.Connected = st.connected
+	if res.Connected < n {
+		res.Errors = append(res.Errors, fmt.Sprintf("chattyd has %d clients, want %d", res.Connected, n))
+	}
+	time.Sleep(2 * time.Second) // let the accept backlog's goroutines settle
+	res.RSSConnectedKiB, _ = readKiB(pid, "VmRSS:")
+	res.BytesPerConn = float64(res.RSSConnectedKiB-res.RSSIdleKiB) * 1024 / float64(max(res.Connected, 1))
+	res.Goroutines, _ = goroutines(ctx, ctl)
+	res.StackInuseKiB, res.HeapInuseKiB = memstats(ctx, ctl)
+
+	// Every client sends one KEEP_ALIVE.
+	t1 := time.Now()
+	for _, c := range all {
+		if c == nil {
+			continue
+		}
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("KEEP_ALIVE\n")); err == nil {
+			res.KeepAlivesSent++
+		}
+	}
+	waitFor(ctx, time.Minute, func() bool { return k.kaAnswered.Load() >= int64(res.KeepAlivesSent) })
+	res.KeepAlivesAnswer = k.kaAnswered.Load()
+	res.KeepAliveSeconds = float64(k.kaLast.Load()-t1.UnixNano()) / 1e9
+	if res.KeepAlivesAnswer != int64(res.KeepAlivesSent) {
+		res.Errors = append(res.Errors, fmt.Sprintf("%d keep-alives sent, %d answered", res.KeepAlivesSent, res.KeepAlivesAnswer))
+	}
+
+	// One line at a time, to everybody.
+	for r := range lines {
+		fed := time.Now()
+		if _, err := fmt.Fprintf(feed, "LINE %d %d\n", r, fed.UnixNano()); err != nil {
+			return nil, fmt.Errorf("feed chattyd: %w", err)
+		}
+		waitFor(ctx, 30*time.Second, func() bool { return k.reached[r].Load() >= int64(res.Connected) })
+		res.FanoutReached = append(res.FanoutReached, k.reached[r].Load())
+		res.FanoutSeconds = append(res.FanoutSeconds, float64(k.lastAt[r].Load()-fed.UnixNano())/1e9)
+		if k.reached[r].Load() < int64(res.Connected) {
+			res.Errors = append(res.Errors, fmt.Sprintf("line %d reached %d of %d clients", r+1, k.reached[r].Load(), res.Connected))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	res.RSSAfterKAKiB, _ = readKiB(pid, "VmRSS:")
+	res.HWMKiB, _ = readKiB(pid, "VmHWM:")
+	res.StackAfterKiB, res.HeapAfterKiB = memstats(ctx, ctl)
+	res.BytesPerConnAfter = float64(res.RSSAfterKAKiB-res.RSSIdleKiB) * 1024 / float64(max(res.Connected, 1))
+	if slices.Max(append(res.FanoutSeconds, 0)) > 1 {
+		res.Errors = append(res.Errors, "a line took over 1 s to reach every client")
+	}
+	return res, nil
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errors.New("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func readKiB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+func goroutines(ctx context.Context, ctl *client.Client) (int, error) {
+	b, err := ctl.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return int(f), err
+		}
+	}
+	return 0, errors.New("no go_goroutines")
+}
+
+// memstats reads the Go runtime's stack and heap in use from /metrics.
+func memstats(ctx context.Context, ctl *client.Client) (stack, heap int64) {
+	b, err := ctl.Metrics(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "go_memstats_stack_inuse_bytes":
+			stack = int64(v) >> 10
+		case "go_memstats_heap_inuse_bytes":
+			heap = int64(v) >> 10
+		}
+	}
+	return stack, heap
+}
