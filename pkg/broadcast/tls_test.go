@@ -149,13 +149,10 @@ func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 	}
 }
 
-// With idle_timeout 0 (disabled), a TLS client is not closed when the
-// handshake's deadline would have passed.
-func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
-	old := handshakeTimeout
-	handshakeTimeout = 100 * time.Millisecond
-	t.Cleanup(func() { handshakeTimeout = old })
-	pki := harness.NewPKI(t)
+// startTLSOnly runs a server whose only listener is TLS, with lim; stop
+// ends it and waits for Run.
+func startTLSOnly(t *testing.T, pki *harness.PKI, lim Limits) (s *Server, stop func()) {
+	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -164,13 +161,24 @@ func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim := testLimits()
-	lim.IdleTimeout = 0
-	s := New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
+	s = New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	return s, func() { cancel(); <-done }
+}
+
+// With idle_timeout 0 (disabled), a TLS client is not closed when the
+// handshake's deadline would have passed.
+func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
+	old := handshakeTimeout
+	handshakeTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { handshakeTimeout = old })
+	pki := harness.NewPKI(t)
+	lim := testLimits()
+	lim.IdleTimeout = 0
+	s, stop := startTLSOnly(t, pki, lim)
+	defer stop()
 
 	c, r, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
 	if err != nil {
@@ -193,21 +201,10 @@ func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
 // does not stop the listener from admitting the next client.
 func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
 	pki := harness.NewPKI(t)
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lim := testLimits()
 	lim.MaxClients = 1
-	s := New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	s, stop := startTLSOnly(t, pki, lim)
+	defer stop()
 	addr := s.Addr().String()
 
 	first, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
