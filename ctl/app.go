@@ -133,6 +133,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:    cmdWorkers,
 			},
 			{
+				Name:      "identity",
+				Usage:     "print the daemon's public key and its fingerprint",
+				ArgsUsage: " ",
+				Description: "The public key is an OpenSSH authorized_keys line; save it to a file to verify " +
+					"what chattyd's signed listener sends.",
+				Flags:  []cli.Flag{jsonFlag},
+				Action: cmdIdentity,
+			},
+			{
 				Name:  "send",
 				Usage: "broadcast a typed message to every client",
 				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +

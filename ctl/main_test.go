@@ -34,6 +34,7 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 	}
 	b.ClientsValue = []control.Client{{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10}}
 	b.WorkersValue = b.StatusValue.Pool.Slots
+	b.IdentityValue = &control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
 	srv := controltest.Serve(t, b, control.Options{MaxWorkers: 20})
 	return b, srv.Addr()
 }
@@ -65,6 +66,10 @@ func TestCommands(t *testing.T) {
 			wantOut: []string{"REMOTE", "127.0.0.1:40000"}, wantCalls: []string{"clients"}},
 		{name: "workers", args: []string{"workers", "--json"}, wantCode: 0,
 			wantOut: []string{`"pid": 4242`}, wantCalls: []string{"workers"}},
+		{name: "identity", args: []string{"identity"}, wantCode: 0,
+			wantOut: []string{"public key:  ssh-ed25519 AAAAC3Nza chattyd\n", "fingerprint: SHA256:abc\n"}, wantCalls: []string{"identity"}},
+		{name: "identity json", args: []string{"identity", "--json"}, wantCode: 0,
+			wantOut: []string{`"fingerprint": "SHA256:abc"`, `"public_key": "ssh-ed25519 AAAAC3Nza chattyd"`}, wantCalls: []string{"identity"}},
 		{name: "send", args: []string{"send", "warning", "disk", "almost", "full"}, wantCode: 0,
 			wantOut: []string{"[Warning] disk almost full"}, wantCalls: []string{"send Warning disk almost full"}},
 		{name: "send one quoted argument", args: []string{"send", "INFO", "two  spaces"}, wantCode: 0,

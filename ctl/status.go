@@ -131,3 +131,22 @@ func cmdWorkers(c *cli.Context) error {
 	}
 	return printWorkers(c.App.Writer, ws)
 }
+
+func cmdIdentity(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, err := cl.Identity(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, id)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "public key:  %s\nfingerprint: %s\n", id.PublicKey, id.Fingerprint)
+	return err
+}

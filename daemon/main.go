@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Commands: []*cli.Command{
 			checkConfigCommand(),
 			printConfigCommand(),
+			keygenCommand(),
 			workerCommand(),
 			demoFeedCommand(),
 		},

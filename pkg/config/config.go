@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -32,6 +34,7 @@ type Config struct {
 	Feed      Feed      `yaml:"feed"`
 	Pool      Pool      `yaml:"pool"`
 	Control   Control   `yaml:"control"`
+	Identity  Identity  `yaml:"identity"`
 	Log       Log       `yaml:"log"`
 }
 
@@ -116,6 +119,54 @@ type Control struct {
 	// Group names a group whose members may change things through the socket.
 	Group string `yaml:"group"`
 }
+
+// Identity configures the daemon's Ed25519 identity, the key that signs
+// what the signed listener sends.
+type Identity struct {
+	// KeyFile is the private key's path (PKCS#8 PEM, mode 0600); its public
+	// key is KeyFile + ".pub". Empty means DefaultKeyFile().
+	KeyFile string `yaml:"key_file"`
+	// Generate makes a new key at start when KeyFile does not exist yet.
+	Generate bool `yaml:"generate"`
+}
+
+// Enabled reports whether the daemon has an identity: a key file is named
+// or one may be generated.
+func (i Identity) Enabled() bool { return i.KeyFile != "" || i.Generate }
+
+// Path returns the private key's path: KeyFile, or DefaultKeyFile().
+func (i Identity) Path() string {
+	if i.KeyFile != "" {
+		return i.KeyFile
+	}
+	return DefaultKeyFile()
+}
+
+// StateDir returns chattyd's state directory: $STATE_DIRECTORY (set by
+// systemd's StateDirectory=; the first one if it lists several), else
+// /var/lib/chattyd as root, else $XDG_STATE_HOME/chattyd or
+// ~/.local/state/chattyd.
+func StateDir() string {
+	if dirs := os.Getenv("STATE_DIRECTORY"); dirs != "" {
+		first, _, _ := strings.Cut(dirs, ":")
+		return first
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/chattyd"
+	}
+	if x := os.Getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "chattyd")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "."
+	}
+	return filepath.Join(home, ".local", "state", "chattyd")
+}
+
+// DefaultKeyFile returns the identity key's default path, identity.key in
+// StateDir().
+func DefaultKeyFile() string { return filepath.Join(StateDir(), "identity.key") }
 
 // Log configures logging.
 type Log struct {
@@ -324,6 +375,15 @@ func (c *Config) Validate() []Problem {
 		bad("pool.worker.keepalive_max", "must be at least pool.worker.keepalive_min (%s), got %s", w.KeepAliveMin, w.KeepAliveMax)
 	}
 	positiveDur("pool.worker.keepalive_timeout", w.KeepAliveTimeout)
+
+	if k := c.Identity.KeyFile; k != "" {
+		switch {
+		case strings.HasSuffix(k, ".pub"):
+			bad("identity.key_file", "%q looks like a public key; name the private key file (without .pub)", k)
+		case strings.HasSuffix(k, "/"):
+			bad("identity.key_file", "%q is a directory; name the key file, such as %s", k, filepath.Join(k, "identity.key"))
+		}
+	}
 
 	switch c.Log.Level {
 	case "debug", "info", "warning", "warn", "error":

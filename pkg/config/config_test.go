@@ -464,3 +464,59 @@ func TestDemoConfigIsValid(t *testing.T) {
 		t.Errorf("the demo must show respawns within a minute: %d workers living up to %s", cfg.Pool.Size, cfg.Pool.Worker.LifetimeMax)
 	}
 }
+
+func TestIdentity(t *testing.T) {
+	cfg, err := Parse("id.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/id.key\n  generate: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Identity{KeyFile: "/etc/chattyd/id.key", Generate: true}); cfg.Identity != want {
+		t.Errorf("identity = %+v, want %+v", cfg.Identity, want)
+	}
+	if !cfg.Identity.Enabled() || cfg.Identity.Path() != "/etc/chattyd/id.key" {
+		t.Errorf("Enabled() = %v, Path() = %q", cfg.Identity.Enabled(), cfg.Identity.Path())
+	}
+	if d := Default().Identity; d.Enabled() {
+		t.Errorf("the default identity %+v is enabled; want none unless configured", d)
+	}
+
+	_, err = Parse("bad.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/id.key.pub\n  generat: true\n"))
+	checkProblems(t, "bad.yaml", err, []want{
+		{4, "identity.generat", "unknown field"},
+		{3, "identity.key_file", "public key"},
+	})
+	_, err = Parse("dir.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/\n"))
+	checkProblems(t, "dir.yaml", err, []want{{3, "identity.key_file", "directory"}})
+}
+
+func TestStateDir(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Setenv("STATE_DIRECTORY", "")
+		if got := StateDir(); got != "/var/lib/chattyd" {
+			t.Errorf("as root StateDir() = %q, want /var/lib/chattyd", got)
+		}
+	}
+	for _, tc := range []struct {
+		name, state, xdg, want string
+	}{
+		{"systemd", "/var/lib/chattyd-a", "/x", "/var/lib/chattyd-a"},
+		{"systemd lists several", "/var/lib/a:/var/lib/b", "", "/var/lib/a"},
+		{"xdg", "", "/home/u/.state", "/home/u/.state/chattyd"},
+		{"home", "", "", "/home/u/.local/state/chattyd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.state == "" && os.Geteuid() == 0 {
+				t.Skip("as root the state directory is /var/lib/chattyd")
+			}
+			t.Setenv("STATE_DIRECTORY", tc.state)
+			t.Setenv("XDG_STATE_HOME", tc.xdg)
+			t.Setenv("HOME", "/home/u")
+			if got := StateDir(); got != tc.want {
+				t.Errorf("StateDir() = %q, want %q", got, tc.want)
+			}
+			if got, want := DefaultKeyFile(), tc.want+"/identity.key"; got != want {
+				t.Errorf("DefaultKeyFile() = %q, want %q", got, want)
+			}
+		})
+	}
+}

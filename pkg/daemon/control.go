@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 )
 
@@ -128,6 +129,18 @@ func (b backend) Scale(n int) (int, error) {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
 	return b.d.Scale(n)
+}
+
+// Identity implements control.Backend.
+func (b backend) Identity() (control.Identity, error) {
+	id := b.d.id
+	if id == nil {
+		return control.Identity{}, control.ErrNoIdentity
+	}
+	return control.Identity{
+		PublicKey:   identity.AuthorizedKeyLine(id.Public, "chattyd"),
+		Fingerprint: id.Fingerprint(),
+	}, nil
 }
 
 // Stop implements control.Backend.

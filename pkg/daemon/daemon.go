@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/feed"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
 	"github.com/sirupsen/logrus"
@@ -64,6 +66,8 @@ type Daemon struct {
 	cfgMu sync.Mutex // guards cfg
 	cfg   config.Config
 
+	id *identity.Identity // nil without identity in the configuration
+
 	bcast   *broadcast.Server
 	tls     *broadcast.TLSConfig // nil without a TLS listener
 	source  feed.Source
@@ -97,6 +101,13 @@ func New(opts Options) (*Daemon, error) {
 	}
 	if d.notify == nil {
 		d.notify = nopNotifier{}
+	}
+	if cfg.Identity.Enabled() {
+		id, err := loadIdentity(cfg.Identity, d.log)
+		if err != nil {
+			return nil, err
+		}
+		d.id = id
 	}
 	// Take over the signals before anyone can learn the port: a stop
 	// signal sent right after must stop chattyd cleanly, not kill it.
@@ -155,6 +166,35 @@ func New(opts Options) (*Daemon, error) {
 	d.control = ctl
 	return d, nil
 }
+
+// loadIdentity loads the configured key, or generates it when allowed and
+// missing. A key others may read is refused, naming the file and the fix.
+func loadIdentity(c config.Identity, log *logrus.Entry) (*identity.Identity, error) {
+	path := c.Path()
+	var id *identity.Identity
+	var err error
+	if c.Generate {
+		var generated bool
+		id, generated, err = identity.LoadOrGenerate(path)
+		if err == nil && generated {
+			log.WithField("file", path).Info("Generated a new identity key")
+		}
+	} else {
+		id, err = identity.Load(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("identity key %s does not exist; make one with: chattyd keygen --out %s (or set identity.generate: true)", path, path)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	log.WithFields(logrus.Fields{"file": path, "fingerprint": id.Fingerprint()}).
+		Infof("Identity %s", id.Fingerprint())
+	return id, nil
+}
+
+// Identity returns the daemon's identity, nil when none is configured.
+func (d *Daemon) Identity() *identity.Identity { return d.id }
 
 // ControlSocket returns the control socket's path.
 func (d *Daemon) ControlSocket() string { return d.control.Addr() }
@@ -478,6 +518,9 @@ func restartOnly(prev, next config.Config) []string {
 	}
 	if prev.Feed.MaxLineBytes != next.Feed.MaxLineBytes {
 		out = append(out, "feed.max_line_bytes")
+	}
+	if prev.Identity != next.Identity {
+		out = append(out, "identity")
 	}
 	if prev.Control != next.Control {
 		out = append(out, "control")
