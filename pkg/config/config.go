@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
 // DefaultYAML is the configuration chattyd uses when no file is given.
@@ -58,6 +60,24 @@ type Broadcast struct {
 	// TLS configures an optional second listener that speaks the same
 	// protocol over TLS 1.3.
 	TLS TLS `yaml:"tls"`
+	// Signed configures an optional listener of the signed protocol
+	// (docs/protocol.md), which needs an identity.
+	Signed Signed `yaml:"signed"`
+}
+
+// Signed configures the broadcaster's signed listener.
+type Signed struct {
+	// Listen is the signed listener's host:port; empty runs none.
+	Listen string `yaml:"listen"`
+	// Mode is "chained" or "per-message".
+	Mode string `yaml:"mode"`
+	// CheckpointEvery and CheckpointInterval space the checkpoints of the
+	// chained mode.
+	CheckpointEvery    int           `yaml:"checkpoint_every"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// TimestampWindow is how far the time of a client's signed message
+	// may be from the daemon's clock.
+	TimestampWindow time.Duration `yaml:"timestamp_window"`
 }
 
 // TLS configures the broadcaster's TLS listener.
@@ -190,6 +210,12 @@ func Default() Config {
 			QueueBytes:    16 << 20,
 			QueueLines:    1 << 18,
 			DrainTimeout:  5 * time.Second,
+			Signed: Signed{
+				Mode:               "chained",
+				CheckpointEvery:    signed.DefaultCheckpointEvery,
+				CheckpointInterval: signed.DefaultCheckpointInterval,
+				TimestampWindow:    signed.DefaultTimestampWindow,
+			},
 		},
 		Feed: Feed{
 			Source:       "stdin",
@@ -329,6 +355,27 @@ func (c *Config) Validate() []Problem {
 	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
 		bad("broadcast.tls.listen", "required when TLS files are given; set the TLS listener's host:port")
 	}
+
+	sg := &b.Signed
+	if sg.Listen != "" {
+		if _, port, err := net.SplitHostPort(sg.Listen); err != nil || port == "" {
+			bad("broadcast.signed.listen", "%q is not a host:port address (for example 127.0.0.1:54323)", sg.Listen)
+		} else if sg.Listen == b.Listen || sg.Listen == b.TLS.Listen {
+			bad("broadcast.signed.listen", "must differ from broadcast.listen and broadcast.tls.listen")
+		}
+		if !c.Identity.Enabled() {
+			bad("broadcast.signed.listen", "needs an identity to sign with; set identity.key_file or identity.generate: true")
+		}
+		if c.Feed.MaxLineBytes > signed.MaxPayload {
+			bad("feed.max_line_bytes", "must be at most %d (the signed protocol's largest payload) with broadcast.signed.listen, got %d", signed.MaxPayload, c.Feed.MaxLineBytes)
+		}
+	}
+	if _, err := signed.ParseMode(sg.Mode); err != nil {
+		bad("broadcast.signed.mode", "must be chained or per-message, got %q", sg.Mode)
+	}
+	positive("broadcast.signed.checkpoint_every", sg.CheckpointEvery)
+	positiveDur("broadcast.signed.checkpoint_interval", sg.CheckpointInterval)
+	positiveDur("broadcast.signed.timestamp_window", sg.TimestampWindow)
 
 	f := &c.Feed
 	switch f.Source {

@@ -520,3 +520,35 @@ func TestStateDir(t *testing.T) {
 		})
 	}
 }
+
+func TestSignedListener(t *testing.T) {
+	cfg, err := Parse("signed.yaml", []byte("version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:54323\n    mode: per-message\n    checkpoint_every: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
+		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute}
+	if cfg.Broadcast.Signed != wantSigned {
+		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
+	}
+
+	const bad = `version: 1
+broadcast:
+  signed:
+    listen: 127.0.0.1:54321
+    mode: fast
+    checkpoint_every: 0
+    checkpoint_interval: 0s
+feed:
+  max_line_bytes: 2000000
+`
+	_, err = Parse("bad.yaml", []byte(bad))
+	checkProblems(t, "bad.yaml", err, []want{
+		{4, "broadcast.signed.listen", "must differ"},
+		{4, "broadcast.signed.listen", "needs an identity"},
+		{9, "feed.max_line_bytes", "at most 1048576"},
+		{5, "broadcast.signed.mode", "chained or per-message"},
+		{6, "broadcast.signed.checkpoint_every", "positive"},
+		{7, "broadcast.signed.checkpoint_interval", "positive"},
+	})
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
+	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
 
@@ -70,6 +71,7 @@ type Daemon struct {
 
 	bcast   *broadcast.Server
 	tls     *broadcast.TLSConfig // nil without a TLS listener
+	signed  *broadcast.Server    // nil without a signed listener
 	source  feed.Source
 	pool    *pool.Pool
 	control *control.Server
@@ -129,6 +131,21 @@ func New(opts Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	var signedLn net.Listener
+	if sc := cfg.Broadcast.Signed; sc.Listen != "" {
+		var err error
+		if signedLn, err = d.listenSigned(sc); err != nil {
+			signal.Stop(d.sigs)
+			ln.Close()
+			return nil, err
+		}
+	}
+	closeListeners := func() {
+		ln.Close()
+		if signedLn != nil {
+			signedLn.Close()
+		}
+	}
 
 	d.source = opts.Feed
 	if d.source == nil {
@@ -145,7 +162,7 @@ func New(opts Options) (*Daemon, error) {
 	p, err := pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool"))
 	if err != nil {
 		signal.Stop(d.sigs)
-		ln.Close()
+		closeListeners()
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
 	d.pool = p
@@ -160,7 +177,7 @@ func New(opts Options) (*Daemon, error) {
 	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
 	if err != nil {
 		signal.Stop(d.sigs)
-		ln.Close()
+		closeListeners()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	d.control = ctl
@@ -212,6 +229,45 @@ func (d *Daemon) listenTLS(t config.TLS) error {
 	d.tls = tc
 	d.bcast.AddListener(tls.NewListener(tln, tc.ServerConfig()))
 	return nil
+}
+
+// listenSigned binds the signed listener, whose clients get the feed as
+// frames signed with the daemon's identity. It returns the listener, for
+// New to close should a later step fail.
+func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
+	if d.id == nil {
+		return nil, errors.New("broadcast.signed.listen needs an identity; set identity.key_file or identity.generate: true")
+	}
+	mode, err := signed.ParseMode(sc.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
+	}
+	ln, err := broadcast.Listen(sc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("signed listener: %w", err)
+	}
+	srv, err := broadcast.NewSigned(ln, limitsOf(d.cfg), broadcast.SignedOptions{
+		Key:                d.id.Private,
+		Mode:               mode,
+		CheckpointEvery:    sc.CheckpointEvery,
+		CheckpointInterval: sc.CheckpointInterval,
+		TimestampWindow:    sc.TimestampWindow,
+	}, d.opts.Logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	d.signed = srv
+	return ln, nil
+}
+
+// publish sends lines to the clients of every listener.
+func (d *Daemon) publish(lines [][]byte) uint64 {
+	seq := d.bcast.Publish(lines)
+	if d.signed != nil {
+		d.signed.Publish(lines)
+	}
+	return seq
 }
 
 func tlsFiles(t config.TLS) broadcast.TLSFiles {
@@ -310,6 +366,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if addrs := d.bcast.Addrs(); len(addrs) > 1 {
 		d.log.Infof("The TLS listener is on %s", addrs[1])
 	}
+	if d.signed != nil {
+		d.log.Infof("The signed listener is on %s", d.signed.Addr())
+	}
 
 	defer signal.Stop(d.sigs)
 	stopSignal := make(chan os.Signal, 1)
@@ -335,6 +394,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	g.add("feed", func() error { return d.runFeed(feedCtx) })
 	g.add("broadcast", func() error { return d.bcast.Run(bcastCtx) })
+	if d.signed != nil {
+		g.add("broadcast-signed", func() error { return d.signed.Run(bcastCtx) })
+	}
 	g.add("systemd", func() error { return d.runNotifier(auxCtx) })
 	g.add("pool", func() error { return d.pool.Run(poolCtx) })
 	g.add("control", func() error {
@@ -379,6 +441,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.wait("feed")
 	stopBcast()
 	g.wait("broadcast")
+	if d.signed != nil {
+		g.wait("broadcast-signed")
+	}
 	// The control socket goes last, so that status answers while stopping.
 	stopCtl()
 	stopAux()
@@ -440,7 +505,7 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 				log.Debugf("Received: %s", l)
 			}
 		}
-		d.bcast.Publish(lines)
+		d.publish(lines)
 	}))
 	if ctx.Err() != nil {
 		d.feedState.set("stopped")
@@ -483,6 +548,9 @@ func (d *Daemon) reload() {
 		d.log.WithError(err).Error("Reload: log settings not applied")
 	}
 	d.bcast.SetLimits(limitsOf(next))
+	if d.signed != nil {
+		d.signed.SetLimits(limitsOf(next))
+	}
 	if d.tls != nil && next.Broadcast.TLS.Listen != "" {
 		if err := d.tls.Reload(tlsFiles(next.Broadcast.TLS)); err != nil {
 			d.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
@@ -512,6 +580,9 @@ func restartOnly(prev, next config.Config) []string {
 	}
 	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
 		out = append(out, "broadcast.tls.listen")
+	}
+	if prev.Broadcast.Signed != next.Broadcast.Signed {
+		out = append(out, "broadcast.signed")
 	}
 	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
 		out = append(out, "feed.source")

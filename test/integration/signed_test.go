@@ -1,0 +1,209 @@
+package integration
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/control/client"
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// startSignedDaemon starts chattyd with a keygen'd identity and a signed
+// listener in mode, and returns it with the listener's address and the
+// public key chattyctl identity reports.
+func startSignedDaemon(t *testing.T, mode string) (*harness.Daemon, string, ed25519.PublicKey) {
+	t.Helper()
+	keyFile, id := keygenKey(t)
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n", keyFile, addr, mode))})
+	d.WaitLog(t, "The signed listener is on "+addr, short)
+
+	out, err := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "identity", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown control.Identity
+	if err := json.Unmarshal(out, &shown); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := identity.ParsePublicKey([]byte(shown.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pub.Equal(id.Public) {
+		t.Fatalf("chattyctl identity shows %s; the .pub file holds %s", shown.Fingerprint, id.Fingerprint())
+	}
+	return d, addr, pub
+}
+
+// readVerified reads conn with a Verifier of pub until n messages have
+// verified or the verifier rejects the stream, acking each message.
+func readVerified(t *testing.T, conn net.Conn, pub ed25519.PublicKey, n int) ([]string, error) {
+	t.Helper()
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	buf := make([]byte, 32<<10)
+	conn.SetDeadline(time.Now().Add(long))
+	for len(got) < n {
+		k, rerr := conn.Read(buf)
+		var acks []byte
+		if err := v.Feed(buf[:k], func(m *signed.Message) {
+			got = append(got, string(m.Payload))
+			acks = signed.AppendAck(acks, m.Seq)
+		}); err != nil {
+			return got, err
+		}
+		if _, err := conn.Write(acks); err != nil {
+			t.Fatal(err)
+		}
+		if rerr != nil {
+			t.Fatalf("read after %d messages: %v", len(got), rerr)
+		}
+	}
+	return got, nil
+}
+
+// A Go client on chattyd's signed listener verifies every fed line with
+// the public key chattyctl identity shows, in both modes; its acks are
+// counted in status, and status lists the listener as signed.
+func TestSignedListenerEndToEnd(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"chained", "per-message"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			d, addr, pub := startSignedDaemon(t, mode)
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			statusUntil(t, d, "one client connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+			lines := numbered("signed", 1, 500, 100)
+			d.Feed(lines...)
+			got, err := readVerified(t, conn, pub, len(lines))
+			if err != nil {
+				t.Fatalf("verifier rejected chattyd's stream after %d messages: %v", len(got), err)
+			}
+			for i := range lines {
+				if got[i] != lines[i] {
+					t.Fatalf("message %d = %q, want %q", i, got[i], lines[i])
+				}
+			}
+			st := statusUntil(t, d, "every ack counted", func(st control.Status) bool { return st.Clients.AcksGood == uint64(len(lines)) })
+			if st.Clients.AcksMismatched != 0 {
+				t.Errorf("acks mismatched: %d", st.Clients.AcksMismatched)
+			}
+			var found bool
+			for _, l := range st.Listeners {
+				found = found || (l.Addr == addr && l.Protocol == "signed")
+			}
+			if !found {
+				t.Errorf("status listeners %+v lack %s as signed", st.Listeners, addr)
+			}
+		})
+	}
+}
+
+// A proxy that flips one byte of chattyd's signed stream is caught by the
+// client's verifier, which delivers no altered line.
+func TestSignedTamperingDetected(t *testing.T) {
+	t.Parallel()
+	d, addr, pub := startSignedDaemon(t, "chained")
+	proxy := flipProxy(t, addr, 1000)
+	conn, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	statusUntil(t, d, "one client connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+	lines := numbered("tamper", 1, 200, 200)
+	d.Feed(lines...)
+	got, err := readVerified(t, conn, pub, len(lines))
+	if err == nil {
+		t.Fatal("the verifier accepted a stream with a flipped byte")
+	}
+	var re *signed.RejectError
+	if !errors.As(err, &re) {
+		t.Fatalf("error %v is not a *signed.RejectError", err)
+	}
+	for i, g := range got {
+		if g != lines[i] {
+			t.Fatalf("delivered an altered line %d: %q", i, g)
+		}
+	}
+	t.Logf("rejected after %d good messages: %v", len(got), err)
+}
+
+// statusUntil polls chattyd's status until ok accepts it.
+func statusUntil(t *testing.T, d *harness.Daemon, what string, ok func(control.Status) bool) control.Status {
+	t.Helper()
+	c := client.New(d.ControlSocket())
+	deadline := time.Now().Add(short)
+	for {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the status still does not show %s: %+v", short, what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// flipProxy forwards one connection to upstream, flipping the bits of the
+// byte at offset flip of what upstream sends.
+func flipProxy(t *testing.T, upstream string, flip int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		down, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer down.Close()
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go io.Copy(up, down)
+		buf := make([]byte, 4096)
+		var pos int64
+		for {
+			n, err := up.Read(buf)
+			if flip >= pos && flip < pos+int64(n) {
+				buf[flip-pos] ^= 0xff
+			}
+			pos += int64(n)
+			if _, werr := down.Write(buf[:n]); werr != nil || err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
