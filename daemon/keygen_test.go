@@ -90,3 +90,25 @@ func TestDaemonIdentityKeyChecks(t *testing.T) {
 		})
 	}
 }
+
+// chattyd worker --signed needs the daemon's public key, and --pubkey
+// makes sense only with --signed.
+func TestWorkerSignedFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"signed without pubkey", []string{"--signed"}, 2, "--signed needs --pubkey"},
+		{"pubkey without signed", []string{"--pubkey", "x.pub"}, 2, "--pubkey is for --signed"},
+		{"missing pubkey file", []string{"--signed", "--pubkey", "/nonexistent/x.pub"}, 1, "/nonexistent/x.pub"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errOut := runChattyd(t, append([]string{"worker", "--addr", "127.0.0.1:1"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d with %q", code, errOut, tc.code, tc.want)
+			}
+		})
+	}
+}

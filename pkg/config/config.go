@@ -130,6 +130,9 @@ type Worker struct {
 	KeepAliveMin     time.Duration `yaml:"keepalive_min"`
 	KeepAliveMax     time.Duration `yaml:"keepalive_max"`
 	KeepAliveTimeout time.Duration `yaml:"keepalive_timeout"`
+	// Protocol is "text" (the broadcast listener) or "signed" (the signed
+	// listener, verifying with the daemon's public key).
+	Protocol string `yaml:"protocol"`
 }
 
 // Control configures the Unix control socket.
@@ -234,6 +237,7 @@ func Default() Config {
 				KeepAliveMin:     5 * time.Second,
 				KeepAliveMax:     19 * time.Second,
 				KeepAliveTimeout: 10 * time.Second,
+				Protocol:         "text",
 			},
 		},
 		Log: Log{Level: "info", Format: "text"},
@@ -422,6 +426,15 @@ func (c *Config) Validate() []Problem {
 		bad("pool.worker.keepalive_max", "must be at least pool.worker.keepalive_min (%s), got %s", w.KeepAliveMin, w.KeepAliveMax)
 	}
 	positiveDur("pool.worker.keepalive_timeout", w.KeepAliveTimeout)
+	switch w.Protocol {
+	case "text":
+	case "signed":
+		if b.Signed.Listen == "" {
+			bad("pool.worker.protocol", "signed needs the signed listener; set broadcast.signed.listen")
+		}
+	default:
+		bad("pool.worker.protocol", "must be text or signed, got %q", w.Protocol)
+	}
 
 	if k := c.Identity.KeyFile; k != "" {
 		switch {

@@ -552,3 +552,17 @@ feed:
 		{7, "broadcast.signed.checkpoint_interval", "positive"},
 	})
 }
+
+func TestWorkerProtocol(t *testing.T) {
+	_, err := Parse("p.yaml", []byte("version: 1\npool:\n  worker:\n    protocol: signed\n"))
+	checkProblems(t, "p.yaml", err, []want{{4, "pool.worker.protocol", "set broadcast.signed.listen"}})
+	_, err = Parse("q.yaml", []byte("version: 1\npool:\n  worker:\n    protocol: binary\n"))
+	checkProblems(t, "q.yaml", err, []want{{4, "pool.worker.protocol", "text or signed"}})
+	cfg, err := Parse("ok.yaml", []byte("version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:1\npool:\n  worker:\n    protocol: signed\n"))
+	if err != nil || cfg.Pool.Worker.Protocol != "signed" {
+		t.Fatalf("protocol %q, %v", cfg.Pool.Worker.Protocol, err)
+	}
+	if Default().Pool.Worker.Protocol != "text" {
+		t.Error("workers speak text by default")
+	}
+}

@@ -53,8 +53,10 @@ type Options struct {
 	// otherwise the daemon creates Config.Control.Socket (or the default).
 	ControlListener net.Listener
 	// WorkerCommand returns the command of the built-in worker for the
-	// given worker settings; it is used when pool.command is empty.
-	WorkerCommand func(config.Worker) []string
+	// given worker settings; it is used when pool.command is empty. A
+	// non-empty pubKeyFile asks for a worker of the signed protocol that
+	// verifies with that public key file.
+	WorkerCommand func(w config.Worker, pubKeyFile string) []string
 }
 
 // Daemon is a running chattyd. Build it with New, then call Run.
@@ -257,6 +259,18 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
+	if d.cfg.Pool.Worker.Protocol == "signed" {
+		// Workers are given the public key file: it must be the key's.
+		pubFile := identity.PublicPath(d.id.Path)
+		pub, err := identity.LoadPublicKey(pubFile)
+		if err == nil && !pub.Equal(d.id.Public) {
+			err = fmt.Errorf("%s is not the public key of %s; move it away and write it again with the key's public half", pubFile, d.id.Path)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("signed workers (pool.worker.protocol: signed) verify with the public key file: %w", err)
+		}
+	}
 	d.signed = srv
 	return ln, nil
 }
@@ -277,15 +291,21 @@ func tlsFiles(t config.TLS) broadcast.TLSFiles {
 // poolOptions derives the pool's options from a configuration. Workers
 // connect to the bound address, on loopback when it is a wildcard.
 func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
+	// Signed workers need the signed listener, which only a restart adds.
+	signedWorkers := cfg.Pool.Worker.Protocol == "signed" && d.signed != nil
+	addr, pubKeyFile := d.bcast.Addr(), ""
+	if signedWorkers {
+		addr, pubKeyFile = d.signed.Addr(), identity.PublicPath(d.id.Path)
+	}
 	cmd := cfg.Pool.Command
 	if len(cmd) == 0 && d.opts.WorkerCommand != nil {
-		cmd = d.opts.WorkerCommand(cfg.Pool.Worker)
+		cmd = d.opts.WorkerCommand(cfg.Pool.Worker, pubKeyFile)
 	}
 	return pool.Options{
 		Size:           cfg.Pool.Size,
 		Command:        cmd,
 		Env:            workerEnv(),
-		Addr:           dialAddr(d.bcast.Addr()),
+		Addr:           dialAddr(addr),
 		MinUptime:      cfg.Pool.MinUptime,
 		BackoffInitial: cfg.Pool.BackoffInitial,
 		BackoffMax:     cfg.Pool.BackoffMax,

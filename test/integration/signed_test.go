@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,4 +208,53 @@ func flipProxy(t *testing.T, upstream string, flip int64) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// Pool workers pointed at the signed listener (pool.worker.protocol:
+// signed) are given the .pub file, verify every message and acknowledge
+// it: acks_good grows to workers × lines, none mismatched, and PINGs keep
+// them alive.
+func TestSignedPoolWorkers(t *testing.T) {
+	t.Parallel()
+	const n, k = 3, 200
+	keyFile, _ := keygenKey(t)
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: fmt.Sprintf(`version: 1
+identity:
+  key_file: %s
+broadcast:
+  signed:
+    listen: %s
+pool:
+  size: %d
+  worker:
+    lifetime_min: 1h
+    lifetime_max: 1h
+    keepalive_min: 50ms
+    keepalive_max: 100ms
+    protocol: signed
+`, keyFile, addr, n)})
+	waitConnected(t, d, 0, 1, n)
+	for _, pid := range d.Workers(t) {
+		if args, err := procArgs(pid); err != nil || !strings.Contains(args, "--pubkey "+identity.PublicPath(keyFile)) ||
+			strings.Contains(args, keyFile+" ") || strings.HasSuffix(args, keyFile) {
+			t.Errorf("worker %d runs %q (%v); want --pubkey with the .pub file only", pid, args, err)
+		}
+	}
+
+	d.Feed(numbered("pool", 1, k, 80)...)
+	st := statusUntil(t, d, "every worker's acks", func(st control.Status) bool { return st.Clients.AcksGood == n*k })
+	if st.Clients.AcksMismatched != 0 || st.Clients.Connected != n {
+		t.Errorf("clients in status: %+v", st.Clients)
+	}
+	time.Sleep(300 * time.Millisecond) // several keep-alive rounds
+	if st := statusUntil(t, d, "workers", func(control.Status) bool { return true }); st.Pool.Restarts != 0 {
+		t.Errorf("workers restarted %d times; last exits: %+v", st.Pool.Restarts, st.Pool.Slots)
+	}
+}
+
+// procArgs returns a process's command line, its arguments joined by spaces.
+func procArgs(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "), err
 }
