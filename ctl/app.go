@@ -183,7 +183,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
 					"with broadcast.idle_timeout set closes it after that long.",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status)"},
+					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
+					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
+					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
 				},
 				Action: cmdWatch,
 			},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,12 +24,12 @@ import (
 
 // startSignedDaemon starts chattyd with a keygen'd identity and a signed
 // listener in mode, and returns it with the listener's address and the
-// public key chattyctl identity reports.
-func startSignedDaemon(t *testing.T, mode string) (*harness.Daemon, string, ed25519.PublicKey) {
+// public key chattyctl identity reports and the .pub file beside the key.
+func startSignedDaemon(t *testing.T, mode string) (d *harness.Daemon, addr string, pub ed25519.PublicKey, pubFile string) {
 	t.Helper()
 	keyFile, id := keygenKey(t)
-	addr := harness.FreeAddr(t)
-	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+	addr = harness.FreeAddr(t)
+	d = harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
 		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n", keyFile, addr, mode))})
 	d.WaitLog(t, "The signed listener is on "+addr, short)
 
@@ -40,14 +41,14 @@ func startSignedDaemon(t *testing.T, mode string) (*harness.Daemon, string, ed25
 	if err := json.Unmarshal(out, &shown); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := identity.ParsePublicKey([]byte(shown.PublicKey))
+	pub, err = identity.ParsePublicKey([]byte(shown.PublicKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !pub.Equal(id.Public) {
 		t.Fatalf("chattyctl identity shows %s; the .pub file holds %s", shown.Fingerprint, id.Fingerprint())
 	}
-	return d, addr, pub
+	return d, addr, pub, identity.PublicPath(keyFile)
 }
 
 // readVerified reads conn with a Verifier of pub until n messages have
@@ -88,7 +89,7 @@ func TestSignedListenerEndToEnd(t *testing.T) {
 	for _, mode := range []string{"chained", "per-message"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			d, addr, pub := startSignedDaemon(t, mode)
+			d, addr, pub, _ := startSignedDaemon(t, mode)
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
@@ -126,7 +127,7 @@ func TestSignedListenerEndToEnd(t *testing.T) {
 // client's verifier, which delivers no altered line.
 func TestSignedTamperingDetected(t *testing.T) {
 	t.Parallel()
-	d, addr, pub := startSignedDaemon(t, "chained")
+	d, addr, pub, _ := startSignedDaemon(t, "chained")
 	proxy := flipProxy(t, addr, 1000)
 	conn, err := net.Dial("tcp", proxy)
 	if err != nil {
@@ -257,4 +258,47 @@ pool:
 func procArgs(pid int) (string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "), err
+}
+
+// chattyctl watch --signed finds the signed listener in status, prints
+// every fed line once it has verified with the .pub file, and ends
+// cleanly when chattyd stops.
+func TestWatchSigned(t *testing.T) {
+	t.Parallel()
+	d, _, _, pubFile := startSignedDaemon(t, "chained")
+	cmd := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	statusUntil(t, d, "watch connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+	lines := numbered("watch", 1, 50, 60)
+	d.Feed(lines...)
+	got := make([]byte, 0, 4096)
+	buf := make([]byte, 4096)
+	want := strings.Join(lines, "\n") + "\n"
+	for len(got) < len(want) {
+		n, err := out.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if string(got) != want {
+		t.Fatalf("watch --signed printed %q, want %q; stderr %s", got, want, stderr.String())
+	}
+	d.Signal(syscall.SIGTERM)
+	if code := d.Wait(long); code != 0 {
+		t.Fatalf("chattyd exit %d", code)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("watch --signed: %v; stderr %s", err, stderr.String())
+	}
 }
