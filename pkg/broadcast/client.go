@@ -65,9 +65,10 @@ type client struct {
 	// fast client can acknowledge a line before the write call returns.
 	writingSeq atomic.Uint64
 
-	answerMu sync.Mutex // guards answers and nAnswers
-	answers  []byte     // keep-alive answers to write: KEEP_ALIVE_ACK lines or PONG frames
-	nAnswers int
+	answerMu   sync.Mutex // guards answers, nAnswers and nKeepAlive
+	answers    []byte     // private bytes to write: KEEP_ALIVE_ACK lines, PONG or RESPONSE frames
+	nAnswers   int        // answers queued
+	nKeepAlive int        // of which keep-alive answers
 
 	peerEOF atomic.Bool   // the client closed its side; close after answering
 	kick    chan struct{} // wakes the writer for keep-alive answers and peerEOF
@@ -112,9 +113,10 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 	return c, nil
 }
 
-// queueAnswer queues a keep-alive answer for the writer. It reports false
-// when too many are queued already: the client does not read them.
-func (c *client) queueAnswer(b []byte) bool {
+// queueAnswer queues private bytes for the writer: a keep-alive answer,
+// or a response. It reports false when too many are queued already: the
+// client does not read them.
+func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
 	c.answerMu.Lock()
 	if c.nAnswers >= maxPendingKeepAlives {
 		c.answerMu.Unlock()
@@ -122,20 +124,23 @@ func (c *client) queueAnswer(b []byte) bool {
 	}
 	c.answers = append(c.answers, b...)
 	c.nAnswers++
+	if keepAlive {
+		c.nKeepAlive++
+	}
 	c.answerMu.Unlock()
 	c.wake()
 	return true
 }
 
 // takeAnswers moves the queued answers into dst and returns them with
-// their number.
-func (c *client) takeAnswers(dst []byte) ([]byte, int) {
+// their number and the number of keep-alive answers among them.
+func (c *client) takeAnswers(dst []byte) (out []byte, n, keepAlives int) {
 	c.answerMu.Lock()
 	defer c.answerMu.Unlock()
 	dst = append(dst[:0], c.answers...)
-	n := c.nAnswers
-	c.answers, c.nAnswers = c.answers[:0], 0
-	return dst, n
+	n, keepAlives = c.nAnswers, c.nKeepAlive
+	c.answers, c.nAnswers, c.nKeepAlive = c.answers[:0], 0, 0
+	return dst, n, keepAlives
 }
 
 // shut closes the client for reason. It reports whether this call did it.
@@ -236,8 +241,8 @@ func (c *client) writeLoop() bool {
 		wait := lg.waitChan()   // taken before looking, so no publish is missed
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
-		var nka int
-		acks, nka = c.takeAnswers(acks)
+		var nka, nKeepAlive int
+		acks, nka, nKeepAlive = c.takeAnswers(acks)
 		pre := c.preamble
 		c.preamble = nil
 		if len(data) == 0 && nka == 0 && len(pre) == 0 {
@@ -274,7 +279,7 @@ func (c *client) writeLoop() bool {
 			c.fail(err)
 			return false
 		}
-		c.srv.keepAlives.Add(uint64(nka))
+		c.srv.keepAlives.Add(uint64(nKeepAlive))
 		if debug {
 			c.logSent(data, nka)
 		}
@@ -489,7 +494,7 @@ func (c *client) handleAck(n int64) {
 // keepAlive queues the answer to a keep-alive, or disconnects a client that
 // sends keep-alives but does not read the answers.
 func (c *client) keepAlive(answer []byte) {
-	if c.queueAnswer(answer) {
+	if c.queueAnswer(answer, true) {
 		return
 	}
 	if c.shut(closeSlow) {

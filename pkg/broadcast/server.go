@@ -136,13 +136,13 @@ func NewSigned(ln net.Listener, limits Limits, o SignedOptions, logger *logrus.E
 		return nil, err
 	}
 	s := newServer(ln, limits, sc, logger)
-	s.signed = &signedServer{stream: sc.enc.StreamID(), keys: o.Keys, window: o.TimestampWindow}
+	s.signed = &signedServer{enc: sc.enc, keys: o.Keys, window: o.TimestampWindow}
 	return s, nil
 }
 
 // signedServer is what a signed server's clients share.
 type signedServer struct {
-	stream signed.StreamID
+	enc    *signed.Encoder // shared with the log's codec: only AppendResponse and StreamID here
 	keys   signed.KeySet
 	window time.Duration
 }

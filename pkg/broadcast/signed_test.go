@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -217,4 +218,69 @@ func TestSignedRejectedFrameCloses(t *testing.T) {
 	}
 	eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == 1 })
 	eventually(t, "client gone", func() bool { return s.Stats().Connected == 0 })
+}
+
+// keySet is a signed.KeySet of fixed keys.
+type keySet []ed25519.PublicKey
+
+func (k keySet) Contains(pub ed25519.PublicKey) bool {
+	for _, x := range k {
+		if x.Equal(pub) {
+			return true
+		}
+	}
+	return false
+}
+
+// A Request signed by an authorized key is answered with a RESPONSE for
+// that connection, naming the request by its digest; a client message
+// from another key is rejected and closes its client.
+func TestSignedRequestResponse(t *testing.T) {
+	clientPub, clientPriv, _ := ed25519.GenerateKey(nil)
+	_, strangerPriv, _ := ed25519.GenerateKey(nil)
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.Chained, Keys: keySet{clientPub}})
+
+	for _, tc := range []struct {
+		name       string
+		priv       ed25519.PrivateKey
+		wantAnswer bool
+	}{
+		{"authorized", clientPriv, true},
+		{"stranger", strangerPriv, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rejected := s.Stats().Rejected
+			c := dialSigned(t, s, pub)
+			publish(s, "before the request")
+			if err := c.readUntil(t, 1); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := c.v.Anchor()
+			cs, err := signed.NewClientSigner(tc.priv, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frame, digest, err := cs.Append(nil, message.Request, time.Now(), []byte("hello"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.wantAnswer {
+				eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == rejected+1 })
+				if err := c.readUntil(t, 2); err == nil {
+					t.Errorf("a stranger's request got %+v", c.got[1])
+				}
+				return
+			}
+			if err := c.readUntil(t, 2); err != nil {
+				t.Fatal(err)
+			}
+			r := c.got[1]
+			if r.Kind != signed.KindResponse || r.Request != digest || r.Type != message.Response || string(r.Payload) != "Acknowledge: hello" {
+				t.Errorf("response %+v; want one to the request %x", r, digest)
+			}
+		})
+	}
 }

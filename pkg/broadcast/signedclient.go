@@ -3,6 +3,9 @@ package broadcast
 import (
 	"time"
 
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
+
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
@@ -13,7 +16,7 @@ import (
 // client.
 func (c *client) readFrames() {
 	ss := c.srv.signed
-	up := signed.NewUpstreamVerifier(ss.keys, ss.stream, c.session, signed.UpstreamOptions{TimestampWindow: ss.window})
+	up := signed.NewUpstreamVerifier(ss.keys, ss.enc.StreamID(), c.session, signed.UpstreamOptions{TimestampWindow: ss.window})
 	dec := signed.NewDecoder(up.MaxBody())
 	buf := make([]byte, 4096)
 	debug := c.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
@@ -44,8 +47,11 @@ func (c *client) readFrames() {
 			case signed.KindPing:
 				c.keepAlive(signed.AppendPong(nil, u.Seq))
 			case signed.KindClientMessage:
-				c.logger.WithFields(logrus.Fields{"type": u.Type.String(), "seq": u.Seq}).
+				c.logger.WithFields(logrus.Fields{"type": u.Type.String(), "seq": u.Seq, "key": identityOf(u)}).
 					Infof("Signed client message: %s", u.Payload)
+				if u.Type == message.Request {
+					c.respond(&u)
+				}
 			}
 		}
 		if err != nil {
@@ -54,6 +60,34 @@ func (c *client) readFrames() {
 		}
 	}
 }
+
+// respond answers a client's Request with a RESPONSE signed for this
+// connection only, acknowledging its text ("Acknowledge: <text>", as in
+// the example of docs/protocol.md).
+func (c *client) respond(u *signed.Upstream) {
+	payload := append([]byte("Acknowledge: "), u.Payload...)
+	if len(payload) > signed.MaxPayload {
+		payload = payload[:signed.MaxPayload]
+	}
+	frame, err := c.srv.signed.enc.AppendResponse(nil, &signed.Response{
+		Session: c.session,
+		Request: u.Digest,
+		Type:    message.Response,
+		Time:    time.Now(),
+		Payload: payload,
+	})
+	if err != nil {
+		c.logger.WithError(err).Error("Cannot sign a response")
+		return
+	}
+	if !c.queueAnswer(frame, false) && c.shut(closeSlow) {
+		c.srv.slow.Add(1)
+		c.logger.Warn("Slow consumer: responses not read, disconnecting")
+	}
+}
+
+// identityOf names the sender of a client message by its fingerprint.
+func identityOf(u signed.Upstream) string { return identity.Fingerprint(u.Key) }
 
 // setIdleDeadline arms the idle timeout for the next read, if there is one.
 func (c *client) setIdleDeadline() {

@@ -151,10 +151,13 @@ type Identity struct {
 	KeyFile string `yaml:"key_file"`
 	// Generate makes a new key at start when KeyFile does not exist yet.
 	Generate bool `yaml:"generate"`
+	// AuthorizedKeys is an authorized_keys file of the client keys whose
+	// signed messages the signed listener accepts; empty accepts none.
+	AuthorizedKeys string `yaml:"authorized_keys"`
 }
 
 // Enabled reports whether the daemon has an identity: a key file is named
-// or one may be generated.
+// or one may be generated. AuthorizedKeys alone does not make one.
 func (i Identity) Enabled() bool { return i.KeyFile != "" || i.Generate }
 
 // Path returns the private key's path: KeyFile, or DefaultKeyFile().
@@ -443,6 +446,9 @@ func (c *Config) Validate() []Problem {
 		case strings.HasSuffix(k, "/"):
 			bad("identity.key_file", "%q is a directory; name the key file, such as %s", k, filepath.Join(k, "identity.key"))
 		}
+	}
+	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
+		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")
 	}
 
 	switch c.Log.Level {

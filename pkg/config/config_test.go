@@ -566,3 +566,8 @@ func TestWorkerProtocol(t *testing.T) {
 		t.Error("workers speak text by default")
 	}
 }
+
+func TestAuthorizedKeysNeedsSignedListener(t *testing.T) {
+	_, err := Parse("a.yaml", []byte("version: 1\nidentity:\n  generate: true\n  authorized_keys: /etc/chattyd/clients\n"))
+	checkProblems(t, "a.yaml", err, []want{{4, "identity.authorized_keys", "broadcast.signed.listen"}})
+}

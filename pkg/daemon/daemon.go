@@ -248,13 +248,24 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signed listener: %w", err)
 	}
-	srv, err := broadcast.NewSigned(ln, limitsOf(d.cfg), broadcast.SignedOptions{
+	so := broadcast.SignedOptions{
 		Key:                d.id.Private,
 		Mode:               mode,
 		CheckpointEvery:    sc.CheckpointEvery,
 		CheckpointInterval: sc.CheckpointInterval,
 		TimestampWindow:    sc.TimestampWindow,
-	}, d.opts.Logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
+	}
+	if path := d.cfg.Identity.AuthorizedKeys; path != "" {
+		keys, err := identity.LoadAuthorizedKeys(path)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
+		}
+		so.Keys = keys
+		d.log.WithField("file", path).Infof("%d client keys authorized", keys.Len())
+	}
+	srv, err := broadcast.NewSigned(ln, limitsOf(d.cfg), so,
+		d.opts.Logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/test/harness"
 )
@@ -301,4 +302,74 @@ func TestWatchSigned(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("watch --signed: %v; stderr %s", err, stderr.String())
 	}
+}
+
+// A client whose key is in identity.authorized_keys sends a signed
+// Request on the signed listener and gets chattyd's signed Response,
+// which its verifier matches to the request.
+func TestSignedRequestResponse(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := keygenKey(t)
+	clientPub, clientPriv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized := writeFile(t, "clients", identity.AuthorizedKeyLine(clientPub, "test client")+"\n")
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+		"identity:\n  key_file: %s\n  authorized_keys: %s\nbroadcast:\n  signed:\n    listen: %s\n", keyFile, authorized, addr))})
+	d.WaitLog(t, "1 client keys authorized", short)
+	pub, err := identity.LoadPublicKey(identity.PublicPath(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(short))
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var resp *signed.Message
+	var sentDigest signed.Digest
+	sent := false
+	for resp == nil {
+		n, rerr := conn.Read(buf)
+		if err := v.Feed(buf[:n], func(m *signed.Message) {
+			if m.Kind == signed.KindResponse {
+				mc := *m
+				mc.Payload = append([]byte(nil), m.Payload...)
+				resp = &mc
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := v.Anchor(); ok && !sent {
+			cs, err := signed.NewClientSigner(clientPriv, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var frame []byte
+			frame, sentDigest, err = cs.Append(nil, message.Request, time.Now(), []byte("are you there"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			sent = true
+		}
+		if rerr != nil {
+			t.Fatalf("read: %v", rerr)
+		}
+	}
+	if resp.Request != sentDigest || resp.Type != message.Response || string(resp.Payload) != "Acknowledge: are you there" {
+		t.Errorf("response %+v; want one to request %x", resp, sentDigest)
+	}
+	d.WaitLog(t, "Signed client message: are you there", short)
 }
