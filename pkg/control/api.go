@@ -69,6 +69,9 @@ type ClientsSummary struct {
 	IdleClosed     uint64 `json:"idle_closed"`
 	AcksGood       uint64 `json:"acks_good"`
 	AcksMismatched uint64 `json:"acks_mismatched"`
+	// RejectedFrames counts signed frames from clients that failed
+	// verification, each closing its client.
+	RejectedFrames uint64 `json:"rejected_frames"`
 }
 
 // PoolStatus describes the worker pool.

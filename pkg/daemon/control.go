@@ -29,6 +29,7 @@ func (b backend) Status() control.Status {
 		st.IdleClosed += ss.IdleClosed
 		st.AcksGood += ss.AcksGood
 		st.AcksMismatched += ss.AcksMismatched
+		st.Rejected += ss.Rejected
 	}
 	slots := b.Workers()
 	running := 0
@@ -59,6 +60,7 @@ func (b backend) Status() control.Status {
 			IdleClosed:     st.IdleClosed,
 			AcksGood:       st.AcksGood,
 			AcksMismatched: st.AcksMismatched,
+			RejectedFrames: st.Rejected,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),

@@ -372,4 +372,31 @@ func TestSignedRequestResponse(t *testing.T) {
 		t.Errorf("response %+v; want one to request %x", resp, sentDigest)
 	}
 	d.WaitLog(t, "Signed client message: are you there", short)
+
+	// The same request signed by a key not in the file is rejected: the
+	// connection is closed and status counts the frame.
+	_, strangerPriv, _ := ed25519.GenerateKey(nil)
+	stranger, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.SetDeadline(time.Now().Add(short))
+	sv, _ := signed.NewVerifier(pub, signed.VerifierOptions{})
+	for {
+		n, err := stranger.Read(buf)
+		if ferr := sv.Feed(buf[:n], func(*signed.Message) {}); ferr != nil || err != nil {
+			t.Fatalf("stranger's stream: %v %v", ferr, err)
+		}
+		if _, ok := sv.Anchor(); ok {
+			break
+		}
+	}
+	a, _ := sv.Anchor()
+	cs, _ := signed.NewClientSigner(strangerPriv, a)
+	frame, _, _ := cs.Append(nil, message.Request, time.Now(), []byte("let me in"))
+	stranger.Write(frame)
+	statusUntil(t, d, "the stranger's frame rejected", func(st control.Status) bool {
+		return st.Clients.RejectedFrames == 1 && st.Clients.Connected == 1
+	})
 }
