@@ -276,6 +276,12 @@ func (c *client) writeLoop() bool {
 		}
 		c.writingSeq.Store(next.seq)
 		if _, err := bufs.WriteTo(c.conn); err != nil {
+			if !c.handshakeComplete() {
+				// The write ran the TLS handshake that the reader waits
+				// for, and it failed: the same failure, counted once.
+				c.handshakeFailed(err)
+				return false
+			}
 			c.fail(err)
 			return false
 		}
@@ -337,14 +343,28 @@ func (c *client) handshake() bool {
 	}
 	tc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		if c.shut(closeHandshake) {
-			c.srv.handshakes.Add(1)
-			c.logger.WithError(err).Warn("TLS handshake failed; the client receives nothing")
-		}
+		c.handshakeFailed(err)
 		return false
 	}
 	tc.SetReadDeadline(time.Time{}) // readLoop sets the idle deadline, if any
 	return true
+}
+
+// handshakeFailed closes a TLS client whose handshake (or client
+// authentication) failed, and counts it once, whether the reader or the
+// writer saw the failure first.
+func (c *client) handshakeFailed(err error) {
+	if c.shut(closeHandshake) {
+		c.srv.handshakes.Add(1)
+		c.logger.WithError(err).Warn("TLS handshake failed; the client receives nothing")
+	}
+}
+
+// handshakeComplete reports whether the connection is plain TCP or a TLS
+// connection whose handshake succeeded.
+func (c *client) handshakeComplete() bool {
+	tc, ok := c.conn.(*tls.Conn)
+	return !ok || tc.ConnectionState().HandshakeComplete
 }
 
 // readLoop reads client lines until the connection ends.
