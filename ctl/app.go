@@ -134,6 +134,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:    cmdWorkers,
 			},
 			{
+				Name:      "identity",
+				Usage:     "print the daemon's public key and its fingerprint",
+				ArgsUsage: " ",
+				Description: "The public key is an OpenSSH authorized_keys line; save it to a file to verify " +
+					"what chattyd's signed listener sends.",
+				Flags:  []cli.Flag{jsonFlag},
+				Action: cmdIdentity,
+			},
+			{
 				Name:  "send",
 				Usage: "broadcast a typed message to every client",
 				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +
@@ -175,7 +184,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
 					"with broadcast.idle_timeout set closes it after that long.",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status)"},
+					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
+					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
+					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
 				},
 				Action: cmdWatch,
 			},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"net"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/controltest"
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
 func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
@@ -34,6 +38,7 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 	}
 	b.ClientsValue = []control.Client{{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10}}
 	b.WorkersValue = b.StatusValue.Pool.Slots
+	b.IdentityValue = &control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
 	srv := controltest.Serve(t, b, control.Options{MaxWorkers: 20})
 	return b, srv.Addr()
 }
@@ -65,6 +70,10 @@ func TestCommands(t *testing.T) {
 			wantOut: []string{"REMOTE", "127.0.0.1:40000"}, wantCalls: []string{"clients"}},
 		{name: "workers", args: []string{"workers", "--json"}, wantCode: 0,
 			wantOut: []string{`"pid": 4242`}, wantCalls: []string{"workers"}},
+		{name: "identity", args: []string{"identity"}, wantCode: 0,
+			wantOut: []string{"public key:  ssh-ed25519 AAAAC3Nza chattyd\n", "fingerprint: SHA256:abc\n"}, wantCalls: []string{"identity"}},
+		{name: "identity json", args: []string{"identity", "--json"}, wantCode: 0,
+			wantOut: []string{`"fingerprint": "SHA256:abc"`, `"public_key": "ssh-ed25519 AAAAC3Nza chattyd"`}, wantCalls: []string{"identity"}},
 		{name: "send", args: []string{"send", "warning", "disk", "almost", "full"}, wantCode: 0,
 			wantOut: []string{"[Warning] disk almost full"}, wantCalls: []string{"send Warning disk almost full"}},
 		{name: "send one quoted argument", args: []string{"send", "INFO", "two  spaces"}, wantCode: 0,
@@ -312,4 +321,74 @@ func (w *cancelOnWrite) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf.String()
+}
+
+// signedStream returns an encoder's anchor and messages for lines, ending
+// with a checkpoint that covers them, and the key that verifies them.
+func signedStream(t *testing.T, lines ...string) ([]byte, ed25519.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := signed.NewEncoder(priv, signed.Chained, signed.EncoderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := enc.Anchor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lines {
+		if b, _, err = enc.Append(b, message.Info, time.Now(), []byte(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return enc.Checkpoint(b), pub
+}
+
+func writePub(t *testing.T, pub ed25519.PublicKey) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "chattyd.pub")
+	if err := os.WriteFile(path, []byte(identity.AuthorizedKeyLine(pub, "test")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// watch --signed prints the messages that verify, and stops with an error
+// at a tampered byte without printing what follows.
+func TestWatchSigned(t *testing.T) {
+	stream, pub := signedStream(t, "one", "payload number two", "three")
+	pubFile := writePub(t, pub)
+	t.Run("verified", func(t *testing.T) {
+		b, sock := fakeDaemon(t)
+		b.StatusValue.Listeners = append(b.StatusValue.Listeners,
+			control.Listener{Name: "broadcast-signed", Addr: broadcaster(t, string(stream)), Protocol: "signed"})
+		code, out, errOut := runCtl(t, "--socket", sock, "watch", "--signed", "--pubkey", pubFile)
+		if code != 0 || out != "one\npayload number two\nthree\n" {
+			t.Fatalf("watch --signed = %d, %q; stderr %s", code, out, errOut)
+		}
+	})
+	t.Run("tampered", func(t *testing.T) {
+		bad := bytes.Clone(stream)
+		i := bytes.Index(bad, []byte("payload number two"))
+		bad[i] = 'P'
+		code, out, errOut := runCtl(t, "watch", "--signed", "--pubkey", pubFile, "--addr", broadcaster(t, string(bad)))
+		if code != 1 || strings.Contains(out, "number two") || !strings.Contains(errOut, "failed verification") {
+			t.Fatalf("watch --signed of a tampered stream = %d, %q; stderr %s", code, out, errOut)
+		}
+	})
+	t.Run("wrong key", func(t *testing.T) {
+		other, _, _ := ed25519.GenerateKey(nil)
+		code, out, errOut := runCtl(t, "watch", "--signed", "--pubkey", writePub(t, other), "--addr", broadcaster(t, string(stream)))
+		if code != 1 || out != "" {
+			t.Fatalf("watch --signed with another key = %d, %q; stderr %s", code, out, errOut)
+		}
+	})
+	t.Run("usage", func(t *testing.T) {
+		if code, _, errOut := runCtl(t, "watch", "--signed"); code != 2 || !strings.Contains(errOut, "--pubkey") {
+			t.Errorf("watch --signed without --pubkey = %d: %s", code, errOut)
+		}
+	})
 }

@@ -50,8 +50,12 @@ func printStatus(out io.Writer, st control.Status) error {
 	fmt.Fprintf(w, "feed\t%s\t%s; %d lines, %d bytes, %d dropped as too long, %d undelivered\n",
 		f.Source, f.State, f.Lines, f.Bytes, f.Dropped, f.Undelivered)
 	cs := st.Clients
-	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched\n",
+	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched",
 		cs.Connected, cs.Accepted, cs.Refused, cs.SlowConsumers, cs.IdleClosed, cs.AcksGood, cs.AcksMismatched)
+	if cs.RejectedFrames > 0 {
+		fmt.Fprintf(w, "; %d signed frames rejected", cs.RejectedFrames)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
 	if err := w.Flush(); err != nil {
 		return err
@@ -130,4 +134,23 @@ func cmdWorkers(c *cli.Context) error {
 		return printJSON(c.App.Writer, ws)
 	}
 	return printWorkers(c.App.Writer, ws)
+}
+
+func cmdIdentity(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	id, err := cl.Identity(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, id)
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "public key:  %s\nfingerprint: %s\n", id.PublicKey, id.Fingerprint)
+	return err
 }

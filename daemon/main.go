@@ -45,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Commands: []*cli.Command{
 			checkConfigCommand(),
 			printConfigCommand(),
+			keygenCommand(),
 			workerCommand(),
 			demoFeedCommand(),
 			manCommand(),
@@ -175,7 +176,7 @@ func runDaemon(c *cli.Context) error {
 		ControlListener: passed.Control,
 	}
 	if exe, err := os.Executable(); err == nil {
-		opts.WorkerCommand = func(w config.Worker) []string { return DefaultWorkerCommand(exe, w) }
+		opts.WorkerCommand = func(w config.Worker, pubKeyFile string) []string { return DefaultWorkerCommand(exe, w, pubKeyFile) }
 	} else if len(cfg.Pool.Command) == 0 && cfg.Pool.Size > 0 {
 		logger.WithError(err).Error("Cannot find chattyd's own executable for the built-in worker; set pool.command")
 		return cli.Exit("", 1)

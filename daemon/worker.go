@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/worker"
 )
@@ -35,6 +36,8 @@ func workerCommand() *cli.Command {
 			&cli.DurationFlag{Name: "keepalive-max", Value: d.KeepAliveMax, Usage: "longest wait between keep-alives"},
 			&cli.DurationFlag{Name: "keepalive-timeout", Value: d.KeepAliveTimeout, Usage: "how long the server has to answer a keep-alive"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log every keep-alive"},
+			&cli.BoolFlag{Name: "signed", Usage: "speak the signed protocol: verify every frame, ack by sequence number, keep alive with PING"},
+			&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM), to verify with; required with --signed"},
 		},
 		Action: func(c *cli.Context) error {
 			l := logrus.New()
@@ -52,6 +55,18 @@ func workerCommand() *cli.Command {
 				KeepAliveMin:     c.Duration("keepalive-min"),
 				KeepAliveMax:     c.Duration("keepalive-max"),
 				KeepAliveTimeout: c.Duration("keepalive-timeout"),
+			}
+			if c.Bool("signed") {
+				if c.String("pubkey") == "" {
+					return cli.Exit("chattyd worker: --signed needs --pubkey FILE, the daemon's public key", 2)
+				}
+				pub, err := identity.LoadPublicKey(c.String("pubkey"))
+				if err != nil {
+					return cli.Exit("chattyd worker: "+err.Error(), 1)
+				}
+				opts.PublicKey = pub
+			} else if c.IsSet("pubkey") {
+				return cli.Exit("chattyd worker: --pubkey is for --signed", 2)
 			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -72,8 +87,10 @@ func workerCommand() *cli.Command {
 // DefaultWorkerCommand is the pool's command when pool.command is not set:
 // exe (chattyd itself, from os.Executable) re-run as "chattyd worker" with
 // w's timings. The pool replaces {addr} and {slot}; no shell is involved.
-func DefaultWorkerCommand(exe string, w config.Worker) []string {
-	return []string{
+// A non-empty pubKeyFile (the daemon's public key, never the private one)
+// makes the worker speak the signed protocol.
+func DefaultWorkerCommand(exe string, w config.Worker, pubKeyFile string) []string {
+	args := []string{
 		exe, "worker",
 		"--addr", "{addr}",
 		"--slot", "{slot}",
@@ -83,4 +100,8 @@ func DefaultWorkerCommand(exe string, w config.Worker) []string {
 		"--keepalive-max", w.KeepAliveMax.String(),
 		"--keepalive-timeout", w.KeepAliveTimeout.String(),
 	}
+	if pubKeyFile != "" {
+		args = append(args, "--signed", "--pubkey", pubKeyFile)
+	}
+	return args
 }

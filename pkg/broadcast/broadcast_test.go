@@ -103,8 +103,8 @@ func publish(s *Server, lines ...string) {
 }
 
 func TestLogAcrossChunks(t *testing.T) {
-	l := newLog()
-	start := l.end()
+	l := newLog(textCodec{})
+	start, _, _ := l.join()
 	var want bytes.Buffer
 	line := bytes.Repeat([]byte("a"), 1000)
 	for i := 0; i < 3*chunkSize/1000; i++ {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/wire"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -31,10 +32,11 @@ const (
 	closeShutdown              // the server is stopping and the drain timed out
 	closeDrained               // the server is stopping and the client caught up
 	closeHandshake             // TLS handshake or client authentication failed
+	closeRejected              // sent a signed frame that was rejected
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -53,6 +55,8 @@ type client struct {
 	connectedAt time.Time
 	firstSeq    uint64
 	start       cursor // where the writer begins; cleared once taken, as it pins the log
+	preamble    []byte // private first bytes (a signed client's anchor); cleared once written
+	session     signed.Session
 
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
@@ -60,12 +64,16 @@ type client struct {
 	// fast client can acknowledge a line before the write call returns.
 	writingSeq atomic.Uint64
 
-	pendingKA atomic.Int32  // keep-alive answers to write
-	peerEOF   atomic.Bool   // the client closed its side; close after answering
-	kick      chan struct{} // wakes the writer for keep-alive answers and peerEOF
+	answerMu   sync.Mutex // guards answers, nAnswers and nKeepAlive
+	answers    []byte     // private bytes to write: KEEP_ALIVE_ACK lines, PONG or RESPONSE frames
+	nAnswers   int        // answers queued
+	nKeepAlive int        // of which keep-alive answers
+
+	peerEOF atomic.Bool   // the client closed its side; close after answering
+	kick    chan struct{} // wakes the writer for keep-alive answers and peerEOF
 
 	ackMu    sync.Mutex // guards ack
-	ack      cursor     // oldest line not yet acknowledged
+	ack      cursor     // oldest line not yet acknowledged (text protocol; signed clients ack by ackedSeq)
 	ackedSeq atomic.Uint64
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
@@ -74,9 +82,14 @@ type client struct {
 	reason atomic.Int32  // closeReason, set once by shut
 }
 
-func newClient(s *Server, id uint64, conn net.Conn) *client {
-	start := s.lines.end()
+func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
+	start, j, err := s.lines.join()
+	if err != nil {
+		return nil, err
+	}
 	c := &client{
+		preamble:    j.preamble,
+		session:     j.session,
 		id:          id,
 		srv:         s,
 		conn:        conn,
@@ -92,7 +105,40 @@ func newClient(s *Server, id uint64, conn net.Conn) *client {
 	c.sentPos.Store(start.pos())
 	c.writingSeq.Store(start.seq)
 	c.ackedSeq.Store(start.seq)
-	return c
+	if s.signed != nil {
+		c.ack = cursor{} // acks go by sequence number; do not pin the log
+	}
+	return c, nil
+}
+
+// queueAnswer queues private bytes for the writer: a keep-alive answer,
+// or a response. It reports false when too many are queued already: the
+// client does not read them.
+func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
+	c.answerMu.Lock()
+	if c.nAnswers >= maxPendingKeepAlives {
+		c.answerMu.Unlock()
+		return false
+	}
+	c.answers = append(c.answers, b...)
+	c.nAnswers++
+	if keepAlive {
+		c.nKeepAlive++
+	}
+	c.answerMu.Unlock()
+	c.wake()
+	return true
+}
+
+// takeAnswers moves the queued answers into dst and returns them with
+// their number and the number of keep-alive answers among them.
+func (c *client) takeAnswers(dst []byte) (out []byte, n, keepAlives int) {
+	c.answerMu.Lock()
+	defer c.answerMu.Unlock()
+	dst = append(dst[:0], c.answers...)
+	n, keepAlives = c.nAnswers, c.nKeepAlive
+	c.answers, c.nAnswers, c.nKeepAlive = c.answers[:0], 0, 0
+	return dst, n, keepAlives
 }
 
 // log returns the client's logger. It is built when needed rather than
@@ -198,15 +244,18 @@ func (c *client) writeLoop() bool {
 	lg := c.srv.lines
 	cur := c.start
 	c.start = cursor{}   // chunks link forward: holding the first would keep them all
-	var bufArr [2][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
-	var acks []byte      // keep-alive answers, grown to at most maxPendingKeepAlives of them
+	var bufArr [3][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
+	var acks []byte
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
 		wait := lg.waitChan()   // taken before looking, so no publish is missed
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
-		nka := c.pendingKA.Swap(0)
-		if len(data) == 0 && nka == 0 {
+		var nka, nKeepAlive int
+		acks, nka, nKeepAlive = c.takeAnswers(acks)
+		pre := c.preamble
+		c.preamble = nil
+		if len(data) == 0 && nka == 0 && len(pre) == 0 {
 			if eof {
 				c.shut(closePeer)
 				return false
@@ -226,24 +275,29 @@ func (c *client) writeLoop() bool {
 			continue
 		}
 		bufs := net.Buffers(bufArr[:0])
+		if len(pre) > 0 {
+			bufs = append(bufs, pre)
+		}
 		if len(data) > 0 {
 			bufs = append(bufs, data)
 		}
 		if nka > 0 {
-			acks = acks[:0]
-			for range nka {
-				acks = append(acks, keepAliveAck...)
-			}
 			bufs = append(bufs, acks)
 		}
 		c.writingSeq.Store(next.seq)
 		if _, err := bufs.WriteTo(c.conn); err != nil {
+			if !c.handshakeComplete() {
+				// The write ran the TLS handshake that the reader waits
+				// for, and it failed: the same failure, counted once.
+				c.handshakeFailed(err)
+				return false
+			}
 			c.fail(err)
 			return false
 		}
-		c.srv.keepAlives.Add(uint64(nka))
+		c.srv.keepAlives.Add(uint64(nKeepAlive))
 		if debug {
-			logSent(c.log(), data, int(nka))
+			c.logSent(data, nka)
 		}
 		cur = next
 		c.sentSeq.Store(cur.seq)
@@ -252,7 +306,12 @@ func (c *client) writeLoop() bool {
 	}
 }
 
-func logSent(log *logrus.Entry, data []byte, nka int) {
+func (c *client) logSent(data []byte, nka int) {
+	log := c.log()
+	if c.srv.signed != nil {
+		log.Debugf(">> %d bytes of frames, %d PONG", len(data), nka)
+		return
+	}
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, '\n')
 		log.Debugf(">> %s", data[:i])
@@ -269,6 +328,12 @@ func (c *client) trimAcks(written cursor) {
 	lim := c.srv.limits.Load()
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
+	if c.srv.signed != nil {
+		if written.seq-c.ackedSeq.Load() > uint64(lim.QueueLines) {
+			c.ackedSeq.Store(written.seq)
+		}
+		return
+	}
 	if written.seq-c.ack.seq > uint64(lim.QueueLines) || written.pos()-c.ack.pos() > uint64(lim.QueueBytes) {
 		c.ack = written
 		c.ackedSeq.Store(written.seq)
@@ -289,10 +354,7 @@ func (c *client) handshake() bool {
 	}
 	tc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
-		if c.shut(closeHandshake) {
-			c.srv.handshakes.Add(1)
-			c.log().WithError(err).Warn("TLS handshake failed; the client receives nothing")
-		}
+		c.handshakeFailed(err)
 		return false
 	}
 	tc.SetReadDeadline(time.Time{}) // readLoop sets the idle deadline, if any
@@ -303,9 +365,30 @@ func (c *client) handshake() bool {
 // for a few acks or keep-alives.
 const initialReadBuffer = 128
 
+// handshakeFailed closes a TLS client whose handshake (or client
+// authentication) failed, and counts it once, whether the reader or the
+// writer saw the failure first.
+func (c *client) handshakeFailed(err error) {
+	if c.shut(closeHandshake) {
+		c.srv.handshakes.Add(1)
+		c.log().WithError(err).Warn("TLS handshake failed; the client receives nothing")
+	}
+}
+
+// handshakeComplete reports whether the connection is plain TCP or a TLS
+// connection whose handshake succeeded.
+func (c *client) handshakeComplete() bool {
+	tc, ok := c.conn.(*tls.Conn)
+	return !ok || tc.ConnectionState().HandshakeComplete
+}
+
 // readLoop reads client lines until the connection ends.
 func (c *client) readLoop() {
 	if !c.handshake() {
+		return
+	}
+	if c.srv.signed != nil {
+		c.readFrames()
 		return
 	}
 	// The buffer starts small, so that an idle client costs little, and
@@ -404,16 +487,7 @@ func (c *client) handleLine(line []byte, debug bool) {
 	}
 	switch kind, n := wire.ParseClientLine(line); kind {
 	case wire.KeepAliveLine:
-		if c.pendingKA.Add(1) > maxPendingKeepAlives {
-			// It sends keep-alives but does not read the answers.
-			if c.shut(closeSlow) {
-				c.srv.slow.Add(1)
-				c.log().WithField("unanswered_keepalives", maxPendingKeepAlives).
-					Warn("Slow consumer: keep-alive answers not read, disconnecting")
-			}
-			return
-		}
-		c.wake()
+		c.keepAlive(keepAliveAck)
 	case wire.Ack:
 		c.handleAck(n)
 	}
@@ -454,5 +528,18 @@ func (c *client) handleAck(n int64) {
 			c.acksBad.Add(1)
 		}
 		return
+	}
+}
+
+// keepAlive queues the answer to a keep-alive, or disconnects a client that
+// sends keep-alives but does not read the answers.
+func (c *client) keepAlive(answer []byte) {
+	if c.queueAnswer(answer, true) {
+		return
+	}
+	if c.shut(closeSlow) {
+		c.srv.slow.Add(1)
+		c.log().WithField("unanswered_keepalives", maxPendingKeepAlives).
+			Warn("Slow consumer: keep-alive answers not read, disconnecting")
 	}
 }

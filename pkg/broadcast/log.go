@@ -10,8 +10,8 @@ import (
 // one chunk's worth of lines per write system call.
 const chunkSize = 256 << 10
 
-// chunk is one block of the shared log: encoded lines ("line\n" each), never
-// split across chunks. Bytes below the published length are immutable, so
+// chunk is one block of the shared log: encoded lines (by the log's codec:
+// "line\n" each, or signed frames), never split across chunks. Bytes below the published length are immutable, so
 // client writers read them without locks; the appender writes only above it.
 // A chunk is freed by the garbage collector once no cursor points into it.
 type chunk struct {
@@ -60,8 +60,9 @@ func (cur cursor) pos() uint64 { return cur.c.startPos + uint64(cur.off) }
 // log is the append-only shared log of encoded lines. One writer at a time
 // appends (under mu); any number of readers follow it with cursors.
 type log struct {
-	mu   sync.Mutex // guards head's unpublished tail and nextSeq; serialises appenders
-	head *chunk
+	mu    sync.Mutex // guards head's unpublished tail and the codec's state; serialises appenders
+	head  *chunk
+	codec codec
 
 	// endPos and endSeq are the log's published end, for lag accounting.
 	endPos atomic.Uint64
@@ -72,8 +73,8 @@ type log struct {
 	closed atomic.Bool
 }
 
-func newLog() *log {
-	l := &log{head: newChunk(chunkSize, 1, 0)}
+func newLog(cd codec) *log {
+	l := &log{head: newChunk(chunkSize, 1, 0), codec: cd}
 	l.endSeq.Store(1)
 	ch := make(chan struct{})
 	l.notify.Store(&ch)
@@ -85,34 +86,60 @@ func newLog() *log {
 func (l *log) append(lines [][]byte) (first uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	h := l.head
-	n, published := h.published()
-	first = h.firstSeq + published
-	count := published
+	_, published := l.head.published()
+	first = l.head.firstSeq + published
 	for _, line := range lines {
-		need := len(line) + 1
-		if n+need > len(h.buf) {
-			// Publish what h holds, then move to a fresh chunk.
-			h.state.Store(uint64(n)<<32 | count)
-			capacity := chunkSize
-			if need > capacity {
-				capacity = need
-			}
-			next := newChunk(capacity, h.firstSeq+count, h.startPos+uint64(n))
-			h.next.Store(next)
-			h, n, count = next, 0, 0
-			l.head = h
+		l.reserveLocked(l.codec.maxSize(len(line)))
+		h := l.head
+		n, count := h.published()
+		out, ok := l.codec.encodeLocked(h.buf[n:n:len(h.buf)], line)
+		if !ok {
+			continue
 		}
-		copy(h.buf[n:], line)
-		h.buf[n+len(line)] = '\n'
-		n += need
-		count++
+		h.state.Store(uint64(n+len(out))<<32 | (count + 1))
 	}
-	h.state.Store(uint64(n)<<32 | count)
+	l.publishLocked()
+	l.codec.appendedLocked(l)
+	return first
+}
+
+// appendRawLocked appends bytes that are no line, such as a checkpoint
+// frame, made by f in at most max bytes, and publishes them. They take no
+// sequence number.
+func (l *log) appendRawLocked(max int, f func(dst []byte) []byte) {
+	l.reserveLocked(max)
+	h := l.head
+	n, count := h.published()
+	out := f(h.buf[n:n:len(h.buf)])
+	if len(out) == 0 {
+		return
+	}
+	h.state.Store(uint64(n+len(out))<<32 | count)
+	l.publishLocked()
+}
+
+// reserveLocked makes sure the head chunk has room for need more bytes,
+// moving to a fresh chunk (large enough) when it has not. Each write into
+// the chunk is published at once, so the bytes appended by one call stay
+// in one chunk, as readers expect whole encodings.
+func (l *log) reserveLocked(need int) {
+	h := l.head
+	n, count := h.published()
+	if n+need <= len(h.buf) {
+		return
+	}
+	next := newChunk(max(chunkSize, need), h.firstSeq+count, h.startPos+uint64(n))
+	h.next.Store(next)
+	l.head = next
+}
+
+// publishLocked updates the log's end and wakes the writers.
+func (l *log) publishLocked() {
+	h := l.head
+	n, count := h.published()
 	l.endPos.Store(h.startPos + uint64(n))
 	l.endSeq.Store(h.firstSeq + count)
 	l.wakeLocked()
-	return first
 }
 
 // wakeLocked wakes every writer waiting for data.
@@ -123,21 +150,27 @@ func (l *log) wakeLocked() {
 }
 
 // close marks the log finished: writers drain what is published and stop.
+// The codec appends its last bytes first (a final checkpoint).
 func (l *log) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed.CompareAndSwap(false, true) {
-		l.wakeLocked()
+	if l.closed.Load() {
+		return
 	}
+	l.codec.closingLocked(l)
+	l.closed.Store(true)
+	l.wakeLocked()
 }
 
-// end returns a cursor at the published end of the log, where a newly
-// registered client starts.
-func (l *log) end() cursor {
+// join returns a cursor at the published end of the log, where a newly
+// registered client starts, and the codec's private first bytes for that
+// client, made at the same point of the log.
+func (l *log) join() (cursor, joined, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n, lines := l.head.published()
-	return cursor{c: l.head, off: n, seq: l.head.firstSeq + lines}
+	j, err := l.codec.joinLocked()
+	return cursor{c: l.head, off: n, seq: l.head.firstSeq + lines}, j, err
 }
 
 // waitChan returns a channel closed at the next publish or close.

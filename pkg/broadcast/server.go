@@ -1,5 +1,6 @@
 // Package broadcast fans feed lines out to TCP clients with the original
-// chatty server's text protocol (see package wire).
+// chatty server's text protocol (see package wire) or, on a server made by
+// NewSigned, as frames of the signed protocol (see package signed).
 //
 // Lines are encoded once into a shared append-only log; every client has a
 // cursor into it and one writer goroutine that sends everything between its
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
 
@@ -52,6 +54,7 @@ type Stats struct {
 	AcksGood       uint64 // acks matching the line they acknowledge
 	AcksMismatched uint64 // acks with a wrong length or for nothing sent
 	KeepAlives     uint64 // keep-alives answered
+	Rejected       uint64 // signed frames from clients rejected (each closes its client)
 }
 
 // ClientInfo describes one connected client.
@@ -75,6 +78,9 @@ type Server struct {
 	limits atomic.Pointer[Limits]
 	start  uint64 // sequence number of the first line
 
+	// signed is set on a server of the signed protocol.
+	signed *signedServer
+
 	mu       sync.Mutex // guards clients, nextID, closed totals and scan marks
 	clients  map[uint64]*client
 	nextID   uint64
@@ -94,6 +100,7 @@ type Server struct {
 	refusedLogged atomic.Int64 // when a refusal was last logged, Unix nanoseconds
 	undelivered   atomic.Uint64
 	keepAlives    atomic.Uint64
+	rejected      atomic.Uint64
 
 	wg sync.WaitGroup // client goroutines
 }
@@ -114,12 +121,37 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// New returns a server that will accept clients on ln.
+// New returns a server of the text protocol that will accept clients on ln.
 func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
+	return newServer(ln, limits, textCodec{}, logger)
+}
+
+// NewSigned returns a server of the signed protocol that will accept
+// clients on ln: every published line goes out as a signed Info message,
+// and each client starts with its own ANCHOR. Its clients acknowledge
+// messages by sequence number and keep alive with PING.
+func NewSigned(ln net.Listener, limits Limits, o SignedOptions, logger *logrus.Entry) (*Server, error) {
+	sc, err := newSignedCodec(o, logger)
+	if err != nil {
+		return nil, err
+	}
+	s := newServer(ln, limits, sc, logger)
+	s.signed = &signedServer{enc: sc.enc, keys: o.Keys, window: o.TimestampWindow}
+	return s, nil
+}
+
+// signedServer is what a signed server's clients share.
+type signedServer struct {
+	enc    *signed.Encoder // shared with the log's codec: only AppendResponse and StreamID here
+	keys   signed.KeySet
+	window time.Duration
+}
+
+func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *Server {
 	s := &Server{
 		lns:     []net.Listener{ln},
 		logger:  logger,
-		lines:   newLog(),
+		lines:   newLog(cd),
 		clients: make(map[uint64]*client),
 		start:   1,
 	}
@@ -284,7 +316,13 @@ func (s *Server) admit(conn net.Conn) {
 		return
 	}
 	s.nextID++
-	c := newClient(s, s.nextID, conn)
+	c, err := newClient(s, s.nextID, conn)
+	if err != nil {
+		s.mu.Unlock()
+		s.logger.WithError(err).Error("Cannot start a connection; closing it")
+		conn.Close()
+		return
+	}
 	s.clients[c.id] = c
 	s.connected.Add(1)
 	s.mu.Unlock()
@@ -377,6 +415,7 @@ func (s *Server) Stats() Stats {
 		Protocol:      s.protocol.Load(),
 		Handshakes:    s.handshakes.Load(),
 		KeepAlives:    s.keepAlives.Load(),
+		Rejected:      s.rejected.Load(),
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched

@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
 // DefaultYAML is the configuration chattyd uses when no file is given.
@@ -32,6 +36,7 @@ type Config struct {
 	Feed      Feed      `yaml:"feed"`
 	Pool      Pool      `yaml:"pool"`
 	Control   Control   `yaml:"control"`
+	Identity  Identity  `yaml:"identity"`
 	Log       Log       `yaml:"log"`
 }
 
@@ -55,6 +60,24 @@ type Broadcast struct {
 	// TLS configures an optional second listener that speaks the same
 	// protocol over TLS 1.3.
 	TLS TLS `yaml:"tls"`
+	// Signed configures an optional listener of the signed protocol
+	// (docs/protocol.md), which needs an identity.
+	Signed Signed `yaml:"signed"`
+}
+
+// Signed configures the broadcaster's signed listener.
+type Signed struct {
+	// Listen is the signed listener's host:port; empty runs none.
+	Listen string `yaml:"listen"`
+	// Mode is "chained" or "per-message".
+	Mode string `yaml:"mode"`
+	// CheckpointEvery and CheckpointInterval space the checkpoints of the
+	// chained mode.
+	CheckpointEvery    int           `yaml:"checkpoint_every"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// TimestampWindow is how far the time of a client's signed message
+	// may be from the daemon's clock.
+	TimestampWindow time.Duration `yaml:"timestamp_window"`
 }
 
 // TLS configures the broadcaster's TLS listener.
@@ -107,6 +130,9 @@ type Worker struct {
 	KeepAliveMin     time.Duration `yaml:"keepalive_min"`
 	KeepAliveMax     time.Duration `yaml:"keepalive_max"`
 	KeepAliveTimeout time.Duration `yaml:"keepalive_timeout"`
+	// Protocol is "text" (the broadcast listener) or "signed" (the signed
+	// listener, verifying with the daemon's public key).
+	Protocol string `yaml:"protocol"`
 }
 
 // Control configures the Unix control socket.
@@ -116,6 +142,57 @@ type Control struct {
 	// Group names a group whose members may change things through the socket.
 	Group string `yaml:"group"`
 }
+
+// Identity configures the daemon's Ed25519 identity, the key that signs
+// what the signed listener sends.
+type Identity struct {
+	// KeyFile is the private key's path (PKCS#8 PEM, mode 0600); its public
+	// key is KeyFile + ".pub". Empty means DefaultKeyFile().
+	KeyFile string `yaml:"key_file"`
+	// Generate makes a new key at start when KeyFile does not exist yet.
+	Generate bool `yaml:"generate"`
+	// AuthorizedKeys is an authorized_keys file of the client keys whose
+	// signed messages the signed listener accepts; empty accepts none.
+	AuthorizedKeys string `yaml:"authorized_keys"`
+}
+
+// Enabled reports whether the daemon has an identity: a key file is named
+// or one may be generated. AuthorizedKeys alone does not make one.
+func (i Identity) Enabled() bool { return i.KeyFile != "" || i.Generate }
+
+// Path returns the private key's path: KeyFile, or DefaultKeyFile().
+func (i Identity) Path() string {
+	if i.KeyFile != "" {
+		return i.KeyFile
+	}
+	return DefaultKeyFile()
+}
+
+// StateDir returns chattyd's state directory: $STATE_DIRECTORY (set by
+// systemd's StateDirectory=; the first one if it lists several), else
+// /var/lib/chattyd as root, else $XDG_STATE_HOME/chattyd or
+// ~/.local/state/chattyd.
+func StateDir() string {
+	if dirs := os.Getenv("STATE_DIRECTORY"); dirs != "" {
+		first, _, _ := strings.Cut(dirs, ":")
+		return first
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/chattyd"
+	}
+	if x := os.Getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "chattyd")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "."
+	}
+	return filepath.Join(home, ".local", "state", "chattyd")
+}
+
+// DefaultKeyFile returns the identity key's default path, identity.key in
+// StateDir().
+func DefaultKeyFile() string { return filepath.Join(StateDir(), "identity.key") }
 
 // Log configures logging.
 type Log struct {
@@ -139,6 +216,12 @@ func Default() Config {
 			QueueBytes:    16 << 20,
 			QueueLines:    1 << 18,
 			DrainTimeout:  5 * time.Second,
+			Signed: Signed{
+				Mode:               "chained",
+				CheckpointEvery:    signed.DefaultCheckpointEvery,
+				CheckpointInterval: signed.DefaultCheckpointInterval,
+				TimestampWindow:    signed.DefaultTimestampWindow,
+			},
 		},
 		Feed: Feed{
 			Source:       "stdin",
@@ -157,6 +240,7 @@ func Default() Config {
 				KeepAliveMin:     5 * time.Second,
 				KeepAliveMax:     19 * time.Second,
 				KeepAliveTimeout: 10 * time.Second,
+				Protocol:         "text",
 			},
 		},
 		Log: Log{Level: "info", Format: "text"},
@@ -279,6 +363,27 @@ func (c *Config) Validate() []Problem {
 		bad("broadcast.tls.listen", "required when TLS files are given; set the TLS listener's host:port")
 	}
 
+	sg := &b.Signed
+	if sg.Listen != "" {
+		if _, port, err := net.SplitHostPort(sg.Listen); err != nil || port == "" {
+			bad("broadcast.signed.listen", "%q is not a host:port address (for example 127.0.0.1:54323)", sg.Listen)
+		} else if sg.Listen == b.Listen || sg.Listen == b.TLS.Listen {
+			bad("broadcast.signed.listen", "must differ from broadcast.listen and broadcast.tls.listen")
+		}
+		if !c.Identity.Enabled() {
+			bad("broadcast.signed.listen", "needs an identity to sign with; set identity.key_file or identity.generate: true")
+		}
+		if c.Feed.MaxLineBytes > signed.MaxPayload {
+			bad("feed.max_line_bytes", "must be at most %d (the signed protocol's largest payload) with broadcast.signed.listen, got %d", signed.MaxPayload, c.Feed.MaxLineBytes)
+		}
+	}
+	if _, err := signed.ParseMode(sg.Mode); err != nil {
+		bad("broadcast.signed.mode", "must be chained or per-message, got %q", sg.Mode)
+	}
+	positive("broadcast.signed.checkpoint_every", sg.CheckpointEvery)
+	positiveDur("broadcast.signed.checkpoint_interval", sg.CheckpointInterval)
+	positiveDur("broadcast.signed.timestamp_window", sg.TimestampWindow)
+
 	f := &c.Feed
 	switch f.Source {
 	case "stdin":
@@ -324,6 +429,27 @@ func (c *Config) Validate() []Problem {
 		bad("pool.worker.keepalive_max", "must be at least pool.worker.keepalive_min (%s), got %s", w.KeepAliveMin, w.KeepAliveMax)
 	}
 	positiveDur("pool.worker.keepalive_timeout", w.KeepAliveTimeout)
+	switch w.Protocol {
+	case "text":
+	case "signed":
+		if b.Signed.Listen == "" {
+			bad("pool.worker.protocol", "signed needs the signed listener; set broadcast.signed.listen")
+		}
+	default:
+		bad("pool.worker.protocol", "must be text or signed, got %q", w.Protocol)
+	}
+
+	if k := c.Identity.KeyFile; k != "" {
+		switch {
+		case strings.HasSuffix(k, ".pub"):
+			bad("identity.key_file", "%q looks like a public key; name the private key file (without .pub)", k)
+		case strings.HasSuffix(k, "/"):
+			bad("identity.key_file", "%q is a directory; name the key file, such as %s", k, filepath.Join(k, "identity.key"))
+		}
+	}
+	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
+		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")
+	}
 
 	switch c.Log.Level {
 	case "debug", "info", "warning", "warn", "error":

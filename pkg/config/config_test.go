@@ -464,3 +464,110 @@ func TestDemoConfigIsValid(t *testing.T) {
 		t.Errorf("the demo must show respawns within a minute: %d workers living up to %s", cfg.Pool.Size, cfg.Pool.Worker.LifetimeMax)
 	}
 }
+
+func TestIdentity(t *testing.T) {
+	cfg, err := Parse("id.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/id.key\n  generate: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Identity{KeyFile: "/etc/chattyd/id.key", Generate: true}); cfg.Identity != want {
+		t.Errorf("identity = %+v, want %+v", cfg.Identity, want)
+	}
+	if !cfg.Identity.Enabled() || cfg.Identity.Path() != "/etc/chattyd/id.key" {
+		t.Errorf("Enabled() = %v, Path() = %q", cfg.Identity.Enabled(), cfg.Identity.Path())
+	}
+	if d := Default().Identity; d.Enabled() {
+		t.Errorf("the default identity %+v is enabled; want none unless configured", d)
+	}
+
+	_, err = Parse("bad.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/id.key.pub\n  generat: true\n"))
+	checkProblems(t, "bad.yaml", err, []want{
+		{4, "identity.generat", "unknown field"},
+		{3, "identity.key_file", "public key"},
+	})
+	_, err = Parse("dir.yaml", []byte("version: 1\nidentity:\n  key_file: /etc/chattyd/\n"))
+	checkProblems(t, "dir.yaml", err, []want{{3, "identity.key_file", "directory"}})
+}
+
+func TestStateDir(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Setenv("STATE_DIRECTORY", "")
+		if got := StateDir(); got != "/var/lib/chattyd" {
+			t.Errorf("as root StateDir() = %q, want /var/lib/chattyd", got)
+		}
+	}
+	for _, tc := range []struct {
+		name, state, xdg, want string
+	}{
+		{"systemd", "/var/lib/chattyd-a", "/x", "/var/lib/chattyd-a"},
+		{"systemd lists several", "/var/lib/a:/var/lib/b", "", "/var/lib/a"},
+		{"xdg", "", "/home/u/.state", "/home/u/.state/chattyd"},
+		{"home", "", "", "/home/u/.local/state/chattyd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.state == "" && os.Geteuid() == 0 {
+				t.Skip("as root the state directory is /var/lib/chattyd")
+			}
+			t.Setenv("STATE_DIRECTORY", tc.state)
+			t.Setenv("XDG_STATE_HOME", tc.xdg)
+			t.Setenv("HOME", "/home/u")
+			if got := StateDir(); got != tc.want {
+				t.Errorf("StateDir() = %q, want %q", got, tc.want)
+			}
+			if got, want := DefaultKeyFile(), tc.want+"/identity.key"; got != want {
+				t.Errorf("DefaultKeyFile() = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestSignedListener(t *testing.T) {
+	cfg, err := Parse("signed.yaml", []byte("version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:54323\n    mode: per-message\n    checkpoint_every: 10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
+		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute}
+	if cfg.Broadcast.Signed != wantSigned {
+		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
+	}
+
+	const bad = `version: 1
+broadcast:
+  signed:
+    listen: 127.0.0.1:54321
+    mode: fast
+    checkpoint_every: 0
+    checkpoint_interval: 0s
+feed:
+  max_line_bytes: 2000000
+`
+	_, err = Parse("bad.yaml", []byte(bad))
+	checkProblems(t, "bad.yaml", err, []want{
+		{4, "broadcast.signed.listen", "must differ"},
+		{4, "broadcast.signed.listen", "needs an identity"},
+		{9, "feed.max_line_bytes", "at most 1048576"},
+		{5, "broadcast.signed.mode", "chained or per-message"},
+		{6, "broadcast.signed.checkpoint_every", "positive"},
+		{7, "broadcast.signed.checkpoint_interval", "positive"},
+	})
+}
+
+func TestWorkerProtocol(t *testing.T) {
+	_, err := Parse("p.yaml", []byte("version: 1\npool:\n  worker:\n    protocol: signed\n"))
+	checkProblems(t, "p.yaml", err, []want{{4, "pool.worker.protocol", "set broadcast.signed.listen"}})
+	_, err = Parse("q.yaml", []byte("version: 1\npool:\n  worker:\n    protocol: binary\n"))
+	checkProblems(t, "q.yaml", err, []want{{4, "pool.worker.protocol", "text or signed"}})
+	cfg, err := Parse("ok.yaml", []byte("version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:1\npool:\n  worker:\n    protocol: signed\n"))
+	if err != nil || cfg.Pool.Worker.Protocol != "signed" {
+		t.Fatalf("protocol %q, %v", cfg.Pool.Worker.Protocol, err)
+	}
+	if Default().Pool.Worker.Protocol != "text" {
+		t.Error("workers speak text by default")
+	}
+}
+
+func TestAuthorizedKeysNeedsSignedListener(t *testing.T) {
+	_, err := Parse("a.yaml", []byte("version: 1\nidentity:\n  generate: true\n  authorized_keys: /etc/chattyd/clients\n"))
+	checkProblems(t, "a.yaml", err, []want{{4, "identity.authorized_keys", "broadcast.signed.listen"}})
+}

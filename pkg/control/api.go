@@ -9,13 +9,14 @@ import (
 
 // The API's paths. Every request and response body is JSON, except /metrics.
 const (
-	PathStatus  = "/v1/status"  // GET: Status
-	PathClients = "/v1/clients" // GET: []Client
-	PathWorkers = "/v1/workers" // GET: []Worker
-	PathSend    = "/v1/send"    // POST SendRequest: SendResponse
-	PathScale   = "/v1/scale"   // POST ScaleRequest: ScaleResponse
-	PathStop    = "/v1/stop"    // POST, no body: 202 StopResponse
-	PathMetrics = "/metrics"    // GET: Prometheus text format
+	PathStatus  = "/v1/status"   // GET: Status
+	PathClients = "/v1/clients"  // GET: []Client
+	PathWorkers = "/v1/workers"  // GET: []Worker
+	PathSend    = "/v1/send"     // POST SendRequest: SendResponse
+	PathScale   = "/v1/scale"    // POST ScaleRequest: ScaleResponse
+	PathStop    = "/v1/stop"     // POST, no body: 202 StopResponse
+	PathIdent   = "/v1/identity" // GET: Identity
+	PathMetrics = "/metrics"     // GET: Prometheus text format
 )
 
 // MaxRequestBytes bounds a request body.
@@ -70,6 +71,9 @@ type ClientsSummary struct {
 	IdleClosed     uint64 `json:"idle_closed"`
 	AcksGood       uint64 `json:"acks_good"`
 	AcksMismatched uint64 `json:"acks_mismatched"`
+	// RejectedFrames counts signed frames from clients that failed
+	// verification, each closing its client.
+	RejectedFrames uint64 `json:"rejected_frames"`
 }
 
 // PoolStatus describes the worker pool.
@@ -138,6 +142,16 @@ type StopResponse struct {
 	Stopping bool `json:"stopping"`
 }
 
+// Identity is the daemon's public identity: the key its signed listener
+// signs with.
+type Identity struct {
+	// PublicKey is an OpenSSH authorized_keys line, "ssh-ed25519 AAAA...
+	// chattyd", the form of the .pub file beside the key.
+	PublicKey string `json:"public_key"`
+	// Fingerprint is the key's OpenSSH SHA256 fingerprint.
+	Fingerprint string `json:"fingerprint"`
+}
+
 // ErrorResponse is the body of every error answer.
 type ErrorResponse struct {
 	Error string `json:"error"`
@@ -157,6 +171,8 @@ type Backend interface {
 	// Scale sets the number of workers to n, already checked to be within
 	// 0..Options.MaxWorkers, and returns the previous number.
 	Scale(n int) (old int, err error)
+	// Identity returns the daemon's public identity, or ErrNoIdentity.
+	Identity() (Identity, error)
 	// Stop asks the daemon to shut down. It must return promptly, without
 	// waiting for the shutdown (the control server's Run waits for it):
 	// cancelling the daemon's run context is the expected implementation.
@@ -171,4 +187,6 @@ var (
 	// ErrUnavailable means the daemon cannot do it now, for example while
 	// shutting down: 503.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNoIdentity means the daemon runs without an identity: 404.
+	ErrNoIdentity = errors.New("no identity configured; set identity.key_file or identity.generate in chattyd's configuration")
 )

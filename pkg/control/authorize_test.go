@@ -93,4 +93,5 @@ func (b *countingBackend) Clients() []Client                    { b.calls++; ret
 func (b *countingBackend) Workers() []Worker                    { b.calls++; return nil }
 func (b *countingBackend) Send(message.Message) (uint64, error) { b.calls++; return 0, nil }
 func (b *countingBackend) Scale(int) (int, error)               { b.calls++; return 0, nil }
+func (b *countingBackend) Identity() (Identity, error)          { b.calls++; return Identity{}, nil }
 func (b *countingBackend) Stop()                                { b.calls++ }

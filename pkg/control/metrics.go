@@ -16,7 +16,7 @@ type collector struct {
 	buildInfo, uptime                              *prometheus.Desc
 	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed *prometheus.Desc
-	acksGood, acksMismatched                       *prometheus.Desc
+	acksGood, acksMismatched, rejected             *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
 }
 
@@ -39,6 +39,7 @@ func newCollector(b Backend) *collector {
 		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
 		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
 		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
@@ -51,7 +52,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.buildInfo, c.uptime,
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
 		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
-		c.acksGood, c.acksMismatched,
+		c.acksGood, c.acksMismatched, c.rejected,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 	} {
 		ch <- d
@@ -80,6 +81,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.idleClosed, st.Clients.IdleClosed)
 	counter(c.acksGood, st.Clients.AcksGood)
 	counter(c.acksMismatched, st.Clients.AcksMismatched)
+	counter(c.rejected, st.Clients.RejectedFrames)
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)

@@ -38,6 +38,7 @@ func TestMetrics(t *testing.T) {
 		"chatty_clients_idle_closed_total 6",
 		"chatty_acks_good_total 40",
 		"chatty_acks_mismatched_total 2",
+		"chatty_clients_rejected_frames_total 0",
 		"chatty_pool_workers_desired 4",
 		"chatty_pool_workers_running 1",
 		"chatty_pool_restarts_total 9",

@@ -1,8 +1,8 @@
 // Package control serves chattyd's control API, HTTP/JSON over a Unix
 // socket. Package client (pkg/control/client) calls it.
 //
-// The API is versioned under /v1: GET /v1/status, /v1/clients and
-// /v1/workers read; POST /v1/send, /v1/scale and /v1/stop change things and
+// The API is versioned under /v1: GET /v1/status, /v1/clients,
+// /v1/workers and /v1/identity read; POST /v1/send, /v1/scale and /v1/stop change things and
 // are allowed only to root, the daemon's own user and the members of the
 // configured group, as told by the kernel (SO_PEERCRED). GET /metrics serves
 // Prometheus metrics. Errors are JSON objects {"error": "..."} with a
@@ -169,6 +169,7 @@ func (s *Server) handler() http.Handler {
 		{http.MethodGet, PathStatus, false, s.handleStatus},
 		{http.MethodGet, PathClients, false, s.handleClients},
 		{http.MethodGet, PathWorkers, false, s.handleWorkers},
+		{http.MethodGet, PathIdent, false, s.handleIdentity},
 		{http.MethodGet, PathMetrics, false, s.metricsHandler().ServeHTTP},
 		{http.MethodPost, PathSend, true, s.handleSend},
 		{http.MethodPost, PathScale, true, s.handleScale},
@@ -257,6 +258,15 @@ func (s *Server) handleWorkers(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ws)
 }
 
+func (s *Server) handleIdentity(w http.ResponseWriter, r *http.Request) {
+	id, err := s.b.Identity()
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, id)
+}
+
 func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	m, err := decodeSend(http.MaxBytesReader(w, r.Body, MaxRequestBytes), s.now())
 	if err != nil {
@@ -326,6 +336,8 @@ func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error)
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, ErrNoIdentity):
+		writeError(w, http.StatusNotFound, err.Error())
 	default:
 		s.log.WithError(err).WithField("path", r.URL.Path).Error("backend failed")
 		writeError(w, http.StatusInternalServerError, err.Error())

@@ -229,6 +229,29 @@ func TestBackendErrors(t *testing.T) {
 	}
 }
 
+// GET /v1/identity answers the daemon's public key, or 404 with a JSON
+// error when it runs without an identity.
+func TestIdentity(t *testing.T) {
+	b := newFake()
+	srv := controltest.Serve(t, b, control.Options{})
+	c := client.New(srv.Addr())
+	_, err := c.Identity(context.Background())
+	checkAPIError(t, err, 404, "no identity configured")
+	code, _, body := rawDo(t, srv.Addr(), "GET", "/v1/identity", "")
+	if code != 404 || !strings.Contains(string(body), `"error": "no identity configured`) {
+		t.Errorf("GET /v1/identity = %d %s; want 404 with a JSON error", code, body)
+	}
+
+	want := control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
+	b = newFake()
+	b.IdentityValue = &want
+	srv = controltest.Serve(t, b, control.Options{})
+	got, err := client.New(srv.Addr()).Identity(context.Background())
+	if err != nil || got != want {
+		t.Fatalf("Identity = %+v, %v; want %+v", got, err, want)
+	}
+}
+
 func checkAPIError(t *testing.T, err error, code int, msg string) {
 	t.Helper()
 	ae, ok := err.(*client.APIError)

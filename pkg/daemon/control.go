@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 )
 
@@ -19,6 +20,18 @@ var _ control.Backend = backend{}
 func (b backend) Status() control.Status {
 	d := b.d
 	st := d.bcast.Stats()
+	if d.signed != nil {
+		ss := d.signed.Stats()
+		st.Undelivered = min(st.Undelivered, ss.Undelivered) // a line no client of either got
+		st.Connected += ss.Connected
+		st.Accepted += ss.Accepted
+		st.Refused += ss.Refused
+		st.SlowConsumers += ss.SlowConsumers
+		st.IdleClosed += ss.IdleClosed
+		st.AcksGood += ss.AcksGood
+		st.AcksMismatched += ss.AcksMismatched
+		st.Rejected += ss.Rejected
+	}
 	slots := b.Workers()
 	running := 0
 	for _, w := range slots {
@@ -49,6 +62,7 @@ func (b backend) Status() control.Status {
 			IdleClosed:     st.IdleClosed,
 			AcksGood:       st.AcksGood,
 			AcksMismatched: st.AcksMismatched,
+			RejectedFrames: st.Rejected,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),
@@ -65,12 +79,18 @@ func (b backend) listeners() []control.Listener {
 	if len(addrs) > 1 {
 		out = append(out, control.Listener{Name: "broadcast-tls", Addr: addrs[1].String(), Protocol: "tls"})
 	}
+	if s := b.d.signed; s != nil {
+		out = append(out, control.Listener{Name: "broadcast-signed", Addr: s.Addr().String(), Protocol: "signed"})
+	}
 	return out
 }
 
 // Clients implements control.Backend.
 func (b backend) Clients() []control.Client {
 	cs := b.d.bcast.Clients()
+	if s := b.d.signed; s != nil {
+		cs = append(cs, s.Clients()...)
+	}
 	out := make([]control.Client, len(cs))
 	for i, c := range cs {
 		out[i] = control.Client{
@@ -118,7 +138,7 @@ func (b backend) Send(m message.Message) (uint64, error) {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
 	line := m.AppendText(nil)
-	seq := d.bcast.Publish([][]byte{line})
+	seq := d.publish([][]byte{line})
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
 		Log(m.LogLevel(), "Message sent: "+m.Text)
 	return seq, nil
@@ -130,6 +150,18 @@ func (b backend) Scale(n int) (int, error) {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
 	return b.d.Scale(n)
+}
+
+// Identity implements control.Backend.
+func (b backend) Identity() (control.Identity, error) {
+	id := b.d.id
+	if id == nil {
+		return control.Identity{}, control.ErrNoIdentity
+	}
+	return control.Identity{
+		PublicKey:   identity.AuthorizedKeyLine(id.Public, "chattyd"),
+		Fingerprint: id.Fingerprint(),
+	}, nil
 }
 
 // Stop implements control.Backend.

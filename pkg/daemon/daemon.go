@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -20,8 +21,10 @@ import (
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/feed"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
+	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
 
@@ -50,8 +53,10 @@ type Options struct {
 	// otherwise the daemon creates Config.Control.Socket (or the default).
 	ControlListener net.Listener
 	// WorkerCommand returns the command of the built-in worker for the
-	// given worker settings; it is used when pool.command is empty.
-	WorkerCommand func(config.Worker) []string
+	// given worker settings; it is used when pool.command is empty. A
+	// non-empty pubKeyFile asks for a worker of the signed protocol that
+	// verifies with that public key file.
+	WorkerCommand func(w config.Worker, pubKeyFile string) []string
 }
 
 // Daemon is a running chattyd. Build it with New, then call Run.
@@ -64,8 +69,11 @@ type Daemon struct {
 	cfgMu sync.Mutex // guards cfg
 	cfg   config.Config
 
+	id *identity.Identity // nil without identity in the configuration
+
 	bcast   *broadcast.Server
 	tls     *broadcast.TLSConfig // nil without a TLS listener
+	signed  *broadcast.Server    // nil without a signed listener
 	source  feed.Source
 	pool    *pool.Pool
 	control *control.Server
@@ -98,6 +106,13 @@ func New(opts Options) (*Daemon, error) {
 	if d.notify == nil {
 		d.notify = nopNotifier{}
 	}
+	if cfg.Identity.Enabled() {
+		id, err := loadIdentity(cfg.Identity, d.log)
+		if err != nil {
+			return nil, err
+		}
+		d.id = id
+	}
 	// Take over the signals before anyone can learn the port: a stop
 	// signal sent right after must stop chattyd cleanly, not kill it.
 	d.sigs = make(chan os.Signal, 4)
@@ -118,6 +133,21 @@ func New(opts Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	var signedLn net.Listener
+	if sc := cfg.Broadcast.Signed; sc.Listen != "" {
+		var err error
+		if signedLn, err = d.listenSigned(sc); err != nil {
+			signal.Stop(d.sigs)
+			ln.Close()
+			return nil, err
+		}
+	}
+	closeListeners := func() {
+		ln.Close()
+		if signedLn != nil {
+			signedLn.Close()
+		}
+	}
 
 	d.source = opts.Feed
 	if d.source == nil {
@@ -134,7 +164,7 @@ func New(opts Options) (*Daemon, error) {
 	p, err := pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool"))
 	if err != nil {
 		signal.Stop(d.sigs)
-		ln.Close()
+		closeListeners()
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
 	d.pool = p
@@ -149,12 +179,41 @@ func New(opts Options) (*Daemon, error) {
 	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
 	if err != nil {
 		signal.Stop(d.sigs)
-		ln.Close()
+		closeListeners()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	d.control = ctl
 	return d, nil
 }
+
+// loadIdentity loads the configured key, or generates it when allowed and
+// missing. A key others may read is refused, naming the file and the fix.
+func loadIdentity(c config.Identity, log *logrus.Entry) (*identity.Identity, error) {
+	path := c.Path()
+	var id *identity.Identity
+	var err error
+	if c.Generate {
+		var generated bool
+		id, generated, err = identity.LoadOrGenerate(path)
+		if err == nil && generated {
+			log.WithField("file", path).Info("Generated a new identity key")
+		}
+	} else {
+		id, err = identity.Load(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("identity key %s does not exist; make one with: chattyd keygen --out %s (or set identity.generate: true)", path, path)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	log.WithFields(logrus.Fields{"file": path, "fingerprint": id.Fingerprint()}).
+		Infof("Identity %s", id.Fingerprint())
+	return id, nil
+}
+
+// Identity returns the daemon's identity, nil when none is configured.
+func (d *Daemon) Identity() *identity.Identity { return d.id }
 
 // ControlSocket returns the control socket's path.
 func (d *Daemon) ControlSocket() string { return d.control.Addr() }
@@ -174,6 +233,68 @@ func (d *Daemon) listenTLS(t config.TLS) error {
 	return nil
 }
 
+// listenSigned binds the signed listener, whose clients get the feed as
+// frames signed with the daemon's identity. It returns the listener, for
+// New to close should a later step fail.
+func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
+	if d.id == nil {
+		return nil, errors.New("broadcast.signed.listen needs an identity; set identity.key_file or identity.generate: true")
+	}
+	mode, err := signed.ParseMode(sc.Mode)
+	if err != nil {
+		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
+	}
+	ln, err := broadcast.Listen(sc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("signed listener: %w", err)
+	}
+	so := broadcast.SignedOptions{
+		Key:                d.id.Private,
+		Mode:               mode,
+		CheckpointEvery:    sc.CheckpointEvery,
+		CheckpointInterval: sc.CheckpointInterval,
+		TimestampWindow:    sc.TimestampWindow,
+	}
+	if path := d.cfg.Identity.AuthorizedKeys; path != "" {
+		keys, err := identity.LoadAuthorizedKeys(path)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
+		}
+		so.Keys = keys
+		d.log.WithField("file", path).Infof("%d client keys authorized", keys.Len())
+	}
+	srv, err := broadcast.NewSigned(ln, limitsOf(d.cfg), so,
+		d.opts.Logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if d.cfg.Pool.Worker.Protocol == "signed" {
+		// Workers are given the public key file: it must be the key's.
+		pubFile := identity.PublicPath(d.id.Path)
+		pub, err := identity.LoadPublicKey(pubFile)
+		if err == nil && !pub.Equal(d.id.Public) {
+			err = fmt.Errorf("%s is not the public key of %s; move it away and write it again with the key's public half", pubFile, d.id.Path)
+		}
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("signed workers (pool.worker.protocol: signed) verify with the public key file: %w", err)
+		}
+	}
+	d.signed = srv
+	return ln, nil
+}
+
+// publish sends lines to the clients of every listener.
+func (d *Daemon) publish(lines [][]byte) uint64 {
+	seq := d.bcast.Publish(lines)
+	if d.signed != nil {
+		d.signed.Publish(lines)
+	}
+	return seq
+}
+
 func tlsFiles(t config.TLS) broadcast.TLSFiles {
 	return broadcast.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
 }
@@ -181,15 +302,21 @@ func tlsFiles(t config.TLS) broadcast.TLSFiles {
 // poolOptions derives the pool's options from a configuration. Workers
 // connect to the bound address, on loopback when it is a wildcard.
 func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
+	// Signed workers need the signed listener, which only a restart adds.
+	signedWorkers := cfg.Pool.Worker.Protocol == "signed" && d.signed != nil
+	addr, pubKeyFile := d.bcast.Addr(), ""
+	if signedWorkers {
+		addr, pubKeyFile = d.signed.Addr(), identity.PublicPath(d.id.Path)
+	}
 	cmd := cfg.Pool.Command
 	if len(cmd) == 0 && d.opts.WorkerCommand != nil {
-		cmd = d.opts.WorkerCommand(cfg.Pool.Worker)
+		cmd = d.opts.WorkerCommand(cfg.Pool.Worker, pubKeyFile)
 	}
 	return pool.Options{
 		Size:           cfg.Pool.Size,
 		Command:        cmd,
 		Env:            workerEnv(),
-		Addr:           dialAddr(d.bcast.Addr()),
+		Addr:           dialAddr(addr),
 		MinUptime:      cfg.Pool.MinUptime,
 		BackoffInitial: cfg.Pool.BackoffInitial,
 		BackoffMax:     cfg.Pool.BackoffMax,
@@ -270,6 +397,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if addrs := d.bcast.Addrs(); len(addrs) > 1 {
 		d.log.Infof("The TLS listener is on %s", addrs[1])
 	}
+	if d.signed != nil {
+		d.log.Infof("The signed listener is on %s", d.signed.Addr())
+	}
 
 	defer signal.Stop(d.sigs)
 	stopSignal := make(chan os.Signal, 1)
@@ -295,6 +425,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	g.add("feed", func() error { return d.runFeed(feedCtx) })
 	g.add("broadcast", func() error { return d.bcast.Run(bcastCtx) })
+	if d.signed != nil {
+		g.add("broadcast-signed", func() error { return d.signed.Run(bcastCtx) })
+	}
 	g.add("systemd", func() error { return d.runNotifier(auxCtx) })
 	g.add("pool", func() error { return d.pool.Run(poolCtx) })
 	g.add("control", func() error {
@@ -339,6 +472,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.wait("feed")
 	stopBcast()
 	g.wait("broadcast")
+	if d.signed != nil {
+		g.wait("broadcast-signed")
+	}
 	// The control socket goes last, so that status answers while stopping.
 	stopCtl()
 	stopAux()
@@ -400,7 +536,7 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 				log.Debugf("Received: %s", l)
 			}
 		}
-		d.bcast.Publish(lines)
+		d.publish(lines)
 	}))
 	if ctx.Err() != nil {
 		d.feedState.set("stopped")
@@ -443,6 +579,9 @@ func (d *Daemon) reload() {
 		d.log.WithError(err).Error("Reload: log settings not applied")
 	}
 	d.bcast.SetLimits(limitsOf(next))
+	if d.signed != nil {
+		d.signed.SetLimits(limitsOf(next))
+	}
 	if d.tls != nil && next.Broadcast.TLS.Listen != "" {
 		if err := d.tls.Reload(tlsFiles(next.Broadcast.TLS)); err != nil {
 			d.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
@@ -473,11 +612,17 @@ func restartOnly(prev, next config.Config) []string {
 	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
 		out = append(out, "broadcast.tls.listen")
 	}
+	if prev.Broadcast.Signed != next.Broadcast.Signed {
+		out = append(out, "broadcast.signed")
+	}
 	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
 		out = append(out, "feed.source")
 	}
 	if prev.Feed.MaxLineBytes != next.Feed.MaxLineBytes {
 		out = append(out, "feed.max_line_bytes")
+	}
+	if prev.Identity != next.Identity {
+		out = append(out, "identity")
 	}
 	if prev.Control != next.Control {
 		out = append(out, "control")

@@ -3,6 +3,11 @@
 // sends KEEP_ALIVE at random intervals and checks that each one is answered,
 // and ends after a random lifetime so that the pool restarts it.
 //
+// Given the daemon's public key it speaks the signed protocol instead: it
+// verifies every frame with a signed.Verifier, acknowledges each verified
+// message by sequence number and keeps alive with PING and PONG. A stream
+// that fails verification ends it like a broken connection.
+//
 // Run ends with an *ExitError whose Code is ExitRestart when the worker's
 // life is over for any reason other than cancellation: the lifetime
 // elapsed, the server closed or refused the connection, a keep-alive went
@@ -12,6 +17,7 @@ package worker
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +29,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/wire"
 )
 
@@ -38,6 +45,7 @@ var (
 	ErrConnection       = errors.New("connection to the server failed")
 	ErrKeepAliveTimeout = errors.New("no KEEP_ALIVE_ACK within the keep-alive timeout")
 	ErrLineTooLong      = errors.New("server sent a line longer than the limit")
+	ErrVerify           = errors.New("the server's signed stream failed verification")
 )
 
 // ExitError ends Run when the worker should exit with Code. Err says why
@@ -64,6 +72,9 @@ type Options struct {
 	KeepAliveMin, KeepAliveMax time.Duration
 	// KeepAliveTimeout is how long the server has to answer a KEEP_ALIVE.
 	KeepAliveTimeout time.Duration
+	// PublicKey, when set, makes the worker speak the signed protocol and
+	// verify the stream with this key (the daemon's identity).
+	PublicKey ed25519.PublicKey
 }
 
 // validate reports the first invalid option.
@@ -119,7 +130,15 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 	}
 	log.Infof("Connected to %s; lifetime %s", opts.Addr, lifetime.Round(time.Millisecond))
 
-	s := &session{conn: conn, log: log}
+	s := &session{conn: conn, log: log, acks: &acker{max: MaxLineBytes}, keepAlive: textKeepAlive}
+	if opts.PublicKey != nil {
+		v, err := signed.NewVerifier(opts.PublicKey, signed.VerifierOptions{})
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("worker options: %w", err)
+		}
+		s.acks, s.keepAlive = &signedAcker{v: v}, signed.AppendPing
+	}
 	s.out.cond.L = &s.out.mu
 	err = s.run(ctx, opts, lifetime)
 	switch {
@@ -140,6 +159,10 @@ type session struct {
 	conn net.Conn
 	log  *logrus.Entry
 	out  outbox
+	// acks turns what the server sends into acknowledgements.
+	acks ackMaker
+	// keepAlive appends the n-th keep-alive.
+	keepAlive func(dst []byte, n uint64) []byte
 	// keepAliveAcks counts KEEP_ALIVE_ACK lines seen by the reader.
 	keepAliveAcks atomic.Int64
 }
@@ -169,6 +192,35 @@ func (o *outbox) close() {
 }
 
 var keepAliveLine = []byte(wire.KeepAlive + "\n")
+
+func textKeepAlive(dst []byte, _ uint64) []byte { return append(dst, keepAliveLine...) }
+
+// ackMaker reads the server's bytes, in pieces of any size, and appends
+// the acknowledgements they call for to dst; it counts the keep-alive
+// answers among them.
+type ackMaker interface {
+	feed(dst, p []byte) (out []byte, keepAliveAcks int, err error)
+}
+
+// signedAcker acknowledges every verified message of a signed stream by
+// its sequence number and counts PONGs.
+type signedAcker struct{ v *signed.Verifier }
+
+func (a *signedAcker) feed(dst, p []byte) ([]byte, int, error) {
+	pongs := 0
+	err := a.v.Feed(p, func(m *signed.Message) {
+		switch m.Kind {
+		case signed.KindPong:
+			pongs++
+		case signed.KindMessage, signed.KindChained:
+			dst = signed.AppendAck(dst, m.Seq)
+		}
+	})
+	if err != nil {
+		return dst, pongs, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	return dst, pongs, nil
+}
 
 func (s *session) run(ctx context.Context, opts Options, lifetime time.Duration) error {
 	errc := make(chan error, 2)
@@ -223,9 +275,9 @@ func (s *session) run(ctx context.Context, opts Options, lifetime time.Duration)
 		case err := <-errc:
 			return restart(err)
 		case now := <-send.C:
-			s.out.push(keepAliveLine)
-			sent = append(sent, now)
 			sentTotal++
+			s.out.push(s.keepAlive(nil, uint64(sentTotal)))
+			sent = append(sent, now)
 			s.log.Debug("<< KEEP_ALIVE")
 			if deadlineC == nil {
 				if err := settle(now); err != nil {
@@ -245,7 +297,7 @@ func (s *session) run(ctx context.Context, opts Options, lifetime time.Duration)
 // connection fails. It always returns a non-nil error.
 func (s *session) read() error {
 	buf := make([]byte, readBufferSize)
-	a := acker{max: MaxLineBytes}
+	a := s.acks
 	for {
 		n, err := s.conn.Read(buf)
 		if n > 0 {

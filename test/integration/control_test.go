@@ -334,20 +334,21 @@ func TestCtlStatusCounts(t *testing.T) {
 		m := parseMetrics(string(body))
 		st := ctlStatus(t, sock)
 		for name, want := range map[string]uint64{
-			"chatty_feed_lines_total":             st.Feed.Lines,
-			"chatty_feed_bytes_total":             st.Feed.Bytes,
-			"chatty_feed_dropped_lines_total":     st.Feed.Dropped,
-			"chatty_feed_undelivered_lines_total": st.Feed.Undelivered,
-			"chatty_clients_connected":            uint64(st.Clients.Connected),
-			"chatty_clients_accepted_total":       st.Clients.Accepted,
-			"chatty_clients_refused_total":        st.Clients.Refused,
-			"chatty_clients_slow_consumers_total": st.Clients.SlowConsumers,
-			"chatty_clients_idle_closed_total":    st.Clients.IdleClosed,
-			"chatty_acks_good_total":              st.Clients.AcksGood,
-			"chatty_acks_mismatched_total":        st.Clients.AcksMismatched,
-			"chatty_pool_workers_desired":         uint64(st.Pool.Desired),
-			"chatty_pool_workers_running":         uint64(st.Pool.Running),
-			"chatty_pool_restarts_total":          st.Pool.Restarts,
+			"chatty_feed_lines_total":              st.Feed.Lines,
+			"chatty_feed_bytes_total":              st.Feed.Bytes,
+			"chatty_feed_dropped_lines_total":      st.Feed.Dropped,
+			"chatty_feed_undelivered_lines_total":  st.Feed.Undelivered,
+			"chatty_clients_connected":             uint64(st.Clients.Connected),
+			"chatty_clients_accepted_total":        st.Clients.Accepted,
+			"chatty_clients_refused_total":         st.Clients.Refused,
+			"chatty_clients_slow_consumers_total":  st.Clients.SlowConsumers,
+			"chatty_clients_idle_closed_total":     st.Clients.IdleClosed,
+			"chatty_acks_good_total":               st.Clients.AcksGood,
+			"chatty_acks_mismatched_total":         st.Clients.AcksMismatched,
+			"chatty_clients_rejected_frames_total": 0,
+			"chatty_pool_workers_desired":          uint64(st.Pool.Desired),
+			"chatty_pool_workers_running":          uint64(st.Pool.Running),
+			"chatty_pool_restarts_total":           st.Pool.Restarts,
 		} {
 			got, ok := m[name]
 			if !ok {

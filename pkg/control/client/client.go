@@ -72,6 +72,14 @@ func (c *Client) Workers(ctx context.Context) ([]control.Worker, error) {
 	return ws, err
 }
 
+// Identity returns the daemon's public identity. A daemon without one
+// answers an *APIError with status 404.
+func (c *Client) Identity(ctx context.Context) (control.Identity, error) {
+	var id control.Identity
+	err := c.do(ctx, http.MethodGet, control.PathIdent, nil, &id)
+	return id, err
+}
+
 // Send asks the daemon to broadcast a typed message.
 func (c *Client) Send(ctx context.Context, req control.SendRequest) (control.SendResponse, error) {
 	var resp control.SendResponse

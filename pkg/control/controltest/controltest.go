@@ -25,6 +25,8 @@ type Backend struct {
 	StatusValue  control.Status
 	ClientsValue []control.Client
 	WorkersValue []control.Worker
+	// IdentityValue is what Identity returns; nil answers control.ErrNoIdentity.
+	IdentityValue *control.Identity
 	// SendErr and ScaleErr, when set, are returned by Send and Scale.
 	SendErr, ScaleErr error
 	// StopHook, when set, is called first thing by Stop.
@@ -87,6 +89,15 @@ func (b *Backend) Clients() []control.Client {
 func (b *Backend) Workers() []control.Worker {
 	b.record("workers")
 	return b.WorkersValue
+}
+
+// Identity implements control.Backend.
+func (b *Backend) Identity() (control.Identity, error) {
+	b.record("identity")
+	if b.IdentityValue == nil {
+		return control.Identity{}, control.ErrNoIdentity
+	}
+	return *b.IdentityValue, nil
 }
 
 // Send implements control.Backend.

@@ -1,0 +1,148 @@
+package broadcast
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/sirupsen/logrus"
+)
+
+// codec is what differs between the text protocol and the signed one on
+// the way out: how published lines become the log's bytes, what the log
+// appends on its own (checkpoints) and what a client receives privately
+// first (an anchor). Its Locked methods are called with the log's mu held,
+// which also guards the codec's state.
+type codec interface {
+	// maxSize returns the most bytes encodeLocked adds for a line of n bytes.
+	maxSize(n int) int
+	// encodeLocked appends line's encoding to dst, which has maxSize room,
+	// and reports whether the line was encoded (it takes a sequence number).
+	encodeLocked(dst, line []byte) ([]byte, bool)
+	// appendedLocked runs after every append.
+	appendedLocked(l *log)
+	// closingLocked runs once, before the log is closed.
+	closingLocked(l *log)
+	// joinLocked returns what a client starting at the log's end needs.
+	joinLocked() (joined, error)
+}
+
+// joined is what a client gets from the codec when it starts.
+type joined struct {
+	// preamble is written to the client before anything of the log.
+	preamble []byte
+	// session is the signed connection's session, from its anchor.
+	session signed.Session
+}
+
+// textCodec is the original protocol: every line followed by "\n".
+type textCodec struct{}
+
+func (textCodec) maxSize(n int) int { return n + 1 }
+
+func (textCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
+	return append(append(dst, line...), '\n'), true
+}
+
+func (textCodec) appendedLocked(*log)         {}
+func (textCodec) closingLocked(*log)          {}
+func (textCodec) joinLocked() (joined, error) { return joined{}, nil }
+
+// SignedOptions configure a server of the signed protocol (docs/protocol.md).
+type SignedOptions struct {
+	// Key signs every frame.
+	Key ed25519.PrivateKey
+	// Mode is signed.Chained or signed.PerMessage.
+	Mode signed.Mode
+	// CheckpointEvery and CheckpointInterval space the checkpoints of the
+	// Chained mode; zero means the defaults of package signed. A
+	// checkpoint is also appended when the feed goes quiet with messages
+	// uncovered, CheckpointInterval after the first of them.
+	CheckpointEvery    int
+	CheckpointInterval time.Duration
+	// TimestampWindow bounds the time of clients' signed messages; zero
+	// means signed.DefaultTimestampWindow.
+	TimestampWindow time.Duration
+	// Keys are the client keys whose messages are accepted; nil accepts
+	// none (a client message is then a rejected frame).
+	Keys signed.KeySet
+}
+
+// signedCodec frames every line as a signed Info message.
+type signedCodec struct {
+	enc      *signed.Encoder
+	interval time.Duration
+	log      *logrus.Entry
+
+	// Guarded by the log's mu:
+	timer *time.Timer // the pending checkpoint timer, nil when none is armed
+}
+
+func newSignedCodec(o SignedOptions, logger *logrus.Entry) (*signedCodec, error) {
+	enc, err := signed.NewEncoder(o.Key, o.Mode, signed.EncoderOptions{
+		CheckpointEvery:    o.CheckpointEvery,
+		CheckpointInterval: o.CheckpointInterval,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signed listener: %w", err)
+	}
+	interval := o.CheckpointInterval
+	if interval <= 0 {
+		interval = signed.DefaultCheckpointInterval
+	}
+	return &signedCodec{enc: enc, interval: interval, log: logger}, nil
+}
+
+func (*signedCodec) maxSize(n int) int { return signed.MaxAppendSize(n) }
+
+func (sc *signedCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
+	out, _, err := sc.enc.Append(dst, message.Info, time.Now(), line)
+	if err != nil {
+		// Only a payload over signed.MaxPayload; the configuration keeps
+		// feed lines below it.
+		sc.log.WithError(err).Error("Line not signed; the signed listener's clients do not get it")
+		return dst, false
+	}
+	return out, true
+}
+
+// appendedLocked arms the checkpoint timer when messages are left
+// uncovered, so that a quiet feed does not hold them back in the clients.
+func (sc *signedCodec) appendedLocked(l *log) {
+	if sc.timer != nil || sc.enc.Uncovered() == 0 {
+		return
+	}
+	sc.timer = time.AfterFunc(sc.interval, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		sc.timer = nil
+		if l.closed.Load() {
+			return
+		}
+		sc.checkpointLocked(l)
+	})
+}
+
+func (sc *signedCodec) checkpointLocked(l *log) {
+	l.appendRawLocked(signed.MaxAppendSize(0), sc.enc.Checkpoint)
+}
+
+// closingLocked covers the last messages, so that clients deliver them
+// before the stream ends.
+func (sc *signedCodec) closingLocked(l *log) {
+	if sc.timer != nil {
+		sc.timer.Stop()
+		sc.timer = nil
+	}
+	sc.checkpointLocked(l)
+}
+
+func (sc *signedCodec) joinLocked() (joined, error) {
+	a, s, err := sc.enc.Anchor(nil)
+	if err != nil {
+		return joined{}, err
+	}
+	return joined{preamble: a, session: s}, nil
+}

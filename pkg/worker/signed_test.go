@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/broadcast"
+	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/signed"
+)
+
+// signedServer runs a broadcast server of the signed protocol for the test.
+func signedServer(t *testing.T, mode signed.Mode) (*broadcast.Server, ed25519.PublicKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := broadcast.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := broadcast.NewSigned(ln, broadcast.Limits{
+		MaxClientLine: 4096, QueueBytes: 64 << 20, QueueLines: 1 << 20, DrainTimeout: time.Second,
+	}, broadcast.SignedOptions{Key: priv, Mode: mode}, logging.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// A probe connection makes sure the server's goroutines are all up
+	// before start counts them.
+	probe, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "probe accepted", func() bool { return s.Stats().Accepted == 1 })
+	probe.Close()
+	eventually(t, "probe gone", func() bool { return s.Stats().Connected == 0 })
+	return s, pub
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A signed worker verifies the stream, acknowledges every message by its
+// sequence number and keeps alive with PING, in both modes.
+func TestSignedWorker(t *testing.T) {
+	for _, mode := range []signed.Mode{signed.Chained, signed.PerMessage} {
+		t.Run(mode.String(), func(t *testing.T) {
+			s, pub := signedServer(t, mode)
+			o := opts(s.Addr().String())
+			o.PublicKey = pub
+			o.KeepAliveMin, o.KeepAliveMax, o.KeepAliveTimeout = 10*time.Millisecond, 20*time.Millisecond, 5*time.Second
+			_, res := start(t, o)
+			eventually(t, "worker connected", func() bool { return s.Stats().Connected == 1 })
+			const n = 300
+			for i := range n {
+				s.Publish([][]byte{fmt.Appendf(nil, "line %d", i)})
+			}
+			eventually(t, "every message acknowledged", func() bool { return s.Stats().AcksGood == n })
+			eventually(t, "keep-alives answered", func() bool { return s.Stats().KeepAlives >= 3 })
+			if st := s.Stats(); st.AcksMismatched != 0 || st.Rejected != 0 {
+				t.Errorf("server stats %+v", st)
+			}
+			select {
+			case err := <-res:
+				t.Fatalf("worker ended: %v", err)
+			default:
+			}
+		})
+	}
+}
+
+// A worker given another key than the server's refuses the stream.
+func TestSignedWorkerWrongKey(t *testing.T) {
+	s, _ := signedServer(t, signed.Chained)
+	other, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(s.Addr().String())
+	o.PublicKey = other
+	_, res := start(t, o)
+	wantExit(t, result(t, res), ErrVerify)
+}

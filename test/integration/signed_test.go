@@ -1,0 +1,402 @@
+package integration
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/control/client"
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// startSignedDaemon starts chattyd with a keygen'd identity and a signed
+// listener in mode, and returns it with the listener's address and the
+// public key chattyctl identity reports and the .pub file beside the key.
+func startSignedDaemon(t *testing.T, mode string) (d *harness.Daemon, addr string, pub ed25519.PublicKey, pubFile string) {
+	t.Helper()
+	keyFile, id := keygenKey(t)
+	addr = harness.FreeAddr(t)
+	d = harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n", keyFile, addr, mode))})
+	d.WaitLog(t, "The signed listener is on "+addr, short)
+
+	out, err := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "identity", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown control.Identity
+	if err := json.Unmarshal(out, &shown); err != nil {
+		t.Fatal(err)
+	}
+	pub, err = identity.ParsePublicKey([]byte(shown.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pub.Equal(id.Public) {
+		t.Fatalf("chattyctl identity shows %s; the .pub file holds %s", shown.Fingerprint, id.Fingerprint())
+	}
+	return d, addr, pub, identity.PublicPath(keyFile)
+}
+
+// readVerified reads conn with a Verifier of pub until n messages have
+// verified or the verifier rejects the stream, acking each message.
+func readVerified(t *testing.T, conn net.Conn, pub ed25519.PublicKey, n int) ([]string, error) {
+	t.Helper()
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	buf := make([]byte, 32<<10)
+	conn.SetDeadline(time.Now().Add(long))
+	for len(got) < n {
+		k, rerr := conn.Read(buf)
+		var acks []byte
+		if err := v.Feed(buf[:k], func(m *signed.Message) {
+			got = append(got, string(m.Payload))
+			acks = signed.AppendAck(acks, m.Seq)
+		}); err != nil {
+			return got, err
+		}
+		if _, err := conn.Write(acks); err != nil {
+			t.Fatal(err)
+		}
+		if rerr != nil {
+			t.Fatalf("read after %d messages: %v", len(got), rerr)
+		}
+	}
+	return got, nil
+}
+
+// A Go client on chattyd's signed listener verifies every fed line with
+// the public key chattyctl identity shows, in both modes; its acks are
+// counted in status, and status lists the listener as signed.
+func TestSignedListenerEndToEnd(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"chained", "per-message"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			d, addr, pub, _ := startSignedDaemon(t, mode)
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			statusUntil(t, d, "one client connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+			lines := numbered("signed", 1, 500, 100)
+			d.Feed(lines...)
+			got, err := readVerified(t, conn, pub, len(lines))
+			if err != nil {
+				t.Fatalf("verifier rejected chattyd's stream after %d messages: %v", len(got), err)
+			}
+			for i := range lines {
+				if got[i] != lines[i] {
+					t.Fatalf("message %d = %q, want %q", i, got[i], lines[i])
+				}
+			}
+			st := statusUntil(t, d, "every ack counted", func(st control.Status) bool { return st.Clients.AcksGood == uint64(len(lines)) })
+			if st.Clients.AcksMismatched != 0 {
+				t.Errorf("acks mismatched: %d", st.Clients.AcksMismatched)
+			}
+			var found bool
+			for _, l := range st.Listeners {
+				found = found || (l.Addr == addr && l.Protocol == "signed")
+			}
+			if !found {
+				t.Errorf("status listeners %+v lack %s as signed", st.Listeners, addr)
+			}
+		})
+	}
+}
+
+// A proxy that flips one byte of chattyd's signed stream is caught by the
+// client's verifier, which delivers no altered line.
+func TestSignedTamperingDetected(t *testing.T) {
+	t.Parallel()
+	d, addr, pub, _ := startSignedDaemon(t, "chained")
+	proxy := flipProxy(t, addr, 1000)
+	conn, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	statusUntil(t, d, "one client connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+	lines := numbered("tamper", 1, 200, 200)
+	d.Feed(lines...)
+	got, err := readVerified(t, conn, pub, len(lines))
+	if err == nil {
+		t.Fatal("the verifier accepted a stream with a flipped byte")
+	}
+	var re *signed.RejectError
+	if !errors.As(err, &re) {
+		t.Fatalf("error %v is not a *signed.RejectError", err)
+	}
+	for i, g := range got {
+		if g != lines[i] {
+			t.Fatalf("delivered an altered line %d: %q", i, g)
+		}
+	}
+	t.Logf("rejected after %d good messages: %v", len(got), err)
+}
+
+// statusUntil polls chattyd's status until ok accepts it.
+func statusUntil(t *testing.T, d *harness.Daemon, what string, ok func(control.Status) bool) control.Status {
+	t.Helper()
+	c := client.New(d.ControlSocket())
+	deadline := time.Now().Add(short)
+	for {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s the status still does not show %s: %+v", short, what, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// flipProxy forwards one connection to upstream, flipping the bits of the
+// byte at offset flip of what upstream sends.
+func flipProxy(t *testing.T, upstream string, flip int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		down, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer down.Close()
+		up, err := net.Dial("tcp", upstream)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go io.Copy(up, down)
+		buf := make([]byte, 4096)
+		var pos int64
+		for {
+			n, err := up.Read(buf)
+			if flip >= pos && flip < pos+int64(n) {
+				buf[flip-pos] ^= 0xff
+			}
+			pos += int64(n)
+			if _, werr := down.Write(buf[:n]); werr != nil || err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// Pool workers pointed at the signed listener (pool.worker.protocol:
+// signed) are given the .pub file, verify every message and acknowledge
+// it: acks_good grows to workers × lines, none mismatched, and PINGs keep
+// them alive.
+func TestSignedPoolWorkers(t *testing.T) {
+	t.Parallel()
+	const n, k = 3, 200
+	keyFile, _ := keygenKey(t)
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: fmt.Sprintf(`version: 1
+identity:
+  key_file: %s
+broadcast:
+  signed:
+    listen: %s
+pool:
+  size: %d
+  worker:
+    lifetime_min: 1h
+    lifetime_max: 1h
+    keepalive_min: 50ms
+    keepalive_max: 100ms
+    protocol: signed
+`, keyFile, addr, n)})
+	waitConnected(t, d, 0, 1, n)
+	for _, pid := range d.Workers(t) {
+		if args, err := procArgs(pid); err != nil || !strings.Contains(args, "--pubkey "+identity.PublicPath(keyFile)) ||
+			strings.Contains(args, keyFile+" ") || strings.HasSuffix(args, keyFile) {
+			t.Errorf("worker %d runs %q (%v); want --pubkey with the .pub file only", pid, args, err)
+		}
+	}
+
+	d.Feed(numbered("pool", 1, k, 80)...)
+	st := statusUntil(t, d, "every worker's acks", func(st control.Status) bool { return st.Clients.AcksGood == n*k })
+	if st.Clients.AcksMismatched != 0 || st.Clients.Connected != n {
+		t.Errorf("clients in status: %+v", st.Clients)
+	}
+	time.Sleep(300 * time.Millisecond) // several keep-alive rounds
+	if st := statusUntil(t, d, "workers", func(control.Status) bool { return true }); st.Pool.Restarts != 0 {
+		t.Errorf("workers restarted %d times; last exits: %+v", st.Pool.Restarts, st.Pool.Slots)
+	}
+}
+
+// procArgs returns a process's command line, its arguments joined by spaces.
+func procArgs(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "), err
+}
+
+// chattyctl watch --signed finds the signed listener in status, prints
+// every fed line once it has verified with the .pub file, and ends
+// cleanly when chattyd stops.
+func TestWatchSigned(t *testing.T) {
+	t.Parallel()
+	d, _, _, pubFile := startSignedDaemon(t, "chained")
+	cmd := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	statusUntil(t, d, "watch connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+	lines := numbered("watch", 1, 50, 60)
+	d.Feed(lines...)
+	got := make([]byte, 0, 4096)
+	buf := make([]byte, 4096)
+	want := strings.Join(lines, "\n") + "\n"
+	for len(got) < len(want) {
+		n, err := out.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if string(got) != want {
+		t.Fatalf("watch --signed printed %q, want %q; stderr %s", got, want, stderr.String())
+	}
+	d.Signal(syscall.SIGTERM)
+	if code := d.Wait(long); code != 0 {
+		t.Fatalf("chattyd exit %d", code)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("watch --signed: %v; stderr %s", err, stderr.String())
+	}
+}
+
+// A client whose key is in identity.authorized_keys sends a signed
+// Request on the signed listener and gets chattyd's signed Response,
+// which its verifier matches to the request.
+func TestSignedRequestResponse(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := keygenKey(t)
+	clientPub, clientPriv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized := writeFile(t, "clients", identity.AuthorizedKeyLine(clientPub, "test client")+"\n")
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+		"identity:\n  key_file: %s\n  authorized_keys: %s\nbroadcast:\n  signed:\n    listen: %s\n", keyFile, authorized, addr))})
+	d.WaitLog(t, "1 client keys authorized", short)
+	pub, err := identity.LoadPublicKey(identity.PublicPath(keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(short))
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var resp *signed.Message
+	var sentDigest signed.Digest
+	sent := false
+	for resp == nil {
+		n, rerr := conn.Read(buf)
+		if err := v.Feed(buf[:n], func(m *signed.Message) {
+			if m.Kind == signed.KindResponse {
+				mc := *m
+				mc.Payload = append([]byte(nil), m.Payload...)
+				resp = &mc
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := v.Anchor(); ok && !sent {
+			cs, err := signed.NewClientSigner(clientPriv, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var frame []byte
+			frame, sentDigest, err = cs.Append(nil, message.Request, time.Now(), []byte("are you there"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			sent = true
+		}
+		if rerr != nil {
+			t.Fatalf("read: %v", rerr)
+		}
+	}
+	if resp.Request != sentDigest || resp.Type != message.Response || string(resp.Payload) != "Acknowledge: are you there" {
+		t.Errorf("response %+v; want one to request %x", resp, sentDigest)
+	}
+	d.WaitLog(t, "Signed client message: are you there", short)
+
+	// The same request signed by a key not in the file is rejected: the
+	// connection is closed and status counts the frame.
+	_, strangerPriv, _ := ed25519.GenerateKey(nil)
+	stranger, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.SetDeadline(time.Now().Add(short))
+	sv, _ := signed.NewVerifier(pub, signed.VerifierOptions{})
+	for {
+		n, err := stranger.Read(buf)
+		if ferr := sv.Feed(buf[:n], func(*signed.Message) {}); ferr != nil || err != nil {
+			t.Fatalf("stranger's stream: %v %v", ferr, err)
+		}
+		if _, ok := sv.Anchor(); ok {
+			break
+		}
+	}
+	a, _ := sv.Anchor()
+	cs, _ := signed.NewClientSigner(strangerPriv, a)
+	frame, _, _ := cs.Append(nil, message.Request, time.Now(), []byte("let me in"))
+	stranger.Write(frame)
+	statusUntil(t, d, "the stranger's frame rejected", func(st control.Status) bool {
+		return st.Clients.RejectedFrames == 1 && st.Clients.Connected == 1
+	})
+}
