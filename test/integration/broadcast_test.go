@@ -2,11 +2,9 @@ package integration
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -154,43 +152,7 @@ broadcast:
 
 	// 20 MB: far more than the slow client's kernel buffers and queue.
 	lines := numbered("slow", 1, 200000, 100)
-	// The feed never gets more than a window ahead of the good client, so
-	// that the good client never lags by more than its queue however slow
-	// this test process is.
-	const window, batch = 256 << 10, 1000 // bytes, lines
-	var received atomic.Int64
-	fed := make(chan error, 1)
-	go func() {
-		w := d.FeedWriter()
-		sent := int64(0)
-		for i := 0; i < len(lines); i += batch {
-			deadline := time.Now().Add(long)
-			for sent-received.Load() > window {
-				if time.Now().After(deadline) {
-					fed <- errors.New("the good client stopped receiving")
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
-			chunk := joinLines(lines[i:min(i+batch, len(lines))])
-			if _, err := w.Write(chunk); err != nil {
-				fed <- err
-				return
-			}
-			sent += int64(len(chunk))
-		}
-		fed <- nil
-	}()
-	for i, want := range lines {
-		line := good.ReadLine(long)
-		if line != want {
-			t.Fatalf("good client, line %d: got %.80q, want %.80q", i+1, line, want)
-		}
-		received.Add(int64(len(line) + 1))
-	}
-	if err := <-fed; err != nil {
-		t.Fatalf("feed: %v", err)
-	}
+	feedPacedTo(t, d, good, lines)
 	good.KeepAlive(short)
 
 	d.WaitLog(t, "[connection: 1] Slow consumer: queue limit exceeded, disconnecting", short)

@@ -9,7 +9,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -152,38 +151,7 @@ pool:
 	// 20 MB, more than the stopped worker's socket buffers and queue, paced
 	// so that the reading client never lags by more than 256 KiB.
 	lines := numbered("stop", 1, 200000, 100)
-	var received atomic.Int64
-	fed := make(chan error, 1)
-	go func() {
-		var sent int64
-		for i := 0; i < len(lines); i += 1000 {
-			deadline := time.Now().Add(long)
-			for sent-received.Load() > 256<<10 {
-				if time.Now().After(deadline) {
-					fed <- errors.New("the good client stopped receiving")
-					return
-				}
-				time.Sleep(time.Millisecond)
-			}
-			b := joinLines(lines[i : i+1000])
-			if _, err := d.FeedWriter().Write(b); err != nil {
-				fed <- err
-				return
-			}
-			sent += int64(len(b))
-		}
-		fed <- nil
-	}()
-	for i, want := range lines {
-		line := good.ReadLine(long)
-		if line != want {
-			t.Fatalf("good client, line %d: got %.80q, want %.80q", i+1, line, want)
-		}
-		received.Add(int64(len(line) + 1))
-	}
-	if err := <-fed; err != nil {
-		t.Fatalf("feed: %v", err)
-	}
+	feedPacedTo(t, d, good, lines)
 	d.WaitLog(t, "[connection: 1] Slow consumer: queue limit exceeded, disconnecting", long)
 	if strings.Contains(d.Log(), "[connection: 2] Slow consumer") {
 		t.Error("the good client was disconnected too")

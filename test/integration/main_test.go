@@ -4,9 +4,11 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +51,48 @@ func joinLines(lines []string) []byte {
 		b.WriteByte('\n')
 	}
 	return []byte(b.String())
+}
+
+// feedPacedTo feeds lines to d in batches of 1000, never more than 256 KiB
+// ahead of what good has read, and checks that good receives every line in
+// order: a client that keeps up must lose nothing, however slow this test
+// process runs, while other clients may fall behind for good.
+func feedPacedTo(t *testing.T, d *harness.Daemon, good *harness.Client, lines []string) {
+	t.Helper()
+	const window, batch = 256 << 10, 1000 // bytes, lines
+	var received atomic.Int64
+	fed := make(chan error, 1)
+	go func() {
+		w := d.FeedWriter()
+		sent := int64(0)
+		for i := 0; i < len(lines); i += batch {
+			deadline := time.Now().Add(long)
+			for sent-received.Load() > window {
+				if time.Now().After(deadline) {
+					fed <- errors.New("the good client stopped receiving")
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			chunk := joinLines(lines[i:min(i+batch, len(lines))])
+			if _, err := w.Write(chunk); err != nil {
+				fed <- err
+				return
+			}
+			sent += int64(len(chunk))
+		}
+		fed <- nil
+	}()
+	for i, want := range lines {
+		line := good.ReadLine(long)
+		if line != want {
+			t.Fatalf("good client, line %d: got %.80q, want %.80q", i+1, line, want)
+		}
+		received.Add(int64(len(line) + 1))
+	}
+	if err := <-fed; err != nil {
+		t.Fatalf("feed: %v", err)
+	}
 }
 
 // diffLines describes the first difference between got and want, or "".
