@@ -334,13 +334,7 @@ func (v *Verifier) messageFrame(b []byte, now int64, deliver func(*Message)) *Re
 	if !ed25519.Verify(v.pub, d[:], sig) {
 		return reject(ReasonBadSignature, seq, "does not verify with the daemon's key")
 	}
-	if !typ.Valid() {
-		return reject(ReasonMalformed, seq, "unknown message type %d", uint8(typ))
-	}
-	if re := v.checkSeq(seq); re != nil {
-		return re
-	}
-	if re := v.checkTime(ts, now, seq); re != nil {
+	if re := v.checkHead(typ, seq, ts, now); re != nil {
 		return re
 	}
 	v.lastSeq = seq
@@ -348,6 +342,18 @@ func (v *Verifier) messageFrame(b []byte, now int64, deliver func(*Message)) *Re
 	v.msg = Message{Kind: KindMessage, Seq: seq, Type: typ, Time: time.Unix(0, ts), Payload: payload}
 	deliver(&v.msg)
 	return nil
+}
+
+// checkHead checks what every message carries besides its digest: a
+// known type, the next sequence number and a time inside the window.
+func (v *Verifier) checkHead(typ message.Type, seq uint64, ts, now int64) *RejectError {
+	if !typ.Valid() {
+		return reject(ReasonMalformed, seq, "unknown message type %d", uint8(typ))
+	}
+	if re := v.checkSeq(seq); re != nil {
+		return re
+	}
+	return v.checkTime(ts, now, seq)
 }
 
 func (v *Verifier) chainedFrame(b []byte, now int64) *RejectError {
@@ -365,13 +371,7 @@ func (v *Verifier) chainedFrame(b []byte, now int64) *RejectError {
 	if !bytes.Equal(d[:], digest) {
 		return reject(ReasonBadChain, seq, "does not extend the chain after seq %d", v.lastSeq)
 	}
-	if !typ.Valid() {
-		return reject(ReasonMalformed, seq, "unknown message type %d", uint8(typ))
-	}
-	if re := v.checkSeq(seq); re != nil {
-		return re
-	}
-	if re := v.checkTime(ts, now, seq); re != nil {
+	if re := v.checkHead(typ, seq, ts, now); re != nil {
 		return re
 	}
 	if len(v.pend) >= v.maxPending || len(v.arena)+len(payload) > v.maxBytes {
