@@ -26,20 +26,34 @@ func testLimits() Limits {
 	}
 }
 
-// startServer runs a server on 127.0.0.1:0 until the test ends, then
-// checks that Run returned and left no goroutine behind.
+// startServer runs a server on 127.0.0.1:0 until the test ends.
 func startServer(t *testing.T, lim Limits) *Server {
 	t.Helper()
-	before := runtime.NumGoroutine()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := New(ln, lim, logging.Discard())
+	runServer(t, s)
+	return s
+}
+
+// runServer runs s until stop is called or the test ends; stop (safe to
+// call twice) cancels Run, waits for it and checks its error, and at the
+// end of the test no goroutine of the server may be left.
+func runServer(t *testing.T, s *Server) (stop func()) {
+	t.Helper()
+	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case err := <-done:
@@ -49,9 +63,12 @@ func startServer(t *testing.T, lim Limits) *Server {
 		case <-time.After(10 * time.Second):
 			t.Fatal("Run did not return after cancel")
 		}
+	}
+	t.Cleanup(func() {
+		stop()
 		eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
 	})
-	return s
+	return stop
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -531,10 +548,7 @@ func TestAckDuringWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := New(lateListener{ln}, testLimits(), logging.Discard())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runServer(t, s)
 	c := dial(t, s)
 	const lines = 20
 	for i := range lines {

@@ -1,13 +1,11 @@
 package broadcast
 
 import (
-	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +19,6 @@ import (
 // called) and returns it with the key that verifies it.
 func startSigned(t *testing.T, o SignedOptions) (s *Server, pub ed25519.PublicKey, stop func()) {
 	t.Helper()
-	before := runtime.NumGoroutine()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -35,30 +32,7 @@ func startSigned(t *testing.T, o SignedOptions) (s *Server, pub ed25519.PublicKe
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		t.Helper()
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return after cancel")
-		}
-	}
-	t.Cleanup(func() {
-		stop()
-		eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
-	})
+	stop = runServer(t, s)
 	return s, pub, stop
 }
 

@@ -2,7 +2,6 @@ package broadcast
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"net"
 	"path/filepath"
@@ -31,15 +30,7 @@ func startTLSServer(t *testing.T, files TLSFiles) (*Server, string) {
 	}
 	s := New(ln, testLimits(), logging.Discard())
 	s.AddListener(tls.NewListener(tln, tc.ServerConfig()))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runServer(t, s)
 	return s, tln.Addr().String()
 }
 
@@ -162,10 +153,7 @@ func startTLSOnly(t *testing.T, pki *harness.PKI, lim Limits) (s *Server, stop f
 		t.Fatal(err)
 	}
 	s = New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	return s, func() { cancel(); <-done }
+	return s, runServer(t, s)
 }
 
 // With idle_timeout 0 (disabled), a TLS client is not closed when the
@@ -231,4 +219,42 @@ func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
 		t.Fatalf("the next TLS client: %q, %v", got, err)
 	}
 	next.Close()
+}
+
+// Reload serves new handshakes with the new files; a reload that fails
+// keeps the files in force.
+func TestTLSReload(t *testing.T) {
+	oldPKI, newPKI := harness.NewPKI(t), harness.NewPKI(t)
+	tc, err := NewTLSConfig(TLSFiles{CertFile: oldPKI.CertFile, KeyFile: oldPKI.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(tls.NewListener(ln, tc.ServerConfig()), testLimits(), logging.Discard())
+	runServer(t, s)
+	trusts := func(pki *harness.PKI) bool {
+		c, _, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}
+	if !trusts(oldPKI) || trusts(newPKI) {
+		t.Fatal("before the reload, the old certificate must be served")
+	}
+	if err := tc.Reload(TLSFiles{CertFile: newPKI.CertFile, KeyFile: newPKI.KeyFile}); err != nil {
+		t.Fatal(err)
+	}
+	if !trusts(newPKI) || trusts(oldPKI) {
+		t.Fatal("after the reload, the new certificate must be served")
+	}
+	if err := tc.Reload(TLSFiles{CertFile: newPKI.CertFile, KeyFile: oldPKI.KeyFile}); err == nil {
+		t.Fatal("a certificate with another certificate's key was accepted")
+	}
+	if !trusts(newPKI) {
+		t.Error("a failed reload replaced the certificate in force")
+	}
 }
