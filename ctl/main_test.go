@@ -134,6 +134,15 @@ func TestCommands(t *testing.T) {
 			if !strings.Contains(errOut, tt.wantErr) {
 				t.Errorf("stderr lacks %q:\n%s", tt.wantErr, errOut)
 			}
+			if slices.Contains(tt.wantCalls, "stop") {
+				// The server calls Stop after its answer has gone out, so
+				// chattyctl --no-wait may return first.
+				select {
+				case <-b.Stopped():
+				case <-time.After(10 * time.Second):
+					t.Fatal("the daemon was never asked to stop")
+				}
+			}
 			if got := b.Calls(); !slices.Equal(got, tt.wantCalls) {
 				t.Errorf("daemon calls = %q; want %q", got, tt.wantCalls)
 			}
