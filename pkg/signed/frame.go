@@ -55,9 +55,11 @@ const (
 	KindCheckpoint    Kind = 0x04 // a signature over the chain so far (chained mode)
 	KindResponse      Kind = 0x05 // the daemon's signed answer to one client's request
 	KindPong          Kind = 0x06 // answer to a PING
+	KindChallenge     Kind = 0x07 // the daemon asks the client to authenticate
 	KindClientMessage Kind = 0x11 // a message signed by a client's key
 	KindAck           Kind = 0x12 // a client has received a message
 	KindPing          Kind = 0x13 // a client's keep-alive
+	KindAuth          Kind = 0x14 // a client's answer to a CHALLENGE
 )
 
 var kindNames = map[Kind]string{
@@ -70,6 +72,8 @@ var kindNames = map[Kind]string{
 	KindClientMessage: "CLIENT_MESSAGE",
 	KindAck:           "ACK",
 	KindPing:          "PING",
+	KindChallenge:     "CHALLENGE",
+	KindAuth:          "AUTH",
 }
 
 // String returns the kind's name, such as "CHECKPOINT".

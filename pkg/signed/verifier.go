@@ -38,8 +38,10 @@ type VerifierOptions struct {
 }
 
 // Message is a message a Verifier delivers: a feed message that verified
-// (KindMessage or KindChained), a response to this client (KindResponse)
-// or a PONG (KindPong, unsigned, Seq holding its nonce).
+// (KindMessage or KindChained), a response to this client (KindResponse),
+// a PONG (KindPong, unsigned, Seq holding its nonce) or the daemon's
+// CHALLENGE (KindChallenge, which the client answers with an AUTH; see
+// Verifier.Challenge).
 type Message struct {
 	Kind    Kind
 	Seq     uint64
@@ -81,6 +83,9 @@ type Verifier struct {
 	maxPending int
 	maxBytes   int
 	now        func() time.Time
+
+	challenged bool
+	challenge  Challenge
 
 	anchored bool
 	anchor   AnchorInfo
@@ -217,7 +222,10 @@ func reject(r Reason, seq uint64, format string, args ...any) *RejectError {
 // then its place in the stream (sequence, time).
 func (v *Verifier) frame(f Frame, now int64, deliver func(*Message)) *RejectError {
 	b := f.Body
-	if f.Kind == KindAnchor {
+	switch f.Kind {
+	case KindChallenge:
+		return v.challengeFrame(b, now, deliver)
+	case KindAnchor:
 		return v.anchorFrame(b, now)
 	}
 	if !v.anchored {
@@ -277,6 +285,9 @@ func (v *Verifier) anchorFrame(b []byte, now int64) *RejectError {
 	}
 	if re := v.checkTime(ts, now, a.Seq); re != nil {
 		return re
+	}
+	if v.challenged && a.Session != v.challenge.Session {
+		return reject(ReasonUnexpected, a.Seq, "ANCHOR of session %v after a CHALLENGE of session %v", a.Session, v.challenge.Session)
 	}
 	a.Time = time.Unix(0, ts)
 	v.anchor, v.anchored = a, true
