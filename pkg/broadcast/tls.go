@@ -14,6 +14,9 @@ type TLSFiles struct {
 	CertFile     string // certificate chain
 	KeyFile      string // its private key
 	ClientCAFile string // CAs that sign client certificates; empty asks for none
+	// Certificate, when set, is served instead of CertFile and KeyFile:
+	// the certificate derived from the daemon's identity (tlsconf.SelfSigned).
+	Certificate *tls.Certificate
 }
 
 // TLSConfig serves TLS 1.3 from PEM files. Reload reads them again; new
@@ -33,9 +36,14 @@ func NewTLSConfig(f TLSFiles) (*TLSConfig, error) {
 
 // Reload loads the files again. On error the configuration in force stays.
 func (t *TLSConfig) Reload(f TLSFiles) error {
-	cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
-	if err != nil {
-		return fmt.Errorf("TLS certificate %s with key %s: %w", f.CertFile, f.KeyFile, err)
+	var cert tls.Certificate
+	if f.Certificate != nil {
+		cert = *f.Certificate
+	} else {
+		var err error
+		if cert, err = tls.LoadX509KeyPair(f.CertFile, f.KeyFile); err != nil {
+			return fmt.Errorf("TLS certificate %s with key %s: %w", f.CertFile, f.KeyFile, err)
+		}
 	}
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS13,

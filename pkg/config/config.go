@@ -78,15 +78,45 @@ type Signed struct {
 	// TimestampWindow is how far the time of a client's signed message
 	// may be from the daemon's clock.
 	TimestampWindow time.Duration `yaml:"timestamp_window"`
+	// Auth is "none" or "authorized_keys": a client must then prove it
+	// holds a key of identity.authorized_keys (or a pool worker's key)
+	// before it receives anything.
+	Auth string `yaml:"auth"`
+	// UpstreamRate and UpstreamBurst limit the signed messages one client
+	// may send: UpstreamRate per second on average, UpstreamBurst at once.
+	UpstreamRate  float64 `yaml:"upstream_rate"`
+	UpstreamBurst int     `yaml:"upstream_burst"`
+	// TLS runs the signed listener over TLS 1.3.
+	TLS SignedTLS `yaml:"tls"`
+}
+
+// SignedTLS configures TLS on the signed listener.
+type SignedTLS struct {
+	// Enabled runs the signed listener over TLS.
+	Enabled bool `yaml:"enabled"`
+	// CertFile and KeyFile are the server's certificate chain and key
+	// (PEM), unless SelfSigned.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// SelfSigned serves a certificate derived from the daemon's identity,
+	// which clients verify by pinning the identity's public key.
+	SelfSigned bool `yaml:"self_signed"`
+	// ClientCAFile, when set, requires client certificates signed by one
+	// of these CAs (PEM): mutual TLS.
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // TLS configures the broadcaster's TLS listener.
 type TLS struct {
 	// Listen is the TLS listener's host:port; empty runs none.
 	Listen string `yaml:"listen"`
-	// CertFile and KeyFile are the server's certificate chain and key (PEM).
+	// CertFile and KeyFile are the server's certificate chain and key
+	// (PEM), unless SelfSigned.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// SelfSigned serves a certificate derived from the daemon's identity,
+	// which clients verify by pinning the identity's public key.
+	SelfSigned bool `yaml:"self_signed"`
 	// ClientCAFile, when set, requires clients to present a certificate
 	// signed by one of these CAs (PEM): mutual TLS.
 	ClientCAFile string `yaml:"client_ca_file"`
@@ -221,6 +251,9 @@ func Default() Config {
 				CheckpointEvery:    signed.DefaultCheckpointEvery,
 				CheckpointInterval: signed.DefaultCheckpointInterval,
 				TimestampWindow:    signed.DefaultTimestampWindow,
+				Auth:               AuthNone,
+				UpstreamRate:       20,
+				UpstreamBurst:      40,
 			},
 		},
 		Feed: Feed{
@@ -353,14 +386,9 @@ func (c *Config) Validate() []Problem {
 		} else if t.Listen == b.Listen {
 			bad("broadcast.tls.listen", "must differ from broadcast.listen (%s)", b.Listen)
 		}
-		if t.CertFile == "" {
-			bad("broadcast.tls.cert_file", "required when broadcast.tls.listen is set")
-		}
-		if t.KeyFile == "" {
-			bad("broadcast.tls.key_file", "required when broadcast.tls.listen is set")
-		}
-	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" {
-		bad("broadcast.tls.listen", "required when TLS files are given; set the TLS listener's host:port")
+		checkTLSSource(bad, "broadcast.tls", t.CertFile, t.KeyFile, t.SelfSigned, c.Identity.Enabled())
+	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" || t.SelfSigned {
+		bad("broadcast.tls.listen", "required when TLS settings are given; set the TLS listener's host:port")
 	}
 
 	sg := &b.Signed
@@ -383,6 +411,18 @@ func (c *Config) Validate() []Problem {
 	positive("broadcast.signed.checkpoint_every", sg.CheckpointEvery)
 	positiveDur("broadcast.signed.checkpoint_interval", sg.CheckpointInterval)
 	positiveDur("broadcast.signed.timestamp_window", sg.TimestampWindow)
+	if sg.Auth != AuthNone && sg.Auth != AuthAuthorizedKeys {
+		bad("broadcast.signed.auth", "must be %s or %s, got %q", AuthNone, AuthAuthorizedKeys, sg.Auth)
+	}
+	if sg.UpstreamRate <= 0 {
+		bad("broadcast.signed.upstream_rate", "must be positive, got %g", sg.UpstreamRate)
+	}
+	positive("broadcast.signed.upstream_burst", sg.UpstreamBurst)
+	if st := sg.TLS; st.Enabled {
+		checkTLSSource(bad, "broadcast.signed.tls", st.CertFile, st.KeyFile, st.SelfSigned, c.Identity.Enabled())
+	} else if st.CertFile != "" || st.KeyFile != "" || st.ClientCAFile != "" || st.SelfSigned {
+		bad("broadcast.signed.tls.enabled", "must be true when TLS settings are given")
+	}
 
 	f := &c.Feed
 	switch f.Source {
@@ -435,6 +475,12 @@ func (c *Config) Validate() []Problem {
 		if b.Signed.Listen == "" {
 			bad("pool.worker.protocol", "signed needs the signed listener; set broadcast.signed.listen")
 		}
+		if st := b.Signed.TLS; st.Enabled && !st.SelfSigned && len(p.Command) == 0 {
+			bad("pool.worker.protocol", "signed workers verify the signed listener's TLS by pinning the identity, which needs broadcast.signed.tls.self_signed: true (or run your own workers with pool.command)")
+		}
+		if b.Signed.TLS.ClientCAFile != "" && len(p.Command) == 0 {
+			bad("pool.worker.protocol", "built-in workers have no client certificate for broadcast.signed.tls.client_ca_file; use broadcast.signed.auth: authorized_keys, which gives each worker a key, or pool.command")
+		}
 	default:
 		bad("pool.worker.protocol", "must be text or signed, got %q", w.Protocol)
 	}
@@ -446,6 +492,9 @@ func (c *Config) Validate() []Problem {
 		case strings.HasSuffix(k, "/"):
 			bad("identity.key_file", "%q is a directory; name the key file, such as %s", k, filepath.Join(k, "identity.key"))
 		}
+	}
+	if sg.Auth == AuthAuthorizedKeys && c.Identity.AuthorizedKeys == "" && (p.Size == 0 || p.Worker.Protocol != "signed") {
+		bad("broadcast.signed.auth", "authorized_keys needs identity.authorized_keys, or signed pool workers, or no client could ever connect")
 	}
 	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
 		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")
@@ -461,6 +510,30 @@ func (c *Config) Validate() []Problem {
 	}
 	return ps
 }
+
+// checkTLSSource checks where a TLS listener's certificate comes from:
+// files, or the identity (self_signed), not both.
+func checkTLSSource(bad func(field, format string, args ...any), section, certFile, keyFile string, selfSigned, identity bool) {
+	switch {
+	case selfSigned && (certFile != "" || keyFile != ""):
+		bad(section+".self_signed", "excludes cert_file and key_file; choose one source of the certificate")
+	case selfSigned && !identity:
+		bad(section+".self_signed", "derives the certificate from the identity; set identity.key_file or identity.generate: true")
+	case !selfSigned:
+		if certFile == "" {
+			bad(section+".cert_file", "required unless %s.self_signed is true", section)
+		}
+		if keyFile == "" {
+			bad(section+".key_file", "required unless %s.self_signed is true", section)
+		}
+	}
+}
+
+// The values of broadcast.signed.auth.
+const (
+	AuthNone           = "none"
+	AuthAuthorizedKeys = "authorized_keys"
+)
 
 // MaxWorkers is the largest pool size chattyd accepts.
 const MaxWorkers = 10000

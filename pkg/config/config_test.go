@@ -527,7 +527,8 @@ func TestSignedListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
-		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute}
+		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute,
+		Auth: AuthNone, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
 	}
@@ -570,4 +571,96 @@ func TestWorkerProtocol(t *testing.T) {
 func TestAuthorizedKeysNeedsSignedListener(t *testing.T) {
 	_, err := Parse("a.yaml", []byte("version: 1\nidentity:\n  generate: true\n  authorized_keys: /etc/chattyd/clients\n"))
 	checkProblems(t, "a.yaml", err, []want{{4, "identity.authorized_keys", "broadcast.signed.listen"}})
+}
+
+func TestSignedAuthAndTLS(t *testing.T) {
+	cfg, err := Parse("ok.yaml", []byte(`version: 1
+identity:
+  generate: true
+  authorized_keys: /etc/chattyd/clients
+broadcast:
+  tls:
+    listen: 127.0.0.1:2
+    self_signed: true
+  signed:
+    listen: 127.0.0.1:1
+    auth: authorized_keys
+    upstream_rate: 2.5
+    upstream_burst: 3
+    tls:
+      enabled: true
+      self_signed: true
+pool:
+  worker:
+    protocol: signed
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg := cfg.Broadcast.Signed
+	if sg.Auth != AuthAuthorizedKeys || sg.UpstreamRate != 2.5 || sg.UpstreamBurst != 3 || !sg.TLS.Enabled || !sg.TLS.SelfSigned || !cfg.Broadcast.TLS.SelfSigned {
+		t.Fatalf("signed %+v, tls %+v", sg, cfg.Broadcast.TLS)
+	}
+
+	const bad = `version: 1
+broadcast:
+  tls:
+    listen: 127.0.0.1:2
+    self_signed: true
+    cert_file: /c.pem
+  signed:
+    listen: 127.0.0.1:1
+    auth: keys
+    upstream_rate: 0
+    upstream_burst: 0
+    tls:
+      self_signed: true
+`
+	_, err = Parse("bad.yaml", []byte(bad))
+	checkProblems(t, "bad.yaml", err, []want{
+		{5, "broadcast.tls.self_signed", "excludes cert_file"},
+		{8, "broadcast.signed.listen", "needs an identity"},
+		{9, "broadcast.signed.auth", "none or authorized_keys"},
+		{10, "broadcast.signed.upstream_rate", "positive"},
+		{11, "broadcast.signed.upstream_burst", "positive"},
+		{12, "broadcast.signed.tls.enabled", "must be true"},
+	})
+
+	const noIdentity = `version: 1
+broadcast:
+  tls:
+    listen: 127.0.0.1:2
+    self_signed: true
+`
+	_, err = Parse("noid.yaml", []byte(noIdentity))
+	checkProblems(t, "noid.yaml", err, []want{{5, "broadcast.tls.self_signed", "set identity.key_file"}})
+
+	const lockedOut = `version: 1
+identity:
+  generate: true
+broadcast:
+  signed:
+    listen: 127.0.0.1:1
+    auth: authorized_keys
+    tls:
+      enabled: true
+      cert_file: /c.pem
+      key_file: /k.pem
+pool:
+  worker:
+    protocol: signed
+`
+	_, err = Parse("locked.yaml", []byte(lockedOut))
+	checkProblems(t, "locked.yaml", err, []want{{14, "pool.worker.protocol", "self_signed: true"}})
+
+	const nobody = `version: 1
+identity:
+  generate: true
+broadcast:
+  signed:
+    listen: 127.0.0.1:1
+    auth: authorized_keys
+`
+	_, err = Parse("nobody.yaml", []byte(nobody))
+	checkProblems(t, "nobody.yaml", err, []want{{7, "broadcast.signed.auth", "no client could ever connect"}})
 }
