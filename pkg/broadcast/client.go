@@ -33,10 +33,12 @@ const (
 	closeDrained               // the server is stopping and the client caught up
 	closeHandshake             // TLS handshake or client authentication failed
 	closeRejected              // sent a signed frame that was rejected
+	closeAuth                  // failed the signed protocol's authentication
+	closeRateLimit             // kept sending signed messages over its rate
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -80,6 +82,12 @@ type client struct {
 
 	quit   chan struct{} // closed by shut
 	reason atomic.Int32  // closeReason, set once by shut
+
+	// authed, on a server that requires authentication, is closed once
+	// the client has authenticated: the writer sends nothing before.
+	authed chan struct{}
+	// peerKey is the fingerprint of the key the client authenticated with.
+	peerKey atomic.Pointer[string]
 }
 
 func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
@@ -107,6 +115,9 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 	c.ackedSeq.Store(start.seq)
 	if s.signed != nil {
 		c.ack = cursor{} // acks go by sequence number; do not pin the log
+		if s.signed.auth {
+			c.authed = make(chan struct{})
+		}
 	}
 	return c, nil
 }
@@ -241,6 +252,13 @@ func (c *client) logClosed() {
 // writeLoop sends the log to the client from its start cursor. It returns
 // true when the server is shutting down and everything was written.
 func (c *client) writeLoop() bool {
+	if c.authed != nil {
+		select {
+		case <-c.authed:
+		case <-c.quit:
+			return false
+		}
+	}
 	lg := c.srv.lines
 	cur := c.start
 	c.start = cursor{}   // chunks link forward: holding the first would keep them all

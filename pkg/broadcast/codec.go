@@ -65,9 +65,18 @@ type SignedOptions struct {
 	// TimestampWindow bounds the time of clients' signed messages; zero
 	// means signed.DefaultTimestampWindow.
 	TimestampWindow time.Duration
-	// Keys are the client keys whose messages are accepted; nil accepts
-	// none (a client message is then a rejected frame).
+	// Keys are the client keys whose messages are accepted, and with
+	// Authenticate the keys that may connect; nil accepts none (a client
+	// message is then a rejected frame). It is asked at every use, so a
+	// KeySet whose keys change (on reload) applies at once.
 	Keys signed.KeySet
+	// Authenticate requires each client to answer a CHALLENGE with an
+	// AUTH by a key of Keys before it is sent anything.
+	Authenticate bool
+	// UpstreamRate and UpstreamBurst limit each client's signed messages
+	// (a token bucket); zero means no limit.
+	UpstreamRate  float64
+	UpstreamBurst int
 }
 
 // signedCodec frames every line as a signed Info message.

@@ -50,11 +50,13 @@ type Stats struct {
 	SlowConsumers  uint64 // clients disconnected for lagging too far
 	IdleClosed     uint64 // clients closed for idleness
 	Protocol       uint64 // clients closed for protocol violations
-	Handshakes     uint64 // TLS clients that failed their handshake (or authentication)
+	Handshakes     uint64 // TLS clients that failed their handshake (mutual TLS included)
 	AcksGood       uint64 // acks matching the line they acknowledge
 	AcksMismatched uint64 // acks with a wrong length or for nothing sent
 	KeepAlives     uint64 // keep-alives answered
 	Rejected       uint64 // signed frames from clients rejected (each closes its client)
+	AuthFailed     uint64 // clients that failed the signed protocol's authentication
+	RateLimited    uint64 // signed client messages refused over the client's rate
 }
 
 // ClientInfo describes one connected client.
@@ -68,6 +70,9 @@ type ClientInfo struct {
 	LinesSent      uint64
 	AcksGood       uint64
 	AcksMismatched uint64
+	// Key is the fingerprint of the key the client authenticated with on
+	// a signed listener that requires it; empty otherwise.
+	Key string
 }
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
@@ -101,6 +106,8 @@ type Server struct {
 	undelivered   atomic.Uint64
 	keepAlives    atomic.Uint64
 	rejected      atomic.Uint64
+	authFailed    atomic.Uint64
+	rateLimited   atomic.Uint64
 
 	wg sync.WaitGroup // client goroutines
 }
@@ -136,15 +143,19 @@ func NewSigned(ln net.Listener, limits Limits, o SignedOptions, logger *logrus.E
 		return nil, err
 	}
 	s := newServer(ln, limits, sc, logger)
-	s.signed = &signedServer{enc: sc.enc, keys: o.Keys, window: o.TimestampWindow}
+	s.signed = &signedServer{enc: sc.enc, keys: o.Keys, window: o.TimestampWindow, auth: o.Authenticate,
+		rate: o.UpstreamRate, burst: o.UpstreamBurst}
 	return s, nil
 }
 
 // signedServer is what a signed server's clients share.
 type signedServer struct {
-	enc    *signed.Encoder // shared with the log's codec: only AppendResponse and StreamID here
+	enc    *signed.Encoder // shared with the log's codec: only AppendResponse, AppendChallenge and StreamID here
 	keys   signed.KeySet
 	window time.Duration
+	auth   bool    // clients must authenticate
+	rate   float64 // client messages per second; 0: no limit
+	burst  int
 }
 
 func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *Server {
@@ -416,6 +427,8 @@ func (s *Server) Stats() Stats {
 		Handshakes:    s.handshakes.Load(),
 		KeepAlives:    s.keepAlives.Load(),
 		Rejected:      s.rejected.Load(),
+		AuthFailed:    s.authFailed.Load(),
+		RateLimited:   s.rateLimited.Load(),
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
@@ -445,6 +458,7 @@ func (s *Server) Clients() []ClientInfo {
 			LinesSent:      sentSeq - c.firstSeq,
 			AcksGood:       c.acksGood.Load(),
 			AcksMismatched: c.acksBad.Load(),
+			Key:            c.keyFingerprint(),
 		})
 	}
 	return out

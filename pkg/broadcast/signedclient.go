@@ -1,64 +1,185 @@
 package broadcast
 
 import (
+	"errors"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 
 	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/sirupsen/logrus"
 )
 
 // readFrames reads a signed client's frames until the connection ends:
-// ACKs are matched by sequence number, PINGs answered with PONG, client
-// messages logged. The first rejected frame is counted and closes the
+// on a server that requires it, first the client's AUTH; then ACKs,
+// matched by sequence number, PINGs, answered with PONG, and client
+// messages, logged. The first rejected frame is counted and closes the
 // client.
 func (c *client) readFrames() {
 	ss := c.srv.signed
 	up := signed.NewUpstreamVerifier(ss.keys, ss.enc.StreamID(), c.session, signed.UpstreamOptions{TimestampWindow: ss.window})
 	dec := signed.NewDecoder(up.MaxBody())
 	buf := make([]byte, 4096)
-	debug := c.log().Logger.IsLevelEnabled(logrus.DebugLevel)
+	if ss.auth && !c.authenticate(up, dec, buf) {
+		return
+	}
+	r := frameReader{c: c, up: up, limit: newTokenBucket(ss.rate, ss.burst),
+		debug: c.log().Logger.IsLevelEnabled(logrus.DebugLevel)}
+	var err error
 	for {
-		c.setIdleDeadline()
-		n, err := c.conn.Read(buf)
-		dec.Feed(buf[:n])
-		for {
-			f, ok, ferr := dec.Next()
-			if ferr != nil {
-				c.rejectFrame(ferr)
-				return
-			}
-			if !ok {
-				break
-			}
-			u, verr := up.Verify(f)
-			if verr != nil {
-				c.rejectFrame(verr)
-				return
-			}
-			if debug {
-				c.log().Debugf("<< %s %d", u.Kind, u.Seq)
-			}
-			switch u.Kind {
-			case signed.KindAck:
-				c.handleSeqAck(u.Seq)
-			case signed.KindPing:
-				c.keepAlive(signed.AppendPong(nil, u.Seq))
-			case signed.KindClientMessage:
-				c.log().WithFields(logrus.Fields{"type": u.Type.String(), "seq": u.Seq, "key": identityOf(u)}).
-					Infof("Signed client message: %s", u.Payload)
-				if u.Type == message.Request {
-					c.respond(&u)
-				}
-			}
+		// Frames that came with the AUTH are handled before the next read.
+		if !r.drain(dec) {
+			return
 		}
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
+		c.setIdleDeadline()
+		var n int
+		n, err = c.conn.Read(buf)
+		dec.Feed(buf[:n])
 	}
+}
+
+// frameReader handles a signed client's frames after authentication.
+type frameReader struct {
+	c       *client
+	up      *signed.UpstreamVerifier
+	limit   *tokenBucket // nil: no rate limit
+	refused int          // client messages refused over the rate since the last accepted one
+	debug   bool
+}
+
+// drain handles every complete frame dec holds. It reports false once
+// the client is closed.
+func (r *frameReader) drain(dec *signed.Decoder) bool {
+	c := r.c
+	for {
+		f, ok, ferr := dec.Next()
+		if ferr != nil {
+			c.rejectFrame(ferr)
+			return false
+		}
+		if !ok {
+			return true
+		}
+		if f.Kind == signed.KindClientMessage && !r.allow() {
+			if r.refused >= r.limit.burstSize() {
+				c.rateLimited(r.refused)
+				return false
+			}
+			continue
+		}
+		u, verr := r.up.Verify(f)
+		if verr != nil {
+			c.rejectFrame(verr)
+			return false
+		}
+		if r.debug {
+			c.log().Debugf("<< %s %d", u.Kind, u.Seq)
+		}
+		switch u.Kind {
+		case signed.KindAck:
+			c.handleSeqAck(u.Seq)
+		case signed.KindPing:
+			c.keepAlive(signed.AppendPong(nil, u.Seq))
+		case signed.KindClientMessage:
+			r.refused = 0
+			c.log().WithFields(logrus.Fields{"type": u.Type.String(), "seq": u.Seq, "key": identityOf(u)}).
+				Infof("Signed client message: %s", u.Payload)
+			if u.Type == message.Request {
+				c.respond(&u)
+			}
+		}
+	}
+}
+
+// allow takes a token for a client message, or counts its refusal. It is
+// asked before the signature is checked, so a flood costs no Ed25519
+// verifications.
+func (r *frameReader) allow() bool {
+	if r.limit == nil || r.limit.allow(time.Now()) {
+		return true
+	}
+	r.refused++
+	r.c.srv.rateLimited.Add(1)
+	if r.refused == 1 {
+		r.c.log().WithField("upstream_rate", r.limit.rate).Warn("Signed client message refused: over the client's rate")
+	}
+	return false
+}
+
+func (c *client) rateLimited(refused int) {
+	if c.shut(closeRateLimit) {
+		c.log().WithField("refused", refused).Warn("Client keeps sending signed messages over its rate, disconnecting")
+	}
+}
+
+// authenticate sends the CHALLENGE and checks that the client's first
+// frame is an AUTH by a key of the server's KeySet, within
+// handshakeTimeout. On success the writer may start; on failure the
+// client, which has received nothing but the challenge, is counted and
+// closed.
+func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, buf []byte) bool {
+	ss := c.srv.signed
+	deadline := time.Now().Add(handshakeTimeout)
+	c.conn.SetDeadline(deadline)
+	binding, err := tlsconf.Binding(c.conn)
+	if err == nil {
+		_, err = c.conn.Write(ss.enc.AppendChallenge(nil, c.session))
+	}
+	for err == nil {
+		f, ok, ferr := dec.Next()
+		if ferr != nil {
+			c.authFailed(ferr)
+			return false
+		}
+		if ok {
+			key, verr := up.VerifyAuth(f, ss.keys, binding)
+			if verr != nil {
+				c.authFailed(verr)
+				return false
+			}
+			fp := identity.Fingerprint(key)
+			c.peerKey.Store(&fp)
+			c.conn.SetDeadline(time.Time{})
+			c.log().WithField("key", fp).Info("Client authenticated")
+			close(c.authed)
+			return true
+		}
+		var n int
+		n, err = c.conn.Read(buf)
+		dec.Feed(buf[:n])
+		if err != nil && n > 0 {
+			err = nil // look at what came with the error first; the next read repeats it
+		}
+	}
+	c.authFailed(err)
+	return false
+}
+
+// authFailed closes a client that did not authenticate and counts it.
+func (c *client) authFailed(err error) {
+	if c.shut(closeAuth) {
+		c.srv.authFailed.Add(1)
+		l := c.log().WithError(err).WithField("remote", c.remote)
+		if re, ok := errors.AsType[*signed.RejectError](err); ok {
+			l = l.WithField("reason", re.Reason.String())
+		}
+		l.Warn("Client authentication failed; the client receives nothing")
+	}
+}
+
+// keyFingerprint returns the fingerprint of the client's authenticated
+// key, or "".
+func (c *client) keyFingerprint() string {
+	if p := c.peerKey.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // respond answers a client's Request with a RESPONSE signed for this

@@ -1,0 +1,221 @@
+package broadcast
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/signed"
+)
+
+var (
+	clientKey   = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0xc1}, 32))
+	strangerKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x5e}, 32))
+)
+
+// readChallenge reads until the client's verifier has the server's
+// CHALLENGE.
+func (c *signedClient) readChallenge(t *testing.T) signed.Challenge {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if ch, ok := c.v.Challenge(); ok {
+			return ch
+		}
+		n, err := c.Read(c.buf)
+		if ferr := c.v.Feed(c.buf[:n], func(*signed.Message) {}); ferr != nil {
+			t.Fatalf("verifier rejected the challenge: %v", ferr)
+		}
+		if err != nil {
+			t.Fatalf("no CHALLENGE: %v", err)
+		}
+	}
+}
+
+func (c *signedClient) sendAuth(t *testing.T, key ed25519.PrivateKey, ch signed.Challenge) {
+	t.Helper()
+	b, err := signed.AppendAuth(nil, key, ch, signed.Binding{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An authorized client gets everything published since it connected,
+// including what was published while it was authenticating, and is
+// listed with its key.
+func TestSignedAuthAuthorized(t *testing.T) {
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.Chained, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	c := dialSigned(t, s, pub)
+	ch := c.readChallenge(t)
+	publish(s, "before auth")
+	c.sendAuth(t, clientKey, ch)
+	publish(s, "after auth")
+	if err := c.readUntil(t, 2); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := c.v.Anchor(); !ok || a.Session != ch.Session {
+		t.Fatalf("anchor %+v (ok %v), want session %v of the challenge", a, ok, ch.Session)
+	}
+	if got := []string{string(c.got[0].Payload), string(c.got[1].Payload)}; got[0] != "before auth" || got[1] != "after auth" {
+		t.Fatalf("delivered %q", got)
+	}
+	want := identity.Fingerprint(clientKey.Public().(ed25519.PublicKey))
+	cl := s.Clients()
+	if len(cl) != 1 || cl[0].Key != want {
+		t.Fatalf("clients %+v, want one with key %s", cl, want)
+	}
+	if st := s.Stats(); st.AuthFailed != 0 {
+		t.Errorf("auth_failed %d, want 0", st.AuthFailed)
+	}
+}
+
+// A client that fails authentication receives the CHALLENGE and nothing
+// else, whatever was published, and is counted.
+func TestSignedAuthRefused(t *testing.T) {
+	cases := []struct {
+		name   string
+		answer func(c *signedClient, ch signed.Challenge) []byte
+	}{
+		{"unknown key", func(c *signedClient, ch signed.Challenge) []byte {
+			b, _ := signed.AppendAuth(nil, strangerKey, ch, signed.Binding{}, time.Now())
+			return b
+		}},
+		{"another session", func(c *signedClient, ch signed.Challenge) []byte {
+			ch.Session[3] ^= 1
+			b, _ := signed.AppendAuth(nil, clientKey, ch, signed.Binding{}, time.Now())
+			return b
+		}},
+		{"acks instead", func(c *signedClient, ch signed.Challenge) []byte { return signed.AppendAck(nil, 1) }},
+		{"garbage", func(c *signedClient, ch signed.Challenge) []byte { return []byte("GET / HTTP/1.1\r\n\r\n") }},
+		{"half-close", func(c *signedClient, ch signed.Challenge) []byte { return nil }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+				Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+			publish(s, "secret 1")
+			c := dialSigned(t, s, pub)
+			publish(s, "secret 2")
+			ch := c.readChallenge(t)
+			if b := tc.answer(c, ch); b != nil {
+				if _, err := c.Write(b); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+			}
+			publish(s, "secret 3")
+			rest, err := io.ReadAll(c)
+			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("read after a failed AUTH: %v", err)
+			}
+			if len(rest) != 0 {
+				t.Fatalf("an unauthenticated client received %d more bytes after the CHALLENGE: %q", len(rest), rest)
+			}
+			eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
+			eventually(t, "the client removed", func() bool { return s.Stats().Connected == 0 })
+		})
+	}
+}
+
+// A client that never answers the CHALLENGE is closed after the
+// handshake timeout.
+func TestSignedAuthSilentClient(t *testing.T) {
+	defer func(d time.Duration) { handshakeTimeout = d }(handshakeTimeout)
+	handshakeTimeout = 200 * time.Millisecond
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	c := dialSigned(t, s, pub)
+	c.readChallenge(t)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, _ := io.ReadAll(c); len(rest) != 0 {
+		t.Fatalf("a silent client received %q", rest)
+	}
+	eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
+}
+
+// Client messages over the rate are refused before their signature is
+// checked, counted, and a client that keeps sending them is disconnected.
+func TestSignedUpstreamRateLimit(t *testing.T) {
+	const burst = 3
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage,
+		Keys:         keySet{clientKey.Public().(ed25519.PublicKey)},
+		UpstreamRate: 0.001, UpstreamBurst: burst})
+	c := dialSigned(t, s, pub)
+	publish(s, "hello")
+	if err := c.readUntil(t, 1); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := c.v.Anchor()
+	cs, err := signed.NewClientSigner(clientKey, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for range burst {
+		b, _, _ = cs.Append(b, message.Request, time.Now(), []byte("within the burst"))
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.readUntil(t, 1+burst); err != nil {
+		t.Fatalf("responses within the burst: %v", err)
+	}
+	for _, m := range c.got[1:] {
+		if m.Kind != signed.KindResponse {
+			t.Fatalf("got %v, want a RESPONSE", m.Kind)
+		}
+	}
+
+	// The next one is refused but the client stays; burst in a row close it.
+	b, _, _ = cs.Append(b[:0], message.Request, time.Now(), []byte("over the rate"))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "one refusal counted", func() bool { return s.Stats().RateLimited == 1 })
+	if s.Stats().Connected != 1 {
+		t.Fatal("one message over the rate disconnected the client")
+	}
+	b = b[:0]
+	for range burst - 1 {
+		b, _, _ = cs.Append(b, message.Request, time.Now(), []byte("over the rate"))
+	}
+	c.Write(b)
+	eventually(t, "the flooding client disconnected", func() bool { return s.Stats().Connected == 0 })
+	if st := s.Stats(); st.RateLimited != burst || st.Rejected != 0 {
+		t.Errorf("rate_limited %d, rejected %d; want %d and 0", st.RateLimited, st.Rejected, burst)
+	}
+	if err := c.readUntil(t, 2+burst); err == nil {
+		t.Fatalf("a refused message was answered: %+v", c.got[len(c.got)-1])
+	}
+}
+
+func TestTokenBucket(t *testing.T) {
+	if newTokenBucket(0, 5) != nil {
+		t.Fatal("a rate of 0 must mean no limit")
+	}
+	b := newTokenBucket(10, 2)
+	t0 := time.Unix(1000, 0)
+	if !b.allow(t0) || !b.allow(t0) || b.allow(t0) {
+		t.Fatal("a full bucket of 2 must allow exactly 2 at once")
+	}
+	if b.allow(t0.Add(50 * time.Millisecond)) {
+		t.Fatal("half a token was spent")
+	}
+	if !b.allow(t0.Add(100 * time.Millisecond)) {
+		t.Fatal("no token after 1/rate")
+	}
+	if !b.allow(t0.Add(time.Hour)) || !b.allow(t0.Add(time.Hour)) || b.allow(t0.Add(time.Hour)) {
+		t.Fatal("the bucket must refill to its burst and no further")
+	}
+}
