@@ -51,6 +51,19 @@ func helper(mode string) int {
 	switch mode {
 	case "sleep":
 		return untilTerm()
+	case "credentials":
+		fd, err := strconv.Atoi(os.Getenv(CredentialsFDEnv))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "no credentials fd:", err)
+			return 1
+		}
+		secret, err := io.ReadAll(os.NewFile(uintptr(fd), "credentials"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "read credentials:", err)
+			return 1
+		}
+		fmt.Printf("secret=%s\n", secret)
+		return untilTerm()
 	case "exit3":
 		return 3
 	case "ignore-term":

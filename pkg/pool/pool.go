@@ -48,6 +48,12 @@ type Options struct {
 	BackoffInitial, BackoffMax time.Duration
 	// StopTimeout is how long a worker has between SIGTERM and SIGKILL.
 	StopTimeout time.Duration
+	// Credentials, when set, is called before each start of slot's
+	// worker for a secret only that process gets: the worker reads it
+	// from the file descriptor named by CHATTY_CREDENTIALS_FD (a pipe,
+	// never a file on disk or an argument). release is called once the
+	// process has been reaped, or at once if it could not start.
+	Credentials func(slot int) (secret []byte, release func(), err error)
 }
 
 // validate reports every invalid option at once.

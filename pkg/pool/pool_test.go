@@ -2,16 +2,18 @@ package pool
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
-	"github.com/sirupsen/logrus"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -407,5 +409,63 @@ func TestOutputLevel(t *testing.T) {
 		if level != tt.level || rest != tt.rest {
 			t.Errorf("outputLevel(%q) = %v, %q; want %v, %q", tt.in, level, rest, tt.level, tt.rest)
 		}
+	}
+}
+
+// Each start of a worker gets its own secret through a pipe, never in its
+// arguments or environment, and each secret is released once its process
+// is reaped, also after a SIGKILL and at shutdown.
+func TestCredentials(t *testing.T) {
+	var mu sync.Mutex
+	issued, released := map[string]bool{}, map[string]bool{}
+	o := testOptions("credentials", 2)
+	o.Credentials = func(slot int) ([]byte, func(), error) {
+		mu.Lock()
+		defer mu.Unlock()
+		s := fmt.Sprintf("secret-%d-%d", slot, len(issued))
+		issued[s] = true
+		return []byte(s), func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if released[s] {
+				t.Errorf("%s released twice", s)
+			}
+			released[s] = true
+		}, nil
+	}
+	tp := startPool(t, o)
+	before := tp.waitRunning(t, 2)
+	for slot := 1; slot <= 2; slot++ {
+		tp.logs.waitFor(t, 1, `^secret=secret-`+strconv.Itoa(slot)+`-\d+$`, slot)
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", before[slot].PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", before[slot].PID))
+		if bytes.Contains(env, []byte("secret-")) || bytes.Contains(cmdline, []byte("secret-")) {
+			t.Errorf("slot %d: the secret is in the environment or arguments", slot)
+		}
+	}
+	if err := unix.Kill(before[1].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tp.logs.waitFor(t, 2, `^secret=secret-1-\d+$`, 1)
+	eventually(t, "the killed worker's secret released", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(released) == 1
+	})
+	tp.stop(t)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(issued) != 3 || len(released) != 3 {
+		t.Fatalf("issued %v, released %v; want 3 of each", issued, released)
+	}
+	seen := map[string]bool{}
+	for _, e := range tp.logs.matching(`^secret=`, 0) {
+		seen[e.msg] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("workers read %d different secrets, want 3: %v", len(seen), seen)
 	}
 }

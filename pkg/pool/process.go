@@ -61,6 +61,41 @@ type process struct {
 	// outputs receives one value from each output reader when it ends.
 	outputs chan struct{}
 	pipes   [2]*os.File // read ends of stdout and stderr
+	release func()      // ends the process's credentials; never nil
+}
+
+// CredentialsFDEnv names the environment variable that tells a worker
+// which file descriptor holds its credentials (see Options.Credentials).
+const CredentialsFDEnv = "CHATTY_CREDENTIALS_FD"
+
+// credentials makes slot n's secret readable by cmd on file descriptor 3
+// through a pipe that holds it whole. It returns the read end, for the
+// caller to close once the process has started, and the release function.
+func credentials(cmd *exec.Cmd, n int, o Options) (*os.File, func(), error) {
+	if o.Credentials == nil {
+		return nil, func() {}, nil
+	}
+	secret, release, err := o.Credentials(n)
+	if err != nil {
+		return nil, nil, fmt.Errorf("credentials for slot %d: %w", n, err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("credentials pipe: %w", err)
+	}
+	// A pipe holds 64 KiB: a secret of a few hundred bytes never blocks.
+	_, err = w.Write(secret)
+	clear(secret)
+	w.Close()
+	if err != nil {
+		r.Close()
+		release()
+		return nil, nil, fmt.Errorf("credentials pipe: %w", err)
+	}
+	cmd.ExtraFiles = []*os.File{r}
+	cmd.Env = append(cmd.Env, CredentialsFDEnv+"=3")
+	return r, release, nil
 }
 
 // command builds the worker command for slot n from o.
@@ -108,6 +143,12 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 		}
 	}
 	cmd.Stdout, cmd.Stderr = writeEnds[0], writeEnds[1]
+	cred, release, err := credentials(cmd, s.num, o)
+	if err != nil {
+		closeAll(pipes[:]...)
+		closeAll(writeEnds[:]...)
+		return nil, err
+	}
 
 	reply := make(chan error, 1)
 	select {
@@ -117,7 +158,11 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 		err = errStopped
 	}
 	closeAll(writeEnds[:]...) // the worker has its copies
+	if cred != nil {
+		cred.Close()
+	}
 	if err != nil {
+		release()
 		closeAll(pipes[:]...)
 		if errors.Is(err, errStopped) {
 			return nil, err
@@ -132,6 +177,7 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 		exited:  make(chan struct{}),
 		outputs: make(chan struct{}, len(pipes)),
 		pipes:   pipes,
+		release: release,
 	}
 	go watchExit(w.pid, w.exited)
 	for _, r := range pipes {
@@ -171,6 +217,7 @@ func (w *process) reap() string {
 		}
 	}
 	closeAll(w.pipes[:]...)
+	w.release()
 	return describe(w.cmd.ProcessState)
 }
 
