@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -183,11 +184,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				ArgsUsage: " ",
 				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
 					"with broadcast.idle_timeout set closes it after that long.",
-				Flags: []cli.Flag{
+				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
 					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
-				},
+				}, clientopts.Flags()...),
 				Action: cmdWatch,
 			},
 			{

@@ -55,6 +55,15 @@ func printStatus(out io.Writer, st control.Status) error {
 	if cs.RejectedFrames > 0 {
 		fmt.Fprintf(w, "; %d signed frames rejected", cs.RejectedFrames)
 	}
+	if cs.TLSFailed > 0 {
+		fmt.Fprintf(w, "; %d TLS handshakes failed", cs.TLSFailed)
+	}
+	if cs.AuthFailed > 0 {
+		fmt.Fprintf(w, "; %d failed authentication", cs.AuthFailed)
+	}
+	if cs.RateLimited > 0 {
+		fmt.Fprintf(w, "; %d messages over their rate", cs.RateLimited)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
 	if err := w.Flush(); err != nil {

@@ -4,14 +4,19 @@ import (
 	"bufio"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"time"
 
+	"github.com/urfave/cli/v2"
+
+	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/signed"
-	"github.com/urfave/cli/v2"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 )
 
 // cmdWatch connects to the broadcaster as a plain client and copies what
@@ -37,6 +42,9 @@ func cmdWatch(c *cli.Context) error {
 	case c.IsSet("pubkey"):
 		return usagef("watch: --pubkey is for --signed")
 	}
+	if c.Bool("tls") && protocol == "tcp" {
+		protocol = "tls"
+	}
 	addr := c.String("addr")
 	if addr == "" {
 		cl, err := newClient(c)
@@ -48,7 +56,8 @@ func cmdWatch(c *cli.Context) error {
 			return fmt.Errorf("find the broadcaster's address (or give --addr): %w", err)
 		}
 		for _, l := range st.Listeners {
-			if l.Protocol == protocol || (protocol == "tcp" && l.Protocol == "") {
+			if l.Protocol == protocol || (protocol == "tcp" && l.Protocol == "") ||
+				(protocol == "signed" && l.Protocol == "signed+tls") {
 				addr = l.Addr
 				break
 			}
@@ -60,40 +69,84 @@ func cmdWatch(c *cli.Context) error {
 			return errors.New("chattyd reports no TCP listener; give --addr")
 		}
 	}
-	verbosef(c, "watching %s", addr)
-	if pub != nil {
-		return watchSigned(c.Context, addr, pub, c.App.Writer, c.App.ErrWriter)
+	tlsCfg, err := clientopts.TLS(c, addr)
+	if err != nil {
+		return watchOptionError(err)
 	}
-	return watch(c.Context, addr, c.App.Writer, c.App.ErrWriter)
+	key, err := clientopts.Key(c)
+	if err != nil {
+		return watchOptionError(err)
+	}
+	if key != nil && pub == nil {
+		return usagef("watch: --identity authenticates to the signed listener; add --signed")
+	}
+	verbosef(c, "watching %s", addr)
+	conn, err := dial(c.Context, addr, tlsCfg)
+	if c.Context.Err() != nil {
+		return nil // interrupted: the normal way to end a watch
+	}
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if pub != nil {
+		return watchSigned(c.Context, conn, addr, pub, key, c.App.Writer, c.App.ErrWriter)
+	}
+	return watch(c.Context, conn, addr, c.App.Writer, c.App.ErrWriter)
+}
+
+func watchOptionError(err error) error {
+	if _, ok := errors.AsType[*clientopts.UsageError](err); ok {
+		return usagef("watch: %v", err)
+	}
+	return err
+}
+
+// dial connects to a broadcast listener, with TLS when cfg is set.
+func dial(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the broadcaster: %w", err)
+	}
+	if cfg == nil {
+		return conn, nil
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+	}
+	return tc, nil
 }
 
 // watchSigned reads a signed listener and prints the payload of every
 // message that verified with pub, one per line. A stream that fails
-// verification ends it with an error; nothing unverified is printed.
-func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, errOut io.Writer) error {
+// verification ends it with an error; nothing unverified is printed. A
+// CHALLENGE is answered with key, or ends the watch if there is none.
+func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, out, errOut io.Writer) error {
 	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
 	if err != nil {
 		return err
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if ctx.Err() != nil {
-		return nil
-	}
+	binding, err := tlsconf.Binding(conn)
 	if err != nil {
-		return fmt.Errorf("connect to the signed listener: %w", err)
+		return err
 	}
-	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	w := bufio.NewWriter(out)
 	buf := make([]byte, 64<<10)
 	for {
 		n, rerr := conn.Read(buf)
+		challenged := false
 		ferr := v.Feed(buf[:n], func(m *signed.Message) {
-			if m.Kind == signed.KindMessage || m.Kind == signed.KindChained {
+			switch m.Kind {
+			case signed.KindMessage, signed.KindChained:
 				w.Write(m.Payload)
 				w.WriteByte('\n')
+			case signed.KindChallenge:
+				challenged = true
 			}
 		})
 		if err := w.Flush(); err != nil {
@@ -101,6 +154,11 @@ func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, e
 		}
 		if ferr != nil {
 			return fmt.Errorf("%s: the stream failed verification, stopped before it: %w", addr, ferr)
+		}
+		if challenged {
+			if err := authenticate(conn, v, key, binding); err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -117,19 +175,26 @@ func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, e
 	}
 }
 
-func watch(ctx context.Context, addr string, out, errOut io.Writer) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if ctx.Err() != nil {
-		return nil // interrupted: the normal way to end a watch
+// authenticate answers the verified CHALLENGE with key.
+func authenticate(conn net.Conn, v *signed.Verifier, key ed25519.PrivateKey, binding signed.Binding) error {
+	if key == nil {
+		return errors.New("the signed listener requires authentication; give --identity FILE with a key of its authorized_keys")
+	}
+	ch, _ := v.Challenge()
+	b, err := signed.AppendAuth(nil, key, ch, binding, time.Now())
+	if err == nil {
+		_, err = conn.Write(b)
 	}
 	if err != nil {
-		return fmt.Errorf("connect to the broadcaster: %w", err)
+		return fmt.Errorf("authenticate: %w", err)
 	}
-	defer conn.Close()
+	return nil
+}
+
+func watch(ctx context.Context, conn net.Conn, addr string, out, errOut io.Writer) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	_, err = io.Copy(out, conn)
+	_, err := io.Copy(out, conn)
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal way to end a watch
 	}

@@ -176,7 +176,7 @@ func runDaemon(c *cli.Context) error {
 		ControlListener: passed.Control,
 	}
 	if exe, err := os.Executable(); err == nil {
-		opts.WorkerCommand = func(w config.Worker, pubKeyFile string) []string { return DefaultWorkerCommand(exe, w, pubKeyFile) }
+		opts.WorkerCommand = func(w config.Worker, sw *daemon.SignedWorker) []string { return DefaultWorkerCommand(exe, w, sw) }
 	} else if len(cfg.Pool.Command) == 0 && cfg.Pool.Size > 0 {
 		logger.WithError(err).Error("Cannot find chattyd's own executable for the built-in worker; set pool.command")
 		return cli.Exit("", 1)

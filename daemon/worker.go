@@ -9,7 +9,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/daemon"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/worker"
@@ -27,7 +29,7 @@ func workerCommand() *cli.Command {
 			"sends KEEP_ALIVE at random intervals and exits with code 2 when its random\n" +
 			"lifetime is over, the connection ends or a keep-alive goes unanswered.\n" +
 			"SIGTERM or SIGINT stop it cleanly with code 0. It logs to stderr.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Usage: "broadcaster `HOST:PORT`", EnvVars: []string{"CHATTY_ADDR"}, Required: true},
 			&cli.IntFlag{Name: "slot", Usage: "pool slot, for logs", EnvVars: []string{"CHATTY_SLOT"}},
 			&cli.DurationFlag{Name: "lifetime-min", Value: d.LifetimeMin, Usage: "shortest lifetime"},
@@ -38,7 +40,7 @@ func workerCommand() *cli.Command {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log every keep-alive"},
 			&cli.BoolFlag{Name: "signed", Usage: "speak the signed protocol: verify every frame, ack by sequence number, keep alive with PING"},
 			&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM), to verify with; required with --signed"},
-		},
+		}, clientopts.Flags()...),
 		Action: func(c *cli.Context) error {
 			l := logrus.New()
 			l.SetOutput(os.Stderr)
@@ -68,6 +70,13 @@ func workerCommand() *cli.Command {
 			} else if c.IsSet("pubkey") {
 				return cli.Exit("chattyd worker: --pubkey is for --signed", 2)
 			}
+			if err := clientOptions(c, &opts); err != nil {
+				var ue *clientopts.UsageError
+				if errors.As(err, &ue) {
+					return cli.Exit("chattyd worker: "+err.Error(), 2)
+				}
+				return cli.Exit("chattyd worker: "+err.Error(), 1)
+			}
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			err := worker.Run(ctx, opts, logrus.NewEntry(l).WithField(logging.FieldComponent, "worker"))
@@ -84,12 +93,32 @@ func workerCommand() *cli.Command {
 	}
 }
 
+// clientOptions sets the worker's TLS configuration and key from flags.
+func clientOptions(c *cli.Context, opts *worker.Options) error {
+	cfg, err := clientopts.TLS(c, opts.Addr)
+	if err != nil {
+		return err
+	}
+	opts.TLS = cfg
+	key, err := clientopts.Key(c)
+	if err != nil {
+		return err
+	}
+	if key != nil && opts.PublicKey == nil {
+		return clientopts.Usagef("--identity and --credentials-fd are for --signed")
+	}
+	opts.Key = key
+	return nil
+}
+
 // DefaultWorkerCommand is the pool's command when pool.command is not set:
 // exe (chattyd itself, from os.Executable) re-run as "chattyd worker" with
 // w's timings. The pool replaces {addr} and {slot}; no shell is involved.
-// A non-empty pubKeyFile (the daemon's public key, never the private one)
-// makes the worker speak the signed protocol.
-func DefaultWorkerCommand(exe string, w config.Worker, pubKeyFile string) []string {
+// A non-nil sw makes the worker speak the signed protocol, verifying with
+// the daemon's public key (never the private one), over TLS pinned to that
+// key if sw.TLS; its key to authenticate with, if any, comes through the
+// pool's credentials pipe, which the worker finds by its environment.
+func DefaultWorkerCommand(exe string, w config.Worker, sw *daemon.SignedWorker) []string {
 	args := []string{
 		exe, "worker",
 		"--addr", "{addr}",
@@ -100,8 +129,11 @@ func DefaultWorkerCommand(exe string, w config.Worker, pubKeyFile string) []stri
 		"--keepalive-max", w.KeepAliveMax.String(),
 		"--keepalive-timeout", w.KeepAliveTimeout.String(),
 	}
-	if pubKeyFile != "" {
-		args = append(args, "--signed", "--pubkey", pubKeyFile)
+	if sw != nil {
+		args = append(args, "--signed", "--pubkey", sw.PubKeyFile)
+		if sw.TLS {
+			args = append(args, "--tls", "--pin", sw.PubKeyFile)
+		}
 	}
 	return args
 }

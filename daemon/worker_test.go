@@ -25,7 +25,7 @@ func TestDefaultWorkerCommandRuns(t *testing.T) {
 
 	w := config.Default().Pool.Worker
 	w.LifetimeMin, w.LifetimeMax = 300*time.Millisecond, 300*time.Millisecond
-	args := DefaultWorkerCommand("chattyd", w, "")
+	args := DefaultWorkerCommand("chattyd", w, nil)
 	r := strings.NewReplacer("{addr}", ln.Addr().String(), "{slot}", "7")
 	for i := range args {
 		args[i] = r.Replace(args[i])

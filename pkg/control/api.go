@@ -74,6 +74,15 @@ type ClientsSummary struct {
 	// RejectedFrames counts signed frames from clients that failed
 	// verification, each closing its client.
 	RejectedFrames uint64 `json:"rejected_frames"`
+	// TLSFailed counts clients that failed the TLS handshake (a missing
+	// or untrusted client certificate included); they received nothing.
+	TLSFailed uint64 `json:"tls_failed"`
+	// AuthFailed counts clients of a signed listener that requires
+	// authentication which did not authenticate; they received nothing.
+	AuthFailed uint64 `json:"auth_failed"`
+	// RateLimited counts signed client messages refused over their
+	// client's rate.
+	RateLimited uint64 `json:"rate_limited"`
 }
 
 // PoolStatus describes the worker pool.
@@ -97,6 +106,9 @@ type Client struct {
 	LinesSent      uint64    `json:"lines_sent"`
 	AcksGood       uint64    `json:"acks_good"`
 	AcksMismatched uint64    `json:"acks_mismatched"`
+	// Key is the fingerprint of the key the client authenticated with,
+	// on a signed listener that requires it.
+	Key string `json:"key,omitempty"`
 }
 
 // Worker is one slot of the worker pool.

@@ -17,6 +17,7 @@ type collector struct {
 	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed *prometheus.Desc
 	acksGood, acksMismatched, rejected             *prometheus.Desc
+	tlsFailed, authFailed, rateLimited             *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
 }
 
@@ -40,6 +41,9 @@ func newCollector(b Backend) *collector {
 		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
 		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
 		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
+		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
+		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
+		rateLimited:    d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
@@ -53,6 +57,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
 		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
 		c.acksGood, c.acksMismatched, c.rejected,
+		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 	} {
 		ch <- d
@@ -82,6 +87,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.acksGood, st.Clients.AcksGood)
 	counter(c.acksMismatched, st.Clients.AcksMismatched)
 	counter(c.rejected, st.Clients.RejectedFrames)
+	counter(c.tlsFailed, st.Clients.TLSFailed)
+	counter(c.authFailed, st.Clients.AuthFailed)
+	counter(c.rateLimited, st.Clients.RateLimited)
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)

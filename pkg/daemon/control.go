@@ -31,6 +31,9 @@ func (b backend) Status() control.Status {
 		st.AcksGood += ss.AcksGood
 		st.AcksMismatched += ss.AcksMismatched
 		st.Rejected += ss.Rejected
+		st.Handshakes += ss.Handshakes
+		st.AuthFailed += ss.AuthFailed
+		st.RateLimited += ss.RateLimited
 	}
 	slots := b.Workers()
 	running := 0
@@ -63,6 +66,9 @@ func (b backend) Status() control.Status {
 			AcksGood:       st.AcksGood,
 			AcksMismatched: st.AcksMismatched,
 			RejectedFrames: st.Rejected,
+			TLSFailed:      st.Handshakes,
+			AuthFailed:     st.AuthFailed,
+			RateLimited:    st.RateLimited,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),
@@ -80,7 +86,11 @@ func (b backend) listeners() []control.Listener {
 		out = append(out, control.Listener{Name: "broadcast-tls", Addr: addrs[1].String(), Protocol: "tls"})
 	}
 	if s := b.d.signed; s != nil {
-		out = append(out, control.Listener{Name: "broadcast-signed", Addr: s.Addr().String(), Protocol: "signed"})
+		proto := "signed"
+		if b.d.signedTLS != nil {
+			proto = "signed+tls"
+		}
+		out = append(out, control.Listener{Name: "broadcast-signed", Addr: s.Addr().String(), Protocol: proto})
 	}
 	return out
 }
@@ -103,6 +113,7 @@ func (b backend) Clients() []control.Client {
 			LinesSent:      c.LinesSent,
 			AcksGood:       c.AcksGood,
 			AcksMismatched: c.AcksMismatched,
+			Key:            c.Key,
 		}
 	}
 	return out

@@ -25,6 +25,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
 	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/sirupsen/logrus"
 )
 
@@ -54,9 +55,21 @@ type Options struct {
 	ControlListener net.Listener
 	// WorkerCommand returns the command of the built-in worker for the
 	// given worker settings; it is used when pool.command is empty. A
-	// non-empty pubKeyFile asks for a worker of the signed protocol that
-	// verifies with that public key file.
-	WorkerCommand func(w config.Worker, pubKeyFile string) []string
+	// non-nil sw asks for a worker of the signed protocol.
+	WorkerCommand func(w config.Worker, sw *SignedWorker) []string
+}
+
+// SignedWorker is what a built-in worker of the signed protocol needs.
+type SignedWorker struct {
+	// PubKeyFile is the daemon's public key file, to verify the stream
+	// with (never the private key).
+	PubKeyFile string
+	// TLS asks the worker to connect with TLS and pin the public key of
+	// PubKeyFile: the listener serves the identity's certificate.
+	TLS bool
+	// Authenticate tells the worker that the listener requires it; the
+	// worker's key comes through the pool's credentials pipe.
+	Authenticate bool
 }
 
 // Daemon is a running chattyd. Build it with New, then call Run.
@@ -72,8 +85,14 @@ type Daemon struct {
 	id *identity.Identity // nil without identity in the configuration
 
 	bcast   *broadcast.Server
-	tls     *broadcast.TLSConfig // nil without a TLS listener
-	signed  *broadcast.Server    // nil without a signed listener
+	tls       *broadcast.TLSConfig // nil without a TLS listener
+	signed    *broadcast.Server    // nil without a signed listener
+	signedTLS *broadcast.TLSConfig // nil without TLS on the signed listener
+	keys      *identity.Keyring    // client keys of the signed listener; nil without one
+	// startSigned is broadcast.signed as the daemon started: its
+	// listener's TLS and authentication change only at restart.
+	startSigned config.Signed
+	selfCert  *tls.Certificate     // the identity's certificate, made when first needed
 	source  feed.Source
 	pool    *pool.Pool
 	control *control.Server
@@ -218,9 +237,51 @@ func (d *Daemon) Identity() *identity.Identity { return d.id }
 // ControlSocket returns the control socket's path.
 func (d *Daemon) ControlSocket() string { return d.control.Addr() }
 
+// selfSigned returns the certificate derived from the identity, made once
+// per run (tls.self_signed).
+func (d *Daemon) selfSigned() (*tls.Certificate, error) {
+	if d.selfCert != nil {
+		return d.selfCert, nil
+	}
+	if d.id == nil {
+		return nil, errors.New("tls.self_signed needs an identity; set identity.key_file or identity.generate: true")
+	}
+	cert, err := tlsconf.SelfSigned(d.id.Private, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	d.selfCert = &cert
+	return d.selfCert, nil
+}
+
+// tlsFiles returns where a listener's TLS configuration comes from.
+func (d *Daemon) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (broadcast.TLSFiles, error) {
+	f := broadcast.TLSFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
+	if selfSigned {
+		cert, err := d.selfSigned()
+		if err != nil {
+			return f, err
+		}
+		f.Certificate = cert
+	}
+	return f, nil
+}
+
+func (d *Daemon) textTLSFiles(t config.TLS) (broadcast.TLSFiles, error) {
+	return d.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
+}
+
+func (d *Daemon) signedTLSFiles(t config.SignedTLS) (broadcast.TLSFiles, error) {
+	return d.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
+}
+
 // listenTLS adds the TLS listener, whose clients share the feed.
 func (d *Daemon) listenTLS(t config.TLS) error {
-	tc, err := broadcast.NewTLSConfig(tlsFiles(t))
+	files, err := d.textTLSFiles(t)
+	if err != nil {
+		return err
+	}
+	tc, err := broadcast.NewTLSConfig(files)
 	if err != nil {
 		return err
 	}
@@ -244,9 +305,32 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
 	}
+	var file *identity.AuthorizedKeys
+	if path := d.cfg.Identity.AuthorizedKeys; path != "" {
+		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
+			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
+		}
+		d.log.WithField("file", path).Infof("%d client keys authorized", file.Len())
+	}
+	d.keys = identity.NewKeyring(file)
+	d.startSigned = sc
+	var tc *broadcast.TLSConfig
+	if sc.TLS.Enabled {
+		files, err := d.signedTLSFiles(sc.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
+		}
+		if tc, err = broadcast.NewTLSConfig(files); err != nil {
+			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
+		}
+	}
 	ln, err := broadcast.Listen(sc.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("signed listener: %w", err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc.ServerConfig())
+		d.signedTLS = tc
 	}
 	so := broadcast.SignedOptions{
 		Key:                d.id.Private,
@@ -254,15 +338,10 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 		CheckpointEvery:    sc.CheckpointEvery,
 		CheckpointInterval: sc.CheckpointInterval,
 		TimestampWindow:    sc.TimestampWindow,
-	}
-	if path := d.cfg.Identity.AuthorizedKeys; path != "" {
-		keys, err := identity.LoadAuthorizedKeys(path)
-		if err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
-		}
-		so.Keys = keys
-		d.log.WithField("file", path).Infof("%d client keys authorized", keys.Len())
+		Keys:               d.keys,
+		Authenticate:       sc.Auth == config.AuthAuthorizedKeys,
+		UpstreamRate:       sc.UpstreamRate,
+		UpstreamBurst:      sc.UpstreamBurst,
 	}
 	srv, err := broadcast.NewSigned(ln, limitsOf(d.cfg), so,
 		d.opts.Logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
@@ -295,24 +374,34 @@ func (d *Daemon) publish(lines [][]byte) uint64 {
 	return seq
 }
 
-func tlsFiles(t config.TLS) broadcast.TLSFiles {
-	return broadcast.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile}
-}
-
 // poolOptions derives the pool's options from a configuration. Workers
 // connect to the bound address, on loopback when it is a wildcard.
 func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 	// Signed workers need the signed listener, which only a restart adds.
 	signedWorkers := cfg.Pool.Worker.Protocol == "signed" && d.signed != nil
-	addr, pubKeyFile := d.bcast.Addr(), ""
+	addr := d.bcast.Addr()
+	var sw *SignedWorker
+	var creds func(int) ([]byte, func(), error)
 	if signedWorkers {
-		addr, pubKeyFile = d.signed.Addr(), identity.PublicPath(d.id.Path)
+		// The listener's TLS and authentication are as the daemon
+		// started, whatever the file says now.
+		sc := d.startSigned
+		addr = d.signed.Addr()
+		sw = &SignedWorker{
+			PubKeyFile:   identity.PublicPath(d.id.Path),
+			TLS:          sc.TLS.Enabled && sc.TLS.SelfSigned,
+			Authenticate: sc.Auth == config.AuthAuthorizedKeys,
+		}
+		if sw.Authenticate {
+			creds = d.workerKey
+		}
 	}
 	cmd := cfg.Pool.Command
 	if len(cmd) == 0 && d.opts.WorkerCommand != nil {
-		cmd = d.opts.WorkerCommand(cfg.Pool.Worker, pubKeyFile)
+		cmd = d.opts.WorkerCommand(cfg.Pool.Worker, sw)
 	}
 	return pool.Options{
+		Credentials:    creds,
 		Size:           cfg.Pool.Size,
 		Command:        cmd,
 		Env:            workerEnv(),
@@ -322,6 +411,22 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		BackoffMax:     cfg.Pool.BackoffMax,
 		StopTimeout:    cfg.Pool.StopTimeout,
 	}
+}
+
+// workerKey issues a key for one start of a pool worker: the worker reads
+// it from the pool's credentials pipe, and it is accepted until the
+// process is reaped. The daemon's own key never leaves the daemon.
+func (d *Daemon) workerKey(int) ([]byte, func(), error) {
+	priv, revoke, err := d.keys.Issue()
+	if err != nil {
+		return nil, nil, err
+	}
+	pem, err := identity.MarshalPrivatePEM(priv)
+	if err != nil {
+		revoke()
+		return nil, nil, err
+	}
+	return pem, revoke, nil
 }
 
 // dialAddr turns a listener's address into one a local worker can dial.
@@ -583,10 +688,24 @@ func (d *Daemon) reload() {
 		d.signed.SetLimits(limitsOf(next))
 	}
 	if d.tls != nil && next.Broadcast.TLS.Listen != "" {
-		if err := d.tls.Reload(tlsFiles(next.Broadcast.TLS)); err != nil {
+		files, err := d.textTLSFiles(next.Broadcast.TLS)
+		if err == nil {
+			err = d.tls.Reload(files)
+		}
+		if err != nil {
 			d.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
 		}
 	}
+	if d.signedTLS != nil && next.Broadcast.Signed.TLS.Enabled {
+		files, err := d.signedTLSFiles(next.Broadcast.Signed.TLS)
+		if err == nil {
+			err = d.signedTLS.Reload(files)
+		}
+		if err != nil {
+			d.log.WithError(err).Error("Reload: the signed listener's TLS files not applied; the previous ones stay")
+		}
+	}
+	d.reloadAuthorizedKeys(next.Identity.AuthorizedKeys)
 	// A reload changes the pool's size only when pool.size itself changed,
 	// so that one meant for, say, the log level keeps a chattyctl scale.
 	po := d.poolOptions(next)
@@ -603,6 +722,29 @@ func (d *Daemon) reload() {
 	d.sendStatus()
 }
 
+// reloadAuthorizedKeys reads the authorized-keys file again: new
+// connections and client messages are checked against the new keys. A
+// file that does not parse changes nothing.
+func (d *Daemon) reloadAuthorizedKeys(path string) {
+	if d.keys == nil {
+		return
+	}
+	if path == "" {
+		if d.keys.File() != nil {
+			d.log.Info("Reload: no authorized-keys file any more; only pool workers' keys are accepted")
+		}
+		d.keys.SetFile(nil)
+		return
+	}
+	file, err := identity.LoadAuthorizedKeys(path)
+	if err != nil {
+		d.log.WithError(err).Error("Reload: authorized keys not applied; the previous ones stay")
+		return
+	}
+	d.keys.SetFile(file)
+	d.log.WithField("file", path).Infof("Reload: %d client keys authorized", file.Len())
+}
+
 // restartOnly lists the settings that changed but cannot apply live.
 func restartOnly(prev, next config.Config) []string {
 	var out []string
@@ -612,7 +754,11 @@ func restartOnly(prev, next config.Config) []string {
 	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
 		out = append(out, "broadcast.tls.listen")
 	}
-	if prev.Broadcast.Signed != next.Broadcast.Signed {
+	// The signed listener's certificate files are read again on reload;
+	// the rest of it is set at start.
+	ps, ns := prev.Broadcast.Signed, next.Broadcast.Signed
+	ps.TLS.CertFile, ps.TLS.KeyFile, ps.TLS.ClientCAFile = ns.TLS.CertFile, ns.TLS.KeyFile, ns.TLS.ClientCAFile
+	if ps != ns {
 		out = append(out, "broadcast.signed")
 	}
 	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
@@ -621,7 +767,8 @@ func restartOnly(prev, next config.Config) []string {
 	if prev.Feed.MaxLineBytes != next.Feed.MaxLineBytes {
 		out = append(out, "feed.max_line_bytes")
 	}
-	if prev.Identity != next.Identity {
+	// identity.authorized_keys is read again on reload.
+	if prev.Identity.KeyFile != next.Identity.KeyFile || prev.Identity.Generate != next.Identity.Generate {
 		out = append(out, "identity")
 	}
 	if prev.Control != next.Control {

@@ -55,11 +55,10 @@ func Generate(path string) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate identity key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	data, err := MarshalPrivatePEM(priv)
 	if err != nil {
-		return nil, fmt.Errorf("encode identity key: %w", err)
+		return nil, err
 	}
-	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	if err := writeExclusive(path, data); err != nil {
 		return nil, err
 	}
@@ -195,6 +194,16 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("key is a %T; want Ed25519", key)
 	}
 	return priv, nil
+}
+
+// MarshalPrivatePEM returns priv as a PEM "PRIVATE KEY" block (PKCS#8),
+// the form ParsePrivateKey reads.
+func MarshalPrivatePEM(priv ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // MarshalPublicPEM returns pub as a PEM "PUBLIC KEY" block (SPKI).

@@ -18,6 +18,7 @@ package worker
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/chatty-dev/chatty/pkg/signed"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/pkg/wire"
 )
 
@@ -46,6 +48,8 @@ var (
 	ErrKeepAliveTimeout = errors.New("no KEEP_ALIVE_ACK within the keep-alive timeout")
 	ErrLineTooLong      = errors.New("server sent a line longer than the limit")
 	ErrVerify           = errors.New("the server's signed stream failed verification")
+	ErrTLS              = errors.New("TLS handshake with the server failed")
+	ErrNoKey            = errors.New("the server requires authentication and the worker has no key; give it one with --identity FILE")
 )
 
 // ExitError ends Run when the worker should exit with Code. Err says why
@@ -75,6 +79,11 @@ type Options struct {
 	// PublicKey, when set, makes the worker speak the signed protocol and
 	// verify the stream with this key (the daemon's identity).
 	PublicKey ed25519.PublicKey
+	// Key is the worker's own key, with which it answers a signed
+	// listener's CHALLENGE; without it such a listener is refused.
+	Key ed25519.PrivateKey
+	// TLS, when set, connects with TLS (see package tlsconf).
+	TLS *tls.Config
 }
 
 // validate reports the first invalid option.
@@ -128,6 +137,14 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 		}
 		return restart(fmt.Errorf("%w %s: %w", ErrConnect, opts.Addr, err))
 	}
+	if opts.TLS != nil {
+		if conn, err = handshake(ctx, conn, opts.TLS); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return restart(fmt.Errorf("%w (%s): %w", ErrTLS, opts.Addr, err))
+		}
+	}
 	log.Infof("Connected to %s; lifetime %s", opts.Addr, lifetime.Round(time.Millisecond))
 
 	s := &session{conn: conn, log: log, acks: &acker{max: MaxLineBytes}, keepAlive: textKeepAlive}
@@ -137,7 +154,12 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 			conn.Close()
 			return fmt.Errorf("worker options: %w", err)
 		}
-		s.acks, s.keepAlive = &signedAcker{v: v}, signed.AppendPing
+		binding, err := tlsconf.Binding(conn)
+		if err != nil {
+			conn.Close()
+			return restart(fmt.Errorf("%w: %w", ErrTLS, err))
+		}
+		s.acks, s.keepAlive = &signedAcker{v: v, key: opts.Key, binding: binding, log: log}, signed.AppendPing
 	}
 	s.out.cond.L = &s.out.mu
 	err = s.run(ctx, opts, lifetime)
@@ -203,23 +225,53 @@ type ackMaker interface {
 }
 
 // signedAcker acknowledges every verified message of a signed stream by
-// its sequence number and counts PONGs.
-type signedAcker struct{ v *signed.Verifier }
+// its sequence number, counts PONGs and answers the daemon's CHALLENGE.
+type signedAcker struct {
+	v       *signed.Verifier
+	key     ed25519.PrivateKey // answers a CHALLENGE; nil: cannot
+	binding signed.Binding     // the connection's TLS channel binding
+	log     *logrus.Entry
+}
 
 func (a *signedAcker) feed(dst, p []byte) ([]byte, int, error) {
 	pongs := 0
+	var authErr error
 	err := a.v.Feed(p, func(m *signed.Message) {
 		switch m.Kind {
 		case signed.KindPong:
 			pongs++
 		case signed.KindMessage, signed.KindChained:
 			dst = signed.AppendAck(dst, m.Seq)
+		case signed.KindChallenge:
+			dst, authErr = a.answer(dst)
 		}
 	})
 	if err != nil {
 		return dst, pongs, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	return dst, pongs, nil
+	return dst, pongs, authErr
+}
+
+// answer appends the AUTH that answers the verified CHALLENGE.
+func (a *signedAcker) answer(dst []byte) ([]byte, error) {
+	if a.key == nil {
+		return dst, ErrNoKey
+	}
+	ch, _ := a.v.Challenge()
+	a.log.Debug("The server asks to authenticate; answering")
+	return signed.AppendAuth(dst, a.key, ch, a.binding, time.Now())
+}
+
+// handshake runs the TLS handshake on conn, bounded by dialTimeout and ctx.
+func handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) (net.Conn, error) {
+	tc := tls.Client(conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 func (s *session) run(ctx context.Context, opts Options, lifetime time.Duration) error {
