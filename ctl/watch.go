@@ -164,6 +164,11 @@ func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.Pu
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(rerr, io.EOF):
+			if _, challenged := v.Challenge(); challenged {
+				if _, anchored := v.Anchor(); !anchored {
+					return fmt.Errorf("%s refused our authentication (is the key of --identity in chattyd's identity.authorized_keys? chattyd's log says why)", addr)
+				}
+			}
 			if err := v.Close(); err != nil {
 				return fmt.Errorf("%s: %w", addr, err)
 			}

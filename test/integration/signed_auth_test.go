@@ -1,0 +1,181 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/test/harness"
+)
+
+// runCtl runs chattyctl to completion, within long, and returns its exit
+// code and output.
+func runCtl(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(harness.BuildBinaries(t).Chattyctl, args...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(long):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("chattyctl %v did not end within %s", args, long)
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errOut.String()
+}
+
+// waitLine reads lines until want, within short.
+func waitLine(t *testing.T, lines <-chan string, want string) {
+	t.Helper()
+	deadline := time.After(short)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the watch ended before printing %q", want)
+			}
+			if l == want {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no line %q within %s", want, short)
+		}
+	}
+}
+
+// The signed listener over TLS with the identity's certificate, requiring
+// authentication: pool workers authenticate with keys issued to them and
+// verify and ack every line; chattyctl watch works with the pinned
+// identity and an authorized key, and is refused with a wrong pin or a
+// stranger's key, each refusal counted; a reload that authorizes the
+// stranger lets it in. The text TLS listener with the identity's
+// certificate works pinned too.
+func TestSignedTLSPinnedAndAuthenticated(t *testing.T) {
+	t.Parallel()
+	const workers, k = 2, 100
+	keyFile, id := keygenKey(t)
+	pubFile := identity.PublicPath(keyFile)
+	clientKey, client := keygenKey(t)
+	strangerKey, stranger := keygenKey(t)
+	authorized := writeFile(t, "clients", identity.AuthorizedKeyLine(client.Public, "ops")+"\n")
+	addr, tlsAddr := harness.FreeAddr(t), harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: fmt.Sprintf(`version: 1
+identity:
+  key_file: %s
+  authorized_keys: %s
+broadcast:
+  tls:
+    listen: %s
+    self_signed: true
+  signed:
+    listen: %s
+    auth: authorized_keys
+    tls:
+      enabled: true
+      self_signed: true
+pool:
+  size: %d
+  worker:
+    lifetime_min: 1h
+    lifetime_max: 1h
+    protocol: signed
+`, keyFile, authorized, tlsAddr, addr, workers)})
+	sock := d.ControlSocket()
+
+	// Workers: authenticated with issued keys, over TLS pinned to the identity.
+	waitConnected(t, d, 0, 1, workers)
+	st := statusUntil(t, d, "workers authenticated", func(st control.Status) bool { return st.Clients.Connected == workers })
+	var wantListener bool
+	for _, l := range st.Listeners {
+		wantListener = wantListener || (l.Addr == addr && l.Protocol == "signed+tls")
+	}
+	if !wantListener {
+		t.Errorf("status lists %+v; want %s as signed+tls", st.Listeners, addr)
+	}
+	for _, pid := range d.Workers(t) {
+		args, _ := procArgs(pid)
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if !strings.Contains(args, "--tls --pin "+pubFile) || strings.Contains(args, keyFile+" ") ||
+			strings.Contains(string(env), "PRIVATE KEY") {
+			t.Errorf("worker %d runs %q; want --tls --pin with the .pub file, and no private key in its arguments or environment", pid, args)
+		}
+	}
+	var clients []control.Client
+	ctlJSON(t, sock, &clients, "clients", "--json")
+	keys := map[string]bool{}
+	for _, c := range clients {
+		keys[c.Key] = true
+	}
+	if len(clients) != workers || len(keys) != workers || keys[""] || keys[id.Fingerprint()] {
+		t.Errorf("clients %+v; want %d workers, each with a key of its own (not the daemon's)", clients, workers)
+	}
+	d.Feed(numbered("auth", 1, k, 60)...)
+	statusUntil(t, d, "every worker's acks", func(st control.Status) bool { return st.Clients.AcksGood == workers*k })
+
+	// An authorized watcher, pinned: it gets the lines fed after it joined.
+	watchArgs := []string{"--socket", sock, "watch", "--signed", "--pubkey", pubFile, "--tls", "--pin", pubFile}
+	lines := startWatch(t, append(watchArgs, "--identity", clientKey)...)
+	statusUntil(t, d, "the watcher authenticated", func(st control.Status) bool { return st.Clients.Connected == workers+1 })
+	d.Feed("for the watcher")
+	waitLine(t, lines, "for the watcher")
+
+	// A wrong pin: refused by the client before anything is read.
+	code, _, errOut := runCtl(t, append(watchArgs[:len(watchArgs)-1], identity.PublicPath(strangerKey), "--identity", clientKey)...)
+	if code != 1 || !strings.Contains(errOut, "does not hold the pinned identity key") {
+		t.Errorf("watch with a wrong pin = %d: %s", code, errOut)
+	}
+	statusUntil(t, d, "the failed TLS handshake counted", func(st control.Status) bool { return st.Clients.TLSFailed >= 1 })
+
+	// A stranger's key: the listener sends it nothing and counts it.
+	code, out, errOut := runCtl(t, append(watchArgs, "--identity", strangerKey)...)
+	if code != 1 || out != "" || !strings.Contains(errOut, "refused our authentication") {
+		t.Errorf("watch with a stranger's key = %d, printed %q: %s", code, out, errOut)
+	}
+	// Without a key at all, watch says what is missing.
+	code, _, errOut = runCtl(t, watchArgs...)
+	if code != 1 || !strings.Contains(errOut, "requires authentication; give --identity") {
+		t.Errorf("watch without a key = %d: %s", code, errOut)
+	}
+	st = statusUntil(t, d, "two failed authentications", func(st control.Status) bool { return st.Clients.AuthFailed == 2 })
+	if !strings.Contains(d.Log(), "Client authentication failed") || !strings.Contains(d.Log(), "reason=unauthorized") {
+		t.Error("chattyd's log does not say why the stranger was refused")
+	}
+
+	// A reload that authorizes the stranger lets it in.
+	if err := os.WriteFile(authorized, []byte(identity.AuthorizedKeyLine(client.Public, "ops")+"\n"+
+		identity.AuthorizedKeyLine(stranger.Public, "new")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	since := d.LogLen()
+	d.Signal(syscall.SIGHUP)
+	d.WaitLogSince(t, since, "Reload: 2 client keys authorized", short)
+	lines2 := startWatch(t, append(watchArgs, "--identity", strangerKey)...)
+	statusUntil(t, d, "the new key authenticated", func(st control.Status) bool { return st.Clients.Connected == workers+2 })
+	d.Feed("after the reload")
+	waitLine(t, lines2, "after the reload")
+
+	// The text protocol's TLS listener with the identity's certificate.
+	text := startWatch(t, "--socket", sock, "watch", "--tls", "--pin", pubFile)
+	statusUntil(t, d, "the TLS watcher", func(st control.Status) bool { return st.Clients.Connected == workers+3 })
+	d.Feed("over TLS")
+	waitLine(t, text, "over TLS")
+	code, _, errOut = runCtl(t, "--socket", sock, "watch", "--tls", "--pin", identity.PublicPath(strangerKey))
+	if code != 1 || !strings.Contains(errOut, "does not hold the pinned identity key") {
+		t.Errorf("text TLS watch with a wrong pin = %d: %s", code, errOut)
+	}
+	if st := status(t, d); st.Clients.AcksMismatched != 0 || st.Pool.Restarts != 0 {
+		t.Errorf("acks mismatched %d, worker restarts %d; want 0 and 0", st.Clients.AcksMismatched, st.Pool.Restarts)
+	}
+}
