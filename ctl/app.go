@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/clientopts"
+	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"

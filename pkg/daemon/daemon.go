@@ -84,7 +84,7 @@ type Daemon struct {
 
 	id *identity.Identity // nil without identity in the configuration
 
-	bcast   *broadcast.Server
+	bcast     *broadcast.Server
 	tls       *broadcast.TLSConfig // nil without a TLS listener
 	signed    *broadcast.Server    // nil without a signed listener
 	signedTLS *broadcast.TLSConfig // nil without TLS on the signed listener
@@ -92,10 +92,10 @@ type Daemon struct {
 	// startSigned is broadcast.signed as the daemon started: its
 	// listener's TLS and authentication change only at restart.
 	startSigned config.Signed
-	selfCert  *tls.Certificate     // the identity's certificate, made when first needed
-	source  feed.Source
-	pool    *pool.Pool
-	control *control.Server
+	selfCert    *tls.Certificate // the identity's certificate, made when first needed
+	source      feed.Source
+	pool        *pool.Pool
+	control     *control.Server
 
 	feedLines atomic.Uint64 // lines read from the feed
 	feedBytes atomic.Uint64 // their bytes, terminators included

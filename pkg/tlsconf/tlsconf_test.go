@@ -18,8 +18,8 @@ import (
 func key(b byte) ed25519.PrivateKey { return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{b}, 32)) }
 
 // handshake runs a TLS server with cert on loopback and a client with
-// cfg; it returns both ends' errors and channel bindings.
-func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (clientErr, serverErr error, cb, sb signed.Binding) {
+// cfg; it returns both ends' channel bindings and errors.
+func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (cb, sb signed.Binding, clientErr, serverErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +61,7 @@ func handshake(t *testing.T, cert tls.Certificate, cfg *tls.Config) (clientErr, 
 	}
 	tc.Close()
 	r := <-done
-	return clientErr, r.err, cb, r.b
+	return cb, r.b, clientErr, r.err
 }
 
 func TestSelfSignedPinned(t *testing.T) {
@@ -78,7 +78,7 @@ func TestSelfSignedPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cerr, serr, cb, sb := handshake(t, cert, cfg)
+	cb, sb, cerr, serr := handshake(t, cert, cfg)
 	if cerr != nil || serr != nil {
 		t.Fatalf("pinned handshake: client %v, server %v", cerr, serr)
 	}
@@ -91,7 +91,7 @@ func TestSelfSignedPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cerr, _, _, _ = handshake(t, cert, cfg)
+	_, _, cerr, _ = handshake(t, cert, cfg)
 	if !errors.Is(cerr, ErrPinMismatch) {
 		t.Fatalf("wrong pin: %v, want %v", cerr, ErrPinMismatch)
 	}
@@ -101,7 +101,7 @@ func TestSelfSignedPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cerr, _, _, _ = handshake(t, cert, cfg); cerr == nil {
+	if _, _, cerr, _ = handshake(t, cert, cfg); cerr == nil {
 		t.Fatal("a self-signed certificate was trusted without a pin")
 	}
 }
@@ -114,8 +114,8 @@ func TestBindingPerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, _ := Client{Pin: id.Public().(ed25519.PublicKey)}.Config("127.0.0.1:1")
-	_, _, b1, _ := handshake(t, cert, cfg)
-	_, _, b2, _ := handshake(t, cert, cfg)
+	b1, _, _, _ := handshake(t, cert, cfg)
+	b2, _, _, _ := handshake(t, cert, cfg)
 	if b1 == b2 {
 		t.Fatal("two connections share a channel binding")
 	}
