@@ -284,7 +284,36 @@ func makeVectors(t *testing.T) []*vectorBlock {
 	up.add("response.digest", d[:])
 	up.add("response.signature", ed25519.Sign(priv, d[:]))
 	up.add("response.frame", frame)
-	return []*vectorBlock{per, ch, up}
+
+	au := &vectorBlock{name: "auth"}
+	au.add("daemon-public-key", []byte(priv.Public().(ed25519.PublicKey)))
+	au.add("client-seed", clientPriv.Seed())
+	au.add("client-public-key", []byte(clientPriv.Public().(ed25519.PublicKey)))
+	au.add("stream-id", vecStream[:])
+	au.add("session", vecSession[:])
+	var binding Binding // plain TCP
+	au.add("binding", binding[:])
+	clock = vecNow
+	c = appendCanonicalChallenge(nil, &vecStream, &vecSession, clock.UnixNano())
+	d = sum(c)
+	au.add("challenge.time", clock.UnixNano())
+	au.add("challenge.canonical", c)
+	au.add("challenge.digest", d[:])
+	au.add("challenge.signature", ed25519.Sign(priv, d[:]))
+	au.add("challenge.frame", newEnc(PerMessage).AppendChallenge(nil, vecSession))
+	authTime := vecNow.Add(5 * time.Millisecond)
+	c = appendCanonicalAuth(nil, &vecStream, &vecSession, &binding, clientPriv.Public().(ed25519.PublicKey), authTime.UnixNano())
+	d = sum(c)
+	frame, err = AppendAuth(nil, clientPriv, Challenge{Stream: vecStream, Session: vecSession}, binding, authTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	au.add("auth.time", authTime.UnixNano())
+	au.add("auth.canonical", c)
+	au.add("auth.digest", d[:])
+	au.add("auth.signature", ed25519.Sign(clientPriv, d[:]))
+	au.add("auth.frame", frame)
+	return []*vectorBlock{per, ch, up, au}
 }
 
 // TestVectors checks the document's vectors both ways: the code encodes
@@ -337,7 +366,7 @@ func TestVectors(t *testing.T) {
 // checkDocumented verifies a block's documented bytes without the encoder.
 func checkDocumented(t *testing.T, b *vectorBlock) {
 	pubKey := "public-key"
-	if b.name == "upstream" {
+	if b.name == "upstream" || b.name == "auth" {
 		pubKey = "client-public-key"
 	}
 	pub := ed25519.PublicKey(b.hex(t, pubKey))
@@ -362,12 +391,16 @@ func checkDocumented(t *testing.T, b *vectorBlock) {
 			continue // chained messages carry no signature
 		}
 		key := pub
-		if b.name == "upstream" && obj == "response" {
+		if (b.name == "upstream" && obj == "response") || (b.name == "auth" && obj == "challenge") {
 			key = ed25519.PublicKey(b.hex(t, "daemon-public-key"))
 		}
 		if !ed25519.Verify(key, d[:], b.hex(t, prefix+"signature")) {
 			t.Errorf("%ssignature does not verify", prefix)
 		}
+	}
+	if b.name == "auth" {
+		checkDocumentedAuth(t, b, pub)
+		return
 	}
 	now := time.Unix(0, b.int(t, map[bool]string{true: "request.time", false: "anchor.time"}[b.name == "upstream"]))
 	if b.name == "upstream" {
@@ -402,5 +435,28 @@ func checkDocumented(t *testing.T, b *vectorBlock) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("documented stream delivers\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// checkDocumentedAuth runs the documented CHALLENGE through a client's
+// Verifier and the documented AUTH through the daemon's check.
+func checkDocumentedAuth(t *testing.T, b *vectorBlock, clientPub ed25519.PublicKey) {
+	now := time.Unix(0, b.int(t, "auth.time"))
+	clock := func() time.Time { return now }
+	v, err := NewVerifier(ed25519.PublicKey(b.hex(t, "daemon-public-key")), VerifierOptions{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Feed(b.hex(t, "challenge.frame"), func(*Message) {}); err != nil {
+		t.Fatalf("documented challenge: %v", err)
+	}
+	stream, session := StreamID(b.hex(t, "stream-id")), Session(b.hex(t, "session"))
+	if ch, ok := v.Challenge(); !ok || ch.Stream != stream || ch.Session != session {
+		t.Fatalf("documented challenge read as %+v", ch)
+	}
+	u := NewUpstreamVerifier(nil, stream, session, UpstreamOptions{Now: clock})
+	key, err := u.VerifyAuth(decodeOne(t, b.hex(t, "auth.frame"), 0), keySet{clientPub}, Binding(b.hex(t, "binding")))
+	if err != nil || !key.Equal(clientPub) {
+		t.Fatalf("documented auth: %x %v", []byte(key), err)
 	}
 }
