@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -86,13 +88,19 @@ func opts(addr string) Options {
 // Run's result. The test's cleanup cancels and waits for it.
 func start(t *testing.T, o Options) (cancel func(), result <-chan error) {
 	t.Helper()
+	return startLogged(t, o, logging.Discard())
+}
+
+// startLogged is start with the worker logging to log.
+func startLogged(t *testing.T, o Options, log *logrus.Entry) (cancel func(), result <-chan error) {
+	t.Helper()
 	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		res <- Run(ctx, o, logging.Discard())
+		res <- Run(ctx, o, log)
 	}()
 	t.Cleanup(func() {
 		cancel()
