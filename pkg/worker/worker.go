@@ -127,7 +127,9 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return restart(fmt.Errorf("%w %s: %w", ErrConnect, opts.Addr, err))
+		ee := restart(fmt.Errorf("%w %s: %w", ErrConnect, opts.Addr, err))
+		log.Warnf("Exiting: %v", ee)
+		return ee
 	}
 	log.Infof("Connected to %s; lifetime %s", opts.Addr, lifetime.Round(time.Millisecond))
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
@@ -291,8 +292,12 @@ func TestExitReasons(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		_, res := start(t, opts(addr))
+		logger, hook := logtest.NewNullLogger()
+		_, res := startLogged(t, opts(addr), logrus.NewEntry(logger))
 		wantExit(t, result(t, res), ErrConnect)
+		if e := hook.LastEntry(); e == nil || !strings.HasPrefix(e.Message, "Exiting: "+ErrConnect.Error()) {
+			t.Errorf("last log entry %+v; want the worker to say why it exits", e)
+		}
 	})
 	t.Run("lifetime elapsed", func(t *testing.T) {
 		srv := newServer(t)
