@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
@@ -128,7 +129,8 @@ func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
 
 // NewSigned returns a server of the signed protocol that will accept
 // clients on ln: every published line goes out as a signed Info message,
-// and each client starts with its own ANCHOR. Its clients acknowledge
+// every typed message (PublishMessage) as one of its type, and each client
+// starts with its own ANCHOR. Its clients acknowledge
 // messages by sequence number and keep alive with PING.
 func NewSigned(ln net.Listener, limits Limits, o SignedOptions, logger *logrus.Entry) (*Server, error) {
 	sc, err := newSignedCodec(o, logger)
@@ -193,6 +195,24 @@ func (s *Server) Publish(lines [][]byte) uint64 {
 	first := s.lines.append(lines)
 	s.maybeScan()
 	return first
+}
+
+// PublishMessage queues a typed message (one sent with chattyctl send) to
+// every connected client, in order with the published lines, and returns
+// its sequence number. A server of the text protocol sends the message's
+// text line (message.Message.AppendText); a signed server sends a signed
+// message of m.Type, at m.Time, whose payload is m.Text. A zero m.Time
+// means now.
+func (s *Server) PublishMessage(m message.Message) uint64 {
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	if s.connected.Load() == 0 {
+		s.undelivered.Add(1)
+	}
+	seq := s.lines.appendMessage(&m)
+	s.maybeScan()
+	return seq
 }
 
 // scanEveryBytes and scanEveryLines set how often Publish looks for slow
