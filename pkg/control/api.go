@@ -122,7 +122,9 @@ type SendRequest struct {
 type SendResponse struct {
 	// Seq is the sequence number the backend gave the line.
 	Seq uint64 `json:"seq"`
-	// Line is the line sent to clients, without its "\n".
+	// Line is the line sent to clients of the text protocol, without its
+	// "\n". Clients of the signed listener get the message with its type,
+	// its text as the payload.
 	Line string `json:"line"`
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/feed"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/pool"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
@@ -291,6 +292,16 @@ func (d *Daemon) publish(lines [][]byte) uint64 {
 	seq := d.bcast.Publish(lines)
 	if d.signed != nil {
 		d.signed.Publish(lines)
+	}
+	return seq
+}
+
+// publishMessage sends a typed message to the clients of every listener,
+// each in its protocol, and returns the text listener's sequence number.
+func (d *Daemon) publishMessage(m message.Message) uint64 {
+	seq := d.bcast.PublishMessage(m)
+	if d.signed != nil {
+		d.signed.PublishMessage(m)
 	}
 	return seq
 }
