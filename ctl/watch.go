@@ -10,6 +10,7 @@ import (
 	"net"
 
 	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/urfave/cli/v2"
 )
@@ -67,8 +68,8 @@ func cmdWatch(c *cli.Context) error {
 	return watch(c.Context, addr, c.App.Writer, c.App.ErrWriter)
 }
 
-// watchSigned reads a signed listener and prints the payload of every
-// message that verified with pub, one per line. A stream that fails
+// watchSigned reads a signed listener and prints every message that
+// verified with pub, one per line (see appendWatched). A stream that fails
 // verification ends it with an error; nothing unverified is printed.
 func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, errOut io.Writer) error {
 	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
@@ -88,12 +89,13 @@ func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, e
 	defer stop()
 	w := bufio.NewWriter(out)
 	buf := make([]byte, 64<<10)
+	var line []byte
 	for {
 		n, rerr := conn.Read(buf)
 		ferr := v.Feed(buf[:n], func(m *signed.Message) {
 			if m.Kind == signed.KindMessage || m.Kind == signed.KindChained {
-				w.Write(m.Payload)
-				w.WriteByte('\n')
+				line = appendWatched(line[:0], m)
+				w.Write(line)
 			}
 		})
 		if err := w.Flush(); err != nil {
@@ -115,6 +117,17 @@ func watchSigned(ctx context.Context, addr string, pub ed25519.PublicKey, out, e
 			return fmt.Errorf("watch %s: %w", addr, rerr)
 		}
 	}
+}
+
+// appendWatched appends what watch --signed prints for a verified message:
+// an Info message (a feed line) as its payload, a message of another type
+// (chattyctl send) as the text line the text listener sends for it.
+func appendWatched(dst []byte, m *signed.Message) []byte {
+	if m.Type == message.Info {
+		return append(append(dst, m.Payload...), '\n')
+	}
+	tm := message.Message{Type: m.Type, Text: string(m.Payload), Time: m.Time}
+	return append(tm.AppendText(dst), '\n')
 }
 
 func watch(ctx context.Context, addr string, out, errOut io.Writer) error {
