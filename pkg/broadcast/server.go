@@ -82,9 +82,10 @@ type Server struct {
 	// signed is set on a server of the signed protocol.
 	signed *signedServer
 
-	mu       sync.Mutex // guards clients, nextID, closed totals and scan marks
+	ids *ClientIDs // numbers the clients; may be shared with other servers
+
+	mu       sync.Mutex // guards clients, closed totals and scan marks
 	clients  map[uint64]*client
-	nextID   uint64
 	gone     Stats  // acks of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
@@ -155,6 +156,7 @@ func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *
 		logger:  logger,
 		lines:   newLog(cd),
 		clients: make(map[uint64]*client),
+		ids:     new(ClientIDs),
 		start:   1,
 	}
 	s.limits.Store(&limits)
@@ -176,6 +178,17 @@ func (s *Server) Addrs() []net.Addr {
 	}
 	return out
 }
+
+// ClientIDs numbers clients from 1. Servers that share one (SetClientIDs)
+// give their clients ids unique among them all, as one daemon's listeners
+// should. The zero value is ready to use.
+type ClientIDs struct{ last atomic.Uint64 }
+
+func (ids *ClientIDs) next() uint64 { return ids.last.Add(1) }
+
+// SetClientIDs makes s number its clients from ids. It must be called
+// before Run.
+func (s *Server) SetClientIDs(ids *ClientIDs) { s.ids = ids }
 
 // SetLimits changes the limits; they apply to existing clients too.
 func (s *Server) SetLimits(l Limits) { s.limits.Store(&l) }
@@ -335,8 +348,7 @@ func (s *Server) admit(conn net.Conn) {
 		s.refuse(conn, draining, lim.MaxClients)
 		return
 	}
-	s.nextID++
-	c, err := newClient(s, s.nextID, conn)
+	c, err := newClient(s, s.ids.next(), conn)
 	if err != nil {
 		s.mu.Unlock()
 		s.logger.WithError(err).Error("Cannot start a connection; closing it")
