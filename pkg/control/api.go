@@ -88,6 +88,7 @@ type PoolStatus struct {
 
 // Client is one connected client of the broadcaster.
 type Client struct {
+	// ID is unique among the clients of every listener of the daemon.
 	ID             uint64    `json:"id"`
 	Remote         string    `json:"remote"`
 	ConnectedAt    time.Time `json:"connected_at"`

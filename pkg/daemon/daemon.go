@@ -143,6 +143,13 @@ func New(opts Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	// One numbering for the clients of every listener, so that chattyctl
+	// clients never shows an id twice.
+	ids := new(broadcast.ClientIDs)
+	d.bcast.SetClientIDs(ids)
+	if d.signed != nil {
+		d.signed.SetClientIDs(ids)
+	}
 	closeListeners := func() {
 		ln.Close()
 		if signedLn != nil {
