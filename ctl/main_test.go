@@ -332,9 +332,20 @@ func (w *cancelOnWrite) String() string {
 	return w.buf.String()
 }
 
-// signedStream returns an encoder's anchor and messages for lines, ending
-// with a checkpoint that covers them, and the key that verifies them.
+// signedStream returns an encoder's anchor and Info messages for lines,
+// ending with a checkpoint that covers them, and the key that verifies
+// them.
 func signedStream(t *testing.T, lines ...string) ([]byte, ed25519.PublicKey) {
+	t.Helper()
+	msgs := make([]message.Message, len(lines))
+	for i, l := range lines {
+		msgs[i] = message.Message{Type: message.Info, Text: l, Time: time.Now()}
+	}
+	return signedMessages(t, msgs...)
+}
+
+// signedMessages is signedStream for typed messages.
+func signedMessages(t *testing.T, msgs ...message.Message) ([]byte, ed25519.PublicKey) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -348,8 +359,8 @@ func signedStream(t *testing.T, lines ...string) ([]byte, ed25519.PublicKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range lines {
-		if b, _, err = enc.Append(b, message.Info, time.Now(), []byte(l)); err != nil {
+	for _, m := range msgs {
+		if b, _, err = enc.Append(b, m.Type, m.Time, []byte(m.Text)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -365,8 +376,9 @@ func writePub(t *testing.T, pub ed25519.PublicKey) string {
 	return path
 }
 
-// watch --signed prints the messages that verify, and stops with an error
-// at a tampered byte without printing what follows.
+// watch --signed prints the messages that verify, a typed one as its text
+// line, and stops with an error at a tampered byte without printing what
+// follows.
 func TestWatchSigned(t *testing.T) {
 	stream, pub := signedStream(t, "one", "payload number two", "three")
 	pubFile := writePub(t, pub)
@@ -377,6 +389,15 @@ func TestWatchSigned(t *testing.T) {
 		code, out, errOut := runCtl(t, "--socket", sock, "watch", "--signed", "--pubkey", pubFile)
 		if code != 0 || out != "one\npayload number two\nthree\n" {
 			t.Fatalf("watch --signed = %d, %q; stderr %s", code, out, errOut)
+		}
+	})
+	t.Run("typed", func(t *testing.T) {
+		sent := time.Now().Add(-time.Second)
+		warn := message.Message{Type: message.Warning, Text: "disk almost full", Time: sent}
+		typed, pub := signedMessages(t, message.Message{Type: message.Info, Text: "a feed line", Time: sent}, warn)
+		code, out, errOut := runCtl(t, "watch", "--signed", "--pubkey", writePub(t, pub), "--addr", broadcaster(t, string(typed)))
+		if want := "a feed line\n" + warn.String() + "\n"; code != 0 || out != want {
+			t.Fatalf("watch --signed = %d, %q; want %q; stderr %s", code, out, want, errOut)
 		}
 	})
 	t.Run("tampered", func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
 )
@@ -120,8 +121,8 @@ func dial(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
 	return tc, nil
 }
 
-// watchSigned reads a signed listener and prints the payload of every
-// message that verified with pub, one per line. A stream that fails
+// watchSigned reads a signed listener and prints every message that
+// verified with pub, one per line (see appendWatched). A stream that fails
 // verification ends it with an error; nothing unverified is printed. A
 // CHALLENGE is answered with key, or ends the watch if there is none.
 func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, out, errOut io.Writer) error {
@@ -137,14 +138,15 @@ func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.Pu
 	defer stop()
 	w := bufio.NewWriter(out)
 	buf := make([]byte, 64<<10)
+	var line []byte
 	for {
 		n, rerr := conn.Read(buf)
 		challenged := false
 		ferr := v.Feed(buf[:n], func(m *signed.Message) {
 			switch m.Kind {
 			case signed.KindMessage, signed.KindChained:
-				w.Write(m.Payload)
-				w.WriteByte('\n')
+				line = appendWatched(line[:0], m)
+				w.Write(line)
 			case signed.KindChallenge:
 				challenged = true
 			}
@@ -194,6 +196,17 @@ func authenticate(conn net.Conn, v *signed.Verifier, key ed25519.PrivateKey, bin
 		return fmt.Errorf("authenticate: %w", err)
 	}
 	return nil
+}
+
+// appendWatched appends what watch --signed prints for a verified message:
+// an Info message (a feed line) as its payload, a message of another type
+// (chattyctl send) as the text line the text listener sends for it.
+func appendWatched(dst []byte, m *signed.Message) []byte {
+	if m.Type == message.Info {
+		return append(append(dst, m.Payload...), '\n')
+	}
+	tm := message.Message{Type: m.Type, Text: string(m.Payload), Time: m.Time}
+	return append(tm.AppendText(dst), '\n')
 }
 
 func watch(ctx context.Context, conn net.Conn, addr string, out, errOut io.Writer) error {

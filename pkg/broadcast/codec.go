@@ -21,6 +21,9 @@ type codec interface {
 	// encodeLocked appends line's encoding to dst, which has maxSize room,
 	// and reports whether the line was encoded (it takes a sequence number).
 	encodeLocked(dst, line []byte) ([]byte, bool)
+	// encodeMessageLocked is encodeLocked for a typed message; dst grows
+	// as needed.
+	encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool)
 	// appendedLocked runs after every append.
 	appendedLocked(l *log)
 	// closingLocked runs once, before the log is closed.
@@ -44,6 +47,11 @@ func (textCodec) maxSize(n int) int { return n + 1 }
 
 func (textCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
 	return append(append(dst, line...), '\n'), true
+}
+
+// encodeMessageLocked sends a typed message as its text line.
+func (textCodec) encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool) {
+	return append(m.AppendText(dst), '\n'), true
 }
 
 func (textCodec) appendedLocked(*log)         {}
@@ -79,7 +87,8 @@ type SignedOptions struct {
 	UpstreamBurst int
 }
 
-// signedCodec frames every line as a signed Info message.
+// signedCodec frames every line as a signed Info message, and a typed
+// message as a signed message of its type.
 type signedCodec struct {
 	enc      *signed.Encoder
 	interval time.Duration
@@ -112,6 +121,19 @@ func (sc *signedCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
 		// Only a payload over signed.MaxPayload; the configuration keeps
 		// feed lines below it.
 		sc.log.WithError(err).Error("Line not signed; the signed listener's clients do not get it")
+		return dst, false
+	}
+	return out, true
+}
+
+// encodeMessageLocked signs m with its type and time; its text is the
+// payload.
+func (sc *signedCodec) encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool) {
+	out, _, err := sc.enc.Append(dst, m.Type, m.Time, []byte(m.Text))
+	if err != nil {
+		// Only an invalid message: senders validate theirs.
+		sc.log.WithError(err).WithField("type", m.Type.String()).
+			Error("Message not signed; the signed listener's clients do not get it")
 		return dst, false
 	}
 	return out, true

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"sync"
 	"sync/atomic"
+
+	"github.com/chatty-dev/chatty/pkg/message"
 )
 
 // chunkSize is the capacity of one log chunk. A client writer sends at most
@@ -101,6 +103,26 @@ func (l *log) append(lines [][]byte) (first uint64) {
 	l.publishLocked()
 	l.codec.appendedLocked(l)
 	return first
+}
+
+// appendMessage encodes a typed message into the log and publishes it,
+// like append. It encodes into a buffer of its own first, which costs an
+// allocation that the feed's lines do not pay.
+func (l *log) appendMessage(m *message.Message) (seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	enc, ok := l.codec.encodeMessageLocked(nil, m)
+	l.reserveLocked(len(enc))
+	h := l.head
+	n, count := h.published()
+	seq = h.firstSeq + count
+	if ok {
+		copy(h.buf[n:], enc)
+		h.state.Store(uint64(n+len(enc))<<32 | (count + 1))
+	}
+	l.publishLocked()
+	l.codec.appendedLocked(l)
+	return seq
 }
 
 // appendRawLocked appends bytes that are no line, such as a checkpoint

@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
 )
@@ -86,9 +87,10 @@ type Server struct {
 	// signed is set on a server of the signed protocol.
 	signed *signedServer
 
-	mu       sync.Mutex // guards clients, nextID, closed totals and scan marks
+	ids *ClientIDs // numbers the clients; may be shared with other servers
+
+	mu       sync.Mutex // guards clients, closed totals and scan marks
 	clients  map[uint64]*client
-	nextID   uint64
 	gone     Stats  // acks of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
@@ -135,7 +137,8 @@ func New(ln net.Listener, limits Limits, logger *logrus.Entry) *Server {
 
 // NewSigned returns a server of the signed protocol that will accept
 // clients on ln: every published line goes out as a signed Info message,
-// and each client starts with its own ANCHOR. Its clients acknowledge
+// every typed message (PublishMessage) as one of its type, and each client
+// starts with its own ANCHOR. Its clients acknowledge
 // messages by sequence number and keep alive with PING.
 func NewSigned(ln net.Listener, limits Limits, o SignedOptions, logger *logrus.Entry) (*Server, error) {
 	sc, err := newSignedCodec(o, logger)
@@ -164,6 +167,7 @@ func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *
 		logger:  logger,
 		lines:   newLog(cd),
 		clients: make(map[uint64]*client),
+		ids:     new(ClientIDs),
 		start:   1,
 	}
 	s.limits.Store(&limits)
@@ -186,6 +190,17 @@ func (s *Server) Addrs() []net.Addr {
 	return out
 }
 
+// ClientIDs numbers clients from 1. Servers that share one (SetClientIDs)
+// give their clients ids unique among them all, as one daemon's listeners
+// should. The zero value is ready to use.
+type ClientIDs struct{ last atomic.Uint64 }
+
+func (ids *ClientIDs) next() uint64 { return ids.last.Add(1) }
+
+// SetClientIDs makes s number its clients from ids. It must be called
+// before Run.
+func (s *Server) SetClientIDs(ids *ClientIDs) { s.ids = ids }
+
 // SetLimits changes the limits; they apply to existing clients too.
 func (s *Server) SetLimits(l Limits) { s.limits.Store(&l) }
 
@@ -204,6 +219,24 @@ func (s *Server) Publish(lines [][]byte) uint64 {
 	first := s.lines.append(lines)
 	s.maybeScan()
 	return first
+}
+
+// PublishMessage queues a typed message (one sent with chattyctl send) to
+// every connected client, in order with the published lines, and returns
+// its sequence number. A server of the text protocol sends the message's
+// text line (message.Message.AppendText); a signed server sends a signed
+// message of m.Type, at m.Time, whose payload is m.Text. A zero m.Time
+// means now.
+func (s *Server) PublishMessage(m message.Message) uint64 {
+	if m.Time.IsZero() {
+		m.Time = time.Now()
+	}
+	if s.connected.Load() == 0 {
+		s.undelivered.Add(1)
+	}
+	seq := s.lines.appendMessage(&m)
+	s.maybeScan()
+	return seq
 }
 
 // scanEveryBytes and scanEveryLines set how often Publish looks for slow
@@ -326,8 +359,7 @@ func (s *Server) admit(conn net.Conn) {
 		s.refuse(conn, draining, lim.MaxClients)
 		return
 	}
-	s.nextID++
-	c, err := newClient(s, s.nextID, conn)
+	c, err := newClient(s, s.ids.next(), conn)
 	if err != nil {
 		s.mu.Unlock()
 		s.logger.WithError(err).Error("Cannot start a connection; closing it")

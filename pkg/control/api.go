@@ -97,6 +97,7 @@ type PoolStatus struct {
 
 // Client is one connected client of the broadcaster.
 type Client struct {
+	// ID is unique among the clients of every listener of the daemon.
 	ID             uint64    `json:"id"`
 	Remote         string    `json:"remote"`
 	ConnectedAt    time.Time `json:"connected_at"`
@@ -134,7 +135,9 @@ type SendRequest struct {
 type SendResponse struct {
 	// Seq is the sequence number the backend gave the line.
 	Seq uint64 `json:"seq"`
-	// Line is the line sent to clients, without its "\n".
+	// Line is the line sent to clients of the text protocol, without its
+	// "\n". Clients of the signed listener get the message with its type,
+	// its text as the payload.
 	Line string `json:"line"`
 }
 

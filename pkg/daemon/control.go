@@ -141,15 +141,16 @@ func (b backend) Workers() []control.Worker {
 	return out
 }
 
-// Send implements control.Backend: the message goes through the same log
-// as feed lines, so it is ordered with them and lossless the same way.
+// Send implements control.Backend: the message goes through the same logs
+// as feed lines, so it is ordered with them and lossless the same way; the
+// text listener sends its text line, the signed listener the message with
+// its type.
 func (b backend) Send(m message.Message) (uint64, error) {
 	d := b.d
 	if d.stopping.Load() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
-	line := m.AppendText(nil)
-	seq := d.publish([][]byte{line})
+	seq := d.publishMessage(m)
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
 		Log(m.LogLevel(), "Message sent: "+m.Text)
 	return seq, nil

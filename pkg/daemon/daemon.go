@@ -23,6 +23,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/feed"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/pool"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
@@ -160,6 +161,13 @@ func New(opts Options) (*Daemon, error) {
 			ln.Close()
 			return nil, err
 		}
+	}
+	// One numbering for the clients of every listener, so that chattyctl
+	// clients never shows an id twice.
+	ids := new(broadcast.ClientIDs)
+	d.bcast.SetClientIDs(ids)
+	if d.signed != nil {
+		d.signed.SetClientIDs(ids)
 	}
 	closeListeners := func() {
 		ln.Close()
@@ -370,6 +378,16 @@ func (d *Daemon) publish(lines [][]byte) uint64 {
 	seq := d.bcast.Publish(lines)
 	if d.signed != nil {
 		d.signed.Publish(lines)
+	}
+	return seq
+}
+
+// publishMessage sends a typed message to the clients of every listener,
+// each in its protocol, and returns the text listener's sequence number.
+func (d *Daemon) publishMessage(m message.Message) uint64 {
+	seq := d.bcast.PublishMessage(m)
+	if d.signed != nil {
+		d.signed.PublishMessage(m)
 	}
 	return seq
 }

@@ -5,11 +5,16 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
 	"github.com/chatty-dev/chatty/pkg/broadcast"
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -97,4 +102,50 @@ func TestSignedWorkerWrongKey(t *testing.T) {
 	o.PublicKey = other
 	_, res := start(t, o)
 	wantExit(t, result(t, res), ErrVerify)
+}
+
+// A worker whose stream skips a message exits at the gap, and its last
+// log line names the reason and counts the messages it verified.
+func TestSignedWorkerLogsRejection(t *testing.T) {
+	srv := newServer(t)
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := signed.NewEncoder(priv, signed.PerMessage, signed.EncoderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _, err := enc.Anchor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		frame, _, err := enc.Append(nil, message.Info, time.Now(), fmt.Appendf(nil, "line %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i != 3 {
+			stream = append(stream, frame...)
+		}
+	}
+	o := opts(srv.addr())
+	o.PublicKey = pub
+	logger, hook := logtest.NewNullLogger()
+	_, res := startLogged(t, o, logrus.NewEntry(logger))
+	if _, err := srv.accept(t).Write(stream); err != nil {
+		t.Fatal(err)
+	}
+	wantExit(t, result(t, res), ErrVerify)
+
+	e := hook.LastEntry()
+	if e == nil || e.Level != logrus.WarnLevel || !strings.HasPrefix(e.Message, "Exiting: ") {
+		t.Fatalf("last log entry %+v; want the warning that the worker exits", e)
+	}
+	want := logrus.Fields{"reason": "gap", "verified": uint64(2), "discarded": uint64(0)}
+	for k, v := range want {
+		if e.Data[k] != v {
+			t.Errorf("exit log field %s = %v (%T), want %v; fields %v", k, e.Data[k], e.Data[k], v, e.Data)
+		}
+	}
 }

@@ -6,7 +6,8 @@
 // Given the daemon's public key it speaks the signed protocol instead: it
 // verifies every frame with a signed.Verifier, acknowledges each verified
 // message by sequence number and keeps alive with PING and PONG. A stream
-// that fails verification ends it like a broken connection.
+// that fails verification ends it like a broken connection; the exit's log
+// line names the rejection's reason and counts what was verified.
 //
 // Run ends with an *ExitError whose Code is ExitRestart when the worker's
 // life is over for any reason other than cancellation: the lifetime
@@ -135,7 +136,9 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return restart(fmt.Errorf("%w %s: %w", ErrConnect, opts.Addr, err))
+		ee := restart(fmt.Errorf("%w %s: %w", ErrConnect, opts.Addr, err))
+		log.Warnf("Exiting: %v", ee)
+		return ee
 	}
 	if opts.TLS != nil {
 		if conn, err = handshake(ctx, conn, opts.TLS); err != nil {
@@ -169,9 +172,23 @@ func Run(ctx context.Context, opts Options, log *logrus.Entry) error {
 	case errors.Is(err, ErrLifetimeElapsed):
 		log.Infof("Exiting: lifetime of %s elapsed", lifetime.Round(time.Millisecond))
 	default:
-		log.Warnf("Exiting: %v", err)
+		s.exitLog(log, err).Warnf("Exiting: %v", err)
 	}
 	return err
+}
+
+// exitLog adds to log what the verifier counted when err is its rejection
+// of the stream: the reason (as package signed names it, such as "gap"),
+// the messages verified on this connection and the pending ones discarded
+// unverified. Every rejection ends the worker, so this line counts it.
+func (s *session) exitLog(log *logrus.Entry, err error) *logrus.Entry {
+	sa, ok := s.acks.(*signedAcker)
+	r := signed.ReasonOf(err)
+	if !ok || r == 0 {
+		return log
+	}
+	st := sa.v.Stats()
+	return log.WithFields(logrus.Fields{"reason": r.String(), "verified": st.Verified, "discarded": st.Discarded})
 }
 
 // session is one connection's worth of work: a reader goroutine that turns

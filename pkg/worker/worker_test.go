@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
+
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -86,13 +89,19 @@ func opts(addr string) Options {
 // Run's result. The test's cleanup cancels and waits for it.
 func start(t *testing.T, o Options) (cancel func(), result <-chan error) {
 	t.Helper()
+	return startLogged(t, o, logging.Discard())
+}
+
+// startLogged is start with the worker logging to log.
+func startLogged(t *testing.T, o Options, log *logrus.Entry) (cancel func(), result <-chan error) {
+	t.Helper()
 	goroutines := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		res <- Run(ctx, o, logging.Discard())
+		res <- Run(ctx, o, log)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -283,8 +292,12 @@ func TestExitReasons(t *testing.T) {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		_, res := start(t, opts(addr))
+		logger, hook := logtest.NewNullLogger()
+		_, res := startLogged(t, opts(addr), logrus.NewEntry(logger))
 		wantExit(t, result(t, res), ErrConnect)
+		if e := hook.LastEntry(); e == nil || !strings.HasPrefix(e.Message, "Exiting: "+ErrConnect.Error()) {
+			t.Errorf("last log entry %+v; want the worker to say why it exits", e)
+		}
 	})
 	t.Run("lifetime elapsed", func(t *testing.T) {
 		srv := newServer(t)

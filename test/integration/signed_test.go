@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -24,14 +23,16 @@ import (
 )
 
 // startSignedDaemon starts chattyd with a keygen'd identity and a signed
-// listener in mode, and returns it with the listener's address and the
-// public key chattyctl identity reports and the .pub file beside the key.
-func startSignedDaemon(t *testing.T, mode string) (d *harness.Daemon, addr string, pub ed25519.PublicKey, pubFile string) {
+// listener in mode, with more settings of broadcast.signed in extra (YAML
+// lines indented by four spaces), and returns it with the listener's
+// address and the public key chattyctl identity reports and the .pub file
+// beside the key.
+func startSignedDaemon(t *testing.T, mode, extra string) (d *harness.Daemon, addr string, pub ed25519.PublicKey, pubFile string) {
 	t.Helper()
 	keyFile, id := keygenKey(t)
 	addr = harness.FreeAddr(t)
 	d = harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
-		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n", keyFile, addr, mode))})
+		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n%s", keyFile, addr, mode, extra))})
 	d.WaitLog(t, "The signed listener is on "+addr, short)
 
 	out, err := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "identity", "--json").Output()
@@ -90,7 +91,7 @@ func TestSignedListenerEndToEnd(t *testing.T) {
 	for _, mode := range []string{"chained", "per-message"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			d, addr, pub, _ := startSignedDaemon(t, mode)
+			d, addr, pub, _ := startSignedDaemon(t, mode, "")
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
@@ -128,9 +129,9 @@ func TestSignedListenerEndToEnd(t *testing.T) {
 // client's verifier, which delivers no altered line.
 func TestSignedTamperingDetected(t *testing.T) {
 	t.Parallel()
-	d, addr, pub, _ := startSignedDaemon(t, "chained")
-	proxy := flipProxy(t, addr, 1000)
-	conn, err := net.Dial("tcp", proxy)
+	d, addr, pub, _ := startSignedDaemon(t, "chained", "")
+	proxy := harness.StartSignedProxy(t, addr, harness.ProxyOptions{Tamper: harness.Flip, Nth: 5})
+	conn, err := net.Dial("tcp", proxy.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +145,8 @@ func TestSignedTamperingDetected(t *testing.T) {
 		t.Fatal("the verifier accepted a stream with a flipped byte")
 	}
 	var re *signed.RejectError
-	if !errors.As(err, &re) {
-		t.Fatalf("error %v is not a *signed.RejectError", err)
+	if !errors.As(err, &re) || re.Reason != signed.ReasonBadChain || re.Seq != 5 {
+		t.Fatalf("error %v; want a *signed.RejectError for bad_chain at seq 5", err)
 	}
 	for i, g := range got {
 		if g != lines[i] {
@@ -173,43 +174,6 @@ func statusUntil(t *testing.T, d *harness.Daemon, what string, ok func(control.S
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// flipProxy forwards one connection to upstream, flipping the bits of the
-// byte at offset flip of what upstream sends.
-func flipProxy(t *testing.T, upstream string, flip int64) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		down, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer down.Close()
-		up, err := net.Dial("tcp", upstream)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		go io.Copy(up, down)
-		buf := make([]byte, 4096)
-		var pos int64
-		for {
-			n, err := up.Read(buf)
-			if flip >= pos && flip < pos+int64(n) {
-				buf[flip-pos] ^= 0xff
-			}
-			pos += int64(n)
-			if _, werr := down.Write(buf[:n]); werr != nil || err != nil {
-				return
-			}
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // Pool workers pointed at the signed listener (pool.worker.protocol:
@@ -266,7 +230,7 @@ func procArgs(pid int) (string, error) {
 // cleanly when chattyd stops.
 func TestWatchSigned(t *testing.T) {
 	t.Parallel()
-	d, _, _, pubFile := startSignedDaemon(t, "chained")
+	d, _, _, pubFile := startSignedDaemon(t, "chained", "")
 	cmd := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
