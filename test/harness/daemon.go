@@ -161,8 +161,10 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	if opts.Stdin != nil {
 		d.cmd.Stdin = opts.Stdin
 	}
-	d.cmd.Stdout = teeWriter{d.log, d.stdout}
-	d.cmd.Stderr = teeWriter{d.log, d.stderr}
+	// The stream's own output first: once WaitLog has seen a line in the
+	// interleaved log, Stdout and Stderr hold it too.
+	d.cmd.Stdout = teeWriter{d.stdout, d.log}
+	d.cmd.Stderr = teeWriter{d.stderr, d.log}
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A worker that outlives chattyd would hold the output pipes open;
 	// do not let that block Wait.
