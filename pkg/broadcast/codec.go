@@ -78,6 +78,8 @@ type SignedOptions struct {
 	// message is then a rejected frame). It is asked at every use, so a
 	// KeySet whose keys change (on reload) applies at once.
 	Keys signed.KeySet
+	// FeedType is the type of every feed line; zero means message.Info.
+	FeedType message.Type
 	// Authenticate requires each client to answer a CHALLENGE with an
 	// AUTH by a key of Keys before it is sent anything.
 	Authenticate bool
@@ -91,6 +93,7 @@ type SignedOptions struct {
 // message as a signed message of its type.
 type signedCodec struct {
 	enc      *signed.Encoder
+	feedType message.Type
 	interval time.Duration
 	log      *logrus.Entry
 
@@ -110,13 +113,20 @@ func newSignedCodec(o SignedOptions, logger *logrus.Entry) (*signedCodec, error)
 	if interval <= 0 {
 		interval = signed.DefaultCheckpointInterval
 	}
-	return &signedCodec{enc: enc, interval: interval, log: logger}, nil
+	feedType := o.FeedType
+	if feedType == 0 {
+		feedType = message.Info
+	}
+	if !feedType.Valid() {
+		return nil, fmt.Errorf("signed listener: invalid feed message type %d", uint8(feedType))
+	}
+	return &signedCodec{enc: enc, feedType: feedType, interval: interval, log: logger}, nil
 }
 
 func (*signedCodec) maxSize(n int) int { return signed.MaxAppendSize(n) }
 
 func (sc *signedCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
-	out, _, err := sc.enc.Append(dst, message.Info, time.Now(), line)
+	out, _, err := sc.enc.Append(dst, sc.feedType, time.Now(), line)
 	if err != nil {
 		// Only a payload over signed.MaxPayload; the configuration keeps
 		// feed lines below it.

@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"testing"
 	"time"
@@ -80,4 +81,29 @@ func TestPublishMessageSignedInvalid(t *testing.T) {
 	if m := c.got[0]; m.Seq != 1 || string(m.Payload) != "next" {
 		t.Errorf("got seq %d %q; want seq 1 \"next\"", m.Seq, m.Payload)
 	}
+}
+
+// Feed lines take the configured type; an invalid one is refused.
+func TestSignedFeedType(t *testing.T) {
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, FeedType: message.Critical})
+	c := dialSigned(t, s, pub)
+	publish(s, "reactor temperature high")
+	if err := c.readUntil(t, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.got[0]; m.Type != message.Critical || string(m.Payload) != "reactor temperature high" {
+		t.Fatalf("feed line delivered as %v %q, want Critical", m.Type, m.Payload)
+	}
+	if _, err := newSignedCodec(SignedOptions{Key: testSigningKey(t), Mode: signed.Chained, FeedType: message.Type(9)}, nil); err == nil {
+		t.Fatal("a feed type of 9 was accepted")
+	}
+}
+
+func testSigningKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -78,6 +79,9 @@ type Signed struct {
 	// TimestampWindow is how far the time of a client's signed message
 	// may be from the daemon's clock.
 	TimestampWindow time.Duration `yaml:"timestamp_window"`
+	// FeedType is the message type of every feed line on the signed
+	// listener, one of the seven types of package message.
+	FeedType string `yaml:"feed_type"`
 	// Auth is "none" or "authorized_keys": a client must then prove it
 	// holds a key of identity.authorized_keys (or a pool worker's key)
 	// before it receives anything.
@@ -251,6 +255,7 @@ func Default() Config {
 				CheckpointEvery:    signed.DefaultCheckpointEvery,
 				CheckpointInterval: signed.DefaultCheckpointInterval,
 				TimestampWindow:    signed.DefaultTimestampWindow,
+				FeedType:           "Info",
 				Auth:               AuthNone,
 				UpstreamRate:       20,
 				UpstreamBurst:      40,
@@ -411,6 +416,9 @@ func (c *Config) Validate() []Problem {
 	positive("broadcast.signed.checkpoint_every", sg.CheckpointEvery)
 	positiveDur("broadcast.signed.checkpoint_interval", sg.CheckpointInterval)
 	positiveDur("broadcast.signed.timestamp_window", sg.TimestampWindow)
+	if _, err := message.ParseType(sg.FeedType); err != nil {
+		bad("broadcast.signed.feed_type", "%v", err)
+	}
 	if sg.Auth != AuthNone && sg.Auth != AuthAuthorizedKeys {
 		bad("broadcast.signed.auth", "must be %s or %s, got %q", AuthNone, AuthAuthorizedKeys, sg.Auth)
 	}

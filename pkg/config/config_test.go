@@ -528,7 +528,7 @@ func TestSignedListener(t *testing.T) {
 	}
 	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
 		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute,
-		Auth: AuthNone, UpstreamRate: 20, UpstreamBurst: 40}
+		FeedType: "Info", Auth: AuthNone, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
 	}
@@ -610,6 +610,7 @@ broadcast:
     cert_file: /c.pem
   signed:
     listen: 127.0.0.1:1
+    feed_type: Notice
     auth: keys
     upstream_rate: 0
     upstream_burst: 0
@@ -620,10 +621,11 @@ broadcast:
 	checkProblems(t, "bad.yaml", err, []want{
 		{5, "broadcast.tls.self_signed", "excludes cert_file"},
 		{8, "broadcast.signed.listen", "needs an identity"},
-		{9, "broadcast.signed.auth", "none or authorized_keys"},
-		{10, "broadcast.signed.upstream_rate", "positive"},
-		{11, "broadcast.signed.upstream_burst", "positive"},
-		{12, "broadcast.signed.tls.enabled", "must be true"},
+		{9, "broadcast.signed.feed_type", `unknown message type "Notice"`},
+		{10, "broadcast.signed.auth", "none or authorized_keys"},
+		{11, "broadcast.signed.upstream_rate", "positive"},
+		{12, "broadcast.signed.upstream_burst", "positive"},
+		{13, "broadcast.signed.tls.enabled", "must be true"},
 	})
 
 	const noIdentity = `version: 1

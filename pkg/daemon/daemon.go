@@ -313,6 +313,10 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
 	}
+	feedType, err := message.ParseType(sc.FeedType)
+	if err != nil {
+		return nil, fmt.Errorf("broadcast.signed.feed_type: %w", err)
+	}
 	var file *identity.AuthorizedKeys
 	if path := d.cfg.Identity.AuthorizedKeys; path != "" {
 		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
@@ -346,6 +350,7 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 		CheckpointEvery:    sc.CheckpointEvery,
 		CheckpointInterval: sc.CheckpointInterval,
 		TimestampWindow:    sc.TimestampWindow,
+		FeedType:           feedType,
 		Keys:               d.keys,
 		Authenticate:       sc.Auth == config.AuthAuthorizedKeys,
 		UpstreamRate:       sc.UpstreamRate,
