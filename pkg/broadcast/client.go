@@ -45,8 +45,10 @@ var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
 // that does not read them; the original workers have at most one pending.
 const maxPendingKeepAlives = 1024
 
-// client is one connection: a reader goroutine for keep-alives and acks and
-// a writer goroutine that follows the shared log.
+// client is one connection: a reader for keep-alives and acks and a
+// writer that follows the shared log. Each half runs on a goroutine of its
+// own while it has work and parks when it has none (see park.go); a TLS
+// or signed client's reader is a goroutine blocked in Read.
 type client struct {
 	id          uint64
 	srv         *Server
@@ -54,9 +56,24 @@ type client struct {
 	remote      string
 	connectedAt time.Time
 	firstSeq    uint64
-	start       cursor // where the writer begins; cleared once taken, as it pins the log
 	preamble    []byte // private first bytes (a signed client's anchor); cleared once written
 	session     signed.Session
+
+	// cur is where the parked writer goes on; the writer running takes it
+	// and leaves it empty, as it pins the log. It and preamble belong to
+	// the writer, handed from one writer goroutine to the next through
+	// the server's parked list.
+	cur     cursor
+	parkIdx int // index + 1 in the server's parked writers, 0 when running; guarded by its mu
+
+	// raw is a plain TCP client's connection, read without blocking by
+	// the poller (poll.go); nil for clients read by a blocked goroutine.
+	raw       syscall.RawConn
+	rparked   atomic.Bool  // the reader is parked in the poller
+	partial   []byte       // a parked reader's incomplete line; owned by the reader
+	lastRead  atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients)
+	readEnded atomic.Bool  // the reader has ended: the peer left or the connection failed
+	halves    atomic.Int32 // reader and writer not yet ended
 
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
@@ -69,8 +86,7 @@ type client struct {
 	nAnswers   int        // answers queued
 	nKeepAlive int        // of which keep-alive answers
 
-	peerEOF atomic.Bool   // the client closed its side; close after answering
-	kick    chan struct{} // wakes the writer for keep-alive answers and peerEOF
+	peerEOF atomic.Bool // the client closed its side; close after answering
 
 	ackMu    sync.Mutex // guards ack
 	ack      cursor     // oldest line not yet acknowledged (text protocol; signed clients ack by ackedSeq)
@@ -78,8 +94,7 @@ type client struct {
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
 
-	quit   chan struct{} // closed by shut
-	reason atomic.Int32  // closeReason, set once by shut
+	reason atomic.Int32 // closeReason, set once by shut
 }
 
 func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
@@ -96,11 +111,12 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 		remote:      conn.RemoteAddr().String(),
 		connectedAt: time.Now(),
 		firstSeq:    start.seq,
-		start:       start,
+		cur:         start,
 		ack:         start,
-		kick:        make(chan struct{}, 1),
-		quit:        make(chan struct{}),
+		raw:         s.rawConn(conn),
 	}
+	c.halves.Store(2)
+	c.lastRead.Store(c.connectedAt.UnixNano())
 	c.sentSeq.Store(start.seq)
 	c.sentPos.Store(start.pos())
 	c.writingSeq.Store(start.seq)
@@ -126,7 +142,7 @@ func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
 		c.nKeepAlive++
 	}
 	c.answerMu.Unlock()
-	c.wake()
+	c.wakeWriter()
 	return true
 }
 
@@ -154,36 +170,44 @@ func (c *client) log() *logrus.Entry {
 }
 
 // shut closes the client for reason. It reports whether this call did it.
+// It may be called with the server's mu held: the halves it wakes end on
+// goroutines of their own.
 func (c *client) shut(reason closeReason) bool {
 	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
 		return false
 	}
-	close(c.quit)
 	c.conn.Close()
+	c.wakeWriter()
+	c.wakeReader()
 	return true
 }
 
-// serve runs the client until it is closed.
-func (c *client) serve() {
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		c.readLoop()
-	}()
-	if c.writeLoop() {
-		// Shutdown and everything written: half-close so the client sees
-		// end of stream after the last line, then close once the client's
-		// TCP has acknowledged every byte, or the client has left, or the
-		// drain time is over. Closing earlier could reset the connection
-		// (the client's acks arriving at a closed socket) and destroy
-		// lines still in flight.
-		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite() // TCP FIN, or TLS close_notify
+// start runs the client's two halves: parked, or on goroutines when they
+// have work already.
+func (c *client) start() {
+	c.startWriter()
+	if c.raw != nil {
+		if parked, _ := c.parkReader(); parked {
+			return
 		}
-		c.lingerUntilDelivered(readDone, time.Now().Add(c.srv.limits.Load().DrainTimeout))
 	}
-	c.shut(closeDrained)
-	<-readDone
+	go c.readRun()
+}
+
+// readRun runs the reader until it parks or ends.
+func (c *client) readRun() {
+	if c.raw != nil {
+		c.pollRead()
+		return
+	}
+	c.readLoop()
+	c.readerDone()
+}
+
+// readerDone ends the reader half.
+func (c *client) readerDone() {
+	c.readEnded.Store(true)
+	c.halfDone()
 }
 
 // lingerPoll is how often a draining client's send queue is looked at.
@@ -191,18 +215,14 @@ const lingerPoll = 5 * time.Millisecond
 
 // lingerUntilDelivered waits until the kernel holds no unacknowledged
 // bytes for the client, the reader ends, or the deadline passes.
-func (c *client) lingerUntilDelivered(readDone <-chan struct{}, deadline time.Time) {
+func (c *client) lingerUntilDelivered(deadline time.Time) {
 	t := time.NewTicker(lingerPoll)
 	defer t.Stop()
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !c.readEnded.Load() {
 		if n, ok := unsentBytes(c.conn); !ok || n == 0 {
 			return
 		}
-		select {
-		case <-readDone:
-			return
-		case <-t.C:
-		}
+		<-t.C
 	}
 }
 
@@ -238,17 +258,23 @@ func (c *client) logClosed() {
 	}).Info("Connection closed")
 }
 
-// writeLoop sends the log to the client from its start cursor. It returns
-// true when the server is shutting down and everything was written.
-func (c *client) writeLoop() bool {
+// writerEnd says how a run of the writer ended.
+type writerEnd int
+
+const (
+	writerParked  writerEnd = iota // nothing to write: parked until there is
+	writerClosed                   // the client is closed, or the peer left
+	writerDrained                  // the server is stopping and everything was written
+)
+
+// writeLoop sends the log to the client from cur until it has nothing
+// left to write.
+func (c *client) writeLoop(cur cursor) writerEnd {
 	lg := c.srv.lines
-	cur := c.start
-	c.start = cursor{}   // chunks link forward: holding the first would keep them all
 	var bufArr [3][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
 	var acks []byte
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
-		wait := lg.waitChan()   // taken before looking, so no publish is missed
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		var nka, nKeepAlive int
@@ -258,19 +284,19 @@ func (c *client) writeLoop() bool {
 		if len(data) == 0 && nka == 0 && len(pre) == 0 {
 			if eof {
 				c.shut(closePeer)
-				return false
+				return writerClosed
+			}
+			if c.reason.Load() != int32(closeNone) {
+				return writerClosed
 			}
 			if lg.closed.Load() {
 				if data, _ = cur.next(); len(data) == 0 {
-					return true
+					return writerDrained
 				}
 				continue
 			}
-			select {
-			case <-wait:
-			case <-c.kick:
-			case <-c.quit:
-				return false
+			if c.parkWriter(cur) {
+				return writerParked
 			}
 			continue
 		}
@@ -290,10 +316,10 @@ func (c *client) writeLoop() bool {
 				// The write ran the TLS handshake that the reader waits
 				// for, and it failed: the same failure, counted once.
 				c.handshakeFailed(err)
-				return false
+				return writerClosed
 			}
 			c.fail(err)
-			return false
+			return writerClosed
 		}
 		c.srv.keepAlives.Add(uint64(nKeepAlive))
 		if debug {
@@ -456,7 +482,7 @@ func (c *client) readFailed(err error) {
 		// (ncat --recv-only, chattyctl watch). The writer first answers
 		// the keep-alives already received, then closes.
 		c.peerEOF.Store(true)
-		c.wake()
+		c.wakeWriter()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
 		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
 			c.srv.idle.Add(1)
@@ -464,14 +490,6 @@ func (c *client) readFailed(err error) {
 		c.shut(closeDrained)
 	default:
 		c.fail(err)
-	}
-}
-
-// wake nudges the writer without blocking.
-func (c *client) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
 	}
 }
 
