@@ -71,6 +71,8 @@ type client struct {
 	raw       syscall.RawConn
 	rparked   atomic.Bool  // the reader is parked in the poller
 	partial   []byte       // a parked reader's incomplete line; owned by the reader
+	inPass    bool         // a poller's reader is reading; owned by the reader
+	wakeAfter bool         // the writer is to be woken when the pass ends; owned by the reader
 	lastRead  atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients)
 	readEnded atomic.Bool  // the reader has ended: the peer left or the connection failed
 	halves    atomic.Int32 // reader and writer not yet ended
@@ -142,7 +144,7 @@ func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
 		c.nKeepAlive++
 	}
 	c.answerMu.Unlock()
-	c.wakeWriter()
+	c.readerWakesWriter()
 	return true
 }
 
@@ -262,14 +264,25 @@ func (c *client) logClosed() {
 type writerEnd int
 
 const (
-	writerParked  writerEnd = iota // nothing to write: parked until there is
-	writerClosed                   // the client is closed, or the peer left
-	writerDrained                  // the server is stopping and everything was written
+	writerParked    writerEnd = iota // nothing to write: parked until there is
+	writerHandedOff                  // the socket was full: a goroutine goes on (finishWrite)
+	writerClosed                     // the client is closed, or the peer left
+	writerDrained                    // the server is stopping and everything was written
 )
 
+// sent is what one write accounts for, once all its bytes are out.
+type sent struct {
+	next       cursor // the cursor after the log's bytes written
+	data       []byte // those bytes, for the debug log
+	nka        int    // answers written
+	nKeepAlive int    // of which keep-alive answers
+}
+
 // writeLoop sends the log to the client from cur until it has nothing
-// left to write.
-func (c *client) writeLoop(cur cursor) writerEnd {
+// left to write. With nowait (plain TCP clients only) it never waits for
+// the socket: what it does not take at once is handed to a goroutine of
+// its own, which goes on with the writer (finishWrite).
+func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	lg := c.srv.lines
 	var bufArr [3][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
 	var acks []byte
@@ -310,8 +323,19 @@ func (c *client) writeLoop(cur cursor) writerEnd {
 		if nka > 0 {
 			bufs = append(bufs, acks)
 		}
+		w := sent{next: next, data: data, nka: nka, nKeepAlive: nKeepAlive}
 		c.writingSeq.Store(next.seq)
-		if _, err := bufs.WriteTo(c.conn); err != nil {
+		if nowait {
+			rest, err := c.writeNow(bufs)
+			if err != nil {
+				c.fail(err)
+				return writerClosed
+			}
+			if len(rest) > 0 {
+				go c.finishWrite(append(net.Buffers(nil), rest...), w, debug)
+				return writerHandedOff
+			}
+		} else if _, err := bufs.WriteTo(c.conn); err != nil {
 			if !c.handshakeComplete() {
 				// The write ran the TLS handshake that the reader waits
 				// for, and it failed: the same failure, counted once.
@@ -321,15 +345,63 @@ func (c *client) writeLoop(cur cursor) writerEnd {
 			c.fail(err)
 			return writerClosed
 		}
-		c.srv.keepAlives.Add(uint64(nKeepAlive))
-		if debug {
-			c.logSent(data, nka)
-		}
+		c.wrote(w, debug)
 		cur = next
-		c.sentSeq.Store(cur.seq)
-		c.sentPos.Store(cur.pos())
-		c.trimAcks(cur)
 	}
+}
+
+// wrote accounts for a write whose bytes are all out.
+func (c *client) wrote(w sent, debug bool) {
+	c.srv.keepAlives.Add(uint64(w.nKeepAlive))
+	if debug {
+		c.logSent(w.data, w.nka)
+	}
+	c.sentSeq.Store(w.next.seq)
+	c.sentPos.Store(w.next.pos())
+	c.trimAcks(w.next)
+}
+
+// finishWrite writes what the socket did not take at once, waiting as
+// long as it takes, and runs the writer on.
+func (c *client) finishWrite(rest net.Buffers, w sent, debug bool) {
+	if _, err := rest.WriteTo(c.conn); err != nil {
+		c.fail(err)
+		c.endWriter(writerClosed)
+		return
+	}
+	c.wrote(w, debug)
+	c.endWriter(c.writeLoop(w.next, false))
+}
+
+// writeNow writes bufs to a plain TCP client without waiting, and returns
+// what the socket did not take.
+func (c *client) writeNow(bufs net.Buffers) (net.Buffers, error) {
+	var n int
+	var werr error
+	if err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = unix.Writev(int(fd), bufs)
+			if werr != unix.EINTR {
+				return true
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if werr == unix.EAGAIN {
+		n, werr = 0, nil
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if len(bufs) > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs, nil
 }
 
 func (c *client) logSent(data []byte, nka int) {
@@ -482,7 +554,7 @@ func (c *client) readFailed(err error) {
 		// (ncat --recv-only, chattyctl watch). The writer first answers
 		// the keep-alives already received, then closes.
 		c.peerEOF.Store(true)
-		c.wakeWriter()
+		c.readerWakesWriter()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
 		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
 			c.srv.idle.Add(1)

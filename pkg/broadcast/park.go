@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"runtime"
 	"sync"
 	"time"
 )
@@ -23,9 +24,6 @@ import (
 type parkedWriters struct {
 	mu   sync.Mutex
 	list []*client // each client's parkIdx is its index + 1
-	// spare is a list a wakeAll emptied, kept for the next one: a busy
-	// feed wakes the same clients at every publish.
-	spare []*client
 }
 
 // addLocked parks c, which is not parked.
@@ -49,29 +47,36 @@ func (p *parkedWriters) removeLocked(c *client) bool {
 	return true
 }
 
-// wakeAll starts a writer for every parked client. The log calls it after
+// wakeAll runs the writer of every parked client. The log calls it after
 // each publish and at close.
 func (p *parkedWriters) wakeAll() {
 	p.mu.Lock()
 	woken := p.list
-	if len(woken) == 0 {
-		p.mu.Unlock()
-		return
-	}
-	p.list, p.spare = p.spare[:0], nil
+	p.list = nil
 	for _, c := range woken {
 		c.parkIdx = 0
 	}
 	p.mu.Unlock()
-	for _, c := range woken {
-		go c.runWriter()
+	inParallel(woken, (*client).runWriterNow)
+}
+
+// inParallel calls run for each client on at most GOMAXPROCS goroutines,
+// each taking its share in turn. It is for clients woken together (by a
+// publish, or by one poll of the poller): run never waits, so one
+// goroutine per client would only cost more. Every goroutine that ends
+// leaves its descriptor to the runtime, which keeps it for reuse, so a
+// burst of one goroutine per client would cost about 0.5 KiB per client
+// for good.
+func inParallel(cs []*client, run func(*client)) {
+	n := min(len(cs), runtime.GOMAXPROCS(0))
+	for i := range n {
+		share := cs[i*len(cs)/n : (i+1)*len(cs)/n]
+		go func() {
+			for _, c := range share {
+				run(c)
+			}
+		}()
 	}
-	clear(woken) // keep no client alive through the spare list
-	p.mu.Lock()
-	if p.spare == nil {
-		p.spare = woken[:0]
-	}
-	p.mu.Unlock()
 }
 
 // startWriter parks the writer of a new client at its start, or starts it
@@ -112,22 +117,65 @@ func (c *client) writerHasWork(cur cursor) bool {
 // wakeWriter starts the client's writer if it is parked. Call it after
 // making its work visible.
 func (c *client) wakeWriter() {
-	p := &c.srv.parked
-	p.mu.Lock()
-	parked := p.removeLocked(c)
-	p.mu.Unlock()
-	if parked {
+	if c.takeWriter() {
 		go c.runWriter()
 	}
+}
+
+// readerWakesWriter wakes the writer for what the reader queued: answers,
+// or the peer's end. A poller's reader runs the writer itself once it has
+// read everything (pollRead), rather than start a goroutine.
+func (c *client) readerWakesWriter() {
+	if c.inPass {
+		c.wakeAfter = true
+		return
+	}
+	c.wakeWriter()
+}
+
+// takeWriter takes the client's writer off the parked list and reports
+// whether it was parked: the caller must then run it.
+func (c *client) takeWriter() bool {
+	p := &c.srv.parked
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.removeLocked(c)
+}
+
+// takeCursor returns where the writer goes on and clears it, as chunks
+// link forward: holding an old one would keep them all.
+func (c *client) takeCursor() cursor {
+	cur := c.cur
+	c.cur = cursor{}
+	return cur
 }
 
 // runWriter runs the writer from where it parked until it parks again or
 // the client ends.
 func (c *client) runWriter() {
-	cur := c.cur
-	c.cur = cursor{} // chunks link forward: holding an old one would keep them all
-	switch c.writeLoop(cur) {
-	case writerParked:
+	c.endWriter(c.writeLoop(c.takeCursor(), false))
+}
+
+// runWriterNow runs a woken writer on the calling goroutine without ever
+// waiting: a plain TCP client's write that would wait, and whatever a
+// TLS client's writer does, go on goroutines of their own.
+func (c *client) runWriterNow() {
+	if c.raw == nil {
+		go c.runWriter()
+		return
+	}
+	if end := c.writeLoop(c.takeCursor(), true); end == writerDrained {
+		go c.endWriter(end) // it lingers
+	} else {
+		c.endWriter(end)
+	}
+}
+
+// endWriter ends a run of the writer: nothing more to do when it parked or
+// handed off, or else the end of the writer half.
+func (c *client) endWriter(end writerEnd) {
+	switch end {
+	case writerParked, writerHandedOff:
 		return
 	case writerDrained:
 		// Shutdown and everything written: half-close so the client sees

@@ -260,3 +260,39 @@ func TestParkRacesWithPublish(t *testing.T) {
 		}
 	}
 }
+
+// A woken writer that finds the client's socket full hands the rest to a
+// goroutine that waits: once the client reads again it gets every line, in
+// order, and the answer to a keep-alive sent meanwhile.
+func TestWriterHandsOffWhenTheSocketIsFull(t *testing.T) {
+	s := startServer(t, testLimits())
+	c := dial(t, s)
+	waitParked(t, s)
+	line := strings.Repeat("f", 994)
+	const lines, batch = 32000, 100 // 32 MB, more than loopback socket buffers hold
+	for i := 0; i < lines; i += batch {
+		b := make([]string, batch)
+		for j := range b {
+			b[j] = fmt.Sprintf("%05d %s", i+j, line)
+		}
+		publish(s, b...)
+	}
+	io.WriteString(c, "KEEP_ALIVE\n")
+	acks := 0
+	for i := 0; i < lines; {
+		got := c.readLine(t)
+		if got == "KEEP_ALIVE_ACK" {
+			acks++
+			continue
+		}
+		if want := fmt.Sprintf("%05d %s", i, line); got != want {
+			t.Fatalf("line %d: got %.10q…", i, got)
+		}
+		i++
+	}
+	if acks == 0 {
+		if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+			t.Fatalf("got %q, want the keep-alive's answer", got)
+		}
+	}
+}

@@ -23,6 +23,11 @@ import (
 // default longest client line, so that they seldom grow.
 const pollBufSize = 8 << 10
 
+// pollPassBytes bounds what one pass of a reader reads before it parks
+// again, so that a client that never stops sending does not keep the
+// others of its share waiting (the poller reports it again at once).
+const pollPassBytes = 64 << 10
+
 // rawConn returns conn's raw connection when its reader can park in the
 // poller: plain TCP clients of the text protocol. TLS connections buffer
 // records of their own, so the descriptor's readiness does not tell
@@ -39,10 +44,24 @@ func (s *Server) rawConn(conn net.Conn) syscall.RawConn {
 	return raw
 }
 
-// pollRead reads what the client sent until nothing is left, then parks
-// the reader; or ends it when the client has left or is closed.
+// pollRead reads what the client sent until nothing is left, runs the
+// writer if that queued answers, then parks the reader; or ends it when
+// the client has left or is closed. It never waits.
 func (c *client) pollRead() {
-	for c.readAvailable(false) {
+	for {
+		c.inPass = true
+		open := c.readAvailable(false)
+		c.inPass = false
+		if c.wakeAfter {
+			c.wakeAfter = false
+			if c.takeWriter() {
+				c.runWriterNow()
+			}
+		}
+		if !open {
+			c.readerDone()
+			return
+		}
 		parked, err := c.parkReader()
 		if parked {
 			return
@@ -51,10 +70,15 @@ func (c *client) pollRead() {
 			// The poller refused the descriptor (out of epoll watches,
 			// say): this client keeps a goroutine blocked in its reads.
 			c.log().WithError(err).Warn("Cannot park the connection's reader; reading with a goroutine of its own")
-			c.readAvailable(true)
-			break
+			go c.readBlocked()
+			return
 		}
 	}
+}
+
+// readBlocked reads on a goroutine blocked in the reads, until the end.
+func (c *client) readBlocked() {
+	c.readAvailable(true)
 	c.readerDone()
 }
 
@@ -82,20 +106,23 @@ func (c *client) wakeReader() {
 	}
 }
 
-// readReady starts the readers of the clients the poller reports.
+// readReady runs the readers of the clients the poller reports.
 func (s *Server) readReady(ids []uint64) {
+	woken := make([]*client, 0, len(ids))
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, id := range ids {
-		if c := s.clients[id]; c != nil {
-			c.wakeReader()
+		if c := s.clients[id]; c != nil && c.rparked.CompareAndSwap(true, false) {
+			woken = append(woken, c)
 		}
 	}
+	s.mu.Unlock()
+	inParallel(woken, (*client).pollRead)
 }
 
 // readAvailable reads and handles the client's lines until its socket is
-// empty, or, when block is set, until the connection ends. It reports
-// whether the client is still open for reading.
+// empty (or pollPassBytes were read), or, when block is set, until the
+// connection ends. It reports whether the client is still open for
+// reading.
 func (c *client) readAvailable(block bool) bool {
 	s := c.srv
 	pooled := s.readBufs.Get().(*[]byte)
@@ -107,7 +134,7 @@ func (c *client) readAvailable(block bool) bool {
 	start, end := 0, copy(buf, c.partial)
 	c.partial = nil
 	debug := s.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
-	for {
+	for total := 0; ; {
 		lim := s.limits.Load() // reload may change them
 		if start > 0 {
 			end = copy(buf, buf[start:end])
@@ -126,6 +153,9 @@ func (c *client) readAvailable(block bool) bool {
 		if n > 0 {
 			c.lastRead.Store(time.Now().UnixNano())
 			end += n
+			if total += n; !block && total >= pollPassBytes && err == nil {
+				err = syscall.EAGAIN // enough for one pass
+			}
 		}
 		for start < end {
 			i := bytes.IndexByte(buf[start:end], '\n')
