@@ -11,10 +11,16 @@ import (
 // client, joins the server's parked writers and ends. Whatever gives it
 // work again (a publish, an answer to send, the peer's end, the client's
 // close, the log's close) first makes that visible, then takes the
-// client off the parked list and starts a new writer goroutine. The
-// writer checks for work under the list's lock before it parks, so either
-// it sees the work or the waker sees it parked: nothing is missed, and at
-// most one writer goroutine runs per client.
+// client off the parked list and runs the writer again. The writer checks
+// for work under the list's lock before it parks, so either it sees the
+// work or the waker sees it parked: nothing is missed, and the writer
+// never runs twice at once.
+//
+// Clients woken together (by a publish) run on a few goroutines that share
+// them (inParallel); a plain TCP client's writer there never waits for
+// its socket, but hands a write that would wait to a goroutine of its own
+// (finishWrite). A single wake (shut, or an answer queued by a TLS
+// client's reader) starts a goroutine for that writer.
 //
 // The reader of a plain TCP client parks the same way, in the server's
 // poller (see poll.go); other clients keep a reader goroutine blocked in

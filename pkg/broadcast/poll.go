@@ -15,9 +15,12 @@ import (
 // nothing. It reads without blocking until the socket is empty, keeps an
 // incomplete line in the client, returns its buffer to the server's pool,
 // and parks: it arms the connection in the server's poller and ends. The
-// poller starts a new reader when the client sends again or leaves, and
-// shut starts one to end the reader half. The idle timeout of these
-// clients is a sweep (sweepIdle), as no read waits with a deadline.
+// poller runs the reader again when the client sends or leaves, on the
+// goroutines it shares among the clients of one poll (inParallel), and
+// the reader, having read everything, runs the writer if it queued
+// answers; shut starts a goroutine to end the reader half. The idle
+// timeout of these clients is a sweep (sweepIdle), as no read waits with
+// a deadline.
 
 // pollBufSize is the size of the pooled read buffers: larger than the
 // default longest client line, so that they seldom grow.
