@@ -188,12 +188,7 @@ func (c *client) shut(reason closeReason) bool {
 // have work already.
 func (c *client) start() {
 	c.startWriter()
-	if c.raw != nil {
-		if parked, _ := c.parkReader(); parked {
-			return
-		}
-	}
-	go c.readRun()
+	c.startReader()
 }
 
 // readRun runs the reader until it parks or ends.
@@ -284,14 +279,18 @@ type sent struct {
 // its own, which goes on with the writer (finishWrite).
 func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	lg := c.srv.lines
-	var bufArr [3][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
-	var acks []byte
+	rio := c.srv.getRawIO()
+	defer func() {
+		if rio != nil {
+			c.srv.putRawIO(rio)
+		}
+	}()
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		var nka, nKeepAlive int
-		acks, nka, nKeepAlive = c.takeAnswers(acks)
+		rio.acks, nka, nKeepAlive = c.takeAnswers(rio.acks)
 		pre := c.preamble
 		c.preamble = nil
 		if len(data) == 0 && nka == 0 && len(pre) == 0 {
@@ -313,7 +312,7 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 			}
 			continue
 		}
-		bufs := net.Buffers(bufArr[:0])
+		bufs := net.Buffers(rio.bufs[:0])
 		if len(pre) > 0 {
 			bufs = append(bufs, pre)
 		}
@@ -321,18 +320,19 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 			bufs = append(bufs, data)
 		}
 		if nka > 0 {
-			bufs = append(bufs, acks)
+			bufs = append(bufs, rio.acks)
 		}
 		w := sent{next: next, data: data, nka: nka, nKeepAlive: nKeepAlive}
 		c.writingSeq.Store(next.seq)
 		if nowait {
-			rest, err := c.writeNow(bufs)
+			rest, err := rio.writeNow(c.raw, bufs)
 			if err != nil {
 				c.fail(err)
 				return writerClosed
 			}
 			if len(rest) > 0 {
-				go c.finishWrite(append(net.Buffers(nil), rest...), w, debug)
+				go c.finishWrite(rio, rest, w, debug) // rest is in rio
+				rio = nil
 				return writerHandedOff
 			}
 		} else if _, err := bufs.WriteTo(c.conn); err != nil {
@@ -363,45 +363,16 @@ func (c *client) wrote(w sent, debug bool) {
 
 // finishWrite writes what the socket did not take at once, waiting as
 // long as it takes, and runs the writer on.
-func (c *client) finishWrite(rest net.Buffers, w sent, debug bool) {
-	if _, err := rest.WriteTo(c.conn); err != nil {
+func (c *client) finishWrite(rio *rawIO, rest net.Buffers, w sent, debug bool) {
+	_, err := rest.WriteTo(c.conn)
+	c.srv.putRawIO(rio)
+	if err != nil {
 		c.fail(err)
 		c.endWriter(writerClosed)
 		return
 	}
 	c.wrote(w, debug)
 	c.endWriter(c.writeLoop(w.next, false))
-}
-
-// writeNow writes bufs to a plain TCP client without waiting, and returns
-// what the socket did not take.
-func (c *client) writeNow(bufs net.Buffers) (net.Buffers, error) {
-	var n int
-	var werr error
-	if err := c.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = unix.Writev(int(fd), bufs)
-			if werr != unix.EINTR {
-				return true
-			}
-		}
-	}); err != nil {
-		return nil, err
-	}
-	if werr == unix.EAGAIN {
-		n, werr = 0, nil
-	}
-	if werr != nil {
-		return nil, werr
-	}
-	for len(bufs) > 0 && n >= len(bufs[0]) {
-		n -= len(bufs[0])
-		bufs = bufs[1:]
-	}
-	if len(bufs) > 0 {
-		bufs[0] = bufs[0][n:]
-	}
-	return bufs, nil
 }
 
 func (c *client) logSent(data []byte, nka int) {

@@ -5,17 +5,16 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 // poller tells which parked clients have something to read: one epoll
 // instance for the whole server, in which a parked reader arms its
-// connection's descriptor for one event (EPOLLONESHOT). The descriptor
-// stays in Go's own poller as well; the two do not interfere, as a parked
-// reader has no read waiting there. The epoll instance itself waits in
-// Go's poller, so that run blocks no thread and close ends it.
+// connection's descriptor for one event (EPOLLONESHOT; rawIO.armIn). The
+// descriptor stays in Go's own poller as well; the two do not interfere,
+// as a parked reader has no read waiting there. The epoll instance itself
+// waits in Go's poller, so that run blocks no thread and close ends it.
 type poller struct {
 	epfd   int
 	f      *os.File // epfd, registered in Go's poller
@@ -36,24 +35,6 @@ func newPoller() (*poller, error) {
 		return nil, fmt.Errorf("epoll instance: %w", err)
 	}
 	return &poller{epfd: fd, f: os.NewFile(uintptr(fd), "epoll")}, nil
-}
-
-// arm waits for one event on the connection of raw, reported with id. The
-// descriptor is held for the call, so it cannot be closed and reused
-// meanwhile; an event armed before a close is never reported, as closing
-// the descriptor takes it out of the epoll instance.
-func (p *poller) arm(raw syscall.RawConn, id uint64) error {
-	ev := unix.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
-	var err error
-	if cerr := raw.Control(func(fd uintptr) {
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
-		if errors.Is(err, unix.ENOENT) {
-			err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-		}
-	}); cerr != nil {
-		return cerr
-	}
-	return err
 }
 
 // pollBatch is the most events one wait returns.

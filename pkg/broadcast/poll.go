@@ -2,7 +2,6 @@ package broadcast
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"syscall"
 	"time"
@@ -47,13 +46,29 @@ func (s *Server) rawConn(conn net.Conn) syscall.RawConn {
 	return raw
 }
 
+// startReader parks a new plain TCP client's reader in the poller, or
+// starts a goroutine for it.
+func (c *client) startReader() {
+	if c.raw != nil {
+		rio := c.srv.getRawIO()
+		parked, _ := c.parkReader(rio)
+		c.srv.putRawIO(rio)
+		if parked {
+			return
+		}
+	}
+	go c.readRun()
+}
+
 // pollRead reads what the client sent until nothing is left, runs the
 // writer if that queued answers, then parks the reader; or ends it when
 // the client has left or is closed. It never waits.
 func (c *client) pollRead() {
+	rio := c.srv.getRawIO()
+	defer c.srv.putRawIO(rio)
 	for {
 		c.inPass = true
-		open := c.readAvailable(false)
+		open := c.readAvailable(rio, false)
 		c.inPass = false
 		if c.wakeAfter {
 			c.wakeAfter = false
@@ -65,7 +80,7 @@ func (c *client) pollRead() {
 			c.readerDone()
 			return
 		}
-		parked, err := c.parkReader()
+		parked, err := c.parkReader(rio)
 		if parked {
 			return
 		}
@@ -81,17 +96,19 @@ func (c *client) pollRead() {
 
 // readBlocked reads on a goroutine blocked in the reads, until the end.
 func (c *client) readBlocked() {
-	c.readAvailable(true)
+	rio := c.srv.getRawIO()
+	defer c.srv.putRawIO(rio)
+	c.readAvailable(rio, true)
 	c.readerDone()
 }
 
 // parkReader arms the client in the poller and reports whether the reader
 // is parked. When it is not, the caller goes on reading: the client was
 // closed meanwhile or could not be armed (err).
-func (c *client) parkReader() (parked bool, err error) {
+func (c *client) parkReader(rio *rawIO) (parked bool, err error) {
 	// Parked first: the poller may report the client before arm returns.
 	c.rparked.Store(true)
-	err = c.srv.poller.arm(c.raw, c.id)
+	err = rio.armIn(c.srv.poller.epfd, c.raw, c.id)
 	if err == nil && c.reason.Load() == int32(closeNone) {
 		return true, nil
 	}
@@ -126,7 +143,7 @@ func (s *Server) readReady(ids []uint64) {
 // empty (or pollPassBytes were read), or, when block is set, until the
 // connection ends. It reports whether the client is still open for
 // reading.
-func (c *client) readAvailable(block bool) bool {
+func (c *client) readAvailable(rio *rawIO, block bool) bool {
 	s := c.srv
 	pooled := s.readBufs.Get().(*[]byte)
 	defer s.readBufs.Put(pooled)
@@ -152,7 +169,7 @@ func (c *client) readAvailable(block bool) bool {
 			c.lineTooLong(lim.MaxClientLine)
 			return false
 		}
-		n, err := c.readRaw(buf[end:], block)
+		n, err := rio.readRaw(c.raw, buf[end:], block)
 		if n > 0 {
 			c.lastRead.Store(time.Now().UnixNano())
 			end += n
@@ -188,31 +205,6 @@ func (c *client) readAvailable(block bool) bool {
 			return false
 		}
 	}
-}
-
-// readRaw reads once from the client's socket. Without block it returns
-// syscall.EAGAIN rather than wait; with block it waits in Go's poller.
-func (c *client) readRaw(p []byte, block bool) (int, error) {
-	var n int
-	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), p)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		return !block || rerr != syscall.EAGAIN
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case rerr != nil:
-		return 0, rerr
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
 }
 
 // sweepIdle closes the clients read by the poller that sent nothing for

@@ -114,6 +114,7 @@ type Server struct {
 	parked   parkedWriters
 	poller   *poller   // set by Run; nil when epoll is not available
 	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
+	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
 
 	wg sync.WaitGroup // clients not yet finished, and refusals
 }
@@ -169,6 +170,7 @@ func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *
 		start:   1,
 	}
 	s.lines.wake = s.parked.wakeAll
+	s.rawIOs.New = func() any { return newRawIO() }
 	s.readBufs.New = func() any {
 		b := make([]byte, pollBufSize)
 		return &b
