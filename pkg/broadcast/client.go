@@ -175,12 +175,37 @@ func (c *client) log() *logrus.Entry {
 // It may be called with the server's mu held: the halves it wakes end on
 // goroutines of their own.
 func (c *client) shut(reason closeReason) bool {
+	if !c.closeFor(reason) {
+		return false
+	}
+	c.wakeWriter()
+	c.wakeReader()
+	return true
+}
+
+// shutHere is shut for a caller that holds no lock: the parked halves end
+// on the calling goroutine rather than on goroutines of their own, so
+// that closing many idle clients at once starts none.
+func (c *client) shutHere(reason closeReason) bool {
+	if !c.closeFor(reason) {
+		return false
+	}
+	if c.takeWriter() {
+		c.runWriter() // it finds the client closed and ends
+	}
+	if c.rparked.CompareAndSwap(true, false) {
+		c.pollRead() // its read fails at once and it ends
+	}
+	return true
+}
+
+// closeFor records reason and closes the connection, unless the client
+// was closed already; it reports whether it did.
+func (c *client) closeFor(reason closeReason) bool {
 	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
 		return false
 	}
 	c.conn.Close()
-	c.wakeWriter()
-	c.wakeReader()
 	return true
 }
 

@@ -296,3 +296,28 @@ func TestWriterHandsOffWhenTheSocketIsFull(t *testing.T) {
 		}
 	}
 }
+
+// Many parked clients reaching the idle timeout together are all closed,
+// counted once each, and end (runServer checks that no goroutine is left).
+func TestManyParkedClientsTimeOutTogether(t *testing.T) {
+	lim := testLimits()
+	lim.IdleTimeout = 300 * time.Millisecond
+	s := startServer(t, lim)
+	const n = 100
+	cs := make([]*testClient, n)
+	for i := range cs {
+		cs[i] = dial(t, s)
+	}
+	for i, c := range cs {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.r.ReadString('\n'); err == nil {
+			t.Fatalf("client %d got a line", i)
+		} else if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
+			t.Fatalf("client %d was never closed", i)
+		}
+	}
+	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
+	if st := s.Stats(); st.IdleClosed != n {
+		t.Errorf("%d idle closes counted, want %d", st.IdleClosed, n)
+	}
+}

@@ -241,10 +241,16 @@ func (s *Server) closeIdle(now time.Time) {
 		return
 	}
 	oldest := now.Add(-lim.IdleTimeout).UnixNano()
+	var idle []*client
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, c := range s.clients {
-		if c.raw != nil && c.lastRead.Load() < oldest && c.shut(closeIdle) {
+		if c.raw != nil && c.lastRead.Load() < oldest {
+			idle = append(idle, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range idle {
+		if c.lastRead.Load() < oldest && c.shutHere(closeIdle) {
 			s.idle.Add(1)
 		}
 	}
