@@ -260,7 +260,7 @@ func lag(end, pos uint64) uint64 {
 
 // Run accepts clients until ctx is done, then stops accepting, lets every
 // client drain what was published (within DrainTimeout), and closes them.
-// It returns nil after every client goroutine has ended.
+// It returns nil after every client has ended.
 func (s *Server) Run(ctx context.Context) error {
 	pollDone := s.startPoller()
 	acceptDone := make(chan error, len(s.lns))
