@@ -47,8 +47,10 @@ var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
 // that does not read them; the original workers have at most one pending.
 const maxPendingKeepAlives = 1024
 
-// client is one connection: a reader goroutine for keep-alives and acks and
-// a writer goroutine that follows the shared log.
+// client is one connection: a reader for keep-alives and acks and a
+// writer that follows the shared log. Each half runs on a goroutine of its
+// own while it has work and parks when it has none (see park.go); a TLS
+// or signed client's reader is a goroutine blocked in Read.
 type client struct {
 	id          uint64
 	srv         *Server
@@ -56,9 +58,26 @@ type client struct {
 	remote      string
 	connectedAt time.Time
 	firstSeq    uint64
-	start       cursor // where the writer begins; cleared once taken, as it pins the log
 	preamble    []byte // private first bytes (a signed client's anchor); cleared once written
 	session     signed.Session
+
+	// cur is where the parked writer goes on; the writer running takes it
+	// and leaves it empty, as it pins the log. It and preamble belong to
+	// the writer, handed from one writer goroutine to the next through
+	// the server's parked list.
+	cur     cursor
+	parkIdx int // index + 1 in the server's parked writers, 0 when running; guarded by its mu
+
+	// raw is a plain TCP client's connection, read without blocking by
+	// the poller (poll.go); nil for clients read by a blocked goroutine.
+	raw       syscall.RawConn
+	rparked   atomic.Bool  // the reader is parked in the poller
+	partial   []byte       // a parked reader's incomplete line; owned by the reader
+	inPass    bool         // a poller's reader is reading; owned by the reader
+	wakeAfter bool         // the writer is to be woken when the pass ends; owned by the reader
+	lastRead  atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients)
+	readEnded atomic.Bool  // the reader has ended: the peer left or the connection failed
+	halves    atomic.Int32 // reader and writer not yet ended
 
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
@@ -71,8 +90,7 @@ type client struct {
 	nAnswers   int        // answers queued
 	nKeepAlive int        // of which keep-alive answers
 
-	peerEOF atomic.Bool   // the client closed its side; close after answering
-	kick    chan struct{} // wakes the writer for keep-alive answers and peerEOF
+	peerEOF atomic.Bool // the client closed its side; close after answering
 
 	ackMu    sync.Mutex // guards ack
 	ack      cursor     // oldest line not yet acknowledged (text protocol; signed clients ack by ackedSeq)
@@ -80,12 +98,12 @@ type client struct {
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
 
-	quit   chan struct{} // closed by shut
-	reason atomic.Int32  // closeReason, set once by shut
+	reason atomic.Int32 // closeReason, set once by shut
 
-	// authed, on a server that requires authentication, is closed once
-	// the client has authenticated: the writer sends nothing before.
-	authed chan struct{}
+	// needAuth is set on a server that requires authentication: the
+	// writer sends nothing until authed is.
+	needAuth bool
+	authed   atomic.Bool
 	// peerKey is the fingerprint of the key the client authenticated with.
 	peerKey atomic.Pointer[string]
 }
@@ -104,20 +122,19 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 		remote:      conn.RemoteAddr().String(),
 		connectedAt: time.Now(),
 		firstSeq:    start.seq,
-		start:       start,
+		cur:         start,
 		ack:         start,
-		kick:        make(chan struct{}, 1),
-		quit:        make(chan struct{}),
+		raw:         s.rawConn(conn),
 	}
+	c.halves.Store(2)
+	c.lastRead.Store(c.connectedAt.UnixNano())
 	c.sentSeq.Store(start.seq)
 	c.sentPos.Store(start.pos())
 	c.writingSeq.Store(start.seq)
 	c.ackedSeq.Store(start.seq)
 	if s.signed != nil {
 		c.ack = cursor{} // acks go by sequence number; do not pin the log
-		if s.signed.auth {
-			c.authed = make(chan struct{})
-		}
+		c.needAuth = s.signed.auth
 	}
 	return c, nil
 }
@@ -137,7 +154,7 @@ func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
 		c.nKeepAlive++
 	}
 	c.answerMu.Unlock()
-	c.wake()
+	c.readerWakesWriter()
 	return true
 }
 
@@ -165,36 +182,68 @@ func (c *client) log() *logrus.Entry {
 }
 
 // shut closes the client for reason. It reports whether this call did it.
+// It may be called with the server's mu held: the halves it wakes end on
+// goroutines of their own.
 func (c *client) shut(reason closeReason) bool {
+	if !c.closeFor(reason) {
+		return false
+	}
+	c.wakeWriter()
+	c.wakeReader()
+	return true
+}
+
+// shutHere is shut for a caller that holds no lock: the parked halves end
+// on the calling goroutine rather than on goroutines of their own, so
+// that closing many idle clients at once starts none.
+func (c *client) shutHere(reason closeReason) bool {
+	if !c.closeFor(reason) {
+		return false
+	}
+	if c.takeWriter() {
+		c.runWriter() // it finds the client closed and ends
+	}
+	if c.rparked.CompareAndSwap(true, false) {
+		c.pollRead() // its read fails at once and it ends
+	}
+	return true
+}
+
+// authPending reports whether the client has yet to authenticate before
+// it may be sent anything.
+func (c *client) authPending() bool { return c.needAuth && !c.authed.Load() }
+
+// closeFor records reason and closes the connection, unless the client
+// was closed already; it reports whether it did.
+func (c *client) closeFor(reason closeReason) bool {
 	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
 		return false
 	}
-	close(c.quit)
 	c.conn.Close()
 	return true
 }
 
-// serve runs the client until it is closed.
-func (c *client) serve() {
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		c.readLoop()
-	}()
-	if c.writeLoop() {
-		// Shutdown and everything written: half-close so the client sees
-		// end of stream after the last line, then close once the client's
-		// TCP has acknowledged every byte, or the client has left, or the
-		// drain time is over. Closing earlier could reset the connection
-		// (the client's acks arriving at a closed socket) and destroy
-		// lines still in flight.
-		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite() // TCP FIN, or TLS close_notify
-		}
-		c.lingerUntilDelivered(readDone, time.Now().Add(c.srv.limits.Load().DrainTimeout))
+// start runs the client's two halves: parked, or on goroutines when they
+// have work already.
+func (c *client) start() {
+	c.startWriter()
+	c.startReader()
+}
+
+// readRun runs the reader until it parks or ends.
+func (c *client) readRun() {
+	if c.raw != nil {
+		c.pollRead()
+		return
 	}
-	c.shut(closeDrained)
-	<-readDone
+	c.readLoop()
+	c.readerDone()
+}
+
+// readerDone ends the reader half.
+func (c *client) readerDone() {
+	c.readEnded.Store(true)
+	c.halfDone()
 }
 
 // lingerPoll is how often a draining client's send queue is looked at.
@@ -202,18 +251,14 @@ const lingerPoll = 5 * time.Millisecond
 
 // lingerUntilDelivered waits until the kernel holds no unacknowledged
 // bytes for the client, the reader ends, or the deadline passes.
-func (c *client) lingerUntilDelivered(readDone <-chan struct{}, deadline time.Time) {
+func (c *client) lingerUntilDelivered(deadline time.Time) {
 	t := time.NewTicker(lingerPoll)
 	defer t.Stop()
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !c.readEnded.Load() {
 		if n, ok := unsentBytes(c.conn); !ok || n == 0 {
 			return
 		}
-		select {
-		case <-readDone:
-			return
-		case <-t.C:
-		}
+		<-t.C
 	}
 }
 
@@ -249,50 +294,75 @@ func (c *client) logClosed() {
 	}).Info("Connection closed")
 }
 
-// writeLoop sends the log to the client from its start cursor. It returns
-// true when the server is shutting down and everything was written.
-func (c *client) writeLoop() bool {
-	if c.authed != nil {
-		select {
-		case <-c.authed:
-		case <-c.quit:
-			return false
-		}
-	}
+// writerEnd says how a run of the writer ended.
+type writerEnd int
+
+const (
+	writerParked    writerEnd = iota // nothing to write: parked until there is
+	writerHandedOff                  // the socket was full: a goroutine goes on (finishWrite)
+	writerClosed                     // the client is closed, or the peer left
+	writerDrained                    // the server is stopping and everything was written
+)
+
+// sent is what one write accounts for, once all its bytes are out.
+type sent struct {
+	next       cursor // the cursor after the log's bytes written
+	data       []byte // those bytes, for the debug log
+	nka        int    // answers written
+	nKeepAlive int    // of which keep-alive answers
+}
+
+// writeLoop sends the log to the client from cur until it has nothing
+// left to write. With nowait (plain TCP clients only) it never waits for
+// the socket: what it does not take at once is handed to a goroutine of
+// its own, which goes on with the writer (finishWrite).
+func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	lg := c.srv.lines
-	cur := c.start
-	c.start = cursor{}   // chunks link forward: holding the first would keep them all
-	var bufArr [3][]byte // net.Buffers.WriteTo consumes its slice; rebuild it each time
-	var acks []byte
+	rio := c.srv.getRawIO()
+	defer func() {
+		if rio != nil {
+			c.srv.putRawIO(rio)
+		}
+	}()
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
-		wait := lg.waitChan()   // taken before looking, so no publish is missed
+		if c.authPending() {
+			// Nothing, not even the anchor, before the client has
+			// authenticated; authenticate wakes the writer.
+			if c.reason.Load() != int32(closeNone) {
+				return writerClosed
+			}
+			if c.parkWriter(cur) {
+				return writerParked
+			}
+			continue
+		}
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		var nka, nKeepAlive int
-		acks, nka, nKeepAlive = c.takeAnswers(acks)
+		rio.acks, nka, nKeepAlive = c.takeAnswers(rio.acks)
 		pre := c.preamble
 		c.preamble = nil
 		if len(data) == 0 && nka == 0 && len(pre) == 0 {
 			if eof {
 				c.shut(closePeer)
-				return false
+				return writerClosed
+			}
+			if c.reason.Load() != int32(closeNone) {
+				return writerClosed
 			}
 			if lg.closed.Load() {
 				if data, _ = cur.next(); len(data) == 0 {
-					return true
+					return writerDrained
 				}
 				continue
 			}
-			select {
-			case <-wait:
-			case <-c.kick:
-			case <-c.quit:
-				return false
+			if c.parkWriter(cur) {
+				return writerParked
 			}
 			continue
 		}
-		bufs := net.Buffers(bufArr[:0])
+		bufs := net.Buffers(rio.bufs[:0])
 		if len(pre) > 0 {
 			bufs = append(bufs, pre)
 		}
@@ -300,28 +370,59 @@ func (c *client) writeLoop() bool {
 			bufs = append(bufs, data)
 		}
 		if nka > 0 {
-			bufs = append(bufs, acks)
+			bufs = append(bufs, rio.acks)
 		}
+		w := sent{next: next, data: data, nka: nka, nKeepAlive: nKeepAlive}
 		c.writingSeq.Store(next.seq)
-		if _, err := bufs.WriteTo(c.conn); err != nil {
+		if nowait {
+			rest, err := rio.writeNow(c.raw, bufs)
+			if err != nil {
+				c.fail(err)
+				return writerClosed
+			}
+			if len(rest) > 0 {
+				go c.finishWrite(rio, rest, w, debug) // rest is in rio
+				rio = nil
+				return writerHandedOff
+			}
+		} else if _, err := bufs.WriteTo(c.conn); err != nil {
 			if !c.handshakeComplete() {
 				// The write ran the TLS handshake that the reader waits
 				// for, and it failed: the same failure, counted once.
 				c.handshakeFailed(err)
-				return false
+				return writerClosed
 			}
 			c.fail(err)
-			return false
+			return writerClosed
 		}
-		c.srv.keepAlives.Add(uint64(nKeepAlive))
-		if debug {
-			c.logSent(data, nka)
-		}
+		c.wrote(w, debug)
 		cur = next
-		c.sentSeq.Store(cur.seq)
-		c.sentPos.Store(cur.pos())
-		c.trimAcks(cur)
 	}
+}
+
+// wrote accounts for a write whose bytes are all out.
+func (c *client) wrote(w sent, debug bool) {
+	c.srv.keepAlives.Add(uint64(w.nKeepAlive))
+	if debug {
+		c.logSent(w.data, w.nka)
+	}
+	c.sentSeq.Store(w.next.seq)
+	c.sentPos.Store(w.next.pos())
+	c.trimAcks(w.next)
+}
+
+// finishWrite writes what the socket did not take at once, waiting as
+// long as it takes, and runs the writer on.
+func (c *client) finishWrite(rio *rawIO, rest net.Buffers, w sent, debug bool) {
+	_, err := rest.WriteTo(c.conn)
+	c.srv.putRawIO(rio)
+	if err != nil {
+		c.fail(err)
+		c.endWriter(writerClosed)
+		return
+	}
+	c.wrote(w, debug)
+	c.endWriter(c.writeLoop(w.next, false))
 }
 
 func (c *client) logSent(data []byte, nka int) {
@@ -474,7 +575,7 @@ func (c *client) readFailed(err error) {
 		// (ncat --recv-only, chattyctl watch). The writer first answers
 		// the keep-alives already received, then closes.
 		c.peerEOF.Store(true)
-		c.wake()
+		c.readerWakesWriter()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
 		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
 			c.srv.idle.Add(1)
@@ -482,14 +583,6 @@ func (c *client) readFailed(err error) {
 		c.shut(closeDrained)
 	default:
 		c.fail(err)
-	}
-}
-
-// wake nudges the writer without blocking.
-func (c *client) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
 	}
 }
 

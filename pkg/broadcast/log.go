@@ -70,16 +70,15 @@ type log struct {
 	endPos atomic.Uint64
 	endSeq atomic.Uint64
 
-	// notify is closed and replaced on every publish, waking waiting writers.
-	notify atomic.Pointer[chan struct{}]
+	// wake, when set, runs after every publish and at close (with mu
+	// held): it starts the writers parked at the log's old end.
+	wake   func()
 	closed atomic.Bool
 }
 
 func newLog(cd codec) *log {
 	l := &log{head: newChunk(chunkSize, 1, 0), codec: cd}
 	l.endSeq.Store(1)
-	ch := make(chan struct{})
-	l.notify.Store(&ch)
 	return l
 }
 
@@ -166,9 +165,9 @@ func (l *log) publishLocked() {
 
 // wakeLocked wakes every writer waiting for data.
 func (l *log) wakeLocked() {
-	ch := make(chan struct{})
-	old := l.notify.Swap(&ch)
-	close(*old)
+	if l.wake != nil {
+		l.wake()
+	}
 }
 
 // close marks the log finished: writers drain what is published and stop.
@@ -194,9 +193,6 @@ func (l *log) join() (cursor, joined, error) {
 	j, err := l.codec.joinLocked()
 	return cursor{c: l.head, off: n, seq: l.head.firstSeq + lines}, j, err
 }
-
-// waitChan returns a channel closed at the next publish or close.
-func (l *log) waitChan() <-chan struct{} { return *l.notify.Load() }
 
 // next returns the published bytes at cur, at most one chunk's worth, and
 // the cursor after them. It returns no bytes when cur is at the end.

@@ -3,11 +3,21 @@
 // NewSigned, as frames of the signed protocol (see package signed).
 //
 // Lines are encoded once into a shared append-only log; every client has a
-// cursor into it and one writer goroutine that sends everything between its
-// cursor and the log's end in as few system calls as possible. A client that
-// falls further behind than its queue limits is disconnected as a slow
-// consumer, so one stalled client never slows the others nor grows memory
-// without bound.
+// cursor into it and a writer that sends everything between its cursor and
+// the log's end in as few system calls as possible. A client that falls
+// further behind than its queue limits is disconnected as a slow consumer,
+// so one stalled client never slows the others nor grows memory without
+// bound.
+//
+// An idle client holds no goroutine. Its writer runs only while there is
+// something to write, then parks with its cursor until a publish (or an
+// answer to send) runs it again; clients woken together share a few
+// goroutines. The reader of a plain TCP client waits in the server's
+// epoll instance, not in a Read, and runs only when the client has sent
+// something. Idle clients thus cost their connection and their state,
+// about 1.6 KiB each, rather than two goroutine stacks (see park.go and
+// poll.go). TLS and signed clients keep a reader goroutine blocked in
+// Read.
 package broadcast
 
 import (
@@ -111,7 +121,12 @@ type Server struct {
 	authFailed    atomic.Uint64
 	rateLimited   atomic.Uint64
 
-	wg sync.WaitGroup // client goroutines
+	parked   parkedWriters
+	poller   *poller   // set by Run; nil when epoll is not available
+	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
+	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
+
+	wg sync.WaitGroup // clients not yet finished, and refusals
 }
 
 // ErrAddrInUse is returned by Listen when the address is taken.
@@ -169,6 +184,12 @@ func newServer(ln net.Listener, limits Limits, cd codec, logger *logrus.Entry) *
 		clients: make(map[uint64]*client),
 		ids:     new(ClientIDs),
 		start:   1,
+	}
+	s.lines.wake = s.parked.wakeAll
+	s.rawIOs.New = func() any { return newRawIO() }
+	s.readBufs.New = func() any {
+		b := make([]byte, pollBufSize)
+		return &b
 	}
 	s.limits.Store(&limits)
 	return s
@@ -283,10 +304,13 @@ func lag(end, pos uint64) uint64 {
 
 // Run accepts clients until ctx is done, then stops accepting, lets every
 // client drain what was published (within DrainTimeout), and closes them.
-// It returns nil after every client goroutine has ended.
+// It returns nil after every client has ended.
 func (s *Server) Run(ctx context.Context) error {
+	pollDone := s.startPoller()
 	acceptDone := make(chan error, len(s.lns))
-	stop := make(chan struct{}) // ends accept back-offs
+	stop := make(chan struct{}) // ends accept back-offs and the idle sweep
+	var sweep sync.WaitGroup
+	sweep.Go(func() { s.sweepIdle(stop) })
 	for _, ln := range s.lns {
 		go func() { acceptDone <- s.acceptLoop(ln, stop) }()
 	}
@@ -311,8 +335,36 @@ func (s *Server) Run(ctx context.Context) error {
 			err = e
 		}
 	}
+	sweep.Wait()
 	s.shutdown()
+	if s.poller != nil {
+		s.poller.close() // no client is left to arm it
+		if e := <-pollDone; err == nil {
+			err = e
+		}
+	}
 	return err
+}
+
+// startPoller creates the poller that parked readers wait in and runs it;
+// the channel returns its end. Without one (no epoll), every client keeps
+// a reader goroutine.
+func (s *Server) startPoller() <-chan error {
+	p, err := newPoller()
+	if err != nil {
+		s.logger.WithError(err).Warn("No poller for idle clients; each keeps a reader goroutine")
+		return nil
+	}
+	s.poller = p
+	done := make(chan error, 1)
+	go func() {
+		err := p.run(s.readReady)
+		if err != nil {
+			s.logger.WithError(err).Error("The poller failed: idle clients are no longer read")
+		}
+		done <- err
+	}()
+	return done
 }
 
 // acceptLoop accepts connections until the listener is closed. Temporary
@@ -371,13 +423,8 @@ func (s *Server) admit(conn net.Conn) {
 	s.mu.Unlock()
 	s.accepted.Add(1)
 	c.log().Info("New connection established")
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		c.serve()
-		s.remove(c)
-		c.logClosed()
-	}()
+	s.wg.Add(1) // done by the client's halfDone
+	c.start()
 }
 
 // refuse sends a connection over the limit its one error line and closes

@@ -147,7 +147,8 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 			c.peerKey.Store(&fp)
 			c.conn.SetDeadline(time.Time{})
 			c.log().WithField("key", fp).Info("Client authenticated")
-			close(c.authed)
+			c.authed.Store(true)
+			c.wakeWriter()
 			return true
 		}
 		var n int
