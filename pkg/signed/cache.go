@@ -73,14 +73,10 @@ func NewSignatureCache(size int) *SignatureCache {
 // digest or signature of the wrong size is reported invalid and not
 // cached.
 func (c *SignatureCache) Verify(pub ed25519.PublicKey, digest, sig []byte) bool {
-	if len(pub) != ed25519.PublicKeySize || len(digest) != len(Digest{}) || len(sig) != ed25519.SignatureSize {
+	k, ok := makeSigKey(pub, digest, sig)
+	if !ok {
 		return false
 	}
-	var k sigKey
-	copy(k[:], pub)
-	copy(k[ed25519.PublicKeySize:], digest)
-	copy(k[sigOffset:], sig)
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -95,6 +91,35 @@ func (c *SignatureCache) Verify(pub ed25519.PublicKey, digest, sig []byte) bool 
 			return st == sigValid
 		}
 	}
+}
+
+// Prefetch verifies a triple and caches the answer, unless the cache
+// holds it or another caller is verifying it: it never waits. Goroutines
+// that prefetch the signatures of the frames they are about to verify
+// share the checks out among themselves instead of all waiting on the
+// first. What the frames' digests are is checked later, by the Verifier.
+func (c *SignatureCache) Prefetch(pub ed25519.PublicKey, digest, sig []byte) {
+	k, ok := makeSigKey(pub, digest, sig)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[k]; !ok {
+		c.verifyLocked(&k)
+	}
+}
+
+// makeSigKey returns the key of a triple, and false when a part has the
+// wrong size.
+func makeSigKey(pub ed25519.PublicKey, digest, sig []byte) (k sigKey, ok bool) {
+	if len(pub) != ed25519.PublicKeySize || len(digest) != len(Digest{}) || len(sig) != ed25519.SignatureSize {
+		return k, false
+	}
+	copy(k[:], pub)
+	copy(k[ed25519.PublicKeySize:], digest)
+	copy(k[sigOffset:], sig)
+	return k, true
 }
 
 // verifyLocked verifies a triple not in the cache, without holding mu
