@@ -25,10 +25,9 @@ type SignatureCache struct {
 	// verify is ed25519.Verify; tests count the calls.
 	verify func(pub ed25519.PublicKey, msg, sig []byte) bool
 
-	mu      sync.Mutex
-	settled *sync.Cond // signalled on mu when an entry's verification ends
+	mu sync.Mutex
 	// Guarded by mu:
-	entries map[sigKey]sigState
+	entries map[sigKey]*sigEntry
 	order   []sigKey // ring of the entries, oldest at next once full
 	next    int
 	stats   CacheStats
@@ -40,13 +39,14 @@ type sigKey [sigOffset + ed25519.SignatureSize]byte
 // sigOffset is where the signature starts in a sigKey.
 const sigOffset = ed25519.PublicKeySize + len(Digest{})
 
-type sigState uint8
-
-const (
-	sigPending sigState = iota // being verified by one caller
-	sigValid
-	sigInvalid
-)
+// sigEntry is a triple's answer, or the promise of one. Each entry has
+// its own channel rather than the cache one condition: a hundred readers
+// waiting on different signatures would all wake at every answer.
+type sigEntry struct {
+	done    chan struct{} // closed once valid is set
+	settled bool          // guarded by the cache's mu; set with valid
+	valid   bool
+}
 
 // CacheStats are a SignatureCache's counters.
 type CacheStats struct {
@@ -56,16 +56,14 @@ type CacheStats struct {
 }
 
 // NewSignatureCache returns a cache of at most size triples (at least 1).
-// Each entry costs about 300 bytes.
+// Each entry costs about 400 bytes.
 func NewSignatureCache(size int) *SignatureCache {
 	size = max(size, 1)
-	c := &SignatureCache{
+	return &SignatureCache{
 		verify:  ed25519.Verify,
-		entries: make(map[sigKey]sigState, size),
+		entries: make(map[sigKey]*sigEntry, size),
 		order:   make([]sigKey, 0, size),
 	}
-	c.settled = sync.NewCond(&c.mu)
-	return c
 }
 
 // Verify reports whether sig is pub's valid Ed25519 signature of digest,
@@ -78,19 +76,21 @@ func (c *SignatureCache) Verify(pub ed25519.PublicKey, digest, sig []byte) bool 
 		return false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for {
-		st, ok := c.entries[k]
-		switch {
-		case !ok:
-			return c.verifyLocked(&k)
-		case st == sigPending:
-			c.settled.Wait()
-		default:
-			c.stats.Hits++
-			return st == sigValid
-		}
+	e, ok := c.entries[k]
+	if !ok {
+		e = c.claimLocked(&k)
+		c.mu.Unlock()
+		c.settle(e, &k)
+		return e.valid
 	}
+	c.stats.Hits++
+	settled, valid := e.settled, e.valid
+	c.mu.Unlock()
+	if settled {
+		return valid
+	}
+	<-e.done
+	return e.valid
 }
 
 // Prefetch verifies a triple and caches the answer, unless the cache
@@ -104,10 +104,13 @@ func (c *SignatureCache) Prefetch(pub ed25519.PublicKey, digest, sig []byte) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok {
-		c.verifyLocked(&k)
+	if _, ok := c.entries[k]; ok {
+		c.mu.Unlock()
+		return
 	}
+	e := c.claimLocked(&k)
+	c.mu.Unlock()
+	c.settle(e, &k)
 }
 
 // makeSigKey returns the key of a triple, and false when a part has the
@@ -122,33 +125,10 @@ func makeSigKey(pub ed25519.PublicKey, digest, sig []byte) (k sigKey, ok bool) {
 	return k, true
 }
 
-// verifyLocked verifies a triple not in the cache, without holding mu
-// meanwhile, and records the answer.
-func (c *SignatureCache) verifyLocked(k *sigKey) bool {
-	c.insertLocked(k)
-	c.stats.Checks++
-	c.mu.Unlock()
-	// A copy on the heap, so that the caller's key and digest, which
-	// c.verify might keep as far as the compiler knows, stay on the stack.
-	t := new(sigKey)
-	*t = *k
-	valid := c.verify(t[:ed25519.PublicKeySize], t[ed25519.PublicKeySize:sigOffset], t[sigOffset:])
-	c.mu.Lock()
-	st := sigInvalid
-	if valid {
-		st = sigValid
-	}
-	// The entry may have been evicted while mu was free; callers waiting
-	// for it then verify it themselves.
-	if _, ok := c.entries[*k]; ok {
-		c.entries[*k] = st
-	}
-	c.settled.Broadcast()
-	return valid
-}
-
-// insertLocked adds k as pending, evicting the oldest entry when full.
-func (c *SignatureCache) insertLocked(k *sigKey) {
+// claimLocked adds an entry for k, to be settled by the caller, evicting
+// the oldest entry when the cache is full. Callers waiting for an evicted
+// entry still get its answer.
+func (c *SignatureCache) claimLocked(k *sigKey) *sigEntry {
 	if len(c.order) < cap(c.order) {
 		c.order = append(c.order, *k)
 	} else {
@@ -156,7 +136,23 @@ func (c *SignatureCache) insertLocked(k *sigKey) {
 		c.order[c.next] = *k
 		c.next = (c.next + 1) % len(c.order)
 	}
-	c.entries[*k] = sigPending
+	e := &sigEntry{done: make(chan struct{})}
+	c.entries[*k] = e
+	c.stats.Checks++
+	return e
+}
+
+// settle verifies k, without holding mu, and answers e's waiters.
+func (c *SignatureCache) settle(e *sigEntry, k *sigKey) {
+	// A copy on the heap, so that the caller's key and digest, which
+	// c.verify might keep as far as the compiler knows, stay on the stack.
+	t := new(sigKey)
+	*t = *k
+	valid := c.verify(t[:ed25519.PublicKeySize], t[ed25519.PublicKeySize:sigOffset], t[sigOffset:])
+	c.mu.Lock()
+	e.valid, e.settled = valid, true
+	c.mu.Unlock()
+	close(e.done)
 }
 
 // Stats returns the counters.
