@@ -12,7 +12,7 @@ PKG_ARCH     := $(shell $(GO) env GOARCH)
 PKG_LDFLAGS  := -s -w -X github.com/chatty-dev/chatty/pkg/daemon.Version=$(VERSION) -X main.version=$(VERSION)
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -42,6 +42,12 @@ bench: build
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./pkg/broadcast
 	$(MAKE) bench-scale
+
+# The signed listener end to end, subscribers verifying every message:
+# per-message and chained at full speed, and their latency against the
+# text listener's (also part of `make bench`); see docs/benchmarks.md.
+bench-signed: build
+	./bench/run.sh -only signed-per-message,signed-chained,signed-latency $(BENCH_FLAGS)
 
 # 50,000 idle clients on one chattyd: resident memory per connection,
 # keep-alives answered, time for a line to reach them all. Dials from

@@ -6,6 +6,10 @@
 //	chattyload -target chattyd -bin bin/chattyd -subs 100 -duration 5s
 //	chattyload -target ncat -subs 100 -rate 1000 -json
 //	chattyload -target nats -bin bin/nats-server -subs 100 -ack
+//	chattyload -target chattyd-signed -bin bin/chattyd -mode per-message -subs 100 -ack
+//
+// With -target chattyd-signed the subscribers connect to chattyd's signed
+// listener and count only the messages they verified (see signed.go).
 package main
 
 import (
@@ -15,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +41,14 @@ func run(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chattyload:", err)
+			return 2
+		}
+		defer stop()
+	}
 	res, err := measure(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chattyload:", err)
@@ -57,39 +70,45 @@ func run(args []string) int {
 
 // config holds the flags.
 type config struct {
-	target    string
-	bin       string
-	srvConfig string
-	extraArgs []string
-	label     string
-	subs      int
-	size      int
-	rate      int
-	ack       bool
-	warmup    time.Duration
-	duration  time.Duration
-	lines     uint64
-	window    uint64
-	drain     time.Duration
-	bufSize   int
-	sampleMod uint64
-	serverLog string
-	json      bool
-	verbose   bool
+	target     string
+	bin        string
+	srvConfig  string
+	extraArgs  []string
+	label      string
+	subs       int
+	size       int
+	rate       int
+	ack        bool
+	warmup     time.Duration
+	duration   time.Duration
+	lines      uint64
+	window     uint64
+	drain      time.Duration
+	bufSize    int
+	sampleMod  uint64
+	serverLog  string
+	json       bool
+	verbose    bool
+	cpuProfile string
+	signed     signedConfig // -target chattyd-signed
 }
 
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("chattyload", flag.ContinueOnError)
-	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd, ncat (ncat --broker) or nats (nats-server, one subject)")
-	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd; default ncat for ncat, nats-server for nats)")
-	fs.StringVar(&c.srvConfig, "config", "", "chattyd --config FILE")
+	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd, chattyd-signed (its signed listener, every message verified), ncat (ncat --broker) or nats (nats-server, one subject)")
+	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd and chattyd-signed; default ncat for ncat, nats-server for nats)")
+	fs.StringVar(&c.srvConfig, "config", "", "chattyd --config FILE (not with chattyd-signed, whose configuration the tool writes)")
+	fs.StringVar(&c.signed.mode, "mode", "chained", "chattyd-signed: broadcast.signed.mode, chained or per-message")
+	fs.IntVar(&c.signed.every, "checkpoint-every", 1000, "chattyd-signed, chained: broadcast.signed.checkpoint_every")
+	fs.DurationVar(&c.signed.interval, "checkpoint-interval", 5*time.Millisecond, "chattyd-signed, chained: broadcast.signed.checkpoint_interval")
+	fs.BoolVar(&c.signed.cache, "sigcache", true, "chattyd-signed: subscribers share a cache of verified signatures (signed.SignatureCache), so each signature is checked once in the tool; false checks every signature in every subscriber")
 	extra := fs.String("args", "", "extra server arguments, space separated")
 	fs.StringVar(&c.label, "label", "", "scenario name copied into the report")
 	fs.IntVar(&c.subs, "subs", 100, "subscriber connections")
 	fs.IntVar(&c.size, "size", 64, "line size in bytes without the \"\\n\"")
 	fs.IntVar(&c.rate, "rate", 0, "lines per second to feed; 0 feeds as fast as the server takes them")
-	fs.BoolVar(&c.ack, "ack", false, "subscribers answer every line with ACK_RECEIVED <n>, one write per read (chattyd; nats: published on a subject nobody reads)")
+	fs.BoolVar(&c.ack, "ack", false, "subscribers answer every line with ACK_RECEIVED <n>, one write per read (chattyd; chattyd-signed: an ACK of its sequence number; nats: published on a subject nobody reads)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "feeding before the measured window")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured window")
 	fs.Uint64Var(&c.lines, "lines", 0, "end the measured window after this many lines fed instead (bounded by -duration)")
@@ -100,6 +119,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.serverLog, "server-log", "", "file for the server's stdout and stderr (default: discarded)")
 	fs.BoolVar(&c.json, "json", false, "also print the report as one JSON line")
 	fs.BoolVar(&c.verbose, "v", false, "log each phase to stderr")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to FILE (go tool pprof FILE)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -108,10 +128,16 @@ func parseFlags(args []string) (config, error) {
 	}
 	c.extraArgs = strings.Fields(*extra)
 	switch {
-	case c.target != "chattyd" && c.target != "ncat" && c.target != "nats":
-		return c, fmt.Errorf("-target %q: want chattyd, ncat or nats", c.target)
-	case c.target == "chattyd" && c.bin == "":
-		return c, fmt.Errorf("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
+	case c.target != "chattyd" && c.target != "chattyd-signed" && c.target != "ncat" && c.target != "nats":
+		return c, fmt.Errorf("-target %q: want chattyd, chattyd-signed, ncat or nats", c.target)
+	case (c.target == "chattyd" || c.target == "chattyd-signed") && c.bin == "":
+		return c, fmt.Errorf("-target %s needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)", c.target)
+	case c.target == "chattyd-signed" && c.srvConfig != "":
+		return c, fmt.Errorf("-config with -target chattyd-signed: the tool writes chattyd's configuration; set the signed listener with -mode, -checkpoint-every and -checkpoint-interval")
+	case c.target == "chattyd-signed" && c.signed.mode != "chained" && c.signed.mode != "per-message":
+		return c, fmt.Errorf("-mode %q: want chained or per-message", c.signed.mode)
+	case c.target == "chattyd-signed" && (c.signed.every < 1 || c.signed.interval <= 0):
+		return c, fmt.Errorf("-checkpoint-every must be at least 1 and -checkpoint-interval above 0")
 	case c.target == "ncat" && c.ack:
 		return c, fmt.Errorf("-ack with -target ncat: ncat relays every ack to all other clients, which measures nothing useful")
 	case c.subs < 1:
@@ -140,4 +166,20 @@ func parseFlags(args []string) (config, error) {
 		}
 	}
 	return c, nil
+}
+
+// startCPUProfile profiles the tool into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

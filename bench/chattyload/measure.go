@@ -44,6 +44,15 @@ type result struct {
 	PeakRSSKiB  int64    `json:"server_peak_rss_kib"`
 	ToolCPU     float64  `json:"tool_cpu_s"`
 	Errors      []string `json:"errors,omitempty"`
+
+	// chattyd-signed only; counts over the whole run, all subscribers.
+	Mode        string `json:"mode,omitempty"`             // broadcast.signed.mode
+	Checkpoint  string `json:"checkpoint,omitempty"`       // chained: "every N or T"
+	SigCache    bool   `json:"sig_cache,omitempty"`        // signatures checked once in the tool
+	Verified    uint64 `json:"verified,omitempty"`         // messages delivered as verified
+	SigChecks   uint64 `json:"signature_checks,omitempty"` // Ed25519 verifications made
+	Checkpoints uint64 `json:"checkpoints,omitempty"`      // checkpoints verified
+	Rejected    uint64 `json:"rejected,omitempty"`         // subscribers that rejected the stream
 }
 
 func (r *result) human() string {
@@ -62,6 +71,14 @@ func (r *result) human() string {
 		r.Lost, r.Reordered, r.Duplicated, r.Disconnects,
 		fmtMicros(r.P50us), fmtMicros(r.P99us), r.Samples,
 		r.ServerNsPer/1000, float64(r.PeakRSSKiB)/1024, r.ToolCPU)
+	if r.Mode != "" {
+		cache := "every subscriber checks every signature"
+		if r.SigCache {
+			cache = "signatures checked once, shared cache"
+		}
+		s += fmt.Sprintf("\n  signed %s%s: %d messages verified in the run, %d checkpoints, %d Ed25519 verifications (%s), %d subscribers rejected the stream",
+			r.Mode, r.Checkpoint, r.Verified, r.Checkpoints, r.SigChecks, cache, r.Rejected)
+	}
 	for _, e := range r.Errors {
 		s += "\n  error: " + e
 	}
@@ -104,10 +121,21 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := startTarget(targetConfig{
+	tc := targetConfig{
 		name: cfg.target, bin: cfg.bin, config: cfg.srvConfig, extraArgs: cfg.extraArgs,
 		subs: cfg.subs, logPath: cfg.serverLog,
-	}, addr)
+	}
+	subAddr := addr // where subscribers connect
+	var sig *signedSetup
+	if cfg.target == "chattyd-signed" {
+		sig, err = prepareSigned(cfg.signed, sigCacheSize(cfg))
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(sig.dir)
+		tc.name, tc.config, subAddr = "chattyd", sig.config, sig.addr
+	}
+	t, err := startTarget(tc, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +143,12 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	defer t.stop(3 * time.Second)
 
 	res := &result{Label: cfg.label, Target: cfg.target, Subs: cfg.subs, Size: cfg.size, Rate: cfg.rate, Ack: cfg.ack, PeakRSSKiB: -1}
+	if sig != nil {
+		res.Mode, res.SigCache = cfg.signed.mode, cfg.signed.cache
+		if cfg.signed.mode == "chained" {
+			res.Checkpoint = fmt.Sprintf(", checkpoint every %d or %s", cfg.signed.every, cfg.signed.interval)
+		}
+	}
 
 	logf := func(format string, args ...any) {
 		if cfg.verbose {
@@ -169,9 +203,12 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	probeDeadline := time.Now().Add(15*time.Second + time.Duration(cfg.subs)*10*time.Millisecond)
 	for len(subs) < cfg.subs {
 		for range min(connectBatch, cfg.subs-len(subs)) {
-			c, err := dialRetry(ctx, t, addr, 10*time.Second)
+			c, err := dialRetry(ctx, t, subAddr, 10*time.Second)
 			if err != nil {
 				return nil, fmt.Errorf("subscriber %d: %w", len(subs), err)
+			}
+			if sig != nil {
+				c = sig.wrap(c, cfg.ack, cfg.bufSize)
 			}
 			if cfg.target == "nats" {
 				nc, err := dialNatsSub(c.(*net.TCPConn))
@@ -182,7 +219,8 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 				c = nc
 			}
 			s := &subscriber{id: len(subs), conn: c, buf: make([]byte, cfg.bufSize)}
-			s.st = stream{tracker: newTracker(), ack: cfg.ack, sampleMod: cfg.sampleMod, hist: new(histogram)}
+			// A signed subscriber acks by sequence number in its connection.
+			s.st = stream{tracker: newTracker(), ack: cfg.ack && sig == nil, sampleMod: cfg.sampleMod, hist: new(histogram)}
 			subs = append(subs, s)
 			readers.Go(func() { s.read(&closing, window, f.nanos) })
 			if err := sleepCtx(ctx, connectPause); err != nil {
@@ -337,7 +375,21 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	if res.Lost+res.Reordered+res.Duplicated > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("delivery broken: %d lost, %d reordered, %d duplicated", res.Lost, res.Reordered, res.Duplicated))
 	}
+	if sig != nil {
+		n := countSigned(subs, sig.cache)
+		res.Verified, res.SigChecks, res.Checkpoints, res.Rejected = n.verified, n.checks, n.checkpoints, n.rejected
+		if n.rejected > 0 {
+			res.Errors = append(res.Errors, fmt.Sprintf("%d of %d subscribers rejected the signed stream (see the disconnection above)", n.rejected, cfg.subs))
+		}
+	}
 	return res, nil
+}
+
+// sigCacheSize is how many signatures the shared cache holds: at full
+// speed subscribers are at most -window lines apart, and each connection
+// has its own ANCHOR.
+func sigCacheSize(cfg config) int {
+	return int(min(2*cfg.window, 1<<20)) + cfg.subs + 1024
 }
 
 // probe writes probe lines until every subscriber has received one.
@@ -354,7 +406,7 @@ func probe(ctx context.Context, t *target, f *feeder, subs []*subscriber, deadli
 			waiting := 0
 			for _, s := range subs {
 				if s.ended.Load() {
-					return fmt.Errorf("subscriber %d disconnected before the start", s.id)
+					return fmt.Errorf("subscriber %d disconnected before the start: %v", s.id, s.err)
 				}
 				if !s.probed.Load() {
 					waiting++

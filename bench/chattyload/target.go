@@ -55,8 +55,14 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 	switch tc.name {
 	case "chattyd":
 		// A control socket of its own, so that a benchmark never meets
-		// another chattyd's (the port makes the path unique).
-		sock := filepath.Join(os.TempDir(), "chattyload-"+port+".sock")
+		// another chattyd's, in a private directory: chattyd refuses a
+		// socket directory others may write to, such as /tmp.
+		dir, err := os.MkdirTemp("", "chattyload-")
+		if err != nil {
+			return nil, fmt.Errorf("control socket directory: %w", err)
+		}
+		t.closer = append(t.closer, removeDir(dir))
+		sock := filepath.Join(dir, "control.sock")
 		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text", "--control-socket", sock}
 		if tc.config != "" {
 			args = append(args, "--config", tc.config)
@@ -77,6 +83,7 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 		return nil, fmt.Errorf("unknown target %q: want chattyd, ncat or nats", tc.name)
 	}
 	if bin == "" {
+		t.closeFiles()
 		return nil, errors.New("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
 	}
 	args = append(args, tc.extraArgs...)
@@ -89,6 +96,7 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 	}
 	logf, err := os.Create(logPath)
 	if err != nil {
+		t.closeFiles()
 		return nil, fmt.Errorf("server log: %w", err)
 	}
 	t.cmd.Stdout, t.cmd.Stderr = logf, logf
@@ -97,7 +105,7 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 	if tc.name == "chattyd" {
 		r, w, err := os.Pipe()
 		if err != nil {
-			logf.Close()
+			t.closeFiles()
 			return nil, fmt.Errorf("feed pipe: %w", err)
 		}
 		// A bigger pipe lets the feeder write large batches in one go.
@@ -153,6 +161,11 @@ func (t *target) stop(grace time.Duration) {
 	case <-time.After(5 * time.Second):
 	}
 }
+
+// removeDir is a temporary directory removed with the target's files.
+type removeDir string
+
+func (d removeDir) Close() error { return os.RemoveAll(string(d)) }
 
 func (t *target) closeFiles() {
 	for _, c := range t.closer {

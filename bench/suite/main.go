@@ -44,6 +44,15 @@ type result struct {
 	PeakRSSKiB  int64    `json:"server_peak_rss_kib"`
 	ToolCPU     float64  `json:"tool_cpu_s"`
 	Errors      []string `json:"errors"`
+
+	// For the signed table.
+	Subs      int     `json:"subs"`
+	Rate      int     `json:"rate"`
+	Seconds   float64 `json:"seconds"`
+	ServerCPU float64 `json:"server_cpu_s"`
+	Mode      string  `json:"mode"`
+	Verified  uint64  `json:"verified"`
+	SigChecks uint64  `json:"signature_checks"`
 }
 
 // scenario is one line of the benchmark plan.
@@ -122,9 +131,11 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "measured window of each run")
 	warmup := flag.Duration("warmup", time.Second, "warm-up of each run")
 	out := flag.String("out", "bench/results", "directory for the JSON reports and server logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (full-N, ack-N, rate-N for N = 10, 100, 1000, 10000)")
+	only := flag.String("only", "", "comma-separated scenarios to run (full-N, ack-N, rate-N for N = 10, 100, 1000, 10000; "+strings.Join(signedNames(), ", ")+")")
 	natsBin := flag.String("nats", "bin/nats-server", "nats-server binary; when empty or missing, its column says not measured")
 	ncatMax := flag.Int("ncat-max-subs", 1000, "largest number of subscribers to try with ncat, whose broker uses select() and cannot pass 1024 descriptors")
+	signedSubs := flag.Int("signed-subs", 100, "subscribers of the signed scenarios")
+	signedRate := flag.Int("signed-rate", 1000, "lines per second of the signed-latency scenario")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -148,16 +159,21 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "suite: %s not found: nats-server is not measured (install it with bench/run.sh)\n", *natsBin)
 		}
 	}
+	selected := func(name string) bool { return *only == "" || strings.Contains(","+*only+",", ","+name+",") }
 	var scenarios []scenario
 	for _, sc := range plan() {
-		if *only == "" || strings.Contains(","+*only+",", ","+sc.name+",") {
+		if selected(sc.name) {
 			scenarios = append(scenarios, sc)
 		}
 	}
+	var signedRuns []signedScenario
+	for _, sc := range signedPlan(*signedSubs, *signedRate) {
+		if selected(sc.name) && haveChattyd {
+			signedRuns = append(signedRuns, sc)
+		}
+	}
 
-	results := map[string]*result{} // by scenario/target
-	var notes []string
-	failed := false
+	r := &runner{ctx: ctx, load: *load, out: *out, duration: *duration, warmup: *warmup, results: map[string]*result{}}
 	for _, sc := range scenarios {
 		for _, tgt := range sc.targets {
 			if (tgt == "chattyd" && !haveChattyd) || (tgt == "nats" && !haveNats) {
@@ -166,48 +182,83 @@ func run() int {
 			if tgt == "ncat" && subsOf(sc) > *ncatMax {
 				continue
 			}
-			args := append([]string{"-target", tgt, "-label", sc.name, "-json",
-				"-duration", duration.String(), "-warmup", warmup.String(),
-				"-server-log", filepath.Join(*out, sc.name+"-"+tgt+".log")}, sc.args...)
+			args := append([]string{"-target", tgt}, sc.args...)
 			switch tgt {
 			case "chattyd":
 				args = append(args, "-bin", *chattyd)
 			case "nats":
 				args = append(args, "-bin", *natsBin)
 			}
-			res, err := runOne(ctx, *load, args, filepath.Join(*out, sc.name+"-"+tgt+".json"))
-			if ctx.Err() != nil {
-				fmt.Fprintln(os.Stderr, "suite: interrupted")
+			if !r.run(sc.name, tgt, args) {
 				return 1
 			}
-			if err != nil {
-				failed = true
-				notes = append(notes, fmt.Sprintf("%s against %s: %v", sc.name, tgt, err))
-				continue
-			}
-			results[sc.name+"/"+tgt] = res
-			for _, e := range res.Errors {
-				failed = true
-				notes = append(notes, fmt.Sprintf("%s against %s: %s", sc.name, tgt, e))
+		}
+	}
+	for _, sc := range signedRuns {
+		for _, v := range sc.runs {
+			if !r.run(sc.name, v.key, append(v.args, "-bin", *chattyd)) {
+				return 1
 			}
 		}
 	}
 
 	fmt.Println()
 	fmt.Println(machine())
-	fmt.Println()
-	fmt.Print(table(scenarios, results, map[string]bool{"chattyd": haveChattyd, "ncat": true, "nats": haveNats}, *ncatMax))
-	if len(notes) > 0 {
+	if len(scenarios) > 0 {
+		fmt.Println()
+		fmt.Print(table(scenarios, r.results, map[string]bool{"chattyd": haveChattyd, "ncat": true, "nats": haveNats}, *ncatMax))
+	}
+	if len(signedRuns) > 0 {
+		fmt.Println()
+		fmt.Print(signedTable(signedRuns, r.results))
+	}
+	if len(r.notes) > 0 {
 		fmt.Println()
 		fmt.Println("Problems (values marked ⚠):")
-		for _, n := range notes {
+		for _, n := range r.notes {
 			fmt.Println("- " + n)
 		}
 	}
-	if failed {
+	if r.failed {
 		return 1
 	}
 	return 0
+}
+
+// runner runs chattyload for each scenario and target and keeps the
+// results by "scenario/target".
+type runner struct {
+	ctx              context.Context
+	load, out        string
+	duration, warmup time.Duration
+	results          map[string]*result
+	notes            []string // problems, listed under the tables
+	failed           bool     // a run failed or reported errors
+}
+
+// run runs chattyload once with args after the flags every run shares,
+// and reports false if the suite was interrupted.
+func (r *runner) run(name, target string, args []string) bool {
+	base := name + "-" + target
+	all := append([]string{"-label", name, "-json",
+		"-duration", r.duration.String(), "-warmup", r.warmup.String(),
+		"-server-log", filepath.Join(r.out, base+".log")}, args...)
+	res, err := runOne(r.ctx, r.load, all, filepath.Join(r.out, base+".json"))
+	if r.ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "suite: interrupted")
+		return false
+	}
+	if err != nil {
+		r.failed = true
+		r.notes = append(r.notes, fmt.Sprintf("%s against %s: %v", name, target, err))
+		return true
+	}
+	r.results[name+"/"+target] = res
+	for _, e := range res.Errors {
+		r.failed = true
+		r.notes = append(r.notes, fmt.Sprintf("%s against %s: %s", name, target, e))
+	}
+	return true
 }
 
 // runOne runs chattyload once, passes its human report through to stderr

@@ -35,6 +35,10 @@ type VerifierOptions struct {
 	MaxPendingBytes int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Cache, when set, answers signatures already checked (by any
+	// Verifier sharing it) without checking them again; nil checks
+	// every signature.
+	Cache *SignatureCache
 }
 
 // Message is a message a Verifier delivers: a feed message that verified
@@ -83,6 +87,7 @@ type Verifier struct {
 	maxPending int
 	maxBytes   int
 	now        func() time.Time
+	cache      *SignatureCache
 
 	challenged bool
 	challenge  Challenge
@@ -121,6 +126,7 @@ func NewVerifier(pub ed25519.PublicKey, opts VerifierOptions) (*Verifier, error)
 		maxPending: opts.MaxPending,
 		maxBytes:   opts.MaxPendingBytes,
 		now:        opts.Now,
+		cache:      opts.Cache,
 		scratch:    make([]byte, 0, 256),
 	}
 	if v.window == 0 {
@@ -277,7 +283,7 @@ func (v *Verifier) anchorFrame(b []byte, now int64) *RejectError {
 	sig := b[81:145]
 	v.scratch = appendCanonicalAnchor(v.scratch[:0], &a.Stream, &a.Session, a.Mode, a.Seq, ts, &a.Head)
 	d := sum(v.scratch)
-	if !ed25519.Verify(v.pub, d[:], sig) {
+	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, a.Seq, "anchor signature does not verify with the daemon's key")
 	}
 	if !a.Mode.Valid() {
@@ -342,7 +348,7 @@ func (v *Verifier) messageFrame(b []byte, now int64, deliver func(*Message)) *Re
 	if !bytes.Equal(d[:], digest) {
 		return reject(ReasonBadDigest, seq, "carried %x, computed %x", digest, d)
 	}
-	if !ed25519.Verify(v.pub, d[:], sig) {
+	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, seq, "does not verify with the daemon's key")
 	}
 	if re := v.checkHead(typ, seq, ts, now); re != nil {
@@ -405,7 +411,7 @@ func (v *Verifier) checkpointFrame(b []byte, now int64, deliver func(*Message)) 
 	sig := b[48:112]
 	v.scratch = appendCanonicalCheckpoint(v.scratch[:0], &v.anchor.Stream, seq, ts, &head)
 	d := sum(v.scratch)
-	if !ed25519.Verify(v.pub, d[:], sig) {
+	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, seq, "checkpoint does not verify with the daemon's key")
 	}
 	switch {
@@ -446,7 +452,7 @@ func (v *Verifier) responseFrame(b []byte, now int64, deliver func(*Message)) *R
 	if !bytes.Equal(d[:], digest) {
 		return reject(ReasonBadDigest, 0, "response carried %x, computed %x", digest, d)
 	}
-	if !ed25519.Verify(v.pub, d[:], sig) {
+	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, 0, "response does not verify with the daemon's key")
 	}
 	if !typ.Valid() {
