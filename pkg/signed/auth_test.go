@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -193,4 +194,23 @@ func FuzzVerifyAuth(f *testing.F) {
 			t.Fatalf("accepted key %x, which is not authorized", []byte(key))
 		}
 	})
+}
+
+// A digest mismatch names both digests in hex, once.
+func TestBadDigestMessage(t *testing.T) {
+	e := newTestEncoder(t, PerMessage, 0)
+	anchor, _, _ := e.Anchor(nil)
+	frame, _, _ := e.Append(nil, 4, testNow, []byte("x"))
+	frame[HeaderSize+8+1+8] ^= 1 // the carried digest's first byte
+	v, _ := NewVerifier(e.PublicKey(), VerifierOptions{Now: fixedNow})
+	err := v.Feed(append(anchor, frame...), func(*Message) {})
+	if !errors.Is(err, ErrBadDigest) {
+		t.Fatalf("got %v, want a bad digest", err)
+	}
+	var re *RejectError
+	errors.As(err, &re)
+	carried, computed, ok := strings.Cut(strings.TrimPrefix(re.Detail, "carried "), ", computed ")
+	if !ok || len(carried) != 64 || len(computed) != 64 {
+		t.Fatalf("detail %q: want two 32-byte digests in hex", re.Detail)
+	}
 }
