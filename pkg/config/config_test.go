@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
 // exampleFile is the documented configuration, relative to this package.
@@ -527,7 +529,7 @@ func TestSignedListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
-		CheckpointInterval: 10 * time.Millisecond, TimestampWindow: 5 * time.Minute,
+		CheckpointInterval: signed.DefaultCheckpointInterval, TimestampWindow: 5 * time.Minute,
 		FeedType: "Info", Auth: AuthNone, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)

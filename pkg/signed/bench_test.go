@@ -21,7 +21,7 @@ func benchEncoder(b *testing.B, mode Mode) *Encoder {
 
 // benchEncode encodes one message per iteration, with the real clock as
 // the message time, so chained checkpoints come every 1000 messages or
-// 10 ms, whichever is first.
+// DefaultCheckpointInterval, whichever is first.
 func benchEncode(b *testing.B, mode Mode) {
 	e := benchEncoder(b, mode)
 	dst := make([]byte, 0, 1<<20)

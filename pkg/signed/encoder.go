@@ -52,7 +52,7 @@ func ParseMode(s string) (Mode, error) {
 // Default checkpoint spacing of the Chained mode.
 const (
 	DefaultCheckpointEvery    = 1000
-	DefaultCheckpointInterval = 10 * time.Millisecond
+	DefaultCheckpointInterval = 5 * time.Millisecond
 )
 
 // EncoderOptions are an Encoder's settings. The zero value is fine.
