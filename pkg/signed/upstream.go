@@ -206,7 +206,7 @@ func (u *UpstreamVerifier) verify(f Frame) (Upstream, *RejectError) {
 	u.scratch = appendCanonicalClient(u.scratch[:0], &u.stream, &u.session, key, seq, typ, ts, payload)
 	d := sum(u.scratch)
 	if string(d[:]) != string(digest) {
-		return Upstream{}, reject(ReasonBadDigest, seq, "carried %x, computed %x", digest, d[:])
+		return Upstream{}, reject(ReasonBadDigest, seq, "carried %x, computed %s", digest, d)
 	}
 	if !ed25519.Verify(key, d[:], sig) {
 		return Upstream{}, reject(ReasonBadSignature, seq, "does not verify with the sender's key")

@@ -346,7 +346,7 @@ func (v *Verifier) messageFrame(b []byte, now int64, deliver func(*Message)) *Re
 	v.scratch = appendCanonicalMessage(v.scratch[:0], &v.anchor.Stream, seq, typ, ts, payload)
 	d := sum(v.scratch)
 	if !bytes.Equal(d[:], digest) {
-		return reject(ReasonBadDigest, seq, "carried %x, computed %x", digest, d[:])
+		return reject(ReasonBadDigest, seq, "carried %x, computed %s", digest, d)
 	}
 	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, seq, "does not verify with the daemon's key")
@@ -450,7 +450,7 @@ func (v *Verifier) responseFrame(b []byte, now int64, deliver func(*Message)) *R
 	v.scratch = appendCanonicalResponse(v.scratch[:0], &v.anchor.Stream, &v.anchor.Session, &req, typ, ts, payload)
 	d := sum(v.scratch)
 	if !bytes.Equal(d[:], digest) {
-		return reject(ReasonBadDigest, 0, "response carried %x, computed %x", digest, d[:])
+		return reject(ReasonBadDigest, 0, "response carried %x, computed %s", digest, d)
 	}
 	if !v.checkSignature(&d, sig) {
 		return reject(ReasonBadSignature, 0, "response does not verify with the daemon's key")
