@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"syscall"
 	"testing"
@@ -226,5 +227,50 @@ func TestTokenBucket(t *testing.T) {
 	}
 	if n := allowed(t0.Add(time.Hour), 3); n != 2 {
 		t.Fatalf("after an hour the bucket allowed %d of 3; it must refill to its burst of 2 and no further", n)
+	}
+}
+
+// Lines published while a client authenticates wait for it, beyond the
+// queue limits: it is not a slow consumer before it may be sent anything.
+func TestSignedAuthPendingNotSlow(t *testing.T) {
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	lim := testLimits()
+	lim.QueueLines = 100
+	s.SetLimits(lim)
+	c := dialSigned(t, s, pub)
+	ch := c.readChallenge(t)
+	const n = 3000 // more than scanEveryLines, so the slow-consumer scan runs
+	for i := range n {
+		publish(s, fmt.Sprint("line ", i))
+	}
+	c.sendAuth(t, clientKey, ch)
+	if err := c.readUntil(t, n); err != nil {
+		t.Fatalf("after %d of %d lines: %v; stats %+v", len(c.got), n, err, s.Stats())
+	}
+	if st := s.Stats(); st.SlowConsumers != 0 {
+		t.Fatalf("slow consumers %d, want 0", st.SlowConsumers)
+	}
+}
+
+// A server that stops does not wait its drain timeout for a client that
+// has not authenticated: there is nothing to deliver to it. The client
+// gets the CHALLENGE and the end of the stream.
+func TestSignedShutdownMidAuth(t *testing.T) {
+	s, pub, stop := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	lim := testLimits()
+	lim.DrainTimeout = time.Hour // runServer's stop fails after 10 s
+	s.SetLimits(lim)
+	c := dialSigned(t, s, pub)
+	c.readChallenge(t)
+	publish(s, "not for the unauthenticated")
+	stop()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(c); len(rest) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("after the CHALLENGE the client read %q, %v; want the end of the stream", rest, err)
+	}
+	if st := s.Stats(); st.AuthFailed != 0 {
+		t.Errorf("auth_failed %d: a shutdown is not a failed authentication", st.AuthFailed)
 	}
 }

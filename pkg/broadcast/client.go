@@ -328,8 +328,13 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	for {
 		if c.authPending() {
 			// Nothing, not even the anchor, before the client has
-			// authenticated; authenticate wakes the writer.
+			// authenticated; authenticate wakes the writer. A server
+			// that stops closes it at once: there is nothing to drain.
 			if c.reason.Load() != int32(closeNone) {
+				return writerClosed
+			}
+			if lg.closed.Load() {
+				c.shut(closeDrained)
 				return writerClosed
 			}
 			if c.parkWriter(cur) {

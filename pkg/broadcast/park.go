@@ -110,10 +110,10 @@ func (c *client) parkWriter(cur cursor) bool {
 
 // writerHasWork reports whether the writer at cur has something to do:
 // bytes to write, or the client's end to handle. A client yet to
-// authenticate has nothing to be sent.
+// authenticate has nothing to be sent, only its end or the server's.
 func (c *client) writerHasWork(cur cursor) bool {
 	if c.authPending() {
-		return c.reason.Load() != int32(closeNone)
+		return c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()
 	}
 	if data, _ := cur.next(); len(data) > 0 || len(c.preamble) > 0 {
 		return true

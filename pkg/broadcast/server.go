@@ -281,6 +281,11 @@ func (s *Server) maybeScan() {
 	s.scanPos, s.scanSeq = max(s.scanPos, endPos), max(s.scanSeq, endSeq)
 	lim := s.limits.Load()
 	for _, c := range s.clients {
+		if c.authPending() {
+			// Its writer may not move before the client authenticates,
+			// which the handshake timeout bounds: what it pins is kept.
+			continue
+		}
 		lagBytes := lag(endPos, c.sentPos.Load())
 		lagLines := lag(endSeq, c.sentSeq.Load())
 		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
