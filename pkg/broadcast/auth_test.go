@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -273,4 +274,44 @@ func TestSignedShutdownMidAuth(t *testing.T) {
 	if st := s.Stats(); st.AuthFailed != 0 {
 		t.Errorf("auth_failed %d: a shutdown is not a failed authentication", st.AuthFailed)
 	}
+}
+
+// swappableKeys is a KeySet a test can change, like a reloaded file.
+type swappableKeys struct{ keys atomic.Pointer[keySet] }
+
+func (s *swappableKeys) Contains(pub ed25519.PublicKey) bool { return (*s.keys.Load()).Contains(pub) }
+
+// A client whose key is removed (a reload) is disconnected; one whose key
+// stays is not.
+func TestSignedDropRevoked(t *testing.T) {
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0x0b}, 32))
+	keys := &swappableKeys{}
+	both := keySet{clientKey.Public().(ed25519.PublicKey), other.Public().(ed25519.PublicKey)}
+	keys.keys.Store(&both)
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true, Keys: keys})
+	stays, goes := dialSigned(t, s, pub), dialSigned(t, s, pub)
+	stays.sendAuth(t, clientKey, stays.readChallenge(t))
+	goes.sendAuth(t, other, goes.readChallenge(t))
+	publish(s, "for both")
+	for _, c := range []*signedClient{stays, goes} {
+		if err := c.readUntil(t, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.DropRevoked(); n != 0 {
+		t.Fatalf("DropRevoked closed %d clients with every key still authorized", n)
+	}
+	only := keySet{clientKey.Public().(ed25519.PublicKey)}
+	keys.keys.Store(&only)
+	if n := s.DropRevoked(); n != 1 {
+		t.Fatalf("DropRevoked closed %d clients, want 1", n)
+	}
+	publish(s, "for the one left")
+	if err := stays.readUntil(t, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := goes.readUntil(t, 2); err == nil {
+		t.Fatal("the revoked client still received the stream")
+	}
+	eventually(t, "one client left", func() bool { return s.Stats().Connected == 1 })
 }

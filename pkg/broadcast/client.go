@@ -35,10 +35,11 @@ const (
 	closeRejected              // sent a signed frame that was rejected
 	closeAuth                  // failed the signed protocol's authentication
 	closeRateLimit             // kept sending signed messages over its rate
+	closeRevoked               // its key is no longer authorized (reload)
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit", "key revoked"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -104,8 +105,8 @@ type client struct {
 	// writer sends nothing until authed is.
 	needAuth bool
 	authed   atomic.Bool
-	// peerKey is the fingerprint of the key the client authenticated with.
-	peerKey atomic.Pointer[string]
+	// peerKey is the key the client authenticated with.
+	peerKey atomic.Pointer[peerKey]
 }
 
 func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {

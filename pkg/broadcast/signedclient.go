@@ -1,7 +1,9 @@
 package broadcast
 
 import (
+	"crypto/ed25519"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/identity"
@@ -144,7 +146,7 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 				return false
 			}
 			fp := identity.Fingerprint(key)
-			c.peerKey.Store(&fp)
+			c.peerKey.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
 			c.conn.SetDeadline(time.Time{})
 			c.log().WithField("key", fp).Info("Client authenticated")
 			c.authed.Store(true)
@@ -174,11 +176,42 @@ func (c *client) authFailed(err error) {
 	}
 }
 
+// peerKey is a key a client authenticated with.
+type peerKey struct {
+	pub         ed25519.PublicKey
+	fingerprint string
+}
+
+// DropRevoked disconnects the clients that authenticated with a key the
+// server's KeySet no longer accepts, such as one removed from the
+// authorized-keys file by a reload, and returns how many it closed.
+func (s *Server) DropRevoked() int {
+	if s.signed == nil || !s.signed.auth {
+		return 0
+	}
+	s.mu.Lock()
+	var revoked []*client
+	for _, c := range s.clients {
+		if p := c.peerKey.Load(); p != nil && (s.signed.keys == nil || !s.signed.keys.Contains(p.pub)) {
+			revoked = append(revoked, c)
+		}
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range revoked {
+		if c.shut(closeRevoked) {
+			n++
+			c.log().WithField("key", c.keyFingerprint()).Warn("Key no longer authorized, disconnecting")
+		}
+	}
+	return n
+}
+
 // keyFingerprint returns the fingerprint of the client's authenticated
 // key, or "".
 func (c *client) keyFingerprint() string {
 	if p := c.peerKey.Load(); p != nil {
-		return *p
+		return p.fingerprint
 	}
 	return ""
 }

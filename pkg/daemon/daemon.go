@@ -757,6 +757,7 @@ func (d *Daemon) reloadAuthorizedKeys(path string) {
 			d.log.Info("Reload: no authorized-keys file any more; only pool workers' keys are accepted")
 		}
 		d.keys.SetFile(nil)
+		d.signed.DropRevoked()
 		return
 	}
 	file, err := identity.LoadAuthorizedKeys(path)
@@ -766,6 +767,9 @@ func (d *Daemon) reloadAuthorizedKeys(path string) {
 	}
 	d.keys.SetFile(file)
 	d.log.WithField("file", path).Infof("Reload: %d client keys authorized", file.Len())
+	if n := d.signed.DropRevoked(); n > 0 {
+		d.log.Warnf("Reload: %d clients whose key is no longer authorized were disconnected", n)
+	}
 }
 
 // restartOnly lists the settings that changed but cannot apply live.

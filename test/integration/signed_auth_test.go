@@ -55,12 +55,29 @@ func waitLine(t *testing.T, lines <-chan string, want string) {
 	}
 }
 
+// waitClosed reads lines until the watch ends, within short.
+func waitClosed(t *testing.T, lines <-chan string) {
+	t.Helper()
+	deadline := time.After(short)
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the watch still runs after %s", short)
+		}
+	}
+}
+
 // The signed listener over TLS with the identity's certificate, requiring
 // authentication: pool workers authenticate with keys issued to them and
 // verify and ack every line; chattyctl watch works with the pinned
 // identity and an authorized key, and is refused with a wrong pin or a
 // stranger's key, each refusal counted; a reload that authorizes the
-// stranger lets it in. The text TLS listener with the identity's
+// stranger lets it in, and one that removes the first key disconnects its
+// watcher. The text TLS listener with the identity's
 // certificate works pinned too.
 func TestSignedTLSPinnedAndAuthenticated(t *testing.T) {
 	t.Parallel()
@@ -166,9 +183,18 @@ pool:
 	d.Feed("after the reload")
 	waitLine(t, lines2, "after the reload")
 
+	// A reload that removes the first watcher's key disconnects it.
+	if err := os.WriteFile(authorized, []byte(identity.AuthorizedKeyLine(stranger.Public, "new")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	since = d.LogLen()
+	d.Signal(syscall.SIGHUP)
+	d.WaitLogSince(t, since, "1 clients whose key is no longer authorized were disconnected", short)
+	waitClosed(t, lines)
+
 	// The text protocol's TLS listener with the identity's certificate.
 	text := startWatch(t, "--socket", sock, "watch", "--tls", "--pin", pubFile)
-	statusUntil(t, d, "the TLS watcher", func(st control.Status) bool { return st.Clients.Connected == workers+3 })
+	statusUntil(t, d, "the TLS watcher", func(st control.Status) bool { return st.Clients.Connected == workers+2 })
 	d.Feed("over TLS")
 	waitLine(t, text, "over TLS")
 	code, _, errOut = runCtl(t, "--socket", sock, "watch", "--tls", "--pin", identity.PublicPath(strangerKey))
