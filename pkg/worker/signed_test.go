@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,67 @@ func TestSignedWorkerLogsRejection(t *testing.T) {
 		if e.Data[k] != v {
 			t.Errorf("exit log field %s = %v (%T), want %v; fields %v", k, e.Data[k], e.Data[k], v, e.Data)
 		}
+	}
+}
+
+// A worker on a listener that requires authentication answers the
+// CHALLENGE with an AUTH before anything else, whenever the challenge
+// comes: no PING goes out before the stream has started, however short
+// its keep-alive interval, and keep-alives begin once it has.
+func TestSignedWorkerAuthenticatesFirst(t *testing.T) {
+	srv := newServer(t)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, wkey, _ := ed25519.GenerateKey(nil)
+	enc, err := signed.NewEncoder(priv, signed.PerMessage, signed.EncoderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(srv.addr())
+	o.PublicKey, o.Key = pub, wkey
+	o.KeepAliveMin, o.KeepAliveMax = 10*time.Millisecond, 10*time.Millisecond
+	start(t, o)
+	c := srv.accept(t)
+
+	// Twenty keep-alive intervals with no challenge: nothing may be sent.
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 4096)
+	if n, err := c.Read(buf); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("before the challenge the worker sent %q (%v)", buf[:n], err)
+	}
+
+	anchor, session, err := enc.Anchor(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(enc.AppendChallenge(nil, session)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	dec := signed.NewDecoder(1 << 16)
+	next := func() signed.Frame {
+		t.Helper()
+		for {
+			f, ok, err := dec.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				return f
+			}
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec.Feed(buf[:n])
+		}
+	}
+	if f := next(); f.Kind != signed.KindAuth {
+		t.Fatalf("first frame %v, want AUTH", f.Kind)
+	}
+	if _, err := c.Write(anchor); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(); f.Kind != signed.KindPing {
+		t.Fatalf("after the anchor: %v, want PING", f.Kind)
 	}
 }

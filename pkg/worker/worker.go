@@ -206,6 +206,15 @@ type session struct {
 	keepAliveAcks atomic.Int64
 }
 
+// started reports whether keep-alives may be sent: always on the text
+// protocol, once the stream has started on the signed one.
+func (s *session) started() bool {
+	if a, ok := s.acks.(*signedAcker); ok {
+		return a.started()
+	}
+	return true
+}
+
 // outbox is the bytes waiting for the writer.
 type outbox struct {
 	mu     sync.Mutex // guards buf and closed
@@ -244,11 +253,16 @@ type ackMaker interface {
 // signedAcker acknowledges every verified message of a signed stream by
 // its sequence number, counts PONGs and answers the daemon's CHALLENGE.
 type signedAcker struct {
-	v       *signed.Verifier
-	key     ed25519.PrivateKey // answers a CHALLENGE; nil: cannot
-	binding signed.Binding     // the connection's TLS channel binding
-	log     *logrus.Entry
+	v        *signed.Verifier
+	key      ed25519.PrivateKey // answers a CHALLENGE; nil: cannot
+	binding  signed.Binding     // the connection's TLS channel binding
+	log      *logrus.Entry
+	anchored atomic.Bool // the ANCHOR has verified: the stream has started
 }
+
+// started reports whether the signed stream has started: before its
+// ANCHOR (during authentication, say) a PING would be refused.
+func (a *signedAcker) started() bool { return a.anchored.Load() }
 
 func (a *signedAcker) feed(dst, p []byte) ([]byte, int, error) {
 	pongs := 0
@@ -265,6 +279,9 @@ func (a *signedAcker) feed(dst, p []byte) ([]byte, int, error) {
 	})
 	if err != nil {
 		return dst, pongs, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	if _, ok := a.v.Anchor(); ok {
+		a.anchored.Store(true)
 	}
 	return dst, pongs, authErr
 }
@@ -344,6 +361,12 @@ func (s *session) run(ctx context.Context, opts Options, lifetime time.Duration)
 		case err := <-errc:
 			return restart(err)
 		case now := <-send.C:
+			if !s.started() {
+				// No keep-alive before the stream starts: a signed
+				// listener takes nothing but the AUTH first.
+				send.Reset(between(opts.KeepAliveMin, opts.KeepAliveMax))
+				continue
+			}
 			sentTotal++
 			s.out.push(s.keepAlive(nil, uint64(sentTotal)))
 			sent = append(sent, now)
