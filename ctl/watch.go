@@ -60,6 +60,9 @@ func cmdWatch(c *cli.Context) error {
 			if l.Protocol == protocol || (protocol == "tcp" && l.Protocol == "") ||
 				(protocol == "signed" && l.Protocol == "signed+tls") {
 				addr = l.Addr
+				if l.Protocol == "signed+tls" && !c.Bool("tls") {
+					return usagef("watch: the signed listener %s uses TLS; add --tls and --pin FILE.pub (or --ca FILE)", l.Addr)
+				}
 				break
 			}
 		}

@@ -81,14 +81,16 @@ func TLS(c *cli.Context, addr string) (*tls.Config, error) {
 func Key(c *cli.Context) (ed25519.PrivateKey, error) {
 	path, fd := c.String("identity"), c.Int("credentials-fd")
 	switch {
-	case path != "" && c.IsSet("credentials-fd") && fd > 0:
-		return nil, Usagef("--identity and --credentials-fd both name a key; choose one")
 	case path != "":
+		// An explicit key file wins over the descriptor the pool names in
+		// the environment: a custom worker may bring its own key.
 		id, err := identity.Load(path)
 		if err != nil {
 			return nil, fmt.Errorf("--identity: %w", err)
 		}
 		return id.Private, nil
+	case fd > 0 && fd < 3:
+		return nil, Usagef("--credentials-fd %d is standard input, output or error; the key comes on a descriptor from 3 up", fd)
 	case fd > 0:
 		return readKeyFD(fd)
 	}
@@ -101,13 +103,10 @@ const maxCredentials = 16 << 10
 // readKeyFD reads a PEM private key from file descriptor fd and closes it.
 func readKeyFD(fd int) (ed25519.PrivateKey, error) {
 	f := os.NewFile(uintptr(fd), "credentials")
-	if f == nil {
-		return nil, fmt.Errorf("credentials: file descriptor %d is not open", fd)
-	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxCredentials+1))
 	if err != nil {
-		return nil, fmt.Errorf("credentials: read file descriptor %d: %w", fd, err)
+		return nil, fmt.Errorf("credentials: read file descriptor %d (is it open? chattyd's pool passes it to workers of an authenticating signed listener): %w", fd, err)
 	}
 	if len(data) > maxCredentials {
 		return nil, errors.New("credentials: more than " + strconv.Itoa(maxCredentials) + " bytes; not a key")

@@ -73,6 +73,14 @@ func TestFlags(t *testing.T) {
 	if p := parse(t, "--identity", keyFile); p.keyErr != nil || !p.key.Equal(id.Private) {
 		t.Errorf("--identity: %v", p.keyErr)
 	}
+	if p := parse(t, "--credentials-fd", "1"); p.keyErr == nil || !strings.Contains(p.keyErr.Error(), "from 3 up") {
+		t.Errorf("--credentials-fd 1: %v, want a usage error", p.keyErr)
+	}
+	// A custom worker's own --identity wins over the pool's descriptor.
+	t.Setenv(CredentialsFDEnv, "99")
+	if p := parse(t, "--identity", keyFile); p.keyErr != nil || !p.key.Equal(id.Private) {
+		t.Errorf("--identity with %s set: %v", CredentialsFDEnv, p.keyErr)
+	}
 }
 
 // A key passed through a pipe, as the pool does, is read and the

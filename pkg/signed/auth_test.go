@@ -116,6 +116,12 @@ func TestChallengeChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otherStream := e.StreamID()
+	otherStream[0] ^= 1
+	sameKeyOtherStream, err := NewEncoder(testKey(), PerMessage, EncoderOptions{StreamID: otherStream, Now: fixedNow})
+	if err != nil {
+		t.Fatal(err)
+	}
 	otherSession := session
 	otherSession[0] ^= 1
 	cases := []struct {
@@ -127,6 +133,7 @@ func TestChallengeChecks(t *testing.T) {
 		{"two challenges", [][]byte{e.AppendChallenge(nil, session), e.AppendChallenge(nil, session)}, ErrUnexpected},
 		{"challenge after the anchor", [][]byte{anchor, e.AppendChallenge(nil, session)}, ErrUnexpected},
 		{"anchor of another session", [][]byte{e.AppendChallenge(nil, otherSession), anchor}, ErrUnexpected},
+		{"anchor of another stream", [][]byte{sameKeyOtherStream.AppendChallenge(nil, session), anchor}, ErrUnexpected},
 		{"truncated", [][]byte{e.AppendChallenge(nil, session)[:HeaderSize+challengeSize-1]}, nil},
 	}
 	for _, tc := range cases {

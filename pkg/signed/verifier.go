@@ -292,8 +292,9 @@ func (v *Verifier) anchorFrame(b []byte, now int64) *RejectError {
 	if re := v.checkTime(ts, now, a.Seq); re != nil {
 		return re
 	}
-	if v.challenged && a.Session != v.challenge.Session {
-		return reject(ReasonUnexpected, a.Seq, "ANCHOR of session %v after a CHALLENGE of session %v", a.Session, v.challenge.Session)
+	if v.challenged && (a.Session != v.challenge.Session || a.Stream != v.challenge.Stream) {
+		return reject(ReasonUnexpected, a.Seq, "ANCHOR of stream %v session %v after a CHALLENGE of stream %v session %v",
+			a.Stream, a.Session, v.challenge.Stream, v.challenge.Session)
 	}
 	a.Time = time.Unix(0, ts)
 	v.anchor, v.anchored = a, true

@@ -42,7 +42,7 @@ func SelfSigned(priv ed25519.PrivateKey, now time.Time) (tls.Certificate, error)
 		Subject:               pkix.Name{CommonName: "chattyd " + identity.Fingerprint(pub)},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(selfSignedValidity),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 	}
