@@ -720,7 +720,14 @@ func (d *Daemon) reload() {
 		}
 	}
 	if d.signedTLS != nil && next.Broadcast.Signed.TLS.Enabled {
-		files, err := d.signedTLSFiles(next.Broadcast.Signed.TLS)
+		// Where the certificate comes from (files or the identity) is
+		// set at start, as built-in workers pin what the daemon started
+		// with; a reload reads the files again.
+		st := next.Broadcast.Signed.TLS
+		if st.SelfSigned = d.startSigned.TLS.SelfSigned; st.SelfSigned {
+			st = d.startSigned.TLS
+		}
+		files, err := d.signedTLSFiles(st)
 		if err == nil {
 			err = d.signedTLS.Reload(files)
 		}

@@ -205,3 +205,31 @@ pool:
 		t.Errorf("acks mismatched %d, worker restarts %d; want 0 and 0", st.Clients.AcksMismatched, st.Pool.Restarts)
 	}
 }
+
+// Where the signed listener's certificate comes from is set at start: a
+// reload that turns self_signed off (for certificate files) says it needs
+// a restart and keeps serving the identity's certificate, so clients
+// pinned to the identity (built-in workers among them) keep connecting.
+func TestSignedTLSSourceKeptOnReload(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := keygenKey(t)
+	pubFile := identity.PublicPath(keyFile)
+	pki := harness.NewPKI(t)
+	addr := harness.FreeAddr(t)
+	conf := func(tlsBody string) string {
+		return fmt.Sprintf("version: 1\npool:\n  size: 0\nidentity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    tls:\n      enabled: true\n%s", keyFile, addr, tlsBody)
+	}
+	d := harness.StartDaemon(t, harness.Options{Config: conf("      self_signed: true\n")})
+	d.WaitLog(t, "The signed listener is on "+addr, short)
+	d.WriteConfig(conf(fmt.Sprintf("      cert_file: %s\n      key_file: %s\n", pki.CertFile, pki.KeyFile)))
+	since := d.LogLen()
+	d.Signal(syscall.SIGHUP)
+	d.WaitLogSince(t, since, "Configuration reloaded", short)
+	if !strings.Contains(d.Log()[since:], "field=broadcast.signed") {
+		t.Errorf("the reload does not say that broadcast.signed changes only at restart:\n%s", d.Log()[since:])
+	}
+	lines := startWatch(t, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile, "--tls", "--pin", pubFile)
+	statusUntil(t, d, "the pinned watcher", func(st control.Status) bool { return st.Clients.Connected == 1 })
+	d.Feed("still pinned")
+	waitLine(t, lines, "still pinned")
+}
