@@ -46,6 +46,16 @@ bench: build
 # The signed listener end to end, subscribers verifying every message:
 # per-message and chained at full speed, and their latency against the
 # text listener's (also part of `make bench`); see docs/benchmarks.md.
+# fuzz runs every fuzz target (go test -fuzz) for FUZZTIME each.
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzz: $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
 bench-signed: build
 	./bench/run.sh -only signed-per-message,signed-chained,signed-latency $(BENCH_FLAGS)
 

@@ -231,10 +231,12 @@ loop:
 	rep.LinesFed = <-fedDone
 	logf("fed %d lines; draining", rep.LinesFed)
 
-	// Every subscriber must get every line.
+	// Every subscriber must get every line and every message sent: the
+	// last send can come after the last feed line, as the sender and the
+	// feeder stop on the same deadline.
 	drain := time.Now().Add(30 * time.Second)
 	for _, s := range subs {
-		for s.last.Load() < uint64(rep.LinesFed) && time.Now().Before(drain) {
+		for (s.last.Load() < uint64(rep.LinesFed) || s.sent.Load() < uint64(rep.Sends)) && time.Now().Before(drain) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
