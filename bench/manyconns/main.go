@@ -410,17 +410,8 @@ func readKiB(pid int, field string) (int64, error) {
 }
 
 func goroutines(ctx context.Context, ctl *client.Client) (int, error) {
-	b, err := ctl.Metrics(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return int(f), err
-		}
-	}
-	return 0, errors.New("no go_goroutines")
+	n, err := ctl.Metric(ctx, "go_goroutines")
+	return int(n), err
 }
 
 // memstats reads the Go runtime's stack and heap in use from /metrics.

@@ -723,17 +723,8 @@ func countFDs(pid int) (int, error) {
 func goroutines(ctx context.Context, ctl *client.Client) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b, err := ctl.Metrics(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return int(f), err
-		}
-	}
-	return 0, errors.New("no go_goroutines in /metrics")
+	n, err := ctl.Metric(ctx, "go_goroutines")
+	return int(n), err
 }
 
 // procStat returns the state and parent of pid from /proc/PID/stat.

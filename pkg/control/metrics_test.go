@@ -39,6 +39,9 @@ func TestMetrics(t *testing.T) {
 		"chatty_acks_good_total 40",
 		"chatty_acks_mismatched_total 2",
 		"chatty_clients_rejected_frames_total 0",
+		"chatty_clients_tls_failed_total 0",
+		"chatty_clients_auth_failed_total 0",
+		"chatty_clients_rate_limited_messages_total 0",
 		"chatty_pool_workers_desired 4",
 		"chatty_pool_workers_running 1",
 		"chatty_pool_restarts_total 9",
@@ -47,6 +50,22 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// Metric reads one unlabelled sample, and says so when there is none.
+func TestMetric(t *testing.T) {
+	srv := controltest.Serve(t, newFake(), control.Options{})
+	c := client.New(srv.Addr())
+	if v, err := c.Metric(t.Context(), "chatty_clients_accepted_total"); err != nil || v != 7 {
+		t.Errorf("chatty_clients_accepted_total = %v, %v; want 7", v, err)
+	}
+	if v, err := c.Metric(t.Context(), "go_goroutines"); err != nil || v < 1 {
+		t.Errorf("go_goroutines = %v, %v", v, err)
+	}
+	// A prefix of a name is not the name.
+	if _, err := c.Metric(t.Context(), "chatty_clients_accepted"); err == nil || !strings.Contains(err.Error(), "no chatty_clients_accepted in /metrics") {
+		t.Errorf("a missing metric: %v", err)
 	}
 }
 

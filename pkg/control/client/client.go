@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -106,6 +107,21 @@ func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
 	var buf bytes.Buffer
 	err := c.do(ctx, http.MethodGet, control.PathMetrics, nil, &buf)
 	return buf.Bytes(), err
+}
+
+// Metric returns the value of the sample of /metrics named name without
+// labels, such as "go_goroutines".
+func (c *Client) Metric(ctx context.Context, name string) (float64, error) {
+	b, err := c.Metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
 }
 
 // do sends a request with in as its JSON body (none if nil) and decodes a
