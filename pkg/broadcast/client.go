@@ -540,28 +540,41 @@ func (c *client) readLoop() {
 		n, err := c.conn.Read(buf[end:])
 		grow = n > 0 && end+n == len(buf)
 		end += n
-		for start < end {
-			i := bytes.IndexByte(buf[start:end], '\n')
-			if i < 0 {
-				break
-			}
-			line := wire.TrimCR(buf[start : start+i])
-			if len(line) > lim.MaxClientLine {
-				c.lineTooLong(lim.MaxClientLine)
-				return
-			}
-			c.handleLine(line, debug)
-			start += i + 1
-		}
-		if end-start > lim.MaxClientLine+1 { // "+1": room for a "\r"
-			c.lineTooLong(lim.MaxClientLine)
+		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		if !ok {
 			return
 		}
+		start += used
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
 	}
+}
+
+// handleLines handles every complete line of p, a text client's bytes,
+// and returns how many bytes they took; the rest is an incomplete line. It
+// reports false, having closed the client, for a line longer than max,
+// complete or not.
+func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) {
+	for {
+		i := bytes.IndexByte(p[used:], '\n')
+		if i < 0 {
+			break
+		}
+		line := wire.TrimCR(p[used : used+i])
+		if len(line) > max {
+			c.lineTooLong(max)
+			return used, false
+		}
+		c.handleLine(line, debug)
+		used += i + 1
+	}
+	if len(p)-used > max+1 { // "+1": room for a "\r"
+		c.lineTooLong(max)
+		return used, false
+	}
+	return used, true
 }
 
 func (c *client) lineTooLong(max int) {

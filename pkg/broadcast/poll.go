@@ -6,7 +6,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/chatty-dev/chatty/pkg/wire"
 	"github.com/sirupsen/logrus"
 )
 
@@ -177,23 +176,11 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 				err = syscall.EAGAIN // enough for one pass
 			}
 		}
-		for start < end {
-			i := bytes.IndexByte(buf[start:end], '\n')
-			if i < 0 {
-				break
-			}
-			line := wire.TrimCR(buf[start : start+i])
-			if len(line) > lim.MaxClientLine {
-				c.lineTooLong(lim.MaxClientLine)
-				return false
-			}
-			c.handleLine(line, debug)
-			start += i + 1
-		}
-		if end-start > lim.MaxClientLine+1 { // "+1": room for a "\r"
-			c.lineTooLong(lim.MaxClientLine)
+		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		if !ok {
 			return false
 		}
+		start += used
 		if err == syscall.EAGAIN {
 			if end > start {
 				c.partial = bytes.Clone(buf[start:end])
