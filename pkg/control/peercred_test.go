@@ -21,7 +21,8 @@ import (
 )
 
 // helperEnv, when set to "ACTION SOCKET", makes the test binary act as a
-// control client instead of running tests; see runHelper.
+// control client instead of running tests, or, for "wait", wait for its
+// standard input to close; see runHelper.
 const helperEnv = "CHATTY_CONTROL_HELPER"
 
 // runHelper performs one call and prints "ok" or the error.
@@ -38,6 +39,9 @@ func runHelper() int {
 		_, err = c.Scale(ctx, 1)
 	case "stop":
 		err = c.Stop(ctx)
+	case "wait":
+		// Just be a process that the test started: until stdin closes.
+		_, err = io.Copy(io.Discard, os.Stdin)
 	default:
 		err = fmt.Errorf("unknown helper action %q", action)
 	}

@@ -8,8 +8,9 @@
 // Prometheus metrics. Errors are JSON objects {"error": "..."} with a
 // fitting status. docs/control.md describes every call.
 //
-// The socket is created by Listen with mode 0660, after checking that no
-// live daemon answers on its path and removing a stale one.
+// The socket is created by Listen with mode 0660, under a lock on a file
+// beside it (LockPath) held until the server closes, after checking that
+// no live daemon answers on its path and removing a stale one.
 package control
 
 import (
@@ -35,7 +36,10 @@ type Options struct {
 	// DefaultSocketPath().
 	Path string
 	// Listener, when set, is used instead of creating a socket, for one
-	// passed by systemd. The server closes it; it does not remove its file.
+	// passed by systemd. The server closes it; it does not remove its
+	// file, and takes no lock: chattyd then neither checks, removes nor
+	// binds the path, which is what the lock serializes, and systemd
+	// runs one instance of the service at a time.
 	Listener net.Listener
 	// Group names the group whose members may change things. Empty: only
 	// root and the daemon's own user may. With Path, the socket and a
@@ -118,8 +122,8 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
 // accepting, lets requests in progress finish (for a few seconds), closes
-// the listener, which removes a socket file that Listen created, and waits
-// for its goroutines. It returns ctx's error after a clean shutdown.
+// the listener, which removes a socket file that Listen created and then
+// releases its lock, and waits for its goroutines. It returns ctx's error after a clean shutdown.
 // Run may be called once.
 func (s *Server) Run(ctx context.Context) error {
 	s.mu.Lock()

@@ -39,8 +39,17 @@ func DefaultSocketPath() string {
 // group may connect, others may not.
 const SocketMode = 0o660
 
-// ErrInUse is wrapped by Listen's error when a live daemon answers on the path.
+// LockMode is the permission of the lock file Listen creates beside the
+// socket: only its owner may open it.
+const LockMode = 0o600
+
+// ErrInUse is wrapped by Listen's error when another daemon holds the
+// socket's lock or a live daemon answers on the path.
 var ErrInUse = errors.New("control socket in use")
+
+// LockPath returns the lock file of the control socket at path: path with
+// ".lock" appended, in the same directory.
+func LockPath(path string) string { return path + ".lock" }
 
 // umaskMu serializes Listen's umask changes, which are process-wide.
 var umaskMu sync.Mutex
@@ -51,16 +60,27 @@ var umaskMu sync.Mutex
 //     otherwise (with group set to group, when given, so its members can
 //     reach the socket); an existing directory must not be writable by
 //     others unless sticky, and for a non-root user must be theirs or root's;
-//   - if a daemon answers on path, Listen fails with ErrInUse naming it;
+//   - the lock file LockPath(path) is opened (created with LockMode if
+//     missing; a symbolic link or anything but a regular file is refused)
+//     and locked with flock(LOCK_EX|LOCK_NB); if another process holds the
+//     lock, Listen fails at once with ErrInUse naming path. Everything
+//     below happens under the lock, so two daemons starting together
+//     cannot both find the socket stale and remove each other's;
+//   - if a daemon answers on path, Listen fails with ErrInUse naming it
+//     (one that holds no lock: an older chattyd, or systemd's socket);
 //   - a stale socket (nobody answers) is removed; any other kind of file at
 //     path is left alone and is an error;
 //   - the socket is created with SocketMode by setting the umask around
 //     bind (never chmod after), then given to group when group is not empty.
 //
-// The listener removes the socket file when closed. Listen changes the
-// process umask for the duration of bind: call it early, before other
-// goroutines create files.
-func Listen(path, group string) (*net.UnixListener, error) {
+// The listener holds the lock until it is closed; Close removes the socket
+// file first, then releases the lock. The lock file itself stays: removing
+// it would let a daemon lock a file that is no longer at LockPath(path)
+// while another locks a new one. The lock descriptor is close-on-exec, so
+// processes the daemon starts do not hold it; if the daemon dies, the
+// kernel releases it. Listen changes the process umask for the duration
+// of bind: call it early, before other goroutines create files.
+func Listen(path, group string) (*SocketListener, error) {
 	if path == "" {
 		return nil, errors.New("control socket: empty path")
 	}
@@ -75,7 +95,12 @@ func Listen(path, group string) (*net.UnixListener, error) {
 	if err := prepareDir(filepath.Dir(path), gid); err != nil {
 		return nil, err
 	}
+	lock, err := lockSocket(path)
+	if err != nil {
+		return nil, err
+	}
 	if err := removeStale(path); err != nil {
+		lock.Close()
 		return nil, err
 	}
 
@@ -85,16 +110,68 @@ func Listen(path, group string) (*net.UnixListener, error) {
 	unix.Umask(old)
 	umaskMu.Unlock()
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("listen on control socket %s: %w", path, err)
 	}
 	ln.SetUnlinkOnClose(true)
+	sl := &SocketListener{UnixListener: ln, lock: lock}
 	if gid >= 0 {
 		if err := os.Lchown(path, -1, gid); err != nil {
-			ln.Close()
+			sl.Close()
 			return nil, fmt.Errorf("give control socket %s to group %s: %w", path, group, err)
 		}
 	}
-	return ln, nil
+	return sl, nil
+}
+
+// SocketListener is a control socket made by Listen: a Unix listener
+// that holds the socket's lock until it is closed.
+type SocketListener struct {
+	*net.UnixListener
+	lock       *os.File
+	unlockOnce sync.Once
+}
+
+// Close closes the listener, which removes the socket file, and only then
+// releases the lock: the next daemon to take it finds the path free, never
+// a socket that is about to be removed under it.
+func (l *SocketListener) Close() error {
+	err := l.UnixListener.Close()
+	l.unlockOnce.Do(func() { l.lock.Close() })
+	return err
+}
+
+// lockSocket opens the lock file of the socket at path, creating it if
+// missing, and locks it without waiting. The descriptor is close-on-exec.
+func lockSocket(path string) (*os.File, error) {
+	lockPath := LockPath(path)
+	// O_NOFOLLOW: a symbolic link is refused, not followed. O_NONBLOCK:
+	// opening a FIFO put there must not hang; the kind is checked below.
+	fd, err := unix.Open(lockPath, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, LockMode)
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("control socket lock %s is a symbolic link; not following it: remove it or choose another --control-socket", lockPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("control socket lock: %w", &fs.PathError{Op: "open", Path: lockPath, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), lockPath)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("control socket lock: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("control socket lock %s is not a regular file but %s; remove it or choose another --control-socket", lockPath, fileKind(fi.Mode()))
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: another chattyd holds %s (its lock %s is taken); stop that chattyd first (chattyctl --socket %s stop) or choose another --control-socket", ErrInUse, path, lockPath, path)
+		}
+		return nil, fmt.Errorf("lock control socket %s: %w", lockPath, err)
+	}
+	return f, nil
 }
 
 func lookupGroup(name string) (int, error) {
@@ -188,6 +265,8 @@ func fileKind(m fs.FileMode) string {
 		return "a symbolic link"
 	case fs.ModeNamedPipe:
 		return "a named pipe"
+	case fs.ModeSocket:
+		return "a socket"
 	}
 	return "a special file"
 }

@@ -2,13 +2,17 @@ package control_test
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
@@ -28,22 +32,248 @@ func TestSecondServerRefused(t *testing.T) {
 	}
 }
 
-func TestStaleSocketReplaced(t *testing.T) {
-	path := filepath.Join(controltest.SocketDir(t), "c.sock")
+// staleSocket leaves at path what a daemon that died leaves: a socket
+// file nobody answers on.
+func staleSocket(t *testing.T, path string) {
+	t.Helper()
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.SetUnlinkOnClose(false)
-	ln.Close() // a daemon that died: the file stays, nobody answers
+	ln.Close()
 	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != fs.ModeSocket {
 		t.Fatalf("stale socket not in place: %v", err)
 	}
-	srv := controltest.Serve(t, newFake(), control.Options{Path: path})
-	if _, err := client.New(path).Status(t.Context()); err != nil {
-		t.Fatalf("server on a stale socket's path: %v", err)
+}
+
+// holdLock takes the lock of the socket at path as another daemon would,
+// and returns the descriptor; closing it releases the lock.
+func holdLock(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(control.LockPath(path), os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_ = srv
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", f.Name(), err)
+	}
+	return f
+}
+
+// reachable checks that a connection to path reaches ln.
+func reachable(t *testing.T, ln *control.SocketListener, path string) {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	defer c.Close()
+	// The connection is queued already: Accept returns at once unless it
+	// went to another listener. The deadline only bounds that failure.
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	defer ln.SetDeadline(time.Time{})
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("a connection to %s did not reach the listener: %v", path, err)
+	}
+	a.Close()
+}
+
+// refusedByLock checks that err is Listen's refusal of a locked path.
+func refusedByLock(t *testing.T, err error, path string) {
+	t.Helper()
+	want := "another chattyd holds " + path
+	if !errors.Is(err, control.ErrInUse) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Listen = %v; want ErrInUse saying %q", err, want)
+	}
+}
+
+func TestStaleSocketReplaced(t *testing.T) {
+	tests := []struct {
+		name string
+		lock func(t *testing.T, path string)
+	}{
+		{"no lock file", func(*testing.T, string) {}},
+		// The lock file stays when its daemon dies; the kernel releases
+		// the lock when it closes the daemon's descriptors.
+		{"lock file of a dead daemon", func(t *testing.T, path string) { holdLock(t, path).Close() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(controltest.SocketDir(t), "c.sock")
+			staleSocket(t, path)
+			tt.lock(t, path)
+			controltest.Serve(t, newFake(), control.Options{Path: path})
+			if _, err := client.New(path).Status(t.Context()); err != nil {
+				t.Fatalf("server on a stale socket's path: %v", err)
+			}
+		})
+	}
+}
+
+// A second listener on the path of a first fails at once on the lock,
+// naming the path, and leaves the first reachable; once the first is
+// closed, another takes the path.
+func TestListenLocked(t *testing.T) {
+	path := filepath.Join(controltest.SocketDir(t), "c.sock")
+	first, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = control.Listen(path, "")
+	refusedByLock(t, err, path)
+	reachable(t, first, path)
+
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(control.LockPath(path)); err != nil {
+		t.Errorf("the lock file after Close: %v; want it left in place", err)
+	}
+	next, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatalf("Listen after the first closed: %v", err)
+	}
+	defer next.Close()
+	reachable(t, next, path)
+}
+
+// A daemon that holds the lock may be between its stale check and its
+// bind: the stale socket is its to replace, and nobody else's.
+func TestLockHolderKeepsStaleSocket(t *testing.T) {
+	path := filepath.Join(controltest.SocketDir(t), "c.sock")
+	staleSocket(t, path)
+	before, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := holdLock(t, path)
+	_, err = control.Listen(path, "")
+	refusedByLock(t, err, path)
+	if after, err := os.Lstat(path); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the stale socket was replaced while another held the lock: %v", err)
+	}
+
+	lock.Close()
+	ln, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatalf("Listen once the lock is free: %v", err)
+	}
+	defer ln.Close()
+	reachable(t, ln, path)
+}
+
+// Two daemons starting at once on a stale socket's path: exactly one
+// wins, the other is refused, and the winner's socket stays in place.
+func TestListenRace(t *testing.T) {
+	dir := controltest.SocketDir(t)
+	rounds := 200
+	if testing.Short() {
+		rounds = 20
+	}
+	for i := range rounds {
+		path := filepath.Join(dir, fmt.Sprintf("%d.sock", i))
+		staleSocket(t, path)
+		var (
+			lns  [2]*control.SocketListener
+			errs [2]error
+			wg   sync.WaitGroup
+		)
+		start := make(chan struct{})
+		for j := range lns {
+			wg.Go(func() {
+				<-start
+				lns[j], errs[j] = control.Listen(path, "")
+			})
+		}
+		close(start)
+		wg.Wait()
+		var won []*control.SocketListener
+		for j, ln := range lns {
+			if errs[j] == nil {
+				won = append(won, ln)
+				t.Cleanup(func() { ln.Close() })
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d of 2 listeners won (errors %v); want exactly 1", i, len(won), errs)
+		}
+		for _, err := range errs {
+			if err != nil {
+				refusedByLock(t, err, path)
+			}
+		}
+		reachable(t, won[0], path)
+		won[0].Close()
+	}
+}
+
+// The lock is not inherited by the processes the daemon starts: once the
+// listener is closed, the path is free even though they still run.
+func TestLockNotInherited(t *testing.T) {
+	path := filepath.Join(controltest.SocketDir(t), "c.sock")
+	ln, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(self)
+	child.Env = append(os.Environ(), helperEnv+"=wait -")
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Start returns once the child has exec'd: its descriptors are set.
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Wait()
+	defer stdin.Close()
+
+	ln.Close()
+	next, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatalf("Listen while a process started by the first listener's owner runs: %v", err)
+	}
+	next.Close()
+}
+
+// Only a regular file is taken as the lock; anything else at its path is
+// refused, not followed, and opening it never hangs (a FIFO).
+func TestLockFileKinds(t *testing.T) {
+	dir := controltest.SocketDir(t)
+	tests := []struct {
+		name string
+		make func(lock string) error
+		want string
+	}{
+		{"symlink", func(l string) error { return os.Symlink(filepath.Join(dir, "elsewhere"), l) }, "is a symbolic link"},
+		{"fifo", func(l string) error { return syscall.Mkfifo(l, 0o600) }, "not a regular file but a named pipe"},
+		{"directory", func(l string) error { return os.Mkdir(l, 0o700) }, "is a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, tt.name+".sock")
+			if err := tt.make(control.LockPath(path)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := control.Listen(path, "")
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), control.LockPath(path)) {
+				t.Fatalf("Listen = %v; want an error naming %s and saying %q", err, control.LockPath(path), tt.want)
+			}
+			if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a socket was created without the lock: %v", err)
+			}
+		})
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "elsewhere")); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("the lock's symbolic link was followed")
+	}
 }
 
 func TestNonSocketNotRemoved(t *testing.T) {
@@ -95,6 +325,9 @@ func TestSocketMode(t *testing.T) {
 	}
 	if fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o660 {
 		t.Errorf("socket mode = %v; want socket 0660", fi.Mode())
+	}
+	if fi, err := os.Lstat(control.LockPath(path)); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v; want a regular file 0600", fi, err)
 	}
 	if cur := syscall.Umask(0); cur != 0 {
 		t.Errorf("umask after Listen = %#o; want it restored to 0", cur)

@@ -610,7 +610,7 @@ func TestCtlSecondDaemonRefused(t *testing.T) {
 	if r.Code != 1 {
 		t.Errorf("second chattyd: exit status %d, want 1", r.Code)
 	}
-	if want := "control socket in use: another chattyd is listening on " + sock; !strings.Contains(r.Stderr, want) {
+	if want := "control socket in use: another chattyd holds " + sock; !strings.Contains(r.Stderr, want) {
 		t.Errorf("second chattyd's stderr lacks %q:\n%s", want, r.Stderr)
 	}
 	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {

@@ -567,6 +567,13 @@ func TestFaultDaemonKilledAndRestarted(t *testing.T) {
 	if code := d.Wait(short); code != -1 {
 		t.Fatalf("exit status %d, want -1 (killed)", code)
 	}
+	// The killed chattyd leaves its socket and lock file; the kernel has
+	// released the lock, so they do not stop the next one.
+	for _, p := range []string{sock, control.LockPath(sock)} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("left by the killed chattyd: %v", err)
+		}
+	}
 	t0 := time.Now()
 	d2 := harness.StartDaemon(t, harness.Options{Config: cfg, Listen: addr, ControlSocket: sock})
 	bound := time.Since(t0)
