@@ -58,8 +58,9 @@ var umaskMu sync.Mutex
 //
 //   - the directory is created if missing, mode 0750 for root and 0700
 //     otherwise (with group set to group, when given, so its members can
-//     reach the socket); an existing directory must not be writable by
-//     others unless sticky, and for a non-root user must be theirs or root's;
+//     reach the socket); an existing directory must be a real one (not a
+//     symbolic link), writable by neither its group nor others (sticky or
+//     not), and must be the user's or root's;
 //   - the lock file LockPath(path) is opened (created with LockMode if
 //     missing; a symbolic link or anything but a regular file is refused)
 //     and locked with flock(LOCK_EX|LOCK_NB); if another process holds the
