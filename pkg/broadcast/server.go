@@ -114,12 +114,12 @@ type Server struct {
 	protocol   atomic.Uint64
 	handshakes atomic.Uint64
 
-	refusedLogged atomic.Int64 // when a refusal was last logged, Unix nanoseconds
-	undelivered   atomic.Uint64
-	keepAlives    atomic.Uint64
-	rejected      atomic.Uint64
-	authFailed    atomic.Uint64
-	rateLimited   atomic.Uint64
+	refusedLog  logLimiter // refusals over max_clients
+	undelivered atomic.Uint64
+	keepAlives  atomic.Uint64
+	rejected    atomic.Uint64
+	authFailed  atomic.Uint64
+	rateLimited atomic.Uint64
 
 	parked   parkedWriters
 	poller   *poller   // set by Run; nil when epoll is not available
@@ -439,8 +439,7 @@ func (s *Server) admit(conn net.Conn) {
 // become a flood of log lines.
 func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 	n := s.refused.Add(1)
-	if now := time.Now().UnixNano(); now-s.refusedLogged.Load() >= int64(time.Second) {
-		s.refusedLogged.Store(now)
+	if s.refusedLog.allow() {
 		why := "too many clients"
 		if draining {
 			why = "shutting down"
@@ -455,6 +454,21 @@ func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 		fmt.Fprintf(conn, refusal, maxClients)
 		conn.Close()
 	}()
+}
+
+// logLimiter spaces the log lines of an event that can come in a flood,
+// such as refused connections: one a second at most. The zero value is
+// ready to use.
+type logLimiter struct {
+	last atomic.Int64 // when a line was last allowed, Unix nanoseconds
+}
+
+// allow reports whether a line may be logged now. Of callers racing for
+// the same second, only one is allowed.
+func (l *logLimiter) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	return now-last >= int64(time.Second) && l.last.CompareAndSwap(last, now)
 }
 
 func (s *Server) remove(c *client) {
