@@ -31,7 +31,7 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 		UptimeSeconds: 3723,
 		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 1},
-		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5},
+		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5, Authenticating: 1, UnauthenticatedRefused: 4},
 		Pool: control.PoolStatus{Running: 1, Slots: []control.Worker{
 			{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2"},
 		}},
@@ -63,7 +63,7 @@ func TestCommands(t *testing.T) {
 		wantCalls []string
 	}{
 		{name: "status", args: []string{"status"}, wantCode: 0,
-			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "1 of 4 running",
+			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "; 1 authenticating", "; 4 refused with too many authenticating", "1 of 4 running",
 				"SLOT", "4242", "exited with code 2"},
 			wantCalls: []string{"status"}},
 		{name: "clients", args: []string{"clients"}, wantCode: 0,

@@ -58,8 +58,14 @@ func printStatus(out io.Writer, st control.Status) error {
 	if cs.TLSFailed > 0 {
 		fmt.Fprintf(w, "; %d TLS handshakes failed", cs.TLSFailed)
 	}
+	if cs.Authenticating > 0 {
+		fmt.Fprintf(w, "; %d authenticating", cs.Authenticating)
+	}
 	if cs.AuthFailed > 0 {
 		fmt.Fprintf(w, "; %d failed authentication", cs.AuthFailed)
+	}
+	if cs.UnauthenticatedRefused > 0 {
+		fmt.Fprintf(w, "; %d refused with too many authenticating", cs.UnauthenticatedRefused)
 	}
 	if cs.RateLimited > 0 {
 		fmt.Fprintf(w, "; %d messages over their rate", cs.RateLimited)

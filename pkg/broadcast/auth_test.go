@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -314,4 +315,184 @@ func TestSignedDropRevoked(t *testing.T) {
 		t.Fatal("the revoked client still received the stream")
 	}
 	eventually(t, "one client left", func() bool { return s.Stats().Connected == 1 })
+}
+
+// dialStranger connects to s without waiting to be admitted: the server
+// may refuse it.
+func dialStranger(t *testing.T, s *Server, pub ed25519.PublicKey) *signedClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &signedClient{Conn: conn, v: v, buf: make([]byte, 4096)}
+}
+
+// readNothing checks that the server closed c without sending anything.
+func (c *signedClient) readNothing(t *testing.T, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(c); len(rest) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("%s read %d bytes, %v; want the connection closed with nothing sent", what, len(rest), err)
+	}
+}
+
+// A flood of strangers who never answer the CHALLENGE holds at most
+// MaxUnauthenticated places. The connections over it are closed at once,
+// sent nothing (no signed CHALLENGE), and counted apart from max_clients;
+// an authorized client keeps the feed, another takes the place a stranger
+// leaves, and once the strangers are gone as many new ones are admitted
+// again.
+func TestSignedMaxUnauthenticated(t *testing.T) {
+	const limit, extra = 3, 5
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	lim := testLimits()
+	lim.MaxUnauthenticated = limit
+	// Room for the strangers and two authorized clients: strangers who
+	// took every place would keep the second out.
+	lim.MaxClients = limit + 2
+	s.SetLimits(lim)
+
+	early := dialSigned(t, s, pub)
+	early.sendAuth(t, clientKey, early.readChallenge(t))
+	eventually(t, "the first client authenticated", func() bool { return s.Stats().Authenticating == 0 })
+
+	strangers := make([]*signedClient, limit)
+	for i := range strangers {
+		strangers[i] = dialStranger(t, s, pub)
+		strangers[i].readChallenge(t) // admitted
+	}
+	for i := range extra {
+		dialStranger(t, s, pub).readNothing(t, fmt.Sprintf("stranger %d over the limit", limit+i+1))
+	}
+	st := s.Stats()
+	if st.UnauthenticatedRefused != extra || st.Refused != 0 || st.Authenticating != limit || st.Accepted != limit+1 {
+		t.Fatalf("unauthenticated_refused %d, refused %d, authenticating %d, accepted %d; want %d, 0, %d, %d",
+			st.UnauthenticatedRefused, st.Refused, st.Authenticating, st.Accepted, extra, limit, limit+1)
+	}
+
+	publish(s, "during the flood")
+	if err := early.readUntil(t, 1); err != nil {
+		t.Fatalf("the authorized client during the flood: %v", err)
+	}
+
+	strangers[0].Close()
+	eventually(t, "the place of the stranger who left freed", func() bool { return s.Stats().Authenticating == limit-1 })
+	late := dialSigned(t, s, pub)
+	late.sendAuth(t, clientKey, late.readChallenge(t))
+	publish(s, "after")
+	if err := late.readUntil(t, 1); err != nil || string(late.got[0].Payload) != "after" {
+		t.Fatalf("the authorized client who came during the flood: %v, got %d messages", err, len(late.got))
+	}
+
+	for _, c := range strangers[1:] {
+		c.Close()
+	}
+	eventually(t, "no client authenticating", func() bool { return s.Stats().Authenticating == 0 })
+	for range limit {
+		dialStranger(t, s, pub).readChallenge(t) // each admitted again
+	}
+	if st := s.Stats(); st.UnauthenticatedRefused != extra || st.Authenticating != limit {
+		t.Fatalf("unauthenticated_refused %d, authenticating %d; want %d and %d", st.UnauthenticatedRefused, st.Authenticating, extra, limit)
+	}
+}
+
+// However a client stops authenticating, its place is given back, so
+// the count cannot leak: with a limit of one, the next stranger is
+// admitted after each.
+func TestSignedUnauthenticatedPlaceFreed(t *testing.T) {
+	cases := []struct {
+		name  string
+		leave func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys)
+	}{
+		{"authenticated", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.sendAuth(t, clientKey, ch)
+		}},
+		{"unknown key", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.sendAuth(t, strangerKey, ch)
+			eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
+		}},
+		{"garbage", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		}},
+		{"peer gone", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.Close()
+		}},
+		{"handshake timeout", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.readNothing(t, "a silent client") // until the server gives up on it
+		}},
+		{"revoked after authenticating", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
+			c.sendAuth(t, clientKey, ch)
+			eventually(t, "authenticated", func() bool { return len(s.Clients()) == 1 && s.Clients()[0].Key != "" })
+			keys.keys.Store(&keySet{})
+			if n := s.DropRevoked(); n != 1 {
+				t.Fatalf("DropRevoked closed %d clients, want 1", n)
+			}
+			eventually(t, "the revoked client removed", func() bool { return s.Stats().Connected == 0 })
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old := handshakeTimeout
+			handshakeTimeout = 300 * time.Millisecond // for the silent client; the others answer at once
+			t.Cleanup(func() { handshakeTimeout = old })
+			keys := &swappableKeys{}
+			keys.keys.Store(&keySet{clientKey.Public().(ed25519.PublicKey)})
+			s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true, Keys: keys})
+			lim := testLimits()
+			lim.MaxUnauthenticated = 1
+			s.SetLimits(lim)
+
+			c := dialStranger(t, s, pub)
+			ch := c.readChallenge(t)
+			dialStranger(t, s, pub).readNothing(t, "a second client while the first authenticates")
+			tc.leave(t, s, c, ch, keys)
+			eventually(t, "no client authenticating", func() bool { return s.Stats().Authenticating == 0 })
+			dialStranger(t, s, pub).readChallenge(t)
+			if st := s.Stats(); st.UnauthenticatedRefused != 1 {
+				t.Errorf("unauthenticated_refused %d, want 1", st.UnauthenticatedRefused)
+			}
+		})
+	}
+}
+
+// A server that stops while clients authenticate leaves none counted.
+func TestSignedShutdownFreesUnauthenticated(t *testing.T) {
+	s, pub, stop := startSigned(t, SignedOptions{Mode: signed.PerMessage, Authenticate: true,
+		Keys: keySet{clientKey.Public().(ed25519.PublicKey)}})
+	lim := testLimits()
+	lim.MaxUnauthenticated = 2
+	s.SetLimits(lim)
+	for range 2 {
+		dialStranger(t, s, pub).readChallenge(t)
+	}
+	stop()
+	if st := s.Stats(); st.Authenticating != 0 || st.Connected != 0 {
+		t.Fatalf("after Run returned: authenticating %d, connected %d; want 0 and 0", st.Authenticating, st.Connected)
+	}
+}
+
+// The limit is for clients yet to authenticate: a signed server that asks
+// for no authentication, like the text protocol, admits clients beyond it.
+func TestMaxUnauthenticatedWithoutAuth(t *testing.T) {
+	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage})
+	lim := testLimits()
+	lim.MaxUnauthenticated = 1
+	s.SetLimits(lim)
+	cs := []*signedClient{dialSigned(t, s, pub), dialSigned(t, s, pub), dialSigned(t, s, pub)}
+	publish(s, "for all three")
+	for i, c := range cs {
+		if err := c.readUntil(t, 1); err != nil {
+			t.Fatalf("client %d: %v", i+1, err)
+		}
+	}
+	if st := s.Stats(); st.UnauthenticatedRefused != 0 || st.Authenticating != 0 {
+		t.Fatalf("unauthenticated_refused %d, authenticating %d; want 0 and 0", st.UnauthenticatedRefused, st.Authenticating)
+	}
 }

@@ -373,6 +373,21 @@ func TestMaxClientsRefusal(t *testing.T) {
 	}
 }
 
+// A flood of refusals logs one line a second, whoever logs first.
+func TestLogLimiter(t *testing.T) {
+	var l logLimiter
+	if !l.allow() {
+		t.Fatal("the first line was not allowed")
+	}
+	if l.allow() {
+		t.Fatal("a second line within the second was allowed")
+	}
+	l.last.Add(-int64(time.Second))
+	if !l.allow() {
+		t.Fatal("no line allowed a second after the last")
+	}
+}
+
 func TestClientLineTooLong(t *testing.T) {
 	lim := testLimits()
 	lim.MaxClientLine = 64

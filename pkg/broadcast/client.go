@@ -105,6 +105,9 @@ type client struct {
 	// writer sends nothing until authed is.
 	needAuth bool
 	authed   atomic.Bool
+	// authCounted is set while the client counts in the server's
+	// authenticating; guarded by the server's mu.
+	authCounted bool
 	// peerKey is the key the client authenticated with.
 	peerKey atomic.Pointer[peerKey]
 }

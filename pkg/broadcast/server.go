@@ -39,6 +39,12 @@ import (
 type Limits struct {
 	// MaxClients is the most clients connected at once; 0 means no limit.
 	MaxClients int
+	// MaxUnauthenticated is, on a signed server that requires
+	// authentication, the most clients connected at once that have yet
+	// to authenticate; 0 means no limit of their own (they count against
+	// MaxClients, as they always do). A connection over it is closed at
+	// once, sent nothing.
+	MaxUnauthenticated int
 	// IdleTimeout closes a client that sent nothing for this long; 0 disables.
 	IdleTimeout time.Duration
 	// MaxClientLine is the longest line a client may send.
@@ -56,6 +62,7 @@ type Stats struct {
 	Bytes          uint64 // bytes published, terminators included
 	Undelivered    uint64 // lines published while no client was connected
 	Connected      int    // clients connected now
+	Authenticating int    // of which clients yet to authenticate
 	Accepted       uint64 // connections accepted since start
 	Refused        uint64 // connections refused over max_clients
 	SlowConsumers  uint64 // clients disconnected for lagging too far
@@ -68,6 +75,10 @@ type Stats struct {
 	Rejected       uint64 // signed frames from clients rejected (each closes its client)
 	AuthFailed     uint64 // clients that failed the signed protocol's authentication
 	RateLimited    uint64 // signed client messages refused over the client's rate
+
+	// UnauthenticatedRefused counts connections refused because
+	// MaxUnauthenticated clients were authenticating already.
+	UnauthenticatedRefused uint64
 }
 
 // ClientInfo describes one connected client.
@@ -99,12 +110,16 @@ type Server struct {
 
 	ids *ClientIDs // numbers the clients; may be shared with other servers
 
-	mu       sync.Mutex // guards clients, closed totals and scan marks
+	mu       sync.Mutex // guards clients, authenticating, closed totals and scan marks
 	clients  map[uint64]*client
 	gone     Stats  // acks of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
+	// authenticating counts the clients whose authCounted is set: those
+	// admitted by a server that requires authentication, until they
+	// authenticate or end.
+	authenticating int
 
 	connected  atomic.Int64
 	accepted   atomic.Uint64
@@ -113,13 +128,16 @@ type Server struct {
 	idle       atomic.Uint64
 	protocol   atomic.Uint64
 	handshakes atomic.Uint64
+	// unauthRefused counts refusals over max_unauthenticated.
+	unauthRefused atomic.Uint64
 
-	refusedLogged atomic.Int64 // when a refusal was last logged, Unix nanoseconds
-	undelivered   atomic.Uint64
-	keepAlives    atomic.Uint64
-	rejected      atomic.Uint64
-	authFailed    atomic.Uint64
-	rateLimited   atomic.Uint64
+	refusedLog  logLimiter // refusals over max_clients
+	unauthLog   logLimiter // refusals over max_unauthenticated
+	undelivered atomic.Uint64
+	keepAlives  atomic.Uint64
+	rejected    atomic.Uint64
+	authFailed  atomic.Uint64
+	rateLimited atomic.Uint64
 
 	parked   parkedWriters
 	poller   *poller   // set by Run; nil when epoll is not available
@@ -409,7 +427,15 @@ const refusal = "ERROR too many clients (max_clients %d); try again later\n"
 
 func (s *Server) admit(conn net.Conn) {
 	lim := s.limits.Load()
+	needAuth := s.signed != nil && s.signed.auth
 	s.mu.Lock()
+	if needAuth && lim.MaxUnauthenticated > 0 && s.authenticating >= lim.MaxUnauthenticated && !s.draining {
+		// Checked before max_clients: when both are reached, by a
+		// flood most likely, this refusal is the cheaper one.
+		s.mu.Unlock()
+		s.refuseUnauthenticated(conn, lim.MaxUnauthenticated)
+		return
+	}
 	if s.draining || (lim.MaxClients > 0 && len(s.clients) >= lim.MaxClients) {
 		draining := s.draining
 		s.mu.Unlock()
@@ -424,6 +450,10 @@ func (s *Server) admit(conn net.Conn) {
 		return
 	}
 	s.clients[c.id] = c
+	if c.needAuth {
+		c.authCounted = true
+		s.authenticating++
+	}
 	s.connected.Add(1)
 	s.mu.Unlock()
 	s.accepted.Add(1)
@@ -439,8 +469,7 @@ func (s *Server) admit(conn net.Conn) {
 // become a flood of log lines.
 func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 	n := s.refused.Add(1)
-	if now := time.Now().UnixNano(); now-s.refusedLogged.Load() >= int64(time.Second) {
-		s.refusedLogged.Store(now)
+	if s.refusedLog.allow() {
 		why := "too many clients"
 		if draining {
 			why = "shutting down"
@@ -457,9 +486,49 @@ func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 	}()
 }
 
+// logLimiter spaces the log lines of an event that can come in a flood,
+// such as refused connections: one a second at most. The zero value is
+// ready to use.
+type logLimiter struct {
+	last atomic.Int64 // when a line was last allowed, Unix nanoseconds
+}
+
+// allow reports whether a line may be logged now. Of callers racing for
+// the same second, only one is allowed.
+func (l *logLimiter) allow() bool {
+	now := time.Now().UnixNano()
+	last := l.last.Load()
+	return now-last >= int64(time.Second) && l.last.CompareAndSwap(last, now)
+}
+
+// refuseUnauthenticated closes, at once and on the accepting goroutine, a
+// connection that comes while MaxUnauthenticated clients are
+// authenticating already. It is sent nothing, not even a CHALLENGE, and
+// on TLS the handshake is not begun, so a flood of strangers costs no
+// signature. Refusals are counted, and logged at most once a second.
+func (s *Server) refuseUnauthenticated(conn net.Conn, max int) {
+	n := s.unauthRefused.Add(1)
+	if s.unauthLog.allow() {
+		s.logger.WithField("remote", conn.RemoteAddr().String()).WithField("max_unauthenticated", max).
+			WithField("unauthenticated_refused_total", n).
+			Warn("Connection refused: too many clients authenticating already")
+	}
+	conn.Close()
+}
+
+// authDoneLocked takes c off the count of clients authenticating, once:
+// when it authenticates, or when it ends without having done so.
+func (s *Server) authDoneLocked(c *client) {
+	if c.authCounted {
+		c.authCounted = false
+		s.authenticating--
+	}
+}
+
 func (s *Server) remove(c *client) {
 	s.mu.Lock()
 	delete(s.clients, c.id)
+	s.authDoneLocked(c)
 	s.gone.AcksGood += c.acksGood.Load()
 	s.gone.AcksMismatched += c.acksBad.Load()
 	s.mu.Unlock()
@@ -513,9 +582,12 @@ func (s *Server) Stats() Stats {
 		Rejected:      s.rejected.Load(),
 		AuthFailed:    s.authFailed.Load(),
 		RateLimited:   s.rateLimited.Load(),
+
+		UnauthenticatedRefused: s.unauthRefused.Load(),
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
+	st.Authenticating = s.authenticating
 	for _, c := range s.clients {
 		st.AcksGood += c.acksGood.Load()
 		st.AcksMismatched += c.acksBad.Load()

@@ -148,6 +148,9 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 			fp := identity.Fingerprint(key)
 			c.peerKey.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
 			c.conn.SetDeadline(time.Time{})
+			c.srv.mu.Lock()
+			c.srv.authDoneLocked(c) // its place is free for the next
+			c.srv.mu.Unlock()
 			c.log().WithField("key", fp).Info("Client authenticated")
 			c.authed.Store(true)
 			c.wakeWriter()

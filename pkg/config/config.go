@@ -86,6 +86,11 @@ type Signed struct {
 	// holds a key of identity.authorized_keys (or a pool worker's key)
 	// before it receives anything.
 	Auth string `yaml:"auth"`
+	// MaxUnauthenticated is, with Auth "authorized_keys", the most
+	// connections at once that have yet to authenticate; a new one over
+	// it is closed at once. 0 means no limit of their own (max_clients
+	// still applies). It changes on reload.
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
 	// UpstreamRate and UpstreamBurst limit the signed messages one client
 	// may send: UpstreamRate per second on average, UpstreamBurst at once.
 	UpstreamRate  float64 `yaml:"upstream_rate"`
@@ -257,6 +262,7 @@ func Default() Config {
 				TimestampWindow:    signed.DefaultTimestampWindow,
 				FeedType:           "Info",
 				Auth:               AuthNone,
+				MaxUnauthenticated: 128,
 				UpstreamRate:       20,
 				UpstreamBurst:      40,
 			},
@@ -422,6 +428,7 @@ func (c *Config) Validate() []Problem {
 	if sg.Auth != AuthNone && sg.Auth != AuthAuthorizedKeys {
 		bad("broadcast.signed.auth", "must be %s or %s, got %q", AuthNone, AuthAuthorizedKeys, sg.Auth)
 	}
+	nonNegative("broadcast.signed.max_unauthenticated", sg.MaxUnauthenticated)
 	if sg.UpstreamRate <= 0 {
 		bad("broadcast.signed.upstream_rate", "must be positive, got %g", sg.UpstreamRate)
 	}

@@ -105,6 +105,10 @@ var parseErrorCases = []struct {
 	// Validate, one rule at a time.
 	{"listen without port", "version: 1\nbroadcast:\n  listen: 127.0.0.1\n", []want{{3, "broadcast.listen", "host:port"}}},
 	{"negative max_clients", "version: 1\nbroadcast:\n  max_clients: -1\n", []want{{3, "broadcast.max_clients", "negative"}}},
+	{"negative max_unauthenticated", "version: 1\nbroadcast:\n  signed:\n    max_unauthenticated: -3\n",
+		[]want{{4, "broadcast.signed.max_unauthenticated", "must not be negative, got -3"}}},
+	{"string for max_unauthenticated", "version: 1\nbroadcast:\n  signed:\n    max_unauthenticated: many\n",
+		[]want{{4, "broadcast.signed.max_unauthenticated", "whole number"}}},
 	{"negative idle_timeout", "version: 1\nbroadcast:\n  idle_timeout: -1s\n", []want{{3, "broadcast.idle_timeout", "negative"}}},
 	{"small max_client_line", "version: 1\nbroadcast:\n  max_client_line: 63\n", []want{{3, "broadcast.max_client_line", "at least 64"}}},
 	{"zero queue_lines", "version: 1\nbroadcast:\n  queue_lines: 0\n", []want{{3, "broadcast.queue_lines", "positive"}}},
@@ -530,7 +534,7 @@ func TestSignedListener(t *testing.T) {
 	}
 	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
 		CheckpointInterval: signed.DefaultCheckpointInterval, TimestampWindow: 5 * time.Minute,
-		FeedType: "Info", Auth: AuthNone, UpstreamRate: 20, UpstreamBurst: 40}
+		FeedType: "Info", Auth: AuthNone, MaxUnauthenticated: 128, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
 	}
@@ -587,6 +591,7 @@ broadcast:
   signed:
     listen: 127.0.0.1:1
     auth: authorized_keys
+    max_unauthenticated: 16
     upstream_rate: 2.5
     upstream_burst: 3
     tls:
@@ -600,7 +605,7 @@ pool:
 		t.Fatal(err)
 	}
 	sg := cfg.Broadcast.Signed
-	if sg.Auth != AuthAuthorizedKeys || sg.UpstreamRate != 2.5 || sg.UpstreamBurst != 3 || !sg.TLS.Enabled || !sg.TLS.SelfSigned || !cfg.Broadcast.TLS.SelfSigned {
+	if sg.Auth != AuthAuthorizedKeys || sg.MaxUnauthenticated != 16 || sg.UpstreamRate != 2.5 || sg.UpstreamBurst != 3 || !sg.TLS.Enabled || !sg.TLS.SelfSigned || !cfg.Broadcast.TLS.SelfSigned {
 		t.Fatalf("signed %+v, tls %+v", sg, cfg.Broadcast.TLS)
 	}
 
@@ -618,6 +623,7 @@ broadcast:
     upstream_burst: 0
     tls:
       self_signed: true
+    max_unauthenticated: -1
 `
 	_, err = Parse("bad.yaml", []byte(bad))
 	checkProblems(t, "bad.yaml", err, []want{
@@ -625,6 +631,7 @@ broadcast:
 		{8, "broadcast.signed.listen", "needs an identity"},
 		{9, "broadcast.signed.feed_type", `unknown message type "Notice"`},
 		{10, "broadcast.signed.auth", "none or authorized_keys"},
+		{15, "broadcast.signed.max_unauthenticated", "must not be negative, got -1"},
 		{11, "broadcast.signed.upstream_rate", "positive"},
 		{12, "broadcast.signed.upstream_burst", "positive"},
 		{13, "broadcast.signed.tls.enabled", "must be true"},

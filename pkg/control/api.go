@@ -83,6 +83,13 @@ type ClientsSummary struct {
 	// RateLimited counts signed client messages refused over their
 	// client's rate.
 	RateLimited uint64 `json:"rate_limited"`
+	// Authenticating counts the connected clients of a signed listener
+	// that requires authentication which have yet to authenticate.
+	Authenticating int `json:"authenticating"`
+	// UnauthenticatedRefused counts connections to such a listener closed
+	// at once because broadcast.signed.max_unauthenticated clients were
+	// authenticating already; they received nothing.
+	UnauthenticatedRefused uint64 `json:"unauthenticated_refused"`
 }
 
 // PoolStatus describes the worker pool.

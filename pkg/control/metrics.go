@@ -16,6 +16,7 @@ type collector struct {
 	buildInfo, uptime                              *prometheus.Desc
 	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed *prometheus.Desc
+	authenticating, unauthRefused                  *prometheus.Desc
 	acksGood, acksMismatched, rejected             *prometheus.Desc
 	tlsFailed, authFailed, rateLimited             *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
@@ -36,6 +37,8 @@ func newCollector(b Backend) *collector {
 		connected:      d("clients_connected", "Clients connected now."),
 		accepted:       d("clients_accepted_total", "Client connections accepted."),
 		refused:        d("clients_refused_total", "Client connections refused over max_clients."),
+		authenticating: d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
+		unauthRefused:  d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
 		slow:           d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
 		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
 		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
@@ -56,6 +59,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.buildInfo, c.uptime,
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
 		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
+		c.authenticating, c.unauthRefused,
 		c.acksGood, c.acksMismatched, c.rejected,
 		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
@@ -82,6 +86,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.connected, float64(st.Clients.Connected))
 	counter(c.accepted, st.Clients.Accepted)
 	counter(c.refused, st.Clients.Refused)
+	gauge(c.authenticating, float64(st.Clients.Authenticating))
+	counter(c.unauthRefused, st.Clients.UnauthenticatedRefused)
 	counter(c.slow, st.Clients.SlowConsumers)
 	counter(c.idleClosed, st.Clients.IdleClosed)
 	counter(c.acksGood, st.Clients.AcksGood)

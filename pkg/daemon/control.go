@@ -24,8 +24,10 @@ func (b backend) Status() control.Status {
 		ss := d.signed.Stats()
 		st.Undelivered = min(st.Undelivered, ss.Undelivered) // a line no client of either got
 		st.Connected += ss.Connected
+		st.Authenticating += ss.Authenticating
 		st.Accepted += ss.Accepted
 		st.Refused += ss.Refused
+		st.UnauthenticatedRefused += ss.UnauthenticatedRefused
 		st.SlowConsumers += ss.SlowConsumers
 		st.IdleClosed += ss.IdleClosed
 		st.AcksGood += ss.AcksGood
@@ -69,6 +71,9 @@ func (b backend) Status() control.Status {
 			TLSFailed:      st.Handshakes,
 			AuthFailed:     st.AuthFailed,
 			RateLimited:    st.RateLimited,
+
+			Authenticating:         st.Authenticating,
+			UnauthenticatedRefused: st.UnauthenticatedRefused,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),

@@ -489,12 +489,13 @@ func (d *Daemon) Scale(n int) (old int, err error) {
 func limitsOf(cfg config.Config) broadcast.Limits {
 	b := cfg.Broadcast
 	return broadcast.Limits{
-		MaxClients:    b.MaxClients,
-		IdleTimeout:   b.IdleTimeout,
-		MaxClientLine: b.MaxClientLine,
-		QueueBytes:    b.QueueBytes,
-		QueueLines:    b.QueueLines,
-		DrainTimeout:  b.DrainTimeout,
+		MaxClients:         b.MaxClients,
+		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
+		IdleTimeout:        b.IdleTimeout,
+		MaxClientLine:      b.MaxClientLine,
+		QueueBytes:         b.QueueBytes,
+		QueueLines:         b.QueueLines,
+		DrainTimeout:       b.DrainTimeout,
 	}
 }
 
@@ -788,10 +789,12 @@ func restartOnly(prev, next config.Config) []string {
 	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
 		out = append(out, "broadcast.tls.listen")
 	}
-	// The signed listener's certificate files are read again on reload;
-	// the rest of it is set at start.
+	// The signed listener's certificate files are read again on reload
+	// and its max_unauthenticated is one of the limits (limitsOf); the
+	// rest of it is set at start.
 	ps, ns := prev.Broadcast.Signed, next.Broadcast.Signed
 	ps.TLS.CertFile, ps.TLS.KeyFile, ps.TLS.ClientCAFile = ns.TLS.CertFile, ns.TLS.KeyFile, ns.TLS.ClientCAFile
+	ps.MaxUnauthenticated = ns.MaxUnauthenticated
 	if ps != ns {
 		out = append(out, "broadcast.signed")
 	}

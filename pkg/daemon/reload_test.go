@@ -1,0 +1,38 @@
+package daemon
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/chatty-dev/chatty/pkg/config"
+)
+
+// A reload applies the limits at once and warns about the settings that
+// need a restart; the signed listener's max_unauthenticated is a limit.
+func TestReloadLimits(t *testing.T) {
+	cases := []struct {
+		name        string
+		change      func(*config.Config)
+		restartOnly []string
+	}{
+		{"max_clients", func(c *config.Config) { c.Broadcast.MaxClients = 7 }, nil},
+		{"max_unauthenticated", func(c *config.Config) { c.Broadcast.Signed.MaxUnauthenticated = 5 }, nil},
+		{"signed mode", func(c *config.Config) { c.Broadcast.Signed.Mode = "per-message" }, []string{"broadcast.signed"}},
+		{"signed auth", func(c *config.Config) { c.Broadcast.Signed.Auth = config.AuthAuthorizedKeys }, []string{"broadcast.signed"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := config.Default()
+			next := config.Default()
+			tc.change(&next)
+			if got := restartOnly(prev, next); !slices.Equal(got, tc.restartOnly) {
+				t.Errorf("restartOnly = %q, want %q", got, tc.restartOnly)
+			}
+		})
+	}
+	cfg := config.Default()
+	cfg.Broadcast.MaxClients, cfg.Broadcast.Signed.MaxUnauthenticated = 100, 9
+	if lim := limitsOf(cfg); lim.MaxClients != 100 || lim.MaxUnauthenticated != 9 {
+		t.Errorf("limitsOf: max_clients %d, max_unauthenticated %d; want 100 and 9", lim.MaxClients, lim.MaxUnauthenticated)
+	}
+}
