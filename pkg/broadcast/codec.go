@@ -157,6 +157,7 @@ func (sc *signedCodec) appendedLocked(l *log) {
 	}
 	sc.timer = time.AfterFunc(sc.interval, func() {
 		l.mu.Lock()
+		defer l.wakeWriters(l.endPos.Load())
 		defer l.mu.Unlock()
 		sc.timer = nil
 		if l.closed.Load() {

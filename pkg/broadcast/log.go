@@ -70,9 +70,10 @@ type log struct {
 	endPos atomic.Uint64
 	endSeq atomic.Uint64
 
-	// wake, when set, runs after every publish and at close (with mu
-	// held): it starts the writers parked at the log's old end.
-	wake   func()
+	// wake, when set, runs after every publish and at close, with mu
+	// unlocked: it runs the writers parked at the log's old end, given
+	// the number of bytes published.
+	wake   func(published int)
 	closed atomic.Bool
 }
 
@@ -86,6 +87,7 @@ func newLog(cd codec) *log {
 // the sequence number of the first line.
 func (l *log) append(lines [][]byte) (first uint64) {
 	l.mu.Lock()
+	defer l.wakeWriters(l.endPos.Load())
 	defer l.mu.Unlock()
 	_, published := l.head.published()
 	first = l.head.firstSeq + published
@@ -109,6 +111,7 @@ func (l *log) append(lines [][]byte) (first uint64) {
 // allocation that the feed's lines do not pay.
 func (l *log) appendMessage(m *message.Message) (seq uint64) {
 	l.mu.Lock()
+	defer l.wakeWriters(l.endPos.Load())
 	defer l.mu.Unlock()
 	enc, ok := l.codec.encodeMessageLocked(nil, m)
 	l.reserveLocked(len(enc))
@@ -154,19 +157,21 @@ func (l *log) reserveLocked(need int) {
 	l.head = next
 }
 
-// publishLocked updates the log's end and wakes the writers.
+// publishLocked updates the log's end. The caller wakes the writers once
+// it has unlocked mu (wakeWriters).
 func (l *log) publishLocked() {
 	h := l.head
 	n, count := h.published()
 	l.endPos.Store(h.startPos + uint64(n))
 	l.endSeq.Store(h.firstSeq + count)
-	l.wakeLocked()
 }
 
-// wakeLocked wakes every writer waiting for data.
-func (l *log) wakeLocked() {
+// wakeWriters wakes every writer waiting for data, telling it how much
+// was published since from, the log's end before the publish. Publishers
+// call it after unlocking mu, as the writers may run on their goroutine.
+func (l *log) wakeWriters(from uint64) {
 	if l.wake != nil {
-		l.wake()
+		l.wake(int(l.endPos.Load() - from))
 	}
 }
 
@@ -178,9 +183,9 @@ func (l *log) close() {
 	if l.closed.Load() {
 		return
 	}
+	defer l.wakeWriters(l.endPos.Load())
 	l.codec.closingLocked(l)
 	l.closed.Store(true)
-	l.wakeLocked()
 }
 
 // join returns a cursor at the published end of the log, where a newly

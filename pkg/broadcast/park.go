@@ -16,10 +16,11 @@ import (
 // work or the waker sees it parked: nothing is missed, and the writer
 // never runs twice at once.
 //
-// Clients woken together (by a publish) run on a few goroutines that share
-// them (inParallel); a plain TCP client's writer there never waits for
-// its socket, but hands a write that would wait to a goroutine of its own
-// (finishWrite). A single wake (shut, or an answer queued by a TLS
+// Clients woken together by a publish run on the publisher's goroutine
+// when they are few and the publish small, or else on a few goroutines
+// that share them (wakeAll, inParallel). A plain TCP client's writer there
+// never waits for its socket, but hands a write that would wait to a
+// goroutine of its own (finishWrite). A single wake (shut, or an answer queued by a TLS
 // client's reader) starts a goroutine for that writer.
 //
 // The reader of a plain TCP client parks the same way, in the server's
@@ -54,8 +55,14 @@ func (p *parkedWriters) removeLocked(c *client) bool {
 }
 
 // wakeAll runs the writer of every parked client. The log calls it after
-// each publish and at close.
-func (p *parkedWriters) wakeAll() {
+// each publish, with the number of bytes published, and at close.
+//
+// A few clients woken for a little data are run on the calling goroutine
+// (the feed's, or the control server's): their writes cost less than
+// waking a thread for them would. When there is more to do, the caller
+// hands it to other goroutines and goes on reading the feed while they
+// write.
+func (p *parkedWriters) wakeAll(published int) {
 	p.mu.Lock()
 	woken := p.list
 	p.list = nil
@@ -63,8 +70,21 @@ func (p *parkedWriters) wakeAll() {
 		c.parkIdx = 0
 	}
 	p.mu.Unlock()
+	if len(woken) <= inlineClients && published <= inlineBytes {
+		for _, c := range woken {
+			c.runWriterNow()
+		}
+		return
+	}
 	inParallel(woken, (*client).runWriterNow)
 }
+
+// inlineClients and inlineBytes bound the writes wakeAll runs on the
+// publisher's goroutine: about 30 µs of system calls at most.
+const (
+	inlineClients = 16
+	inlineBytes   = 4 << 10
+)
 
 // inParallel calls run for each client on at most GOMAXPROCS goroutines,
 // each taking its share in turn. It is for clients woken together (by a

@@ -67,9 +67,17 @@ func TestIdleClientsHoldNoGoroutine(t *testing.T) {
 
 // Writers that park and wake at every line, while their readers park and
 // wake for keep-alives, lose no line and answer every keep-alive.
+// Few clients are woken on the publisher's goroutine, more on goroutines
+// of their own (wakeAll): both ways must lose nothing.
 func TestParkingUnderConcurrentPublishes(t *testing.T) {
+	for _, clients := range []int{inlineClients / 2, 3 * inlineClients} {
+		t.Run(fmt.Sprintf("%d clients", clients), func(t *testing.T) { testParkingUnderConcurrentPublishes(t, clients) })
+	}
+}
+
+func testParkingUnderConcurrentPublishes(t *testing.T, clients int) {
 	s := startServer(t, testLimits())
-	const clients, lines, keepAlives = 8, 3000, 200
+	const lines, keepAlives = 3000, 200
 	cs := make([]*testClient, clients)
 	for i := range cs {
 		cs[i] = dial(t, s)
@@ -123,7 +131,7 @@ func TestParkingUnderConcurrentPublishes(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == clients*keepAlives })
+	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == uint64(clients*keepAlives) })
 	if st := s.Stats(); st.Connected != clients {
 		t.Errorf("%d clients connected, want %d", st.Connected, clients)
 	}
