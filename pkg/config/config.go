@@ -262,7 +262,7 @@ func Default() Config {
 				TimestampWindow:    signed.DefaultTimestampWindow,
 				FeedType:           "Info",
 				Auth:               AuthNone,
-				MaxUnauthenticated: 128,
+				MaxUnauthenticated: 1024,
 				UpstreamRate:       20,
 				UpstreamBurst:      40,
 			},
@@ -510,6 +510,9 @@ func (c *Config) Validate() []Problem {
 	}
 	if sg.Auth == AuthAuthorizedKeys && c.Identity.AuthorizedKeys == "" && (p.Size == 0 || p.Worker.Protocol != "signed") {
 		bad("broadcast.signed.auth", "authorized_keys needs identity.authorized_keys, or signed pool workers, or no client could ever connect")
+	}
+	if sg.Auth == AuthAuthorizedKeys && p.Worker.Protocol == "signed" && sg.MaxUnauthenticated > 0 && p.Size > sg.MaxUnauthenticated {
+		bad("broadcast.signed.max_unauthenticated", "must be at least pool.size (%d), as the pool's workers authenticate when they start together; got %d", p.Size, sg.MaxUnauthenticated)
 	}
 	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
 		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")

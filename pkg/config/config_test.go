@@ -534,7 +534,7 @@ func TestSignedListener(t *testing.T) {
 	}
 	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
 		CheckpointInterval: signed.DefaultCheckpointInterval, TimestampWindow: 5 * time.Minute,
-		FeedType: "Info", Auth: AuthNone, MaxUnauthenticated: 128, UpstreamRate: 20, UpstreamBurst: 40}
+		FeedType: "Info", Auth: AuthNone, MaxUnauthenticated: 1024, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
 	}
@@ -636,6 +636,22 @@ broadcast:
 		{12, "broadcast.signed.upstream_burst", "positive"},
 		{13, "broadcast.signed.tls.enabled", "must be true"},
 	})
+
+	const poolOverLimit = `version: 1
+identity:
+  generate: true
+broadcast:
+  signed:
+    listen: 127.0.0.1:1
+    auth: authorized_keys
+    max_unauthenticated: 16
+pool:
+  size: 20
+  worker:
+    protocol: signed
+`
+	_, err = Parse("pool.yaml", []byte(poolOverLimit))
+	checkProblems(t, "pool.yaml", err, []want{{8, "broadcast.signed.max_unauthenticated", "must be at least pool.size (20)"}})
 
 	const noIdentity = `version: 1
 broadcast:

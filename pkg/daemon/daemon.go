@@ -207,7 +207,7 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		signal.Stop(d.sigs)
 		closeListeners()
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, err // it names the control socket
 	}
 	d.control = ctl
 	return d, nil
