@@ -384,7 +384,12 @@ func (s *suite) activation(t *testing.T) {
 
 	cl := s.client(t)
 	s.waitState(t, service, "activating", short)
-	time.Sleep(time.Second) // within the 2s chattyd has not even run yet
+	// Once the shell runs "sleep 2", systemd has forked and exec'd the
+	// ExecStart command, which would make a Type=simple or exec service
+	// active, and chattyd has not run yet.
+	harness.Eventually(t, short, func() bool {
+		return slices.ContainsFunc(s.cgroupProcs(t), func(p proc) bool { return p.args == "sleep 2" })
+	}, "the late ExecStart never ran sleep 2")
 	if got := s.activeState(t, service); got != "activating" {
 		t.Fatalf("chattyd.service is %s before chattyd can have sent READY=1, want activating", got)
 	}
