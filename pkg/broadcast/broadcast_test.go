@@ -237,6 +237,9 @@ func TestKeepAliveAnsweredAtLineBoundary(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == 2 })
+	if cs := s.Clients(); len(cs) != 1 || cs[0].KeepAlives != 2 {
+		t.Errorf("clients %+v; want one with 2 keep-alives answered", cs)
+	}
 }
 
 func TestAckMatching(t *testing.T) {

@@ -98,6 +98,8 @@ type client struct {
 	ackedSeq atomic.Uint64
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
+	// keepAlives counts the keep-alive answers written to the client.
+	keepAlives atomic.Uint64
 
 	reason atomic.Int32 // closeReason, set once by shut
 
@@ -411,7 +413,10 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 
 // wrote accounts for a write whose bytes are all out.
 func (c *client) wrote(w sent, debug bool) {
-	c.srv.keepAlives.Add(uint64(w.nKeepAlive))
+	if w.nKeepAlive > 0 {
+		c.keepAlives.Add(uint64(w.nKeepAlive))
+		c.srv.keepAlives.Add(uint64(w.nKeepAlive))
+	}
 	if debug {
 		c.logSent(w.data, w.nka)
 	}

@@ -1,8 +1,10 @@
 package broadcast
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -158,7 +160,8 @@ func TestParkedClientWokenByKeepAlive(t *testing.T) {
 }
 
 // A parked client that sends nothing is closed at the idle timeout; one
-// that keeps alive is not.
+// that keeps alive is not, though it connected before the other's last
+// word.
 func TestParkedClientIdleTimeout(t *testing.T) {
 	lim := testLimits()
 	lim.IdleTimeout = 500 * time.Millisecond
@@ -166,24 +169,43 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 	idle := dial(t, s)
 	active := dial(t, s)
 	waitParked(t, s)
-	io.WriteString(idle, "KEEP_") // half a line: parked with it, then silent
-	// The active client keeps alive ten times per timeout until the idle
-	// one is closed and for two timeouts at least.
-	pace := time.NewTicker(lim.IdleTimeout / 10)
-	defer pace.Stop()
-	for start := time.Now(); time.Since(start) < 2*lim.IdleTimeout || s.Stats().IdleClosed == 0; <-pace.C {
+	idleGone := make(chan error, 1)
+	go func() {
+		idle.SetReadDeadline(time.Now().Add(20 * lim.IdleTimeout))
+		_, err := idle.r.ReadString('\n') // nothing is published: it ends at the close
+		idleGone <- err
+	}()
+	keepAlive := func() {
+		t.Helper()
 		io.WriteString(active, "KEEP_ALIVE\n")
 		if got := active.readLine(t); got != "KEEP_ALIVE_ACK" {
 			t.Fatalf("active client got %q", got)
 		}
-		if time.Since(start) > 20*lim.IdleTimeout {
-			t.Fatal("the idle client was never closed")
+	}
+	// The active client keeps alive ten times per timeout until the idle
+	// one is closed; the ticker paces it and waits for nothing. The idle
+	// client sends half a line (parked with it, then silent) at the fourth
+	// tick, more than a sweep (IdleTimeout/4) after the active client
+	// connected: had its keep-alives not counted, the active client would
+	// be closed first.
+	pace := time.NewTicker(lim.IdleTimeout / 10)
+	defer pace.Stop()
+	var idleErr error
+	for tick, waiting := 1, true; waiting; tick++ {
+		select {
+		case idleErr = <-idleGone:
+			waiting = false
+		case <-pace.C:
+			if tick == 4 {
+				io.WriteString(idle, "KEEP_")
+			}
+			keepAlive()
 		}
 	}
-	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := idle.r.ReadString('\n'); err == nil {
+	if errors.Is(idleErr, os.ErrDeadlineExceeded) {
 		t.Fatal("the idle client stayed open")
 	}
+	keepAlive() // and still served once the idle client is gone
 	eventually(t, "idle close counted", func() bool { return s.Stats().IdleClosed == 1 })
 	if st := s.Stats(); st.Connected != 1 {
 		t.Errorf("%d clients connected, want the active one only", st.Connected)

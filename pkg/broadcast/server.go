@@ -92,6 +92,7 @@ type ClientInfo struct {
 	LinesSent      uint64
 	AcksGood       uint64
 	AcksMismatched uint64
+	KeepAlives     uint64 // keep-alives answered (written to it)
 	// Key is the fingerprint of the key the client authenticated with on
 	// a signed listener that requires it; empty otherwise.
 	Key string
@@ -614,6 +615,7 @@ func (s *Server) Clients() []ClientInfo {
 			LinesSent:      sentSeq - c.firstSeq,
 			AcksGood:       c.acksGood.Load(),
 			AcksMismatched: c.acksBad.Load(),
+			KeepAlives:     c.keepAlives.Load(),
 			Key:            c.keyFingerprint(),
 		})
 	}

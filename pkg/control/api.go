@@ -71,6 +71,9 @@ type ClientsSummary struct {
 	IdleClosed     uint64 `json:"idle_closed"`
 	AcksGood       uint64 `json:"acks_good"`
 	AcksMismatched uint64 `json:"acks_mismatched"`
+	// KeepAlives counts the keep-alives answered: KEEP_ALIVE_ACK lines
+	// and signed PONGs written to clients.
+	KeepAlives uint64 `json:"keep_alives"`
 	// RejectedFrames counts signed frames from clients that failed
 	// verification, each closing its client.
 	RejectedFrames uint64 `json:"rejected_frames"`
@@ -114,6 +117,8 @@ type Client struct {
 	LinesSent      uint64    `json:"lines_sent"`
 	AcksGood       uint64    `json:"acks_good"`
 	AcksMismatched uint64    `json:"acks_mismatched"`
+	// KeepAlives counts the client's keep-alives answered.
+	KeepAlives uint64 `json:"keep_alives"`
 	// Key is the fingerprint of the key the client authenticated with,
 	// on a signed listener that requires it.
 	Key string `json:"key,omitempty"`

@@ -17,7 +17,7 @@ type collector struct {
 	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed *prometheus.Desc
 	authenticating, unauthRefused                  *prometheus.Desc
-	acksGood, acksMismatched, rejected             *prometheus.Desc
+	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
 	tlsFailed, authFailed, rateLimited             *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
 }
@@ -43,6 +43,7 @@ func newCollector(b Backend) *collector {
 		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
 		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
 		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		keepAlives:     d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
 		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
 		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
 		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
@@ -60,7 +61,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
 		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
 		c.authenticating, c.unauthRefused,
-		c.acksGood, c.acksMismatched, c.rejected,
+		c.acksGood, c.acksMismatched, c.keepAlives, c.rejected,
 		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 	} {
@@ -92,6 +93,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.idleClosed, st.Clients.IdleClosed)
 	counter(c.acksGood, st.Clients.AcksGood)
 	counter(c.acksMismatched, st.Clients.AcksMismatched)
+	counter(c.keepAlives, st.Clients.KeepAlives)
 	counter(c.rejected, st.Clients.RejectedFrames)
 	counter(c.tlsFailed, st.Clients.TLSFailed)
 	counter(c.authFailed, st.Clients.AuthFailed)

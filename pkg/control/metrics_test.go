@@ -41,6 +41,7 @@ func TestMetrics(t *testing.T) {
 		"chatty_clients_idle_closed_total 6",
 		"chatty_acks_good_total 40",
 		"chatty_acks_mismatched_total 2",
+		"chatty_keepalives_answered_total 11",
 		"chatty_clients_rejected_frames_total 0",
 		"chatty_clients_tls_failed_total 0",
 		"chatty_clients_auth_failed_total 0",

@@ -32,6 +32,7 @@ func (b backend) Status() control.Status {
 		st.IdleClosed += ss.IdleClosed
 		st.AcksGood += ss.AcksGood
 		st.AcksMismatched += ss.AcksMismatched
+		st.KeepAlives += ss.KeepAlives
 		st.Rejected += ss.Rejected
 		st.Handshakes += ss.Handshakes
 		st.AuthFailed += ss.AuthFailed
@@ -67,6 +68,7 @@ func (b backend) Status() control.Status {
 			IdleClosed:     st.IdleClosed,
 			AcksGood:       st.AcksGood,
 			AcksMismatched: st.AcksMismatched,
+			KeepAlives:     st.KeepAlives,
 			RejectedFrames: st.Rejected,
 			TLSFailed:      st.Handshakes,
 			AuthFailed:     st.AuthFailed,
@@ -118,6 +120,7 @@ func (b backend) Clients() []control.Client {
 			LinesSent:      c.LinesSent,
 			AcksGood:       c.AcksGood,
 			AcksMismatched: c.AcksMismatched,
+			KeepAlives:     c.KeepAlives,
 			Key:            c.Key,
 		}
 	}

@@ -221,6 +221,12 @@ func TestStoppedWorkerIsReplaced(t *testing.T) {
 	if err := unix.Kill(before[1].PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "slot 1 is stopped", func() bool { return processStopped(before[1].PID) })
+	// The stimulus, not synchronisation: stopped for one of the pool's
+	// checks (a quarter of the stop timeout), far less than the timeout.
+	// Slot 2, stopped after it and killed a whole stop timeout later,
+	// shows the pool had time to kill slot 1 too, had it not seen it
+	// running again.
 	time.Sleep(o.StopTimeout / 4)
 	if err := unix.Kill(before[1].PID, syscall.SIGCONT); err != nil {
 		t.Fatal(err)

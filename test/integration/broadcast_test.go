@@ -242,7 +242,8 @@ func TestOverLongFeedLineIsDropped(t *testing.T) {
 }
 
 // A client that sends nothing for idle_timeout is closed; one that sends
-// KEEP_ALIVE regularly is not.
+// KEEP_ALIVE regularly is not, even after a client that last spoke later
+// than its first keep-alive has been closed for idleness.
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	const idleTimeout = time.Second
@@ -250,39 +251,60 @@ func TestIdleTimeout(t *testing.T) {
 	idle := harness.Dial(t, d.Addr())
 	idle.KeepAlive(short) // connection 1: its last word
 	lastWord := time.Now()
+	idleClosed := closedAt(idle)
 	active := harness.Dial(t, d.Addr())
 	active.KeepAlive(short) // connection 2
 
-	closed := make(chan time.Time, 1)
-	go func() {
-		// Not through the harness: this goroutine must not fail the test.
-		var b [1]byte
-		idle.Conn().SetReadDeadline(time.Now().Add(long))
-		idle.Conn().Read(b[:])
-		closed <- time.Now()
-	}()
-
+	// The ticker paces the active client's keep-alives; it waits for
+	// nothing. After the first one, a witness (connection 3) speaks its
+	// last word, more than a sweep for idle clients (idle_timeout/4)
+	// after the active client's first: had the keep-alives not counted,
+	// the active client would be closed before the witness.
 	tick := time.NewTicker(300 * time.Millisecond)
 	defer tick.Stop()
-	var closedAt time.Time
-	for closedAt.IsZero() || time.Since(lastWord) < 3*idleTimeout {
+	var witness *harness.Client
+	var witnessClosed <-chan time.Time // nil until the witness connects
+	var idleAt, witnessAt time.Time
+	for idleAt.IsZero() || witnessAt.IsZero() {
 		select {
-		case closedAt = <-closed:
+		case idleAt = <-idleClosed:
+		case witnessAt = <-witnessClosed:
 		case <-tick.C:
 			active.KeepAlive(short)
+			if witness == nil {
+				witness = harness.Dial(t, d.Addr())
+				witness.KeepAlive(short) // connection 3: its last word
+				witnessClosed = closedAt(witness)
+			}
 		}
 		if time.Since(lastWord) > long {
-			t.Fatal("the idle client was never closed")
+			t.Fatal("the idle clients were never closed")
 		}
 	}
-	if after := closedAt.Sub(lastWord); after < idleTimeout-300*time.Millisecond || after > short {
+	if after := idleAt.Sub(lastWord); after < idleTimeout-300*time.Millisecond || after > short {
 		t.Errorf("the idle client was closed %s after its last line; want about %s", after, idleTimeout)
 	}
-	d.WaitLogRE(t, regexp.MustCompile(`\[connection: 1\] Connection closed .*reason="idle timeout"`), short)
+	for _, conn := range []string{"1", "3"} {
+		d.WaitLogRE(t, regexp.MustCompile(`\[connection: `+conn+`\] Connection closed .*reason="idle timeout"`), short)
+	}
 	if strings.Contains(d.Log(), "[connection: 2] Connection closed") {
 		t.Fatal("the client sending KEEP_ALIVE every 300 ms was closed")
 	}
 	active.KeepAlive(short)
+}
+
+// closedAt reads c in the background, not through the harness (the
+// goroutine must not fail the test), and sends the time chattyd closed
+// the connection, or long passed.
+func closedAt(c *harness.Client) <-chan time.Time {
+	closed := make(chan time.Time, 1)
+	go func() {
+		var b [1]byte
+		c.Conn().SetReadDeadline(time.Now().Add(long))
+		c.Conn().Read(b[:])
+		closed <- time.Now()
+	}()
+	return closed
 }
 
 // A client line longer than max_client_line closes that client only.

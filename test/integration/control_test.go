@@ -54,6 +54,7 @@ type wireStatus struct {
 		IdleClosed     uint64 `json:"idle_closed"`
 		AcksGood       uint64 `json:"acks_good"`
 		AcksMismatched uint64 `json:"acks_mismatched"`
+		KeepAlives     uint64 `json:"keep_alives"`
 	} `json:"clients"`
 	Pool struct {
 		Desired  int          `json:"desired"`
@@ -77,6 +78,7 @@ type wireClient struct {
 	LinesSent      uint64 `json:"lines_sent"`
 	AcksGood       uint64 `json:"acks_good"`
 	AcksMismatched uint64 `json:"acks_mismatched"`
+	KeepAlives     uint64 `json:"keep_alives"`
 }
 
 // sleepers is a configuration with n workers that run sleep: they never
@@ -345,6 +347,7 @@ func TestCtlStatusCounts(t *testing.T) {
 			"chatty_clients_idle_closed_total":     st.Clients.IdleClosed,
 			"chatty_acks_good_total":               st.Clients.AcksGood,
 			"chatty_acks_mismatched_total":         st.Clients.AcksMismatched,
+			"chatty_keepalives_answered_total":     st.Clients.KeepAlives,
 			"chatty_clients_rejected_frames_total": 0,
 			"chatty_pool_workers_desired":          uint64(st.Pool.Desired),
 			"chatty_pool_workers_running":          uint64(st.Pool.Running),

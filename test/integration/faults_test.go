@@ -88,6 +88,8 @@ func TestFaultWorkersKilledAtRandom(t *testing.T) {
 		defer close(fed)
 		for i := 0; i < len(lines); i += 20 {
 			d.FeedWriter().Write(joinLines(lines[i : i+20]))
+			// Pacing, not synchronisation: it spreads the feed over the
+			// kills, so that lines are in flight as workers die.
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
@@ -100,6 +102,8 @@ func TestFaultWorkersKilledAtRandom(t *testing.T) {
 		}
 		harness.Eventually(t, long, func() bool { return !harness.Exists(victim) },
 			fmt.Sprintf("killed worker %d was not reaped", victim))
+		// Pacing, not synchronisation: random gaps put the kills at
+		// varied moments of the feed and of the workers' restarts.
 		time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
 	}
 	<-fed
@@ -218,8 +222,13 @@ func TestFaultMisbehavingClients(t *testing.T) {
 
 	lines := numbered("misbehave", 1, 3000, 64)
 	check := readAll(t, good, lines, long)
-	// Two idle timeouts' worth of feed; the good client keeps alive by
-	// writing only (its reader is busy), as the original workers do.
+	// One and a half idle timeouts' worth of feed; the good client keeps
+	// alive by writing only (its reader is busy), as the original workers
+	// do. The sleep is pacing, not synchronisation: it spreads the feed
+	// and the keep-alives over 3 s, longer than idle_timeout plus a sweep,
+	// so that the silent clients are closed meanwhile and the good one
+	// would be too if its keep-alives did not count. What happened is
+	// then waited for in the log.
 	for i := 0; i < len(lines); i += 100 {
 		d.Feed(lines[i : i+100]...)
 		good.Send(harness.KeepAlive)
@@ -292,6 +301,8 @@ func TestFaultConnectionFlood(t *testing.T) {
 		t0 := time.Now()
 		status(t, d) // fails the test if it takes longer than long
 		slowest = max(slowest, time.Since(t0))
+		// Pacing, not synchronisation: it spreads the feed and the
+		// status requests over the flood.
 		time.Sleep(10 * time.Millisecond)
 	}
 	wg.Wait()

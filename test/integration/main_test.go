@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,19 +60,26 @@ func joinLines(lines []string) []byte {
 func feedPacedTo(t *testing.T, d *harness.Daemon, good *harness.Client, lines []string) {
 	t.Helper()
 	const window, batch = 256 << 10, 1000 // bytes, lines
-	var received atomic.Int64
+	var (
+		mu       sync.Mutex
+		progress = sync.NewCond(&mu) // signalled when received or reading changes
+		received int64               // bytes good has read; guarded by mu
+		reading  = true              // this goroutine still reads; guarded by mu
+	)
 	fed := make(chan error, 1)
 	go func() {
 		w := d.FeedWriter()
 		sent := int64(0)
 		for i := 0; i < len(lines); i += batch {
-			deadline := time.Now().Add(long)
-			for sent-received.Load() > window {
-				if time.Now().After(deadline) {
-					fed <- errors.New("the good client stopped receiving")
-					return
-				}
-				time.Sleep(time.Millisecond)
+			mu.Lock()
+			for reading && sent-received > window {
+				progress.Wait()
+			}
+			behind := sent-received > window
+			mu.Unlock()
+			if behind {
+				fed <- errors.New("the good client stopped receiving")
+				return
 			}
 			chunk := joinLines(lines[i:min(i+batch, len(lines))])
 			if _, err := w.Write(chunk); err != nil {
@@ -83,12 +90,23 @@ func feedPacedTo(t *testing.T, d *harness.Daemon, good *harness.Client, lines []
 		}
 		fed <- nil
 	}()
+	// However this goroutine ends (a failed read ends the test), the
+	// feeder stops waiting for it.
+	defer func() {
+		mu.Lock()
+		reading = false
+		progress.Broadcast()
+		mu.Unlock()
+	}()
 	for i, want := range lines {
 		line := good.ReadLine(long)
 		if line != want {
 			t.Fatalf("good client, line %d: got %.80q, want %.80q", i+1, line, want)
 		}
-		received.Add(int64(len(line) + 1))
+		mu.Lock()
+		received += int64(len(line) + 1)
+		progress.Broadcast()
+		mu.Unlock()
 	}
 	if err := <-fed; err != nil {
 		t.Fatalf("feed: %v", err)

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,18 +161,31 @@ func TestSignedTamperingDetected(t *testing.T) {
 // statusUntil polls chattyd's status until ok accepts it.
 func statusUntil(t *testing.T, d *harness.Daemon, what string, ok func(control.Status) bool) control.Status {
 	t.Helper()
-	c := client.New(d.ControlSocket())
+	return pollUntil(t, "the status", what, client.New(d.ControlSocket()).Status, ok)
+}
+
+// clientsUntil polls chattyd's list of clients until ok accepts it.
+func clientsUntil(t *testing.T, d *harness.Daemon, what string, ok func([]control.Client) bool) []control.Client {
+	t.Helper()
+	return pollUntil(t, "the list of clients", what, client.New(d.ControlSocket()).Clients, ok)
+}
+
+// pollUntil calls get every 20 ms until ok accepts its answer, and fails
+// the test if it has not within short; name and what describe the answer
+// and what was expected of it.
+func pollUntil[T any](t *testing.T, name, what string, get func(context.Context) (T, error), ok func(T) bool) T {
+	t.Helper()
 	deadline := time.Now().Add(short)
 	for {
-		st, err := c.Status(context.Background())
+		v, err := get(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok(st) {
-			return st
+		if ok(v) {
+			return v
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after %s the status still does not show %s: %+v", short, what, st)
+			t.Fatalf("after %s %s still does not show %s: %+v", short, name, what, v)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -179,7 +194,8 @@ func statusUntil(t *testing.T, d *harness.Daemon, what string, ok func(control.S
 // Pool workers pointed at the signed listener (pool.worker.protocol:
 // signed) are given the .pub file, verify every message and acknowledge
 // it: acks_good grows to workers × lines, none mismatched, and PINGs keep
-// them alive.
+// them alive: after the messages, each worker's connection has several
+// PINGs answered and no worker restarts.
 func TestSignedPoolWorkers(t *testing.T) {
 	t.Parallel()
 	const n, k = 3, 200
@@ -213,7 +229,25 @@ pool:
 	if st.Clients.AcksMismatched != 0 || st.Clients.Connected != n {
 		t.Errorf("clients in status: %+v", st.Clients)
 	}
-	time.Sleep(300 * time.Millisecond) // several keep-alive rounds
+
+	// Several keep-alive rounds after the messages, on the connections
+	// that received them: a PONG that failed the worker's verification
+	// would end the worker, its connection with it, before the next PING.
+	const rounds = 3
+	before := map[uint64]uint64{} // keep-alives answered by connection ID
+	for _, c := range clientsUntil(t, d, "the workers' connections only", func(cs []control.Client) bool { return len(cs) == n }) {
+		before[c.ID] = c.KeepAlives
+	}
+	clientsUntil(t, d, fmt.Sprintf("%d more keep-alives answered on each of connections %v", rounds, slices.Sorted(maps.Keys(before))),
+		func(cs []control.Client) bool {
+			answered := 0
+			for _, c := range cs {
+				if k, ok := before[c.ID]; ok && c.KeepAlives >= k+rounds {
+					answered++
+				}
+			}
+			return answered == n
+		})
 	if st := statusUntil(t, d, "workers", func(control.Status) bool { return true }); st.Pool.Restarts != 0 {
 		t.Errorf("workers restarted %d times; last exits: %+v", st.Pool.Restarts, st.Pool.Slots)
 	}

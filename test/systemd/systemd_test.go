@@ -384,7 +384,12 @@ func (s *suite) activation(t *testing.T) {
 
 	cl := s.client(t)
 	s.waitState(t, service, "activating", short)
-	time.Sleep(time.Second) // within the 2s chattyd has not even run yet
+	// Once the shell runs "sleep 2", systemd has forked and exec'd the
+	// ExecStart command, which would make a Type=simple or exec service
+	// active, and chattyd has not run yet.
+	harness.Eventually(t, short, func() bool {
+		return slices.ContainsFunc(s.cgroupProcs(t), func(p proc) bool { return p.args == "sleep 2" })
+	}, "the late ExecStart never ran sleep 2")
 	if got := s.activeState(t, service); got != "activating" {
 		t.Fatalf("chattyd.service is %s before chattyd can have sent READY=1, want activating", got)
 	}
@@ -558,9 +563,12 @@ func (s *suite) ctlStop(t *testing.T) {
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("chattyctl stop took %s", d)
 	}
-	time.Sleep(3 * time.Second) // longer than RestartSec=2s
-	if got := s.activeState(t, service); got != "inactive" || s.restarts(t) != n {
-		t.Errorf("after a clean stop chattyd.service is %s with %d restarts (was %d); Restart=on-failure should not restart it", got, s.restarts(t), n)
+	// Nothing to wait for: systemd applies Restart= as the service stops.
+	// A service it is to restart goes from deactivating straight to
+	// auto-restart (ActiveState activating) and waits RestartSec there;
+	// inactive and dead, which stopped has seen, is the final word.
+	if got, sub := s.activeState(t, service), s.show(t, service, "SubState"); got != "inactive" || sub != "dead" || s.restarts(t) != n {
+		t.Errorf("after a clean stop chattyd.service is %s (%s) with %d restarts (was %d); Restart=on-failure should not restart it", got, sub, s.restarts(t), n)
 	}
 }
 
