@@ -50,8 +50,8 @@ func printStatus(out io.Writer, st control.Status) error {
 	fmt.Fprintf(w, "feed\t%s\t%s; %d lines, %d bytes, %d dropped as too long, %d undelivered\n",
 		f.Source, f.State, f.Lines, f.Bytes, f.Dropped, f.Undelivered)
 	cs := st.Clients
-	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched",
-		cs.Connected, cs.Accepted, cs.Refused, cs.SlowConsumers, cs.IdleClosed, cs.AcksGood, cs.AcksMismatched)
+	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched; %d keep-alives answered",
+		cs.Connected, cs.Accepted, cs.Refused, cs.SlowConsumers, cs.IdleClosed, cs.AcksGood, cs.AcksMismatched, cs.KeepAlives)
 	if cs.RejectedFrames > 0 {
 		fmt.Fprintf(w, "; %d signed frames rejected", cs.RejectedFrames)
 	}
@@ -101,11 +101,15 @@ func printWorkers(out io.Writer, ws []control.Worker) error {
 
 func printClients(out io.Writer, cs []control.Client) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tREMOTE\tCONNECTED\tQUEUE LINES\tQUEUE BYTES\tACK LAG\tSENT\tACKS GOOD\tACKS BAD")
+	fmt.Fprintln(w, "ID\tREMOTE\tCONNECTED\tQUEUE LINES\tQUEUE BYTES\tACK LAG\tSENT\tACKS GOOD\tACKS BAD\tKEEP-ALIVES\tKEY")
 	for _, c := range cs {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", c.ID, c.Remote,
+		key := c.Key
+		if key == "" {
+			key = "-"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Remote,
 			c.ConnectedAt.UTC().Format("2006-01-02 15:04:05"), c.QueueLines, c.QueueBytes, c.AckLag,
-			c.LinesSent, c.AcksGood, c.AcksMismatched)
+			c.LinesSent, c.AcksGood, c.AcksMismatched, c.KeepAlives, key)
 	}
 	return w.Flush()
 }
