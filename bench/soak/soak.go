@@ -260,9 +260,15 @@ loop:
 	if st.connected != 0 || st.running != 0 {
 		rep.problem("not idle 30s after the run: %d clients, %d workers", st.connected, st.running)
 	}
-	time.Sleep(time.Second) // let closed connections' goroutines finish
-	rep.EndFDs, _ = countFDs(d.pid())
-	rep.EndGorout, _ = goroutines(ctx, ctl)
+	// Closed connections' descriptors and goroutines go in their own
+	// time: wait up to 10 s for the idle baseline, then take what is left.
+	for settle := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		rep.EndFDs, _ = countFDs(d.pid())
+		rep.EndGorout, _ = goroutines(ctx, ctl)
+		if rep.EndFDs <= rep.BaseFDs && rep.EndGorout <= rep.BaseGoroutines || time.Now().After(settle) {
+			break
+		}
+	}
 	full, err := ctl.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final status: %w", err)
@@ -273,8 +279,13 @@ loop:
 	// Stop chattyd as an operator would, and check it leaves nothing.
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	rep.ExitCode = d.wait(30 * time.Second)
-	time.Sleep(200 * time.Millisecond)
-	rep.Leftover = groupProcs(d.pid())
+	// A worker chattyd did not wait for may still be exiting: give the
+	// group 5 s to empty before reporting what is left.
+	for gone := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if rep.Leftover = groupProcs(d.pid()); len(rep.Leftover) == 0 || time.Now().After(gone) {
+			break
+		}
+	}
 
 	// Subscribers' findings.
 	for i, s := range subs {
