@@ -179,13 +179,15 @@ func (l *log) wakeWriters(from uint64) {
 // The codec appends its last bytes first (a final checkpoint).
 func (l *log) close() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed.Load() {
+		l.mu.Unlock()
 		return
 	}
-	defer l.wakeWriters(l.endPos.Load())
+	from := l.endPos.Load()
 	l.codec.closingLocked(l)
 	l.closed.Store(true)
+	l.mu.Unlock()
+	l.wakeWriters(from)
 }
 
 // join returns a cursor at the published end of the log, where a newly
