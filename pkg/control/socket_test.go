@@ -140,6 +140,38 @@ func TestListenLocked(t *testing.T) {
 	reachable(t, next, path)
 }
 
+// A daemon that answers on the path but holds no lock (an older chattyd,
+// or a socket systemd listens on) is found by the stale check: Listen
+// fails naming the path, leaves that socket alone, and lets go of the
+// lock it took, so that the path is free once that daemon is gone.
+func TestLiveSocketWithoutLockRefused(t *testing.T) {
+	path := filepath.Join(controltest.SocketDir(t), "c.sock")
+	live, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	before, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = control.Listen(path, "")
+	if want := "another chattyd is listening on " + path; !errors.Is(err, control.ErrInUse) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Listen = %v; want ErrInUse saying %q", err, want)
+	}
+	if after, err := os.Lstat(path); err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the live socket was replaced: %v", err)
+	}
+
+	live.Close() // removes its file
+	ln, err := control.Listen(path, "")
+	if err != nil {
+		t.Fatalf("Listen once the live socket is gone (the refused Listen must not keep the lock): %v", err)
+	}
+	defer ln.Close()
+	reachable(t, ln, path)
+}
+
 // A daemon that holds the lock may be between its stale check and its
 // bind: the stale socket is its to replace, and nobody else's.
 func TestLockHolderKeepsStaleSocket(t *testing.T) {
