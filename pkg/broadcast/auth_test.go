@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -315,22 +314,6 @@ func TestSignedDropRevoked(t *testing.T) {
 		t.Fatal("the revoked client still received the stream")
 	}
 	eventually(t, "one client left", func() bool { return s.Stats().Connected == 1 })
-}
-
-// dialStranger connects to s without waiting to be admitted: the server
-// may refuse it.
-func dialStranger(t *testing.T, s *Server, pub ed25519.PublicKey) *signedClient {
-	t.Helper()
-	conn, err := net.Dial("tcp", s.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &signedClient{Conn: conn, v: v, buf: make([]byte, 4096)}
 }
 
 // readNothing checks that the server closed c without sending anything.

@@ -45,15 +45,25 @@ type signedClient struct {
 	acks bool // acknowledge every verified message
 }
 
+// dialSigned connects to s and waits until the server has admitted the
+// connection.
 func dialSigned(t *testing.T, s *Server, pub ed25519.PublicKey) *signedClient {
 	t.Helper()
 	want := s.Stats().Accepted + 1
+	c := dialStranger(t, s, pub)
+	eventually(t, "client registered", func() bool { return s.Stats().Accepted >= want })
+	return c
+}
+
+// dialStranger connects to s without waiting to be admitted: the server
+// may refuse it.
+func dialStranger(t *testing.T, s *Server, pub ed25519.PublicKey) *signedClient {
+	t.Helper()
 	conn, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	eventually(t, "client registered", func() bool { return s.Stats().Accepted >= want })
 	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
 	if err != nil {
 		t.Fatal(err)
