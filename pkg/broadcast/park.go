@@ -58,10 +58,11 @@ func (p *parkedWriters) removeLocked(c *client) bool {
 // each publish, with the number of bytes published, and at close.
 //
 // A few clients woken for a little data are run on the calling goroutine
-// (the feed's, or the control server's): their writes cost less than
-// waking a thread for them would. When there is more to do, the caller
-// hands it to other goroutines and goes on reading the feed while they
-// write.
+// (the feed's, the control server's, or at shutdown the server's own,
+// which closes the log), which must hold no lock a writer takes: their
+// writes cost less than waking a thread for them would. When there is
+// more to do, the caller hands it to other goroutines and goes on
+// reading the feed while they write.
 func (p *parkedWriters) wakeAll(published int) {
 	p.mu.Lock()
 	woken := p.list

@@ -11,13 +11,14 @@
 //
 // An idle client holds no goroutine. Its writer runs only while there is
 // something to write, then parks with its cursor until a publish (or an
-// answer to send) runs it again; clients woken together share a few
-// goroutines. The reader of a plain TCP client waits in the server's
-// epoll instance, not in a Read, and runs only when the client has sent
-// something. Idle clients thus cost their connection and their state,
-// about 1.6 KiB each, rather than two goroutine stacks (see park.go and
-// poll.go). TLS and signed clients keep a reader goroutine blocked in
-// Read.
+// answer to send) runs it again; clients woken together by a publish run
+// on the publisher's goroutine when they are few and the publish small,
+// or else share a few goroutines. The reader of a plain TCP client waits
+// in the server's epoll instance, not in a Read, and runs only when the
+// client has sent something. Idle clients thus cost their connection and
+// their state, about 1.6 KiB each, rather than two goroutine stacks (see
+// park.go and poll.go). TLS and signed clients keep a reader goroutine
+// blocked in Read.
 package broadcast
 
 import (
