@@ -1,7 +1,10 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -232,4 +235,69 @@ func TestSignedTLSSourceKeptOnReload(t *testing.T) {
 	statusUntil(t, d, "the pinned watcher", func(st control.Status) bool { return st.Clients.Connected == 1 })
 	d.Feed("still pinned")
 	waitLine(t, lines, "still pinned")
+}
+
+// broadcast.signed.max_unauthenticated reaches the signed listener and
+// changes on reload: with a limit of one, a second stranger is closed at
+// once, sent nothing, and status counts both; after a reload to two, the
+// next stranger is sent its CHALLENGE.
+func TestSignedMaxUnauthenticated(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := keygenKey(t)
+	_, client := keygenKey(t)
+	authorized := writeFile(t, "clients", identity.AuthorizedKeyLine(client.Public, "ops")+"\n")
+	addr := harness.FreeAddr(t)
+	conf := func(limit int) string {
+		return config(fmt.Sprintf("identity:\n  key_file: %s\n  authorized_keys: %s\nbroadcast:\n  signed:\n    listen: %s\n    auth: authorized_keys\n    max_unauthenticated: %d\n",
+			keyFile, authorized, addr, limit))
+	}
+	d := harness.StartDaemon(t, harness.Options{Config: conf(1)})
+	d.WaitLog(t, "The signed listener is on "+addr, short)
+
+	// stranger connects and reports whether it was sent anything (its
+	// CHALLENGE) before the connection closed.
+	stranger := func() (sent bool) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetReadDeadline(time.Now().Add(short))
+		var b [1]byte
+		n, err := conn.Read(b[:])
+		if n == 0 && !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("a stranger read nothing, but the connection is not closed: %v", err)
+		}
+		return n > 0
+	}
+
+	if !stranger() {
+		t.Fatal("the first stranger was sent nothing; want its CHALLENGE")
+	}
+	if stranger() {
+		t.Fatal("the second stranger was sent something; want the connection closed at once")
+	}
+	st := statusUntil(t, d, "one client authenticating, one refused for it", func(st control.Status) bool {
+		return st.Clients.Authenticating == 1 && st.Clients.UnauthenticatedRefused == 1
+	})
+	if st.Clients.Accepted != 1 || st.Clients.Refused != 0 {
+		t.Errorf("accepted %d, refused %d; want 1 and 0 (a refusal for max_unauthenticated is neither)", st.Clients.Accepted, st.Clients.Refused)
+	}
+
+	d.WriteConfig(conf(2))
+	since := d.LogLen()
+	d.Signal(syscall.SIGHUP)
+	d.WaitLogSince(t, since, "Configuration reloaded", short)
+	if strings.Contains(d.Log()[since:], "field=broadcast.signed") {
+		t.Errorf("the reload says max_unauthenticated needs a restart:\n%s", d.Log()[since:])
+	}
+	if !stranger() {
+		t.Fatal("after the reload to 2, the second stranger was sent nothing; want its CHALLENGE")
+	}
+	// Accepted, not authenticating: the first stranger's place ends with
+	// its time to authenticate, which a slow machine may reach by now.
+	statusUntil(t, d, "the second stranger accepted", func(st control.Status) bool {
+		return st.Clients.Accepted == 2 && st.Clients.UnauthenticatedRefused == 1
+	})
 }
