@@ -96,6 +96,11 @@ func Listen(path, group string) (*SocketListener, error) {
 	if err := prepareDir(filepath.Dir(path), gid); err != nil {
 		return nil, err
 	}
+	// A path that is no socket is refused before its lock file is made:
+	// the lock would only be litter beside a file that was never ours.
+	if _, err := existingSocket(path); err != nil {
+		return nil, err
+	}
 	lock, err := lockSocket(path)
 	if err != nil {
 		return nil, err
@@ -232,15 +237,8 @@ func prepareDir(dir string, gid int) error {
 // removeStale makes path free for bind: absent, or a socket nobody answers
 // on, which it removes.
 func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("control socket %s exists and is not a socket but %s; not removing it, choose another path", path, fileKind(fi.Mode()))
+	if exists, err := existingSocket(path); !exists || err != nil {
+		return err
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
@@ -254,6 +252,22 @@ func removeStale(path string) error {
 		return fmt.Errorf("remove stale control socket: %w", err)
 	}
 	return nil
+}
+
+// existingSocket reports whether path exists, and fails if it is anything
+// but a socket.
+func existingSocket(path string) (bool, error) {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("control socket: %w", err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return true, fmt.Errorf("control socket %s exists and is not a socket but %s; not removing it, choose another path", path, fileKind(fi.Mode()))
+	}
+	return true, nil
 }
 
 func fileKind(m fs.FileMode) string {

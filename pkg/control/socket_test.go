@@ -338,6 +338,9 @@ func TestNonSocketNotRemoved(t *testing.T) {
 			if err != nil || !os.SameFile(before, after) {
 				t.Fatalf("the file at %s was touched: %v", path, err)
 			}
+			if _, err := os.Lstat(control.LockPath(path)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a lock file was left beside %s: %v", path, err)
+			}
 		})
 	}
 }
