@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
@@ -288,6 +289,72 @@ func TestAckMatchingAcrossChunks(t *testing.T) {
 	if st := s.Stats(); st.AcksMismatched != 0 {
 		t.Errorf("%d mismatched", st.AcksMismatched)
 	}
+}
+
+// A client that acknowledges nothing within ackGrace of its first line is
+// taken for one that never will: it stops holding the log's chunks, well
+// before the queue limits, while a client that acknowledges goes on being
+// matched line by line.
+func TestNonAckingClientReleasesTheLog(t *testing.T) {
+	defer func(d time.Duration) { ackGrace = d }(ackGrace)
+	ackGrace = 20 * time.Millisecond
+	s := startServer(t, testLimits()) // queue limits of 64 MiB and a million lines
+	quiet, acker := dial(t, s), dial(t, s)
+	first := weak.Make(s.lines.head)
+
+	publish(s, "first")
+	quiet.readLine(t)
+	acker.readLine(t)
+	fmt.Fprint(acker, "ACK_RECEIVED 5\n")
+	eventually(t, "the first ack counted", func() bool { return s.Stats().AcksGood == 1 })
+
+	// Each write after ackGrace looks at it again.
+	lagOf := func(c *testClient) uint64 {
+		local := c.LocalAddr().String()
+		for _, ci := range s.Clients() {
+			if ci.Remote == local {
+				return ci.AckLag
+			}
+		}
+		t.Fatalf("client %s not found", local)
+		return 0
+	}
+	sent := 1
+	eventually(t, "the quiet client's acks no longer expected", func() bool {
+		publish(s, "more")
+		sent++
+		return lagOf(quiet) == 0
+	})
+
+	// Two chunks' worth of lines: the first chunk is now held by no one,
+	// once the acker has acknowledged everything.
+	line := strings.Repeat("z", 999)
+	batch := make([]string, 2*chunkSize/1000+10)
+	for i := range batch {
+		batch[i] = line
+	}
+	publish(s, batch...)
+	var acks bytes.Buffer
+	for range sent - 1 + len(batch) {
+		got := acker.readLine(t)
+		fmt.Fprintf(&acks, "ACK_RECEIVED %d\n", len(got))
+		if q := quiet.readLine(t); q != got {
+			t.Fatalf("the quiet client got %.20q where the acker got %.20q", q, got)
+		}
+	}
+	if lag := lagOf(acker); lag == 0 {
+		t.Fatal("the acking client's acks are no longer expected")
+	}
+	acker.Write(acks.Bytes())
+	want := uint64(sent + len(batch))
+	eventually(t, "the acker's acks counted", func() bool { return s.Stats().AcksGood == want })
+	if st := s.Stats(); st.AcksMismatched != 0 {
+		t.Errorf("%d acks mismatched", st.AcksMismatched)
+	}
+	eventually(t, "the first chunk collected", func() bool {
+		runtime.GC()
+		return first.Value() == nil
+	})
 }
 
 // A client that never reads is disconnected once it lags beyond its

@@ -93,11 +93,14 @@ type client struct {
 
 	peerEOF atomic.Bool // the client closed its side; close after answering
 
-	ackMu    sync.Mutex // guards ack
+	ackMu    sync.Mutex // guards ack and firstUnacked
 	ack      cursor     // oldest line not yet acknowledged (text protocol; signed clients ack by ackedSeq)
 	ackedSeq atomic.Uint64
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
+	// firstUnacked is when a client that has acknowledged nothing yet was
+	// first sent a line (trimAcks); guarded by ackMu.
+	firstUnacked time.Time
 	// keepAlives counts the keep-alive answers written to the client.
 	keepAlives atomic.Uint64
 
@@ -455,8 +458,16 @@ func (c *client) logSent(data []byte, nka int) {
 	}
 }
 
+// ackGrace is how long a client that has acknowledged nothing may take to
+// acknowledge the first line it was sent before trimAcks takes it for one
+// that never will (a variable for tests).
+var ackGrace = 10 * time.Second
+
 // trimAcks gives up on acks for lines too far behind what was written, so
-// a client that never acknowledges (a plain nc, say) does not pin the log.
+// that a client that never acknowledges (a plain nc, say) does not pin the
+// log: for a client that has acknowledged nothing ackGrace after it was
+// sent its first line, at every write; for the others, beyond the queue
+// limits.
 func (c *client) trimAcks(written cursor) {
 	lim := c.srv.limits.Load()
 	c.ackMu.Lock()
@@ -467,10 +478,24 @@ func (c *client) trimAcks(written cursor) {
 		}
 		return
 	}
-	if written.seq-c.ack.seq > uint64(lim.QueueLines) || written.pos()-c.ack.pos() > uint64(lim.QueueBytes) {
+	if written.seq-c.ack.seq > uint64(lim.QueueLines) || written.pos()-c.ack.pos() > uint64(lim.QueueBytes) || c.neverAcksLocked(written) {
 		c.ack = written
 		c.ackedSeq.Store(written.seq)
 	}
+}
+
+// neverAcksLocked reports whether the client, sent lines up to written,
+// has acknowledged none of them ackGrace after it was sent the first.
+func (c *client) neverAcksLocked(written cursor) bool {
+	if written.seq == c.ack.seq || c.acksGood.Load()+c.acksBad.Load() > 0 {
+		return false
+	}
+	now := time.Now()
+	if c.firstUnacked.IsZero() {
+		c.firstUnacked = now
+		return false
+	}
+	return now.Sub(c.firstUnacked) >= ackGrace
 }
 
 // handshakeTimeout bounds a TLS client's handshake (a variable for tests).
