@@ -99,8 +99,8 @@ type client struct {
 	acksGood atomic.Uint64
 	acksBad  atomic.Uint64
 	// firstUnacked is when a client that has acknowledged nothing yet was
-	// first sent a line (trimAcks); guarded by ackMu.
-	firstUnacked time.Time
+	// first sent a line (trimAcks), in Unix nanoseconds; guarded by ackMu.
+	firstUnacked int64
 	// keepAlives counts the keep-alive answers written to the client.
 	keepAlives atomic.Uint64
 
@@ -490,12 +490,12 @@ func (c *client) neverAcksLocked(written cursor) bool {
 	if written.seq == c.ack.seq || c.acksGood.Load()+c.acksBad.Load() > 0 {
 		return false
 	}
-	now := time.Now()
-	if c.firstUnacked.IsZero() {
+	now := time.Now().UnixNano()
+	if c.firstUnacked == 0 {
 		c.firstUnacked = now
 		return false
 	}
-	return now.Sub(c.firstUnacked) >= ackGrace
+	return now-c.firstUnacked >= int64(ackGrace)
 }
 
 // handshakeTimeout bounds a TLS client's handshake (a variable for tests).
