@@ -23,6 +23,7 @@
 package signed
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -156,6 +157,14 @@ func (d *Decoder) Next() (f Frame, ok bool, err error) {
 	}
 	rest := d.buf[d.off:]
 	if len(rest) >= 1 && rest[0] != Magic {
+		if d.pos == 0 {
+			switch line, more := refusalLine(rest); {
+			case more:
+				return Frame{}, false, nil
+			case line != nil:
+				return d.fail(ReasonMalformed, 0, "the server refused the connection: %q", line)
+			}
+		}
 		return d.fail(ReasonMalformed, 0, "first byte 0x%02x is not 0x%02x: not a chatty signed stream, or it lost its place", rest[0], Magic)
 	}
 	if len(rest) >= 2 && !Kind(rest[1]).Known() {
@@ -177,6 +186,25 @@ func (d *Decoder) Next() (f Frame, ok bool, err error) {
 	d.off += end
 	d.pos += int64(end)
 	return f, true, nil
+}
+
+// refusalLine recognises, at the start of a stream, the text line a chattyd
+// listener sends to a connection it refuses ("ERROR too many clients
+// ...", the same on every listener) and returns it without its newline
+// once it has it whole; more means that b could still become one.
+func refusalLine(b []byte) (line []byte, more bool) {
+	const prefix, maxLine = "ERROR ", 256
+	n := min(len(b), len(prefix))
+	if string(b[:n]) != prefix[:n] {
+		return nil, false
+	}
+	if n < len(prefix) {
+		return nil, true
+	}
+	if i := bytes.IndexByte(b[:min(len(b), maxLine)], '\n'); i >= 0 {
+		return b[:i], false
+	}
+	return nil, len(b) < maxLine
 }
 
 func (d *Decoder) fail(r Reason, k Kind, format string, args ...any) (Frame, bool, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -626,6 +627,52 @@ func TestVerifyAllocs(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Errorf("%s: %.1f allocations per message", tc.name, allocs)
+		}
+	}
+}
+
+// A listener that refuses a connection sends the text protocol's ERROR
+// line; the decoder names it, whatever pieces it comes in, and takes
+// anything else that is not a frame for a foreign stream.
+func TestDecoderRefusalLine(t *testing.T) {
+	const refusal = "ERROR too many clients (max_clients 1); try again later\n"
+	for _, step := range []int{1, 7, len(refusal)} {
+		d := NewDecoder(0)
+		var err error
+		for i := 0; i < len(refusal) && err == nil; i += step {
+			d.Feed([]byte(refusal[i:min(i+step, len(refusal))]))
+			var ok bool
+			_, ok, err = d.Next()
+			if ok {
+				t.Fatal("a frame decoded from a text line")
+			}
+		}
+		var re *RejectError
+		if !errors.As(err, &re) || re.Reason != ReasonMalformed || !strings.Contains(err.Error(), `the server refused the connection: "ERROR too many clients (max_clients 1); try again later"`) {
+			t.Errorf("fed %d bytes at a time: %v", step, err)
+		}
+	}
+	for _, in := range []string{"ERRATIC\n", "HELLO\n", "ERROR " + strings.Repeat("x", 300)} {
+		d := NewDecoder(0)
+		d.Feed([]byte(in))
+		if _, _, err := d.Next(); err == nil || !strings.Contains(err.Error(), "not a chatty signed stream") {
+			t.Errorf("%.20q: %v", in, err)
+		}
+	}
+	// Only at the start: the same bytes later in a stream lost its place.
+	s := encodeStream(t, PerMessage, 1, 1)
+	d := NewDecoder(0)
+	d.Feed(append(slices.Clone(s.bytes), refusal...))
+	for {
+		_, ok, err := d.Next()
+		if err != nil {
+			if !strings.Contains(err.Error(), "not a chatty signed stream") {
+				t.Errorf("after the frames: %v", err)
+			}
+			break
+		}
+		if !ok {
+			t.Fatal("the text line after the frames was taken for a frame's beginning")
 		}
 	}
 }

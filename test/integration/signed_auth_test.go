@@ -301,3 +301,24 @@ func TestSignedMaxUnauthenticated(t *testing.T) {
 		return st.Clients.Accepted == 2 && st.Clients.UnauthenticatedRefused == 1
 	})
 }
+
+// A signed listener at max_clients refuses the next connection with the
+// same ERROR line as the text listener; chattyctl watch --signed says that
+// the server refused it, and why, rather than that the stream is foreign.
+func TestSignedWatchRefusedOverMaxClients(t *testing.T) {
+	t.Parallel()
+	keyFile, _ := keygenKey(t)
+	pubFile := identity.PublicPath(keyFile)
+	addr := harness.FreeAddr(t)
+	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
+		"identity:\n  key_file: %s\nbroadcast:\n  max_clients: 1\n  signed:\n    listen: %s\n", keyFile, addr))})
+	d.WaitLog(t, "The signed listener is on "+addr, short)
+	startWatch(t, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
+	statusUntil(t, d, "the first watcher", func(st control.Status) bool { return st.Clients.Connected == 1 })
+
+	code, _, errOut := runCtl(t, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
+	if code == 0 || !strings.Contains(errOut, `the server refused the connection: "ERROR too many clients (max_clients 1); try again later"`) {
+		t.Errorf("second watch = %d: %s", code, errOut)
+	}
+	statusUntil(t, d, "the refusal counted", func(st control.Status) bool { return st.Clients.Refused == 1 })
+}
