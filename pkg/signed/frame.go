@@ -117,12 +117,20 @@ type Frame struct {
 // oversized or foreign frame is refused before its body is read; it keeps
 // at most one incomplete frame. Its first error is final: a stream cannot
 // be resynchronised. The zero Decoder is not usable; use NewDecoder.
+//
+// A Verifier's Decoder, which reads the daemon's stream, also recognises
+// at its start the text line of a listener that refuses the connection
+// (keeping at most 255 bytes of it until its newline) and reports it as
+// the server's refusal; a daemon's Decoder of a client's stream does not.
 type Decoder struct {
 	maxBody int
-	buf     []byte
-	off     int   // start of the unconsumed bytes in buf
-	pos     int64 // stream offset of buf[off]
-	err     error
+	// fromDaemon is set on a client's Decoder of the daemon's stream
+	// (newDaemonDecoder): only there can a refusal line come.
+	fromDaemon bool
+	buf        []byte
+	off        int   // start of the unconsumed bytes in buf
+	pos        int64 // stream offset of buf[off]
+	err        error
 }
 
 // NewDecoder returns a Decoder that refuses bodies longer than maxBody;
@@ -132,6 +140,14 @@ func NewDecoder(maxBody int) *Decoder {
 		maxBody = MaxBody
 	}
 	return &Decoder{maxBody: maxBody}
+}
+
+// newDaemonDecoder returns a NewDecoder(maxBody) for a client reading the
+// daemon's stream, which names a listener's refusal line at its start.
+func newDaemonDecoder(maxBody int) *Decoder {
+	d := NewDecoder(maxBody)
+	d.fromDaemon = true
+	return d
 }
 
 // Feed adds the next bytes of the stream. Frames returned before become
@@ -157,7 +173,7 @@ func (d *Decoder) Next() (f Frame, ok bool, err error) {
 	}
 	rest := d.buf[d.off:]
 	if len(rest) >= 1 && rest[0] != Magic {
-		if d.pos == 0 {
+		if d.fromDaemon && d.pos == 0 {
 			switch line, more := refusalLine(rest); {
 			case more:
 				return Frame{}, false, nil

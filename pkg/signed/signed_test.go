@@ -632,12 +632,14 @@ func TestVerifyAllocs(t *testing.T) {
 }
 
 // A listener that refuses a connection sends the text protocol's ERROR
-// line; the decoder names it, whatever pieces it comes in, and takes
-// anything else that is not a frame for a foreign stream.
+// line; a client's decoder of the daemon's stream names it, whatever
+// pieces it comes in, and takes anything else that is not a frame for a
+// foreign stream. The daemon's decoder of a client's stream, where no
+// refusal can come from, takes the line for a foreign stream too.
 func TestDecoderRefusalLine(t *testing.T) {
 	const refusal = "ERROR too many clients (max_clients 1); try again later\n"
 	for _, step := range []int{1, 7, len(refusal)} {
-		d := NewDecoder(0)
+		d := newDaemonDecoder(0)
 		var err error
 		for i := 0; i < len(refusal) && err == nil; i += step {
 			d.Feed([]byte(refusal[i:min(i+step, len(refusal))]))
@@ -653,15 +655,24 @@ func TestDecoderRefusalLine(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"ERRATIC\n", "HELLO\n", "ERROR " + strings.Repeat("x", 300)} {
-		d := NewDecoder(0)
+		d := newDaemonDecoder(0)
 		d.Feed([]byte(in))
 		if _, _, err := d.Next(); err == nil || !strings.Contains(err.Error(), "not a chatty signed stream") {
 			t.Errorf("%.20q: %v", in, err)
 		}
 	}
+	up := NewDecoder(0)
+	up.Feed([]byte(refusal))
+	if _, _, err := up.Next(); err == nil || !strings.Contains(err.Error(), "not a chatty signed stream") {
+		t.Errorf("the daemon's decoder of a client's stream: %v", err)
+	}
+	v, _ := NewVerifier(testKey().Public().(ed25519.PublicKey), VerifierOptions{Now: fixedNow})
+	if err := v.Feed([]byte(refusal), nil); err == nil || !strings.Contains(err.Error(), "the server refused the connection") {
+		t.Errorf("the verifier: %v", err)
+	}
 	// Only at the start: the same bytes later in a stream lost its place.
 	s := encodeStream(t, PerMessage, 1, 1)
-	d := NewDecoder(0)
+	d := newDaemonDecoder(0)
 	d.Feed(append(slices.Clone(s.bytes), refusal...))
 	for {
 		_, ok, err := d.Next()

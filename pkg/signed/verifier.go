@@ -121,7 +121,7 @@ func NewVerifier(pub ed25519.PublicKey, opts VerifierOptions) (*Verifier, error)
 	}
 	v := &Verifier{
 		pub:        pub,
-		dec:        NewDecoder(opts.MaxBody),
+		dec:        newDaemonDecoder(opts.MaxBody),
 		window:     int64(opts.TimestampWindow),
 		maxPending: opts.MaxPending,
 		maxBytes:   opts.MaxPendingBytes,
