@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/chatty-dev/chatty/pkg/message"
 )
 
 // decodeAll decodes data fed in pieces cut at the given points and returns
-// the frames (copied) and the error that stopped it.
-func decodeAll(data []byte, cuts []int, maxBody int) ([]Frame, error) {
+// the frames (copied) and the error that stopped it. fromDaemon decodes it
+// as a client reads the daemon's stream (newDaemonDecoder).
+func decodeAll(data []byte, cuts []int, maxBody int, fromDaemon bool) ([]Frame, error) {
 	d := NewDecoder(maxBody)
+	if fromDaemon {
+		d = newDaemonDecoder(maxBody)
+	}
 	var frames []Frame
 	prev := 0
 	cuts = append(cuts, len(data))
@@ -40,8 +46,9 @@ func decodeAll(data []byte, cuts []int, maxBody int) ([]Frame, error) {
 	return frames, nil
 }
 
-// FuzzDecoder checks that the decoder never panics, never returns a body
-// over its limit, and finds the same frames however the input is split.
+// FuzzDecoder checks that the decoder, of either side's stream, never
+// panics, never returns a body over its limit, and finds the same frames
+// and the same error however the input is split.
 func FuzzDecoder(f *testing.F) {
 	s := encodeStream(f, Chained, 3, 2)
 	f.Add(s.bytes, uint16(7), uint16(100))
@@ -49,20 +56,24 @@ func FuzzDecoder(f *testing.F) {
 	f.Add([]byte{Magic, byte(KindAck), 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8}, uint16(3), uint16(2))
 	f.Add([]byte{Magic, 0x7f, 0xff, 0xff, 0xff, 0xff}, uint16(1), uint16(1))
 	f.Add([]byte("KEEP_ALIVE\n"), uint16(0), uint16(0))
+	f.Add([]byte("ERROR too many clients (max_clients 1); try again later\n"), uint16(3), uint16(30))
+	f.Add([]byte("ERROR "+strings.Repeat("x", 260)+"\n"), uint16(6), uint16(255))
 	const maxBody = 4096
 	f.Fuzz(func(t *testing.T, data []byte, a, b uint16) {
-		whole, wholeErr := decodeAll(data, nil, maxBody)
 		cuts := []int{int(a) % (len(data) + 1), int(b) % (len(data) + 1)}
 		if cuts[0] > cuts[1] {
 			cuts[0], cuts[1] = cuts[1], cuts[0]
 		}
-		split, splitErr := decodeAll(data, cuts, maxBody)
-		if len(whole) != len(split) || (wholeErr == nil) != (splitErr == nil) || ReasonOf(wholeErr) != ReasonOf(splitErr) {
-			t.Fatalf("whole: %d frames, %v; split at %v: %d frames, %v", len(whole), wholeErr, cuts, len(split), splitErr)
-		}
-		for i := range whole {
-			if whole[i].Kind != split[i].Kind || whole[i].Offset != split[i].Offset || !bytes.Equal(whole[i].Body, split[i].Body) {
-				t.Fatalf("frame %d differs when split", i)
+		for _, fromDaemon := range []bool{false, true} {
+			whole, wholeErr := decodeAll(data, nil, maxBody, fromDaemon)
+			split, splitErr := decodeAll(data, cuts, maxBody, fromDaemon)
+			if len(whole) != len(split) || fmt.Sprint(wholeErr) != fmt.Sprint(splitErr) {
+				t.Fatalf("from the daemon %v: whole: %d frames, %v; split at %v: %d frames, %v", fromDaemon, len(whole), wholeErr, cuts, len(split), splitErr)
+			}
+			for i := range whole {
+				if whole[i].Kind != split[i].Kind || whole[i].Offset != split[i].Offset || !bytes.Equal(whole[i].Body, split[i].Body) {
+					t.Fatalf("from the daemon %v: frame %d differs when split", fromDaemon, i)
+				}
 			}
 		}
 	})
