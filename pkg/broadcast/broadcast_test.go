@@ -296,7 +296,10 @@ func TestAckMatchingAcrossChunks(t *testing.T) {
 // before the queue limits, while a client that acknowledges goes on being
 // matched line by line.
 func TestNonAckingClientReleasesTheLog(t *testing.T) {
-	defer func(d time.Duration) { ackGrace = d }(ackGrace)
+	// Restored by a cleanup registered before the server's, so after the
+	// server has stopped: its writers read ackGrace until then.
+	old := ackGrace
+	t.Cleanup(func() { ackGrace = old })
 	ackGrace = 20 * time.Millisecond
 	s := startServer(t, testLimits()) // queue limits of 64 MiB and a million lines
 	quiet, acker := dial(t, s), dial(t, s)
