@@ -61,6 +61,9 @@ var umaskMu sync.Mutex
 //     reach the socket); an existing directory must be a real one (not a
 //     symbolic link), writable by neither its group nor others (sticky or
 //     not), and must be the user's or root's;
+//   - anything at path that is not a socket is left alone and is an
+//     error, before the lock file is made (and checked again under the
+//     lock);
 //   - the lock file LockPath(path) is opened (created with LockMode if
 //     missing; a symbolic link or anything but a regular file is refused)
 //     and locked with flock(LOCK_EX|LOCK_NB); if another process holds the
@@ -69,8 +72,7 @@ var umaskMu sync.Mutex
 //     cannot both find the socket stale and remove each other's;
 //   - if a daemon answers on path, Listen fails with ErrInUse naming it
 //     (one that holds no lock: an older chattyd, or systemd's socket);
-//   - a stale socket (nobody answers) is removed; any other kind of file at
-//     path is left alone and is an error;
+//   - a stale socket (nobody answers) is removed;
 //   - the socket is created with SocketMode by setting the umask around
 //     bind (never chmod after), then given to group when group is not empty.
 //
