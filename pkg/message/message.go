@@ -22,8 +22,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // Type is the kind of a message. The zero Type is not valid.
@@ -102,21 +100,6 @@ func (t *Type) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// LogLevel returns the level at which the daemon logs a message of type t:
-// error for Critical and Error, warning for Warning, debug for Debug and
-// info for the others.
-func (t Type) LogLevel() logrus.Level {
-	switch t {
-	case Critical, Error:
-		return logrus.ErrorLevel
-	case Warning:
-		return logrus.WarnLevel
-	case Debug:
-		return logrus.DebugLevel
-	}
-	return logrus.InfoLevel
-}
-
 // MaxTextBytes is the longest text a message may carry, in bytes.
 const MaxTextBytes = 4096
 
@@ -147,9 +130,6 @@ func (m *Message) Validate() error {
 	}
 	return nil
 }
-
-// LogLevel returns m.Type.LogLevel().
-func (m *Message) LogLevel() logrus.Level { return m.Type.LogLevel() }
 
 // timeLayout is RFC 3339 with exactly three fractional digits.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"
