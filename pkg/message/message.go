@@ -1,20 +1,8 @@
 // Package message defines chatty's typed messages, the seven types of the
 // original client-server (Request, Response, Critical, Info, Warning, Debug,
-// Error), and their one-line form in the text protocol.
-//
-// A message's line is
-//
-//	2026-11-24T10:00:00.123Z [Warning] disk almost full
-//
-// that is, the time in RFC 3339 UTC with exactly three fractional digits, a
-// space, the canonical type name in square brackets, a space and the text.
-// The line carries no terminator; the broadcaster adds "\n" as it does to
-// every feed line.
-//
-// A text that contains "\n" or "\r" is rejected rather than escaped: an
-// escape would be a second encoding that every client of the plain text
-// protocol would have to undo, while a rejected message tells its sender at
-// once what is wrong. Texts are also bounded by MaxTextBytes.
+// Error), and their one-line form in the text protocol (AppendText). The
+// line, and why a line break is rejected rather than escaped, are in
+// docs/control.md, "Typed messages".
 package message
 
 import (
