@@ -9,7 +9,12 @@ STATICCHECK_VERSION := v0.8.2
 VERSION      ?= 0.1.0
 NFPM_VERSION := v2.45.0
 PKG_ARCH     := $(shell $(GO) env GOARCH)
-PKG_LDFLAGS  := -s -w -X github.com/chatty-dev/chatty/pkg/daemon.Version=$(VERSION) -X main.version=$(VERSION)
+VERSION_VAR  := github.com/chatty-dev/chatty/internal/version.stamped
+PKG_LDFLAGS  := -s -w -X $(VERSION_VAR)=$(VERSION)
+# make build stamps git describe; outside a git checkout the binaries say
+# what the Go toolchain recorded (internal/version).
+GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
+BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 .PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
@@ -18,8 +23,8 @@ NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 all: build
 
 build:
-	$(GO) build -o $(BIN)/chattyd ./daemon
-	$(GO) build -o $(BIN)/chattyctl ./ctl
+	$(GO) build -ldflags '$(BUILD_LDFLAGS)' -o $(BIN)/chattyd ./daemon
+	$(GO) build -ldflags '$(BUILD_LDFLAGS)' -o $(BIN)/chattyctl ./ctl
 
 run: build
 	$(BIN)/chattyd demo-feed | $(BIN)/chattyd --demo --verbose

@@ -7,12 +7,12 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/exitcode"
+	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -21,19 +21,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
-
-func chattyctlVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 // usagef returns a usage error: exit code 2.
 func usagef(format string, args ...any) error { return exitcode.Usagef(format, args...) }
@@ -62,7 +49,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Name:                 "chattyctl",
 		Usage:                "control a running chattyd",
 		Description:          "chattyctl talks to chattyd through its control socket (see docs/control.md). Reading needs access to the socket; send, scale and stop need root, chattyd's own user or membership of its control group.",
-		Version:              chattyctlVersion(),
+		Version:              version.String(),
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
@@ -448,7 +435,7 @@ func cmdVersion(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "chattyctl %s (%s)\n", chattyctlVersion(), runtime.Version())
+	fmt.Fprintf(c.App.Writer, "chattyctl %s (%s)\n", version.String(), runtime.Version())
 	cl, err := newClient(c)
 	if err != nil {
 		return err

@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/chatty-dev/chatty/internal/exitcode"
-	"github.com/chatty-dev/chatty/pkg/daemon"
+	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/urfave/cli/v2"
 )
 
@@ -29,7 +29,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			"and SIGUSR1 reopens log.file. Under systemd it takes its sockets and feed FIFO by name (broadcast, control, feed), " +
 			"notifies readiness and pings the watchdog; the package runs it as chattyd.service with /etc/chattyd/chattyd.yaml. " +
 			"See /usr/share/doc/chatty/systemd.md.",
-		Version:   daemon.Version,
+		Version:   version.String(),
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags:     daemonFlags(),

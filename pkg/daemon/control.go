@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -30,7 +31,7 @@ func (b backend) Status() control.Status {
 	}
 	started := d.started
 	return control.Status{
-		Version:       Version,
+		Version:       version.String(),
 		PID:           os.Getpid(),
 		StartedAt:     started,
 		UptimeSeconds: time.Since(started).Seconds(),

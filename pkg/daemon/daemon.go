@@ -29,9 +29,6 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Version is chattyd's version, set at build time.
-var Version = "dev"
-
 // ErrStoppedAtOnce is Run's error when a second stop signal abandoned the
 // graceful stop: parts of the daemon may still be running, and the caller
 // should end the process.

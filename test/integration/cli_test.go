@@ -2,6 +2,8 @@ package integration
 
 import (
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -176,5 +178,38 @@ func TestConfigCommandsTakeFlagsAfter(t *testing.T) {
 				t.Errorf("output does not contain %q:\n%s", tc.want, out)
 			}
 		})
+	}
+}
+
+// make build stamps the binaries with git describe, so that status and
+// --version say which commit runs, not "dev".
+func TestMakeBuildStampsVersion(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"git", "make"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	describe, err := exec.Command("git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("make", "-s", "-C", root, "build", "BIN="+bin).CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	want := strings.TrimSpace(string(describe))
+	for _, c := range [][]string{{"chattyd", "--version"}, {"chattyctl", "version"}} {
+		out, err := exec.Command(filepath.Join(bin, c[0]), c[1]).Output()
+		if err != nil {
+			t.Fatalf("%s %s: %v", c[0], c[1], err)
+		}
+		if !strings.Contains(string(out), " "+want) {
+			t.Errorf("%s %s printed %q, want the stamp %q", c[0], c[1], out, want)
+		}
 	}
 }
