@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -18,7 +20,7 @@ func keygenCommand() *cli.Command {
 		Name:      "keygen",
 		Usage:     "make a new Ed25519 identity key (mode 0600) and its .pub beside it",
 		ArgsUsage: " ",
-		Description: "keygen refuses to overwrite an existing key. Point identity.key_file at the key " +
+		Description: "keygen refuses to overwrite an existing key, and makes the key's directory (mode 0700) when it is missing. Point identity.key_file at the key " +
 			"(or leave it empty when --out is the default) and give the .pub file to clients.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "write the private key to `PATH` (default: identity.key in chattyd's state directory)"},
@@ -30,11 +32,15 @@ func keygenCommand() *cli.Command {
 			path := c.String("out")
 			if path == "" {
 				path = config.DefaultKeyFile()
-				// Only the default directory is made: a mistyped --out
-				// directory is better reported than created.
-				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-					return fmt.Errorf("keygen: %w", err)
+			}
+			// A missing directory is made private (0700), as the key's
+			// own directory should be, and said.
+			dir := filepath.Dir(path)
+			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					return fmt.Errorf("keygen: make the directory %s: %w", dir, err)
 				}
+				fmt.Fprintf(c.App.Writer, "created directory %s (mode 0700)\n", dir)
 			}
 			id, err := identity.Generate(path)
 			if err != nil {

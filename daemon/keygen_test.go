@@ -53,6 +53,27 @@ func TestKeygen(t *testing.T) {
 	}
 }
 
+// keygen makes a missing directory for the key, private, and says so; an
+// existing one it leaves as it is.
+func TestKeygenMakesTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etc", "chattyd")
+	path := filepath.Join(dir, "identity.key")
+	code, out, errOut := runChattyd(t, "keygen", "--out", path)
+	if code != 0 {
+		t.Fatalf("keygen exited %d: %s", code, errOut)
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("directory: %v, %v; want mode 0700", st, err)
+	}
+	if !strings.Contains(out, "created directory "+dir) || !strings.Contains(out, path) {
+		t.Errorf("output does not say what was made:\n%s", out)
+	}
+	code, out, _ = runChattyd(t, "keygen", "--out", filepath.Join(dir, "second.key"))
+	if code != 0 || strings.Contains(out, "created directory") {
+		t.Errorf("keygen into an existing directory exited %d and said %q", code, out)
+	}
+}
+
 // The daemon refuses a key that others may read, naming the file and the
 // fix, and fails on a missing key unless identity.generate is set.
 func TestDaemonIdentityKeyChecks(t *testing.T) {
