@@ -21,8 +21,8 @@ const SystemSocketPath = "/run/chattyd/control.sock"
 
 // DefaultSocketPath returns where chattyd listens when no path is
 // configured: /run/chattyd/control.sock for root, otherwise
-// $XDG_RUNTIME_DIR/chattyd/control.sock, or /tmp/chattyd-UID/control.sock
-// when XDG_RUNTIME_DIR is unset. It creates nothing; Listen creates the
+// $XDG_RUNTIME_DIR/chattyd/control.sock, or chattyd-UID/control.sock in
+// os.TempDir ($TMPDIR, else /tmp) when XDG_RUNTIME_DIR is unset. It creates nothing; Listen creates the
 // directory.
 func DefaultSocketPath() string {
 	uid := os.Geteuid()
@@ -54,35 +54,16 @@ func LockPath(path string) string { return path + ".lock" }
 // umaskMu serializes Listen's umask changes, which are process-wide.
 var umaskMu sync.Mutex
 
-// Listen creates the control socket at path, safely:
+// Listen creates the control socket at path, safely: it checks the
+// directory, takes the lock file LockPath(path) before it looks at path,
+// refuses a path that is not a socket or where a daemon answers
+// (ErrInUse), replaces a stale socket, and binds with SocketMode under a
+// umask, giving the socket to group when set. docs/control.md, "Where the
+// socket is", says each step and why; keep the two in step.
 //
-//   - the directory is created if missing, mode 0750 for root and 0700
-//     otherwise (with group set to group, when given, so its members can
-//     reach the socket); an existing directory must be a real one (not a
-//     symbolic link), writable by neither its group nor others (sticky or
-//     not), and must be the user's or root's;
-//   - anything at path that is not a socket is left alone and is an
-//     error, before the lock file is made (and checked again under the
-//     lock);
-//   - the lock file LockPath(path) is opened (created with LockMode if
-//     missing; a symbolic link or anything but a regular file is refused)
-//     and locked with flock(LOCK_EX|LOCK_NB); if another process holds the
-//     lock, Listen fails at once with ErrInUse naming path. Everything
-//     below happens under the lock, so two daemons starting together
-//     cannot both find the socket stale and remove each other's;
-//   - if a daemon answers on path, Listen fails with ErrInUse naming it
-//     (one that holds no lock: an older chattyd, or systemd's socket);
-//   - a stale socket (nobody answers) is removed;
-//   - the socket is created with SocketMode by setting the umask around
-//     bind (never chmod after), then given to group when group is not empty.
-//
-// The listener holds the lock until it is closed; Close removes the socket
-// file first, then releases the lock. The lock file itself stays: removing
-// it would let a daemon lock a file that is no longer at LockPath(path)
-// while another locks a new one. The lock descriptor is close-on-exec, so
-// processes the daemon starts do not hold it; if the daemon dies, the
-// kernel releases it. Listen changes the process umask for the duration
-// of bind: call it early, before other goroutines create files.
+// The listener holds the lock until it is closed. Listen changes the
+// process umask for the duration of bind: call it early, before other
+// goroutines create files.
 func Listen(path, group string) (*SocketListener, error) {
 	if path == "" {
 		return nil, errors.New("control socket: empty path")
