@@ -194,8 +194,7 @@ func loadIdentity(c config.Identity, log *logrus.Entry) (*identity.Identity, err
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	log.WithFields(logrus.Fields{"file": path, "fingerprint": id.Fingerprint()}).
-		Infof("Identity %s", id.Fingerprint())
+	log.WithFields(logrus.Fields{"file": path, "fingerprint": id.Fingerprint()}).Info("Identity loaded")
 	return id, nil
 }
 
@@ -276,7 +275,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			d.log.WithError(err).WithField("member", m.name).Error("Stopping: a part of the daemon failed")
 		} else {
-			d.log.WithField("member", m.name).Info("Stopping")
+			d.log.Infof("Stopping: the %s ended", partName(m.name))
 		}
 	case sig := <-stopSignal:
 		d.log.WithField("signal", sig.String()).Info("Stopping: signal received; a second signal stops at once if it comes a second or more later")
@@ -301,6 +300,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("Stopped")
 	}
 	return err
+}
+
+// partName says what a member of the run group is, for an operator.
+func partName(member string) string {
+	switch member {
+	case "feed":
+		return "feed (feed.on_eof: stop)"
+	case "pool":
+		return "worker pool"
+	case "control":
+		return "control socket"
+	case "systemd":
+		return "systemd notifier"
+	}
+	return member + " listener"
 }
 
 // plural says n with the singular or plural noun.

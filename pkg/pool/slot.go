@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -56,7 +57,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		defer close(forkerDone)
 		forker(p.spawns)
 	}()
-	p.log.Infof("Starting %d workers", p.opts.Size)
+	p.log.Infof("Starting %s", workers(p.opts.Size))
 	p.reconcileLocked()
 	p.mu.Unlock()
 
@@ -72,7 +73,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		p.retireLocked(s)
 	}
 	p.mu.Unlock()
-	p.log.Infof("Stopping %d workers", n)
+	p.log.Infof("Stopping %s", workers(n))
 	p.wg.Wait()
 	// Only now may the forking thread exit: no worker is left whose
 	// parent-death signal it could fire.
@@ -235,4 +236,12 @@ func processStopped(pid int) bool {
 	// "pid (comm) state ...": comm may hold spaces and ")".
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+}
+
+// workers says n workers in words: "1 worker", "2 workers".
+func workers(n int) string {
+	if n == 1 {
+		return "1 worker"
+	}
+	return fmt.Sprintf("%d workers", n)
 }
