@@ -245,12 +245,12 @@ func socketPath(c *cli.Context) (string, error) {
 		return p, nil
 	}
 	if file := c.String("config"); file != "" {
-		cfg, err := config.Load(file)
+		p, err := configSocket(file, c.App.ErrWriter)
 		if err != nil {
 			return "", err
 		}
-		if cfg.Control.Socket != "" {
-			return cfg.Control.Socket, nil
+		if p != "" {
+			return p, nil
 		}
 	}
 	p := control.DefaultSocketPath()

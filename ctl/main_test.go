@@ -226,6 +226,23 @@ func TestSocketFromEnvAndConfig(t *testing.T) {
 			t.Fatalf("status with a bad config = %d: %s", code, errOut)
 		}
 	})
+	// After a reload chattyd rejected, the same file still finds the
+	// daemon: chattyctl needs only control.socket, and warns.
+	t.Run("config invalid elsewhere", func(t *testing.T) {
+		t.Setenv("CHATTY_SOCKET", "")
+		cfg := filepath.Join(t.TempDir(), "chattyd.yaml")
+		body := "version: 1\nbroadcast:\n  max_clients: -1\n  lisen: x\ncontrol:\n  socket: " + sock + "\n"
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runCtl(t, "--config", cfg, "status")
+		if code != 0 {
+			t.Fatalf("status with a config invalid outside control = %d: %s", code, errOut)
+		}
+		if !strings.Contains(errOut, "warning") || !strings.Contains(errOut, cfg) {
+			t.Errorf("no warning naming the file: %q", errOut)
+		}
+	})
 }
 
 // broadcaster serves lines to the first client, then closes.
