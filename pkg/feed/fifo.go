@@ -33,14 +33,17 @@ type Reporter interface {
 const checkInterval = time.Second
 
 // FIFO is a Source reading a named FIFO that writers open, write and close
-// in turn. When the last writer closes, the stream of bytes ends there: a
-// final line without newline is delivered as a line, as at the end of
-// stdin, and is never joined to what the next writer writes. The FIFO is
-// then opened again by its path, so that a FIFO removed or replaced while
-// chattyd runs is noticed (also every checkInterval while no writer
-// comes): chattyd reads the FIFO the path names, or waits for the path to
-// exist again. A FIFO that chattyd created at start is created again when
-// it is missing; one that was there before is left to whoever made it.
+// in turn. When the last writer closes it, a stream of bytes ends: a final
+// line without newline is delivered as a line, as at the end of stdin, and
+// is never joined to what the next writer writes. Writers that have the
+// FIFO open at the same time are one stream.
+//
+// The FIFO read is the one the path names: the path is opened again at the
+// end of each stream and compared with the open FIFO every checkInterval,
+// so that a FIFO removed or replaced while chattyd runs is noticed; then
+// the FIFO reads the one the path names, or waits for the path to name
+// one. A FIFO that Run created at start is created again when it is
+// missing; one that was there before is left to whoever made it.
 type FIFO struct {
 	path     string
 	max      int

@@ -299,3 +299,29 @@ func TestFIFOWriterBeforeReader(t *testing.T) {
 	write(t, path, "next\n")
 	r.waitLines(t, "early, unfinished", "next")
 }
+
+// A FIFO passed by systemd is read as one stream from its descriptor: it
+// has no path to follow and reports no state of its own.
+func TestPassedFIFOHasNoPathToFollow(t *testing.T) {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	var src Source = NewFile("fifo (systemd)", rd, 100, logrus.NewEntry(log))
+	if _, ok := src.(Reporter); ok {
+		t.Fatal("a passed FIFO reports a state of its own")
+	}
+	wr.WriteString("a\nlast")
+	wr.Close()
+	var got []string
+	err = src.Run(context.Background(), HandlerFunc(func(b [][]byte) {
+		for _, l := range b {
+			got = append(got, string(l))
+		}
+	}))
+	if err != nil || !slices.Equal(got, []string{"a", "last"}) {
+		t.Fatalf("Run = %v, lines %q", err, got)
+	}
+}
