@@ -170,6 +170,28 @@ func TestStatusJSON(t *testing.T) {
 	}
 }
 
+// A feed waiting for its FIFO says what it waits for, in the table and in
+// the JSON.
+func TestStatusFeedWaiting(t *testing.T) {
+	b, sock := fakeDaemon(t)
+	detail := "waiting for the FIFO path /run/chattyd/feed to exist again"
+	b.StatusValue.Feed = control.FeedStatus{Source: "fifo /run/chattyd/feed", State: control.FeedWaiting, Detail: detail}
+	code, out, errOut := runCtl(t, "--socket", sock, "status")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if want := "fifo /run/chattyd/feed  waiting (" + detail + "); 0 lines"; !strings.Contains(out, want) {
+		t.Errorf("status output lacks %q:\n%s", want, out)
+	}
+	code, out, errOut = runCtl(t, "--socket", sock, "status", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if want := `"detail": "` + detail + `"`; !strings.Contains(out, want) {
+		t.Errorf("JSON lacks %s:\n%s", want, out)
+	}
+}
+
 func TestStopWaits(t *testing.T) {
 	b, sock := fakeDaemon(t)
 	code, out, errOut := runCtl(t, "--socket", sock, "stop", "--timeout", "10s")

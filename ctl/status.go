@@ -47,8 +47,12 @@ func printStatus(out io.Writer, st control.Status) error {
 		fmt.Fprintf(w, "listener\t%s\t%s %s\n", l.Name, l.Protocol, l.Addr)
 	}
 	f := st.Feed
+	state := f.State
+	if f.Detail != "" {
+		state += " (" + f.Detail + ")"
+	}
 	fmt.Fprintf(w, "feed\t%s\t%s; %d lines, %d bytes, %d dropped as too long, %d undelivered\n",
-		f.Source, f.State, f.Lines, f.Bytes, f.Dropped, f.Undelivered)
+		f.Source, state, f.Lines, f.Bytes, f.Dropped, f.Undelivered)
 	cs := st.Clients
 	fmt.Fprintf(w, "clients\t%d connected\t%d accepted, %d refused, %d slow, %d idle closed; acks %d good, %d mismatched; %d keep-alives answered",
 		cs.Connected, cs.Accepted, cs.Refused, cs.SlowConsumers, cs.IdleClosed, cs.AcksGood, cs.AcksMismatched, cs.KeepAlives)

@@ -45,16 +45,20 @@ type Listener struct {
 // The states of the feed.
 const (
 	FeedReading = "reading"
+	FeedWaiting = "waiting" // for the FIFO's path to name a FIFO again
 	FeedEOF     = "eof"
 	FeedStopped = "stopped"
 )
 
 // FeedStatus describes the feed the daemon reads lines from.
 type FeedStatus struct {
-	Source string `json:"source"` // "stdin" or the FIFO's path
-	State  string `json:"state"`  // FeedReading, FeedEOF, FeedStopped, or "starting" or "failed"
-	Lines  uint64 `json:"lines"`  // lines read
-	Bytes  uint64 `json:"bytes"`  // bytes read, terminators included
+	Source string `json:"source"` // "stdin", "fifo PATH", or the name systemd gave a FIFO
+	State  string `json:"state"`  // FeedReading, FeedWaiting, FeedEOF, FeedStopped, or "starting" or "failed"
+	// Detail says what a waiting feed waits for, such as "waiting for the
+	// FIFO path /run/chattyd/feed to exist again".
+	Detail string `json:"detail,omitempty"`
+	Lines  uint64 `json:"lines"` // lines read
+	Bytes  uint64 `json:"bytes"` // bytes read, terminators included
 	// Dropped counts lines longer than the feed's limit, never broadcast.
 	Dropped uint64 `json:"dropped"`
 	// Undelivered counts lines broadcast while no client was connected:

@@ -30,6 +30,7 @@ func (b backend) Status() control.Status {
 		}
 	}
 	started := d.started
+	feedState, feedDetail := d.feedStatus()
 	return control.Status{
 		Version:       version.String(),
 		PID:           os.Getpid(),
@@ -38,7 +39,8 @@ func (b backend) Status() control.Status {
 		Listeners:     d.listeners.status(),
 		Feed: control.FeedStatus{
 			Source:      d.source.Name(),
-			State:       d.feedState.get(),
+			State:       feedState,
+			Detail:      feedDetail,
 			Lines:       d.feedLines.Load(),
 			Bytes:       d.feedBytes.Load(),
 			Dropped:     d.source.Dropped(),

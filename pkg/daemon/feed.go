@@ -70,6 +70,17 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 	return nil
 }
 
+// feedStatus reports the feed's state (starting, reading, waiting, eof,
+// stopped or failed) and, for a source that reports its own while it runs
+// (a FIFO waiting for its path), what it waits for.
+func (d *Daemon) feedStatus() (state, detail string) {
+	state = d.feedState.get()
+	if r, ok := d.source.(feed.Reporter); ok && state == "reading" {
+		return r.State()
+	}
+	return state, ""
+}
+
 // stateString is a string read and written from several goroutines.
 type stateString struct {
 	mu sync.Mutex // guards s

@@ -86,5 +86,6 @@ func (d *Daemon) runNotifier(ctx context.Context) error {
 
 func (d *Daemon) sendStatus() {
 	st := d.listeners.stats()
-	d.notify.Notify(fmt.Sprintf("STATUS=%d clients, %d lines, feed %s", st.Connected, st.Lines, d.feedState.get()))
+	feedState, _ := d.feedStatus()
+	d.notify.Notify(fmt.Sprintf("STATUS=%d clients, %d lines, feed %s", st.Connected, st.Lines, feedState))
 }

@@ -2,9 +2,7 @@ package feed
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"sync/atomic"
 	"time"
@@ -25,8 +23,9 @@ type Source interface {
 	Dropped() uint64
 }
 
-// Stream is a Source reading a byte stream from a file descriptor: stdin,
-// a FIFO, or a descriptor passed by systemd.
+// Stream is a Source reading one byte stream from a file descriptor: stdin,
+// or a FIFO passed by systemd. At the end of the stream (for a FIFO systemd
+// holds open, never) a final line without newline is delivered as a line.
 type Stream struct {
 	name    string
 	open    func() (*os.File, error)
@@ -44,13 +43,6 @@ func NewStdin(maxLine int, log *logrus.Entry) *Stream {
 // passed by systemd socket activation.
 func NewFile(name string, f *os.File, maxLine int, log *logrus.Entry) *Stream {
 	return &Stream{name: name, max: maxLine, log: log, open: func() (*os.File, error) { return f, nil }}
-}
-
-// NewFIFO returns a Source reading the named FIFO, created (mode 0620) if
-// missing. The FIFO is opened for reading and writing, so that writers may
-// come and go without the reader ever seeing end of file.
-func NewFIFO(path string, maxLine int, log *logrus.Entry) *Stream {
-	return &Stream{name: "fifo " + path, max: maxLine, log: log, open: func() (*os.File, error) { return openFIFO(path) }}
 }
 
 // Name implements Source.
@@ -84,11 +76,7 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 	defer func() { close(stop); <-stopped }()
 
 	lr := NewLineReader(f, s.max)
-	lr.OnDrop = func(n int) {
-		s.dropped.Add(1)
-		s.log.WithField("bytes", n).WithField("max_line_bytes", s.max).
-			Warn("Dropped an over-long line; reading continues at the next line")
-	}
+	lr.OnDrop = dropCounter(&s.dropped, s.max, s.log)
 	err = lr.Run(h)
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -129,26 +117,12 @@ func openStdin() (*os.File, error) {
 	return os.Stdin, nil
 }
 
-func openFIFO(path string) (*os.File, error) {
-	err := unix.Mkfifo(path, 0o620)
-	if err == nil {
-		// Mkfifo honours the umask; make the mode what we promised.
-		if err := os.Chmod(path, 0o620); err != nil {
-			return nil, fmt.Errorf("feed fifo %s: %w", path, err)
-		}
-	} else if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("create feed fifo %s: %w", path, err)
+// dropCounter returns a LineReader.OnDrop that counts and logs each
+// dropped line.
+func dropCounter(dropped *atomic.Uint64, max int, log *logrus.Entry) func(n int) {
+	return func(n int) {
+		dropped.Add(1)
+		log.WithField("bytes", n).WithField("max_line_bytes", max).
+			Warn("Dropped an over-long line; reading continues at the next line")
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("feed fifo %s: %w", path, err)
-	}
-	if st.Mode()&fs.ModeNamedPipe == 0 {
-		return nil, fmt.Errorf("feed fifo %s exists but is not a FIFO (%s); remove it or choose another feed.path", path, st.Mode().Type())
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open feed fifo %s: %w", path, err)
-	}
-	return f, nil
 }

@@ -257,7 +257,8 @@ func TestSystemdWatchdog(t *testing.T) {
 }
 
 // feed.on_eof: stop ends chattyd (status 0) when the feed ends, after the
-// clients got every line; keep (the default) serves on.
+// clients got every line, a last one without newline included; keep (the
+// default) serves on.
 func TestFeedEOF(t *testing.T) {
 	t.Parallel()
 	t.Run("stop", func(t *testing.T) {
@@ -265,8 +266,9 @@ func TestFeedEOF(t *testing.T) {
 		d := harness.StartDaemon(t, harness.Options{Config: config("feed:\n  on_eof: stop\n")})
 		c := harness.Dial(t, d.Addr())
 		c.KeepAlive(short)
-		lines := []string{"one", "two", "three"}
-		d.Feed(lines...)
+		lines := []string{"one", "two", "three without newline"}
+		d.Feed(lines[:2]...)
+		d.FeedBytes([]byte(lines[2]))
 		d.CloseFeed()
 		if diff := diffLines(c.ReadLines(len(lines), short), lines); diff != "" {
 			t.Fatal(diff)
@@ -284,10 +286,11 @@ func TestFeedEOF(t *testing.T) {
 		c := harness.Dial(t, d.Addr())
 		c.KeepAlive(short)
 		d.Feed("last")
+		d.FeedBytes([]byte("really last, without newline"))
 		d.CloseFeed()
 		d.WaitLog(t, "End of feed; still serving clients", short)
-		if line := c.ReadLine(short); line != "last" {
-			t.Fatalf("got %q, want %q", line, "last")
+		if diff := diffLines(c.ReadLines(2, short), []string{"last", "really last, without newline"}); diff != "" {
+			t.Fatal(diff)
 		}
 		c.KeepAlive(short)
 		harness.Dial(t, d.Addr()).KeepAlive(short)
@@ -297,8 +300,8 @@ func TestFeedEOF(t *testing.T) {
 	})
 }
 
-// A FIFO feed is created with mode 0620; writers may come and go, chattyd
-// never sees end of file.
+// A FIFO feed is created with mode 0620; writers may come and go: the end
+// of a writer is not the end of the feed.
 func TestFIFOFeed(t *testing.T) {
 	t.Parallel()
 	fifo := filepath.Join(t.TempDir(), "feed.fifo")
@@ -347,14 +350,14 @@ feed:
 	if diff := diffLines(c.ReadLines(1000, short), append(first, second...)); diff != "" {
 		t.Fatal(diff)
 	}
-	// Had chattyd seen end of file when a writer left, it would have
-	// stopped reading (and exited): a third writer proves it did not.
+	// Had chattyd taken a writer's end for the end of the feed, it would
+	// have stopped reading (and exited): a third writer proves it did not.
 	write([]string{"third"})
 	if line := c.ReadLine(short); line != "third" {
 		t.Fatalf("got %q, want %q", line, "third")
 	}
 	if d.Exited() || strings.Contains(d.Log(), "End of feed") {
-		t.Fatal("chattyd saw end of file on its FIFO")
+		t.Fatal("chattyd took a writer's end for the end of its feed")
 	}
 }
 
