@@ -86,10 +86,10 @@ type Daemon struct {
 	id *identity.Identity // nil without identity in the configuration
 
 	bcast     *broadcast.Server
-	tls       *broadcast.TLSConfig // nil without a TLS listener
-	signed    *broadcast.Server    // nil without a signed listener
-	signedTLS *broadcast.TLSConfig // nil without TLS on the signed listener
-	keys      *identity.Keyring    // client keys of the signed listener; nil without one
+	tls       *tlsconf.Server   // nil without a TLS listener
+	signed    *broadcast.Server // nil without a signed listener
+	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
+	keys      *identity.Keyring // client keys of the signed listener; nil without one
 	// startSigned is broadcast.signed as the daemon started: its
 	// listener's TLS and authentication change only at restart.
 	startSigned config.Signed
@@ -263,8 +263,8 @@ func (d *Daemon) selfSigned() (*tls.Certificate, error) {
 }
 
 // tlsFiles returns where a listener's TLS configuration comes from.
-func (d *Daemon) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (broadcast.TLSFiles, error) {
-	f := broadcast.TLSFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
+func (d *Daemon) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (tlsconf.ServerFiles, error) {
+	f := tlsconf.ServerFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
 	if selfSigned {
 		cert, err := d.selfSigned()
 		if err != nil {
@@ -275,11 +275,11 @@ func (d *Daemon) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (
 	return f, nil
 }
 
-func (d *Daemon) textTLSFiles(t config.TLS) (broadcast.TLSFiles, error) {
+func (d *Daemon) textTLSFiles(t config.TLS) (tlsconf.ServerFiles, error) {
 	return d.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
-func (d *Daemon) signedTLSFiles(t config.SignedTLS) (broadcast.TLSFiles, error) {
+func (d *Daemon) signedTLSFiles(t config.SignedTLS) (tlsconf.ServerFiles, error) {
 	return d.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
@@ -289,7 +289,7 @@ func (d *Daemon) listenTLS(t config.TLS) error {
 	if err != nil {
 		return err
 	}
-	tc, err := broadcast.NewTLSConfig(files)
+	tc, err := tlsconf.NewServer(files)
 	if err != nil {
 		return err
 	}
@@ -298,7 +298,7 @@ func (d *Daemon) listenTLS(t config.TLS) error {
 		return fmt.Errorf("TLS listener: %w", err)
 	}
 	d.tls = tc
-	d.bcast.AddListener(tls.NewListener(tln, tc.ServerConfig()))
+	d.bcast.AddListener(tls.NewListener(tln, tc.Config()))
 	return nil
 }
 
@@ -326,13 +326,13 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 	}
 	d.keys = identity.NewKeyring(file)
 	d.startSigned = sc
-	var tc *broadcast.TLSConfig
+	var tc *tlsconf.Server
 	if sc.TLS.Enabled {
 		files, err := d.signedTLSFiles(sc.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
-		if tc, err = broadcast.NewTLSConfig(files); err != nil {
+		if tc, err = tlsconf.NewServer(files); err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
 	}
@@ -341,7 +341,7 @@ func (d *Daemon) listenSigned(sc config.Signed) (net.Listener, error) {
 		return nil, fmt.Errorf("signed listener: %w", err)
 	}
 	if tc != nil {
-		ln = tls.NewListener(ln, tc.ServerConfig())
+		ln = tls.NewListener(ln, tc.Config())
 		d.signedTLS = tc
 	}
 	so := broadcast.SignedOptions{
