@@ -110,7 +110,7 @@ func minSent(s *Server) uint64 {
 	defer s.mu.Unlock()
 	m := s.lines.endPos.Load()
 	for _, c := range s.clients {
-		m = min(m, c.sentPos.Load())
+		m = min(m, c.w.sentPos.Load())
 	}
 	return m
 }

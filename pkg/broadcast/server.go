@@ -118,7 +118,7 @@ type Server struct {
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
-	// authenticating counts the clients whose authCounted is set: those
+	// authenticating counts the clients whose auth.counted is set: those
 	// admitted by a server that requires authentication, until they
 	// authenticate or end.
 	authenticating int
@@ -306,10 +306,10 @@ func (s *Server) maybeScan() {
 			// which the handshake timeout bounds: what it pins is kept.
 			continue
 		}
-		lagBytes := lag(endPos, c.sentPos.Load())
-		lagLines := lag(endSeq, c.sentSeq.Load())
+		lagBytes := lag(endPos, c.w.sentPos.Load())
+		lagLines := lag(endSeq, c.w.sentSeq.Load())
 		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
-			if c.shut(closeSlow) {
+			if c.disconnect(closeSlow) {
 				s.slow.Add(1)
 				c.log().WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
 					Warn("Slow consumer: queue limit exceeded, disconnecting")
@@ -452,15 +452,15 @@ func (s *Server) admit(conn net.Conn) {
 		return
 	}
 	s.clients[c.id] = c
-	if c.needAuth {
-		c.authCounted = true
+	if c.auth.needed {
+		c.auth.counted = true
 		s.authenticating++
 	}
 	s.connected.Add(1)
 	s.mu.Unlock()
 	s.accepted.Add(1)
 	c.log().Info("New connection established")
-	s.wg.Add(1) // done by the client's halfDone
+	s.wg.Add(1) // done by the client's endHalf
 	c.start()
 }
 
@@ -521,8 +521,8 @@ func (s *Server) refuseUnauthenticated(conn net.Conn, max int) {
 // authDoneLocked takes c off the count of clients authenticating, once:
 // when it authenticates, or when it ends without having done so.
 func (s *Server) authDoneLocked(c *client) {
-	if c.authCounted {
-		c.authCounted = false
+	if c.auth.counted {
+		c.auth.counted = false
 		s.authenticating--
 	}
 }
@@ -531,8 +531,8 @@ func (s *Server) remove(c *client) {
 	s.mu.Lock()
 	delete(s.clients, c.id)
 	s.authDoneLocked(c)
-	s.gone.AcksGood += c.acksGood.Load()
-	s.gone.AcksMismatched += c.acksBad.Load()
+	s.gone.AcksGood += c.acks.good.Load()
+	s.gone.AcksMismatched += c.acks.bad.Load()
 	s.mu.Unlock()
 	s.connected.Add(-1)
 }
@@ -557,7 +557,7 @@ func (s *Server) shutdown() {
 	s.mu.Lock()
 	n := len(s.clients)
 	for _, c := range s.clients {
-		c.shut(closeShutdown)
+		c.disconnect(closeShutdown)
 	}
 	s.mu.Unlock()
 	if n > 0 {
@@ -591,8 +591,8 @@ func (s *Server) Stats() Stats {
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
 	st.Authenticating = s.authenticating
 	for _, c := range s.clients {
-		st.AcksGood += c.acksGood.Load()
-		st.AcksMismatched += c.acksBad.Load()
+		st.AcksGood += c.acks.good.Load()
+		st.AcksMismatched += c.acks.bad.Load()
 	}
 	s.mu.Unlock()
 	return st
@@ -605,18 +605,18 @@ func (s *Server) Clients() []ClientInfo {
 	defer s.mu.Unlock()
 	out := make([]ClientInfo, 0, len(s.clients))
 	for _, c := range s.clients {
-		sentSeq := c.sentSeq.Load()
+		sentSeq := c.w.sentSeq.Load()
 		out = append(out, ClientInfo{
 			ID:             c.id,
 			Remote:         c.remote,
 			ConnectedAt:    c.connectedAt,
-			QueueBytes:     lag(endPos, c.sentPos.Load()),
+			QueueBytes:     lag(endPos, c.w.sentPos.Load()),
 			QueueLines:     lag(endSeq, sentSeq),
-			AckLag:         lag(sentSeq, c.ackedSeq.Load()),
+			AckLag:         lag(sentSeq, c.acks.nextSeq.Load()),
 			LinesSent:      sentSeq - c.firstSeq,
-			AcksGood:       c.acksGood.Load(),
-			AcksMismatched: c.acksBad.Load(),
-			KeepAlives:     c.keepAlives.Load(),
+			AcksGood:       c.acks.good.Load(),
+			AcksMismatched: c.acks.bad.Load(),
+			KeepAlives:     c.w.keepAlives.Load(),
 			Key:            c.keyFingerprint(),
 		})
 	}
