@@ -19,6 +19,44 @@
 // their state, about 1.6 KiB each, rather than two goroutine stacks (see
 // park.go and poll.go). TLS and signed clients keep a reader goroutine
 // blocked in Read.
+//
+// The package runs on Linux only: parked readers wait in an epoll
+// instance (epoll_linux.go), plain TCP clients are read and written with
+// Linux system calls (rawio_linux.go), and a draining client's send
+// queue is read with SIOCOUTQ. There is no fallback for other systems.
+//
+// # Locks
+//
+// These are the mutexes, and the order in which they may nest: a lock
+// may be taken while holding only those left of it on its line.
+//
+//	Server.mu -> log.mu
+//	Server.mu -> parkedWriters.mu -> client.answers.mu
+//	client.acks.mu (never held with another)
+//
+// What each guards, and where they nest:
+//
+//   - Server.mu guards the list of clients and what is counted over it
+//     (closed clients' acks, the clients authenticating, the scan
+//     marks). Held, it admits a client, which joins the log (log.mu);
+//     it disconnects clients (maybeScan, shutdown), which takes a parked
+//     writer off its list (parkedWriters.mu); and DropRevoked asks the
+//     KeySet, which may take a lock of its own (identity.Keyring).
+//   - log.mu serialises appenders and guards the codec's state. Nothing
+//     else is taken under it: publishers wake the parked writers after
+//     unlocking it (log.wakeWriters).
+//   - parkedWriters.mu guards the parked list and the writers' parkIdx.
+//     A writer about to park checks under it that it has no work, which
+//     reads its queued answers (client.answers.mu). Woken writers run
+//     after it is unlocked (wakeAll).
+//   - client.answers.mu guards one client's queued answers, and
+//     client.acks.mu its ack matching. Neither is held while taking
+//     another.
+//
+// No lock is held while a client is written to or read, nor while a
+// half ends (endHalf takes Server.mu), so a publisher that runs woken
+// writers on its own goroutine must hold none of these. The counters,
+// the client's end and its progress are atomics, read without locks.
 package broadcast
 
 import (
@@ -101,18 +139,19 @@ type ClientInfo struct {
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
 type Server struct {
+	// Set before Run, read-only after.
 	lns    []net.Listener // the first is the primary; more may be added before Run
 	logger *logrus.Entry
-	lines  *log
-	limits atomic.Pointer[Limits]
-	start  uint64 // sequence number of the first line
+	start  uint64        // sequence number of the first line
+	signed *signedServer // set on a server of the signed protocol
+	ids    *ClientIDs    // numbers the clients; may be shared with other servers
+	poller *poller       // set by Run; nil if the epoll instance could not be made
 
-	// signed is set on a server of the signed protocol.
-	signed *signedServer
+	lines  *log                   // the shared log; its own lock
+	limits atomic.Pointer[Limits] // replaced whole by SetLimits
+	parked parkedWriters          // the parked writers; their own lock
 
-	ids *ClientIDs // numbers the clients; may be shared with other servers
-
-	mu       sync.Mutex // guards clients, authenticating, closed totals and scan marks
+	mu       sync.Mutex // guards clients, authenticating, gone, the scan marks and draining
 	clients  map[uint64]*client
 	gone     Stats  // acks of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
@@ -123,26 +162,24 @@ type Server struct {
 	// authenticate or end.
 	authenticating int
 
-	connected  atomic.Int64
-	accepted   atomic.Uint64
-	refused    atomic.Uint64
-	slow       atomic.Uint64
-	idle       atomic.Uint64
-	protocol   atomic.Uint64
-	handshakes atomic.Uint64
-	// unauthRefused counts refusals over max_unauthenticated.
-	unauthRefused atomic.Uint64
+	// Counters, for Stats.
+	connected     atomic.Int64
+	accepted      atomic.Uint64
+	refused       atomic.Uint64
+	unauthRefused atomic.Uint64 // refusals over max_unauthenticated
+	slow          atomic.Uint64
+	idle          atomic.Uint64
+	protocol      atomic.Uint64
+	handshakes    atomic.Uint64
+	undelivered   atomic.Uint64
+	keepAlives    atomic.Uint64
+	rejected      atomic.Uint64
+	authFailed    atomic.Uint64
+	rateLimited   atomic.Uint64
 
-	refusedLog  logLimiter // refusals over max_clients
-	unauthLog   logLimiter // refusals over max_unauthenticated
-	undelivered atomic.Uint64
-	keepAlives  atomic.Uint64
-	rejected    atomic.Uint64
-	authFailed  atomic.Uint64
-	rateLimited atomic.Uint64
+	refusedLog logLimiter // refusals over max_clients
+	unauthLog  logLimiter // refusals over max_unauthenticated
 
-	parked   parkedWriters
-	poller   *poller   // set by Run; nil when epoll is not available
 	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
 	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
 
@@ -372,8 +409,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // startPoller creates the poller that parked readers wait in and runs it;
-// the channel returns its end. Without one (no epoll), every client keeps
-// a reader goroutine.
+// the channel returns its end. Should the epoll instance not be made (out
+// of file descriptors, say), every client keeps a reader goroutine.
 func (s *Server) startPoller() <-chan error {
 	p, err := newPoller()
 	if err != nil {
