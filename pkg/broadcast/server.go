@@ -120,6 +120,32 @@ type Stats struct {
 	UnauthenticatedRefused uint64
 }
 
+// Add adds o's counters to s, every one of them: the totals of a daemon's
+// listeners. Lines, Bytes and Undelivered are summed too; for servers
+// that publish the same feed, the caller may want the count of one of
+// them instead (a line no client of either got is the smaller
+// Undelivered).
+func (s *Stats) Add(o Stats) {
+	s.Lines += o.Lines
+	s.Bytes += o.Bytes
+	s.Undelivered += o.Undelivered
+	s.Connected += o.Connected
+	s.Authenticating += o.Authenticating
+	s.Accepted += o.Accepted
+	s.Refused += o.Refused
+	s.SlowConsumers += o.SlowConsumers
+	s.IdleClosed += o.IdleClosed
+	s.Protocol += o.Protocol
+	s.Handshakes += o.Handshakes
+	s.AcksGood += o.AcksGood
+	s.AcksMismatched += o.AcksMismatched
+	s.KeepAlives += o.KeepAlives
+	s.Rejected += o.Rejected
+	s.AuthFailed += o.AuthFailed
+	s.RateLimited += o.RateLimited
+	s.UnauthenticatedRefused += o.UnauthenticatedRefused
+}
+
 // ClientInfo describes one connected client.
 type ClientInfo struct {
 	ID             uint64
