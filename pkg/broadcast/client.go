@@ -36,10 +36,11 @@ const (
 	closeAuth                  // failed the signed protocol's authentication
 	closeRateLimit             // kept sending signed messages over its rate
 	closeRevoked               // its key is no longer authorized (reload)
+	closeUnknown               // sent more than MaxUnknownLines unknown lines
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit", "key revoked"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit", "key revoked", "too many unknown lines"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -117,6 +118,9 @@ type clientReader struct {
 	parked   atomic.Bool  // the reader is parked in the poller; whoever swaps it to false runs it
 	lastRead atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients; sweepIdle)
 	ended    atomic.Bool  // the reader has ended: the peer left or the connection failed
+	// unknown counts the text client's lines that were neither an ack
+	// nor a keep-alive; only the reader stores it.
+	unknown atomic.Uint64
 }
 
 // answerQueue holds the private bytes the reader queues for the writer:
@@ -355,12 +359,16 @@ func unsentBytes(conn net.Conn) (n int, ok bool) {
 // logClosed logs why the client left, once it is off the server's list,
 // so that whoever reads the line may take its place at once.
 func (c *client) logClosed() {
-	c.log().WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"reason":          closeReason(c.reason.Load()).String(),
 		"lines_sent":      c.w.sentSeq.Load() - c.firstSeq,
 		"acks_good":       c.acks.good.Load(),
 		"acks_mismatched": c.acks.bad.Load(),
-	}).Info("Connection closed")
+	}
+	if n := c.r.unknown.Load(); n > 0 {
+		f["unknown_lines"] = n
+	}
+	c.log().WithFields(f).Info("Connection closed")
 }
 
 // writerEnd says how a run of the writer ended.
@@ -633,7 +641,7 @@ func (c *client) readLoop() {
 		n, err := c.conn.Read(buf[end:])
 		grow = n > 0 && end+n == len(buf)
 		end += n
-		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		used, ok := c.handleLines(buf[start:end], lim, debug)
 		if !ok {
 			return
 		}
@@ -647,9 +655,10 @@ func (c *client) readLoop() {
 
 // handleLines handles every complete line of p, a text client's bytes,
 // and returns how many bytes they took; the rest is an incomplete line. It
-// reports false, having closed the client, for a line longer than max,
-// complete or not.
-func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) {
+// reports false, having closed the client, for a line longer than
+// lim.MaxClientLine, complete or not, or one unknown line too many.
+func (c *client) handleLines(p []byte, lim *Limits, debug bool) (used int, ok bool) {
+	max := lim.MaxClientLine
 	for {
 		i := bytes.IndexByte(p[used:], '\n')
 		if i < 0 {
@@ -660,7 +669,9 @@ func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) 
 			c.lineTooLong(max)
 			return used, false
 		}
-		c.handleLine(line, debug)
+		if !c.handleLine(line, lim.MaxUnknownLines, debug) {
+			return used, false
+		}
 		used += i + 1
 	}
 	if len(p)-used > max+1 { // "+1": room for a "\r"
@@ -704,7 +715,9 @@ func (c *client) fail(err error) {
 	}
 }
 
-func (c *client) handleLine(line []byte, debug bool) {
+// handleLine handles one line of a text client. It reports false when
+// the line closed the client: one unknown line more than maxUnknown.
+func (c *client) handleLine(line []byte, maxUnknown int, debug bool) bool {
 	if debug {
 		c.log().Debugf("<< %s", line)
 	}
@@ -713,7 +726,36 @@ func (c *client) handleLine(line []byte, debug bool) {
 		c.keepAlive(keepAliveAck)
 	case wire.Ack:
 		c.handleAck(n)
+	default:
+		return c.unknownLine(line, maxUnknown)
 	}
+	return true
+}
+
+// maxLoggedLine is how much of an unknown client line is logged.
+const maxLoggedLine = 80
+
+// unknownLine counts a line that is neither an ack nor a keep-alive, logs
+// the client's first (at most one a second over all clients, so that a
+// flood of garbage clients is no flood of log lines), and disconnects a
+// client that sends more than max of them (0: no limit). It reports
+// false when it closed the client.
+func (c *client) unknownLine(line []byte, max int) bool {
+	n := c.r.unknown.Load() + 1
+	c.r.unknown.Store(n)
+	if n == 1 && c.srv.unknownLog.allow() {
+		c.log().WithField("line", string(line[:min(len(line), maxLoggedLine)])).
+			Warn("Client line is neither an ack nor a keep-alive; counting and ignoring such lines")
+	}
+	if max <= 0 || n <= uint64(max) {
+		return true
+	}
+	if c.disconnect(closeUnknown) {
+		c.srv.protocol.Add(1)
+		c.log().WithField("unknown_lines", n).WithField("max_unknown_lines", max).
+			Warn("Client sent too many lines that are neither acks nor keep-alives, disconnecting")
+	}
+	return false
 }
 
 // handleAck matches an ack against the oldest unacknowledged line.

@@ -176,7 +176,7 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 				err = syscall.EAGAIN // enough for one pass
 			}
 		}
-		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		used, ok := c.handleLines(buf[start:end], lim, debug)
 		if !ok {
 			return false
 		}

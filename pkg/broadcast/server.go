@@ -88,6 +88,10 @@ type Limits struct {
 	IdleTimeout time.Duration
 	// MaxClientLine is the longest line a client may send.
 	MaxClientLine int
+	// MaxUnknownLines is how many lines that are neither an ack nor a
+	// keep-alive a text client may send; the next closes it. 0 means no
+	// limit: such lines are counted and otherwise ignored.
+	MaxUnknownLines int
 	// QueueBytes and QueueLines bound how far a client may lag the feed.
 	QueueBytes int
 	QueueLines int
@@ -106,11 +110,12 @@ type Stats struct {
 	Refused        uint64 // connections refused over max_clients
 	SlowConsumers  uint64 // clients disconnected for lagging too far
 	IdleClosed     uint64 // clients closed for idleness
-	Protocol       uint64 // clients closed for protocol violations
+	Protocol       uint64 // clients closed for protocol violations (a line too long, too many unknown lines)
 	Handshakes     uint64 // TLS clients that failed their handshake (mutual TLS included)
 	AcksGood       uint64 // acks matching the line they acknowledge
 	AcksMismatched uint64 // acks with a wrong length or for nothing sent
 	KeepAlives     uint64 // keep-alives answered
+	UnknownLines   uint64 // text client lines neither an ack nor a keep-alive
 	Rejected       uint64 // signed frames from clients rejected (each closes its client)
 	AuthFailed     uint64 // clients that failed the signed protocol's authentication
 	RateLimited    uint64 // signed client messages refused over the client's rate
@@ -140,6 +145,7 @@ func (s *Stats) Add(o Stats) {
 	s.AcksGood += o.AcksGood
 	s.AcksMismatched += o.AcksMismatched
 	s.KeepAlives += o.KeepAlives
+	s.UnknownLines += o.UnknownLines
 	s.Rejected += o.Rejected
 	s.AuthFailed += o.AuthFailed
 	s.RateLimited += o.RateLimited
@@ -158,6 +164,7 @@ type ClientInfo struct {
 	AcksGood       uint64
 	AcksMismatched uint64
 	KeepAlives     uint64 // keep-alives answered (written to it)
+	UnknownLines   uint64 // lines it sent that were neither an ack nor a keep-alive
 	// Key is the fingerprint of the key the client authenticated with on
 	// a signed listener that requires it; empty otherwise.
 	Key string
@@ -179,7 +186,7 @@ type Server struct {
 
 	mu       sync.Mutex // guards clients, authenticating, gone, the scan marks and draining
 	clients  map[uint64]*client
-	gone     Stats  // acks of clients that have left
+	gone     Stats  // acks and unknown lines of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
@@ -205,6 +212,7 @@ type Server struct {
 
 	refusedLog logLimiter // refusals over max_clients
 	unauthLog  logLimiter // refusals over max_unauthenticated
+	unknownLog logLimiter // the first unknown line of each client
 
 	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
 	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
@@ -596,6 +604,7 @@ func (s *Server) remove(c *client) {
 	s.authDoneLocked(c)
 	s.gone.AcksGood += c.acks.good.Load()
 	s.gone.AcksMismatched += c.acks.bad.Load()
+	s.gone.UnknownLines += c.r.unknown.Load()
 	s.mu.Unlock()
 	s.connected.Add(-1)
 }
@@ -652,10 +661,12 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
+	st.UnknownLines = s.gone.UnknownLines
 	st.Authenticating = s.authenticating
 	for _, c := range s.clients {
 		st.AcksGood += c.acks.good.Load()
 		st.AcksMismatched += c.acks.bad.Load()
+		st.UnknownLines += c.r.unknown.Load()
 	}
 	s.mu.Unlock()
 	return st
@@ -680,6 +691,7 @@ func (s *Server) Clients() []ClientInfo {
 			AcksGood:       c.acks.good.Load(),
 			AcksMismatched: c.acks.bad.Load(),
 			KeepAlives:     c.w.keepAlives.Load(),
+			UnknownLines:   c.r.unknown.Load(),
 			Key:            c.keyFingerprint(),
 		})
 	}
