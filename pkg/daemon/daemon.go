@@ -493,6 +493,7 @@ func limitsOf(cfg config.Config) broadcast.Limits {
 		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
 		IdleTimeout:        b.IdleTimeout,
 		MaxClientLine:      b.MaxClientLine,
+		MaxUnknownLines:    b.MaxUnknownLines,
 		QueueBytes:         b.QueueBytes,
 		QueueLines:         b.QueueLines,
 		DrainTimeout:       b.DrainTimeout,
