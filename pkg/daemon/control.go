@@ -73,6 +73,7 @@ func (b backend) Status() control.Status {
 			TLSFailed:      st.Handshakes,
 			AuthFailed:     st.AuthFailed,
 			RateLimited:    st.RateLimited,
+			UnknownLines:   st.UnknownLines,
 
 			Authenticating:         st.Authenticating,
 			UnauthenticatedRefused: st.UnauthenticatedRefused,
@@ -121,6 +122,7 @@ func (b backend) Clients() []control.Client {
 			AcksGood:       c.AcksGood,
 			AcksMismatched: c.AcksMismatched,
 			KeepAlives:     c.KeepAlives,
+			UnknownLines:   c.UnknownLines,
 			Key:            c.Key,
 		}
 	}
