@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/exitcode"
 	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -34,21 +35,8 @@ func chattyctlVersion() string {
 	return "dev"
 }
 
-// Exit codes.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-)
-
-// usageError is a command line that cannot be right: exit code 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
+// usagef returns a usage error: exit code 2.
+func usagef(format string, args ...any) error { return exitcode.Usagef(format, args...) }
 
 // run is chattyctl: it runs the command line args (args[0] is the
 // program's name) and returns the exit code.
@@ -60,20 +48,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "chattyctl: unknown command %q; run 'chattyctl help' for the list\n", name)
 	}
 	err := app.RunContext(ctx, args)
-	var ue *usageError
 	switch {
 	case notFound:
-		return exitUsage
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "chattyctl: %v\n", err)
-		return exitUsage
+		return exitcode.Usage
 	case errors.Is(err, context.Canceled):
-		return exitFailure
+		return exitcode.Failure
 	}
-	fmt.Fprintf(stderr, "chattyctl: %v\n", err)
-	return exitFailure
+	return exitcode.Report(stderr, "chattyctl", err)
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,7 +33,7 @@ func demoFeedCommand() *cli.Command {
 				return nil
 			}
 			if err != nil {
-				return cli.Exit("chattyd demo-feed: "+err.Error(), 1)
+				return fmt.Errorf("demo-feed: %w", err)
 			}
 			return nil
 		},

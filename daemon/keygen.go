@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/chatty-dev/chatty/internal/exitcode"
 	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/urfave/cli/v2"
@@ -24,7 +25,7 @@ func keygenCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return cli.Exit(fmt.Sprintf("keygen: unexpected argument %q; name the file with --out", c.Args().First()), 2)
+				return exitcode.Usagef("keygen: unexpected argument %q; name the file with --out", c.Args().First())
 			}
 			path := c.String("out")
 			if path == "" {
@@ -32,12 +33,12 @@ func keygenCommand() *cli.Command {
 				// Only the default directory is made: a mistyped --out
 				// directory is better reported than created.
 				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-					return cli.Exit(fmt.Sprintf("keygen: %v", err), 1)
+					return fmt.Errorf("keygen: %w", err)
 				}
 			}
 			id, err := identity.Generate(path)
 			if err != nil {
-				return cli.Exit(fmt.Sprintf("keygen: %v", err), 1)
+				return fmt.Errorf("keygen: %w", err)
 			}
 			fmt.Fprintf(c.App.Writer, "private key: %s\npublic key:  %s\nfingerprint: %s\n",
 				id.Path, identity.PublicPath(id.Path), id.Fingerprint())

@@ -8,6 +8,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/sirupsen/logrus"
 )
 
 // backend serves the control socket's requests from the daemon's parts.
@@ -19,25 +20,7 @@ var _ control.Backend = backend{}
 // Status implements control.Backend.
 func (b backend) Status() control.Status {
 	d := b.d
-	st := d.bcast.Stats()
-	if d.signed != nil {
-		ss := d.signed.Stats()
-		st.Undelivered = min(st.Undelivered, ss.Undelivered) // a line no client of either got
-		st.Connected += ss.Connected
-		st.Authenticating += ss.Authenticating
-		st.Accepted += ss.Accepted
-		st.Refused += ss.Refused
-		st.UnauthenticatedRefused += ss.UnauthenticatedRefused
-		st.SlowConsumers += ss.SlowConsumers
-		st.IdleClosed += ss.IdleClosed
-		st.AcksGood += ss.AcksGood
-		st.AcksMismatched += ss.AcksMismatched
-		st.KeepAlives += ss.KeepAlives
-		st.Rejected += ss.Rejected
-		st.Handshakes += ss.Handshakes
-		st.AuthFailed += ss.AuthFailed
-		st.RateLimited += ss.RateLimited
-	}
+	st := d.listeners.stats()
 	slots := b.Workers()
 	running := 0
 	for _, w := range slots {
@@ -45,16 +28,16 @@ func (b backend) Status() control.Status {
 			running++
 		}
 	}
-	started := d.Started()
+	started := d.started
 	return control.Status{
 		Version:       Version,
 		PID:           os.Getpid(),
 		StartedAt:     started,
 		UptimeSeconds: time.Since(started).Seconds(),
-		Listeners:     b.listeners(),
+		Listeners:     d.listeners.status(),
 		Feed: control.FeedStatus{
 			Source:      d.source.Name(),
-			State:       d.FeedState(),
+			State:       d.feedState.get(),
 			Lines:       d.feedLines.Load(),
 			Bytes:       d.feedBytes.Load(),
 			Dropped:     d.source.Dropped(),
@@ -87,28 +70,9 @@ func (b backend) Status() control.Status {
 	}
 }
 
-func (b backend) listeners() []control.Listener {
-	addrs := b.d.bcast.Addrs()
-	out := []control.Listener{{Name: "broadcast", Addr: addrs[0].String(), Protocol: "tcp"}}
-	if len(addrs) > 1 {
-		out = append(out, control.Listener{Name: "broadcast-tls", Addr: addrs[1].String(), Protocol: "tls"})
-	}
-	if s := b.d.signed; s != nil {
-		proto := "signed"
-		if b.d.signedTLS != nil {
-			proto = "signed+tls"
-		}
-		out = append(out, control.Listener{Name: "broadcast-signed", Addr: s.Addr().String(), Protocol: proto})
-	}
-	return out
-}
-
 // Clients implements control.Backend.
 func (b backend) Clients() []control.Client {
-	cs := b.d.bcast.Clients()
-	if s := b.d.signed; s != nil {
-		cs = append(cs, s.Clients()...)
-	}
+	cs := b.d.listeners.clients()
 	out := make([]control.Client, len(cs))
 	for i, c := range cs {
 		out[i] = control.Client{
@@ -157,21 +121,21 @@ func (b backend) Workers() []control.Worker {
 // its type.
 func (b backend) Send(m message.Message) (uint64, error) {
 	d := b.d
-	if d.stopping.Load() {
+	if d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
-	seq := d.publishMessage(m)
+	seq := d.listeners.publishMessage(m)
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
-		Log(m.LogLevel(), "Message sent: "+m.Text)
+		Log(logLevel(m.Type), "Message sent: "+m.Text)
 	return seq, nil
 }
 
 // Scale implements control.Backend.
 func (b backend) Scale(n int) (int, error) {
-	if b.d.stopping.Load() {
+	if b.d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", control.ErrUnavailable)
 	}
-	return b.d.Scale(n)
+	return b.d.scale(n)
 }
 
 // Identity implements control.Backend.
@@ -188,3 +152,18 @@ func (b backend) Identity() (control.Identity, error) {
 
 // Stop implements control.Backend.
 func (b backend) Stop() { b.d.Stop() }
+
+// logLevel returns the level at which the daemon logs a message of type t:
+// error for Critical and Error, warning for Warning, debug for Debug and
+// info for the others.
+func logLevel(t message.Type) logrus.Level {
+	switch t {
+	case message.Critical, message.Error:
+		return logrus.ErrorLevel
+	case message.Warning:
+		return logrus.WarnLevel
+	case message.Debug:
+		return logrus.DebugLevel
+	}
+	return logrus.InfoLevel
+}

@@ -85,6 +85,6 @@ func (d *Daemon) runNotifier(ctx context.Context) error {
 }
 
 func (d *Daemon) sendStatus() {
-	st := d.bcast.Stats()
-	d.notify.Notify(fmt.Sprintf("STATUS=%d clients, %d lines, feed %s", st.Connected, st.Lines, d.FeedState()))
+	st := d.listeners.stats()
+	d.notify.Notify(fmt.Sprintf("STATUS=%d clients, %d lines, feed %s", st.Connected, st.Lines, d.feedState.get()))
 }

@@ -1,20 +1,8 @@
 // Package message defines chatty's typed messages, the seven types of the
 // original client-server (Request, Response, Critical, Info, Warning, Debug,
-// Error), and their one-line form in the text protocol.
-//
-// A message's line is
-//
-//	2026-11-24T10:00:00.123Z [Warning] disk almost full
-//
-// that is, the time in RFC 3339 UTC with exactly three fractional digits, a
-// space, the canonical type name in square brackets, a space and the text.
-// The line carries no terminator; the broadcaster adds "\n" as it does to
-// every feed line.
-//
-// A text that contains "\n" or "\r" is rejected rather than escaped: an
-// escape would be a second encoding that every client of the plain text
-// protocol would have to undo, while a rejected message tells its sender at
-// once what is wrong. Texts are also bounded by MaxTextBytes.
+// Error), and their one-line form in the text protocol (AppendText). The
+// line, and why a line break is rejected rather than escaped, are in
+// docs/control.md, "Typed messages".
 package message
 
 import (
@@ -22,8 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 // Type is the kind of a message. The zero Type is not valid.
@@ -102,21 +88,6 @@ func (t *Type) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// LogLevel returns the level at which the daemon logs a message of type t:
-// error for Critical and Error, warning for Warning, debug for Debug and
-// info for the others.
-func (t Type) LogLevel() logrus.Level {
-	switch t {
-	case Critical, Error:
-		return logrus.ErrorLevel
-	case Warning:
-		return logrus.WarnLevel
-	case Debug:
-		return logrus.DebugLevel
-	}
-	return logrus.InfoLevel
-}
-
 // MaxTextBytes is the longest text a message may carry, in bytes.
 const MaxTextBytes = 4096
 
@@ -147,9 +118,6 @@ func (m *Message) Validate() error {
 	}
 	return nil
 }
-
-// LogLevel returns m.Type.LogLevel().
-func (m *Message) LogLevel() logrus.Level { return m.Type.LogLevel() }
 
 // timeLayout is RFC 3339 with exactly three fractional digits.
 const timeLayout = "2006-01-02T15:04:05.000Z07:00"

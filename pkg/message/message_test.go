@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sirupsen/logrus"
 )
 
 func TestParseType(t *testing.T) {
@@ -71,23 +69,6 @@ func TestTypeJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"T":"nope"}`), &v); err == nil {
 		t.Fatal("unmarshal of an unknown type succeeded")
-	}
-}
-
-func TestLogLevel(t *testing.T) {
-	want := map[Type]logrus.Level{
-		Request:  logrus.InfoLevel,
-		Response: logrus.InfoLevel,
-		Critical: logrus.ErrorLevel,
-		Info:     logrus.InfoLevel,
-		Warning:  logrus.WarnLevel,
-		Debug:    logrus.DebugLevel,
-		Error:    logrus.ErrorLevel,
-	}
-	for typ, lvl := range want {
-		if got := typ.LogLevel(); got != lvl {
-			t.Errorf("%v.LogLevel() = %v; want %v", typ, got, lvl)
-		}
 	}
 }
 

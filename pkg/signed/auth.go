@@ -7,12 +7,8 @@ import (
 	"time"
 )
 
-// Client authentication (docs/protocol.md, "Client authentication"): on a
-// listener that requires it, the daemon's first frame is a CHALLENGE,
-// signed with its identity, naming the connection's stream and session.
-// The client answers with an AUTH frame signed with its own key over the
-// same stream and session and the connection's channel binding. Only then
-// does the daemon send the ANCHOR and the stream.
+// Client authentication, CHALLENGE then AUTH: docs/protocol.md, "Client
+// authentication".
 
 // Binding ties an AUTH to one TLS connection: the 32 bytes of keying
 // material both ends export under BindingLabel (RFC 9266's tls-exporter),

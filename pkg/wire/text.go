@@ -1,12 +1,6 @@
 // Package wire defines chatty's text line protocol, byte for byte the one
-// of the original OCaml chatty server:
-//
-//   - server to client: every feed line followed by "\n"; "KEEP_ALIVE_ACK\n"
-//     in answer to a keep-alive;
-//   - client to server: "ACK_RECEIVED <n>" for each received line, where n
-//     is the line's length in bytes without its terminator, and "KEEP_ALIVE".
-//
-// Lines end in "\n" or "\r\n"; the terminator is not part of the line.
+// of the original OCaml chatty server; docs/protocol.md, "chatty's line
+// protocol", is its reference.
 package wire
 
 import (

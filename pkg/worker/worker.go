@@ -1,13 +1,6 @@
-// Package worker is chatty's built-in worker: it connects to the
-// broadcaster, acknowledges every line it receives with "ACK_RECEIVED <n>",
-// sends KEEP_ALIVE at random intervals and checks that each one is answered,
-// and ends after a random lifetime so that the pool restarts it.
-//
-// Given the daemon's public key it speaks the signed protocol instead: it
-// verifies every frame with a signed.Verifier, acknowledges each verified
-// message by sequence number and keeps alive with PING and PONG. A stream
-// that fails verification ends it like a broken connection; the exit's log
-// line names the rejection's reason and counts what was verified.
+// Package worker is chatty's built-in worker (chattyd worker), on the text
+// protocol or, given the daemon's public key, the signed one; what it does
+// on the wire is in docs/protocol.md, "Worker behaviour".
 //
 // Run ends with an *ExitError whose Code is ExitRestart when the worker's
 // life is over for any reason other than cancellation: the lifetime

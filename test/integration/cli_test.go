@@ -139,3 +139,42 @@ func TestJSONLog(t *testing.T) {
 		t.Errorf("missing entries (listening: %v, connection 1: %v) in\n%s", sawListening, sawConnection, d.Stderr())
 	}
 }
+
+// The flags that override the configuration work after print-config and
+// check-config too, and print-config FILE prints FILE, or refuses it.
+func TestConfigCommandsTakeFlagsAfter(t *testing.T) {
+	t.Parallel()
+	in := writeFile(t, "in.yaml", config("broadcast:\n  max_clients: 7\n"))
+	bad := writeFile(t, "bad.yaml", config("broadcst:\n  max_clients: 7\n"))
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string // in stdout for code 0, in stderr otherwise
+	}{
+		{"workers after print-config", []string{"print-config", "--workers", "8"}, 0, "size: 8"},
+		{"config after print-config", []string{"print-config", "--config", in}, 0, "max_clients: 7"},
+		{"print-config FILE", []string{"print-config", in}, 0, "max_clients: 7"},
+		{"print-config FILE with a flag", []string{"print-config", "--workers", "3", in}, 0, "size: 3"},
+		{"print-config a misspelt FILE", []string{"print-config", bad}, 1, `unknown field "broadcst"`},
+		{"print-config two files", []string{"print-config", in, bad}, 2, "name one file"},
+		{"print-config FILE and another --config", []string{"--config", bad, "print-config", in}, 2, "named twice"},
+		{"check-config --config FILE", []string{"check-config", "--config", in}, 0, "configuration is valid"},
+		{"check-config --config a misspelt FILE", []string{"check-config", "--config", bad}, 1, `unknown field "broadcst"`},
+		{"an unknown flag after print-config", []string{"print-config", "--bogus"}, 2, "print-config --help"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := harness.Run(t, short, tc.args...)
+			if r.Code != tc.code {
+				t.Fatalf("exit status %d, want %d\nstdout: %s\nstderr: %s", r.Code, tc.code, r.Stdout, r.Stderr)
+			}
+			out := r.Stderr
+			if tc.code == 0 {
+				out = r.Stdout
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("output does not contain %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}

@@ -101,7 +101,9 @@ func TestSIGTERMDeliversQueuedLines(t *testing.T) {
 }
 
 // A second stop signal while clients drain makes chattyd exit at once,
-// instead of waiting drain_timeout for a client that does not read.
+// instead of waiting drain_timeout for a client that does not read, when
+// it comes a second or more after the first; one right after the first
+// is the same stop sent twice.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -126,6 +128,16 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 			if d.Exited() {
 				t.Fatal("chattyd exited on the first signal although a client had not drained")
 			}
+			// The same stop sent twice, as GNU timeout does (to the
+			// child and to its group), is not a second signal.
+			d.Signal(tc.second)
+			d.WaitLog(t, "Signal ignored: the stop began", short)
+			if d.Exited() {
+				t.Fatal("chattyd stopped at once on a signal that came right after the first")
+			}
+			// The stimulus: a second signal counts from a second after
+			// the first on.
+			time.Sleep(1100 * time.Millisecond)
 			d.Signal(tc.second)
 			if code := d.Wait(10 * time.Second); code != 1 {
 				t.Errorf("exit status %d, want 1", code)
