@@ -31,13 +31,13 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 		UptimeSeconds: 3723,
 		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 1},
-		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5, KeepAlives: 6, Authenticating: 1, UnauthenticatedRefused: 4},
+		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5, KeepAlives: 6, Authenticating: 1, UnauthenticatedRefused: 4, UnknownLines: 9},
 		Pool: control.PoolStatus{Running: 1, Slots: []control.Worker{
 			{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2"},
 		}},
 	}
 	b.ClientsValue = []control.Client{
-		{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10, KeepAlives: 3},
+		{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10, KeepAlives: 3, UnknownLines: 5},
 		{ID: 8, Remote: "127.0.0.1:40001", KeepAlives: 2, Key: "SHA256:xyz"},
 	}
 	b.WorkersValue = b.StatusValue.Pool.Slots
@@ -66,11 +66,11 @@ func TestCommands(t *testing.T) {
 		wantCalls []string
 	}{
 		{name: "status", args: []string{"status"}, wantCode: 0,
-			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "; 6 keep-alives answered", "; 1 authenticating", "; 4 refused with too many authenticating", "1 of 4 running",
+			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "; 6 keep-alives answered", "; 1 authenticating", "; 4 refused with too many authenticating", "; 9 unknown client lines", "1 of 4 running",
 				"SLOT", "4242", "exited with code 2"},
 			wantCalls: []string{"status"}},
 		{name: "clients", args: []string{"clients"}, wantCode: 0,
-			wantOut: []string{"REMOTE", "KEEP-ALIVES", "KEY", "127.0.0.1:40000", "SHA256:xyz"}, wantCalls: []string{"clients"}},
+			wantOut: []string{"REMOTE", "KEEP-ALIVES", "UNKNOWN", "KEY", "127.0.0.1:40000", "SHA256:xyz"}, wantCalls: []string{"clients"}},
 		{name: "workers", args: []string{"workers", "--json"}, wantCode: 0,
 			wantOut: []string{`"pid": 4242`}, wantCalls: []string{"workers"}},
 		{name: "identity", args: []string{"identity"}, wantCode: 0,

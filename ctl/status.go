@@ -74,6 +74,9 @@ func printStatus(out io.Writer, st control.Status) error {
 	if cs.RateLimited > 0 {
 		fmt.Fprintf(w, "; %d messages over their rate", cs.RateLimited)
 	}
+	if cs.UnknownLines > 0 {
+		fmt.Fprintf(w, "; %d unknown client lines", cs.UnknownLines)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
 	if err := w.Flush(); err != nil {
@@ -105,15 +108,15 @@ func printWorkers(out io.Writer, ws []control.Worker) error {
 
 func printClients(out io.Writer, cs []control.Client) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tREMOTE\tCONNECTED\tQUEUE LINES\tQUEUE BYTES\tACK LAG\tSENT\tACKS GOOD\tACKS BAD\tKEEP-ALIVES\tKEY")
+	fmt.Fprintln(w, "ID\tREMOTE\tCONNECTED\tQUEUE LINES\tQUEUE BYTES\tACK LAG\tSENT\tACKS GOOD\tACKS BAD\tKEEP-ALIVES\tUNKNOWN\tKEY")
 	for _, c := range cs {
 		key := c.Key
 		if key == "" {
 			key = "-"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Remote,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Remote,
 			c.ConnectedAt.UTC().Format("2006-01-02 15:04:05"), c.QueueLines, c.QueueBytes, c.AckLag,
-			c.LinesSent, c.AcksGood, c.AcksMismatched, c.KeepAlives, key)
+			c.LinesSent, c.AcksGood, c.AcksMismatched, c.KeepAlives, c.UnknownLines, key)
 	}
 	return w.Flush()
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -29,13 +30,13 @@ func BenchmarkFanout(b *testing.B) {
 // (AES-GCM or ChaCha20-Poly1305, as negotiated); compare the two in one run.
 func BenchmarkFanoutTLS(b *testing.B) {
 	pki := harness.NewPKI(b)
-	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	tc, err := tlsconf.NewServer(tlsconf.ServerFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, clients := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			benchFanout(b, clients, &tlsBench{server: tc.ServerConfig(), client: &tls.Config{RootCAs: pki.CA}})
+			benchFanout(b, clients, &tlsBench{server: tc.Config(), client: &tls.Config{RootCAs: pki.CA}})
 		})
 	}
 }
@@ -109,7 +110,7 @@ func minSent(s *Server) uint64 {
 	defer s.mu.Unlock()
 	m := s.lines.endPos.Load()
 	for _, c := range s.clients {
-		m = min(m, c.sentPos.Load())
+		m = min(m, c.w.sentPos.Load())
 	}
 	return m
 }

@@ -36,10 +36,11 @@ const (
 	closeAuth                  // failed the signed protocol's authentication
 	closeRateLimit             // kept sending signed messages over its rate
 	closeRevoked               // its key is no longer authorized (reload)
+	closeUnknown               // sent more than MaxUnknownLines unknown lines
 )
 
 func (r closeReason) String() string {
-	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit", "key revoked"}[r]
+	return [...]string{"", "closed by peer", "slow consumer", "idle timeout", "line too long", "i/o error", "drain timeout", "shutdown", "TLS handshake failed", "frame rejected", "authentication failed", "rate limit", "key revoked", "too many unknown lines"}[r]
 }
 
 var keepAliveAck = []byte(wire.KeepAliveAck + "\n")
@@ -52,69 +53,147 @@ const maxPendingKeepAlives = 1024
 // writer that follows the shared log. Each half runs on a goroutine of its
 // own while it has work and parks when it has none (see park.go); a TLS
 // or signed client's reader is a goroutine blocked in Read.
+//
+// Its fields are grouped by owner. Those at the top are set by newClient
+// and only read after, but for the end of the client, which any
+// goroutine may look at. The writer's and the reader's parts belong to
+// the goroutine running that half (the parked list and the poller hand
+// them from one goroutine to the next); answers and acks have a mutex of
+// their own; a few counters are atomics that their owner stores and
+// anyone loads (Server.Stats and Clients).
 type client struct {
 	id          uint64
 	srv         *Server
 	conn        net.Conn
 	remote      string
 	connectedAt time.Time
-	firstSeq    uint64
-	preamble    []byte // private first bytes (a signed client's anchor); cleared once written
-	session     signed.Session
-
-	// cur is where the parked writer goes on; the writer running takes it
-	// and leaves it empty, as it pins the log. It and preamble belong to
-	// the writer, handed from one writer goroutine to the next through
-	// the server's parked list.
-	cur     cursor
-	parkIdx int // index + 1 in the server's parked writers, 0 when running; guarded by its mu
-
+	firstSeq    uint64 // the first line the client was to be sent
 	// raw is a plain TCP client's connection, read without blocking by
 	// the poller (poll.go); nil for clients read by a blocked goroutine.
-	raw       syscall.RawConn
-	rparked   atomic.Bool  // the reader is parked in the poller
-	partial   []byte       // a parked reader's incomplete line; owned by the reader
-	inPass    bool         // a poller's reader is reading; owned by the reader
-	wakeAfter bool         // the writer is to be woken when the pass ends; owned by the reader
-	lastRead  atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients)
-	readEnded atomic.Bool  // the reader has ended: the peer left or the connection failed
-	halves    atomic.Int32 // reader and writer not yet ended
+	raw     syscall.RawConn
+	session signed.Session // a signed client's, from its anchor
 
+	// The client's end, for any goroutine.
+	reason  atomic.Int32 // closeReason, set once by markClosed
+	halves  atomic.Int32 // reader and writer not yet ended (endHalf)
+	peerEOF atomic.Bool  // the client closed its side: the writer answers, then closes
+
+	w       clientWriter
+	r       clientReader
+	answers answerQueue
+	acks    clientAcks
+	auth    clientAuth
+}
+
+// clientWriter is the writer's part of a client.
+type clientWriter struct {
+	// cur and preamble belong to the goroutine running the writer, or,
+	// while it is parked, to the parked list, which hands them to the
+	// next. cur is where the parked writer goes on; the writer running
+	// takes it and leaves it empty, as it pins the log (takeCursor).
+	cur      cursor
+	preamble []byte // private first bytes (a signed client's anchor); cleared once written
+
+	parkIdx int // index + 1 in the server's parked writers, 0 when running; guarded by parkedWriters.mu
+
+	// Stored by the writer, loaded by anyone.
 	sentSeq atomic.Uint64 // every line before this one was written
 	sentPos atomic.Uint64 // log position matching sentSeq
 	// writingSeq is sentSeq plus the lines of the write in progress: a
 	// fast client can acknowledge a line before the write call returns.
 	writingSeq atomic.Uint64
+	keepAlives atomic.Uint64 // keep-alive answers written
+}
 
-	answerMu   sync.Mutex // guards answers, nAnswers and nKeepAlive
-	answers    []byte     // private bytes to write: KEEP_ALIVE_ACK lines, PONG or RESPONSE frames
-	nAnswers   int        // answers queued
-	nKeepAlive int        // of which keep-alive answers
+// clientReader is the reader's part of a client. Only one goroutine at a
+// time reads a client: its blocked reader, or the one that took a parked
+// reader out of the poller (parked, or the poller's one-shot event).
+type clientReader struct {
+	// Owned by the reader of a plain TCP client (poll.go).
+	partial   []byte // a parked reader's incomplete line
+	inPass    bool   // a pass of pollRead is reading
+	wakeAfter bool   // the writer is to be woken when the pass ends
 
-	peerEOF atomic.Bool // the client closed its side; close after answering
+	// For any goroutine.
+	parked   atomic.Bool  // the reader is parked in the poller; whoever swaps it to false runs it
+	lastRead atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients; sweepIdle)
+	ended    atomic.Bool  // the reader has ended: the peer left or the connection failed
+	// unknown counts the text client's lines that were neither an ack
+	// nor a keep-alive; only the reader stores it.
+	unknown atomic.Uint64
+}
 
-	ackMu    sync.Mutex // guards ack and firstUnacked
-	ack      cursor     // oldest line not yet acknowledged (text protocol; signed clients ack by ackedSeq)
-	ackedSeq atomic.Uint64
-	acksGood atomic.Uint64
-	acksBad  atomic.Uint64
+// answerQueue holds the private bytes the reader queues for the writer:
+// KEEP_ALIVE_ACK lines, PONG or RESPONSE frames.
+type answerQueue struct {
+	mu         sync.Mutex // guards the rest
+	buf        []byte
+	n          int // answers queued
+	keepAlives int // of which keep-alive answers
+}
+
+// push queues b, unless maxPendingKeepAlives answers are queued already;
+// it reports whether it did.
+func (q *answerQueue) push(b []byte, keepAlive bool) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n >= maxPendingKeepAlives {
+		return false
+	}
+	q.buf = append(q.buf, b...)
+	q.n++
+	if keepAlive {
+		q.keepAlives++
+	}
+	return true
+}
+
+// take moves the queued answers into dst and returns them with their
+// number and the number of keep-alive answers among them.
+func (q *answerQueue) take(dst []byte) (out []byte, n, keepAlives int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	dst = append(dst[:0], q.buf...)
+	n, keepAlives = q.n, q.keepAlives
+	q.buf, q.n, q.keepAlives = q.buf[:0], 0, 0
+	return dst, n, keepAlives
+}
+
+// pending returns the number of answers queued.
+func (q *answerQueue) pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// clientAcks matches the client's acks with the lines written: the
+// reader matches them (handleAck, handleSeqAck), the writer gives up on
+// those too far behind (trimAcks).
+type clientAcks struct {
+	mu sync.Mutex // guards next and firstUnacked; nextSeq, good and bad change under it
+	// next is the oldest line not yet acknowledged (text protocol;
+	// signed clients ack by sequence number and keep it empty, so as
+	// not to pin the log).
+	next cursor
 	// firstUnacked is when a client that has acknowledged nothing yet was
-	// first sent a line (trimAcks), in Unix nanoseconds; guarded by ackMu.
+	// first sent a line (trimAcks), in Unix nanoseconds.
 	firstUnacked int64
-	// keepAlives counts the keep-alive answers written to the client.
-	keepAlives atomic.Uint64
 
-	reason atomic.Int32 // closeReason, set once by shut
+	// Loaded by anyone.
+	nextSeq atomic.Uint64 // the sequence number of next (or of a signed client's next ack)
+	good    atomic.Uint64 // acks matching their line
+	bad     atomic.Uint64 // acks of a wrong length or for nothing sent
+}
 
-	// needAuth is set on a server that requires authentication: the
-	// writer sends nothing until authed is.
-	needAuth bool
-	authed   atomic.Bool
-	// authCounted is set while the client counts in the server's
+// clientAuth is a signed client's authentication, on a server that
+// requires it.
+type clientAuth struct {
+	needed bool        // set by newClient: the writer sends nothing until done
+	done   atomic.Bool // the client authenticated (set by its reader)
+	// counted is set while the client counts in the server's
 	// authenticating; guarded by the server's mu.
-	authCounted bool
-	// peerKey is the key the client authenticated with.
-	peerKey atomic.Pointer[peerKey]
+	counted bool
+	key     atomic.Pointer[peerKey] // the key the client authenticated with
 }
 
 func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
@@ -123,27 +202,26 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 		return nil, err
 	}
 	c := &client{
-		preamble:    j.preamble,
-		session:     j.session,
 		id:          id,
 		srv:         s,
 		conn:        conn,
 		remote:      conn.RemoteAddr().String(),
 		connectedAt: time.Now(),
 		firstSeq:    start.seq,
-		cur:         start,
-		ack:         start,
 		raw:         s.rawConn(conn),
+		session:     j.session,
 	}
+	c.w.cur, c.w.preamble = start, j.preamble
+	c.acks.next = start
 	c.halves.Store(2)
-	c.lastRead.Store(c.connectedAt.UnixNano())
-	c.sentSeq.Store(start.seq)
-	c.sentPos.Store(start.pos())
-	c.writingSeq.Store(start.seq)
-	c.ackedSeq.Store(start.seq)
+	c.r.lastRead.Store(c.connectedAt.UnixNano())
+	c.w.sentSeq.Store(start.seq)
+	c.w.sentPos.Store(start.pos())
+	c.w.writingSeq.Store(start.seq)
+	c.acks.nextSeq.Store(start.seq)
 	if s.signed != nil {
-		c.ack = cursor{} // acks go by sequence number; do not pin the log
-		c.needAuth = s.signed.auth
+		c.acks.next = cursor{} // acks go by sequence number; do not pin the log
+		c.auth.needed = s.signed.auth
 	}
 	return c, nil
 }
@@ -152,30 +230,11 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 // or a response. It reports false when too many are queued already: the
 // client does not read them.
 func (c *client) queueAnswer(b []byte, keepAlive bool) bool {
-	c.answerMu.Lock()
-	if c.nAnswers >= maxPendingKeepAlives {
-		c.answerMu.Unlock()
+	if !c.answers.push(b, keepAlive) {
 		return false
 	}
-	c.answers = append(c.answers, b...)
-	c.nAnswers++
-	if keepAlive {
-		c.nKeepAlive++
-	}
-	c.answerMu.Unlock()
-	c.readerWakesWriter()
+	c.wakeWriterFromReader()
 	return true
-}
-
-// takeAnswers moves the queued answers into dst and returns them with
-// their number and the number of keep-alive answers among them.
-func (c *client) takeAnswers(dst []byte) (out []byte, n, keepAlives int) {
-	c.answerMu.Lock()
-	defer c.answerMu.Unlock()
-	dst = append(dst[:0], c.answers...)
-	n, keepAlives = c.nAnswers, c.nKeepAlive
-	c.answers, c.nAnswers, c.nKeepAlive = c.answers[:0], 0, 0
-	return dst, n, keepAlives
 }
 
 // log returns the client's logger. It is built when needed rather than
@@ -190,11 +249,13 @@ func (c *client) log() *logrus.Entry {
 	return c.srv.logger.WithField(logging.FieldConnection, c.id)
 }
 
-// shut closes the client for reason. It reports whether this call did it.
-// It may be called with the server's mu held: the halves it wakes end on
-// goroutines of their own.
-func (c *client) shut(reason closeReason) bool {
-	if !c.closeFor(reason) {
+// disconnect closes the client for reason and makes both halves end. It
+// reports whether this call did it (the first reason wins, so callers
+// count and log only then). A parked half is started on a goroutine of
+// its own, so it may be called with any lock held, the server's mu
+// included; a half that is running finds the client closed by itself.
+func (c *client) disconnect(reason closeReason) bool {
+	if !c.markClosed(reason) {
 		return false
 	}
 	c.wakeWriter()
@@ -202,17 +263,18 @@ func (c *client) shut(reason closeReason) bool {
 	return true
 }
 
-// shutHere is shut for a caller that holds no lock: the parked halves end
-// on the calling goroutine rather than on goroutines of their own, so
-// that closing many idle clients at once starts none.
-func (c *client) shutHere(reason closeReason) bool {
-	if !c.closeFor(reason) {
+// disconnectInline is disconnect for a caller that holds no lock: the
+// parked halves end on the calling goroutine rather than on goroutines of
+// their own, so that closing many idle clients at once (sweepIdle)
+// starts none.
+func (c *client) disconnectInline(reason closeReason) bool {
+	if !c.markClosed(reason) {
 		return false
 	}
-	if c.takeWriter() {
+	if c.unparkWriter() {
 		c.runWriter() // it finds the client closed and ends
 	}
-	if c.rparked.CompareAndSwap(true, false) {
+	if c.r.parked.CompareAndSwap(true, false) {
 		c.pollRead() // its read fails at once and it ends
 	}
 	return true
@@ -220,11 +282,12 @@ func (c *client) shutHere(reason closeReason) bool {
 
 // authPending reports whether the client has yet to authenticate before
 // it may be sent anything.
-func (c *client) authPending() bool { return c.needAuth && !c.authed.Load() }
+func (c *client) authPending() bool { return c.auth.needed && !c.auth.done.Load() }
 
-// closeFor records reason and closes the connection, unless the client
-// was closed already; it reports whether it did.
-func (c *client) closeFor(reason closeReason) bool {
+// markClosed records reason and closes the connection, unless the client
+// was closed already; it reports whether it did. It wakes neither half:
+// disconnect and disconnectInline do, and are what the rest calls.
+func (c *client) markClosed(reason closeReason) bool {
 	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
 		return false
 	}
@@ -246,13 +309,14 @@ func (c *client) readRun() {
 		return
 	}
 	c.readLoop()
-	c.readerDone()
+	c.endReader()
 }
 
-// readerDone ends the reader half.
-func (c *client) readerDone() {
-	c.readEnded.Store(true)
-	c.halfDone()
+// endReader ends the reader half for good: it marks the reader ended,
+// which a lingering writer waits for, then counts the half (endHalf).
+func (c *client) endReader() {
+	c.r.ended.Store(true)
+	c.endHalf()
 }
 
 // lingerPoll is how often a draining client's send queue is looked at.
@@ -263,7 +327,7 @@ const lingerPoll = 5 * time.Millisecond
 func (c *client) lingerUntilDelivered(deadline time.Time) {
 	t := time.NewTicker(lingerPoll)
 	defer t.Stop()
-	for time.Now().Before(deadline) && !c.readEnded.Load() {
+	for time.Now().Before(deadline) && !c.r.ended.Load() {
 		if n, ok := unsentBytes(c.conn); !ok || n == 0 {
 			return
 		}
@@ -295,12 +359,16 @@ func unsentBytes(conn net.Conn) (n int, ok bool) {
 // logClosed logs why the client left, once it is off the server's list,
 // so that whoever reads the line may take its place at once.
 func (c *client) logClosed() {
-	c.log().WithFields(logrus.Fields{
+	f := logrus.Fields{
 		"reason":          closeReason(c.reason.Load()).String(),
-		"lines_sent":      c.sentSeq.Load() - c.firstSeq,
-		"acks_good":       c.acksGood.Load(),
-		"acks_mismatched": c.acksBad.Load(),
-	}).Info("Connection closed")
+		"lines_sent":      c.w.sentSeq.Load() - c.firstSeq,
+		"acks_good":       c.acks.good.Load(),
+		"acks_mismatched": c.acks.bad.Load(),
+	}
+	if n := c.r.unknown.Load(); n > 0 {
+		f["unknown_lines"] = n
+	}
+	c.log().WithFields(f).Info("Connection closed")
 }
 
 // writerEnd says how a run of the writer ended.
@@ -343,7 +411,7 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 				return writerClosed
 			}
 			if lg.closed.Load() {
-				c.shut(closeDrained)
+				c.disconnect(closeDrained)
 				return writerClosed
 			}
 			if c.parkWriter(cur) {
@@ -354,12 +422,12 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 		eof := c.peerEOF.Load() // before taking the answers its reader queued
 		data, next := cur.next()
 		var nka, nKeepAlive int
-		rio.acks, nka, nKeepAlive = c.takeAnswers(rio.acks)
-		pre := c.preamble
-		c.preamble = nil
+		rio.acks, nka, nKeepAlive = c.answers.take(rio.acks)
+		pre := c.w.preamble
+		c.w.preamble = nil
 		if len(data) == 0 && nka == 0 && len(pre) == 0 {
 			if eof {
-				c.shut(closePeer)
+				c.disconnect(closePeer)
 				return writerClosed
 			}
 			if c.reason.Load() != int32(closeNone) {
@@ -387,7 +455,7 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 			bufs = append(bufs, rio.acks)
 		}
 		w := sent{next: next, data: data, nka: nka, nKeepAlive: nKeepAlive}
-		c.writingSeq.Store(next.seq)
+		c.w.writingSeq.Store(next.seq)
 		if nowait {
 			rest, err := rio.writeNow(c.raw, bufs)
 			if err != nil {
@@ -417,14 +485,14 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 // wrote accounts for a write whose bytes are all out.
 func (c *client) wrote(w sent, debug bool) {
 	if w.nKeepAlive > 0 {
-		c.keepAlives.Add(uint64(w.nKeepAlive))
+		c.w.keepAlives.Add(uint64(w.nKeepAlive))
 		c.srv.keepAlives.Add(uint64(w.nKeepAlive))
 	}
 	if debug {
 		c.logSent(w.data, w.nka)
 	}
-	c.sentSeq.Store(w.next.seq)
-	c.sentPos.Store(w.next.pos())
+	c.w.sentSeq.Store(w.next.seq)
+	c.w.sentPos.Store(w.next.pos())
 	c.trimAcks(w.next)
 }
 
@@ -435,11 +503,11 @@ func (c *client) finishWrite(rio *rawIO, rest net.Buffers, w sent, debug bool) {
 	c.srv.putRawIO(rio)
 	if err != nil {
 		c.fail(err)
-		c.endWriter(writerClosed)
+		c.endWriterRun(writerClosed)
 		return
 	}
 	c.wrote(w, debug)
-	c.endWriter(c.writeLoop(w.next, false))
+	c.endWriterRun(c.writeLoop(w.next, false))
 }
 
 func (c *client) logSent(data []byte, nka int) {
@@ -470,32 +538,32 @@ var ackGrace = 10 * time.Second
 // limits.
 func (c *client) trimAcks(written cursor) {
 	lim := c.srv.limits.Load()
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
+	c.acks.mu.Lock()
+	defer c.acks.mu.Unlock()
 	if c.srv.signed != nil {
-		if written.seq-c.ackedSeq.Load() > uint64(lim.QueueLines) {
-			c.ackedSeq.Store(written.seq)
+		if written.seq-c.acks.nextSeq.Load() > uint64(lim.QueueLines) {
+			c.acks.nextSeq.Store(written.seq)
 		}
 		return
 	}
-	if written.seq-c.ack.seq > uint64(lim.QueueLines) || written.pos()-c.ack.pos() > uint64(lim.QueueBytes) || c.neverAcksLocked(written) {
-		c.ack = written
-		c.ackedSeq.Store(written.seq)
+	if written.seq-c.acks.next.seq > uint64(lim.QueueLines) || written.pos()-c.acks.next.pos() > uint64(lim.QueueBytes) || c.neverAcksLocked(written) {
+		c.acks.next = written
+		c.acks.nextSeq.Store(written.seq)
 	}
 }
 
 // neverAcksLocked reports whether the client, sent lines up to written,
 // has acknowledged none of them ackGrace after it was sent the first.
 func (c *client) neverAcksLocked(written cursor) bool {
-	if written.seq == c.ack.seq || c.acksGood.Load()+c.acksBad.Load() > 0 {
+	if written.seq == c.acks.next.seq || c.acks.good.Load()+c.acks.bad.Load() > 0 {
 		return false
 	}
 	now := time.Now().UnixNano()
-	if c.firstUnacked == 0 {
-		c.firstUnacked = now
+	if c.acks.firstUnacked == 0 {
+		c.acks.firstUnacked = now
 		return false
 	}
-	return now-c.firstUnacked >= int64(ackGrace)
+	return now-c.acks.firstUnacked >= int64(ackGrace)
 }
 
 // handshakeTimeout bounds a TLS client's handshake (a variable for tests).
@@ -527,7 +595,7 @@ const initialReadBuffer = 128
 // authentication) failed, and counts it once, whether the reader or the
 // writer saw the failure first.
 func (c *client) handshakeFailed(err error) {
-	if c.shut(closeHandshake) {
+	if c.disconnect(closeHandshake) {
 		c.srv.handshakes.Add(1)
 		c.log().WithError(err).Warn("TLS handshake failed; the client receives nothing")
 	}
@@ -573,7 +641,7 @@ func (c *client) readLoop() {
 		n, err := c.conn.Read(buf[end:])
 		grow = n > 0 && end+n == len(buf)
 		end += n
-		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		used, ok := c.handleLines(buf[start:end], lim, debug)
 		if !ok {
 			return
 		}
@@ -587,9 +655,10 @@ func (c *client) readLoop() {
 
 // handleLines handles every complete line of p, a text client's bytes,
 // and returns how many bytes they took; the rest is an incomplete line. It
-// reports false, having closed the client, for a line longer than max,
-// complete or not.
-func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) {
+// reports false, having closed the client, for a line longer than
+// lim.MaxClientLine, complete or not, or one unknown line too many.
+func (c *client) handleLines(p []byte, lim *Limits, debug bool) (used int, ok bool) {
+	max := lim.MaxClientLine
 	for {
 		i := bytes.IndexByte(p[used:], '\n')
 		if i < 0 {
@@ -600,7 +669,9 @@ func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) 
 			c.lineTooLong(max)
 			return used, false
 		}
-		c.handleLine(line, debug)
+		if !c.handleLine(line, lim.MaxUnknownLines, debug) {
+			return used, false
+		}
 		used += i + 1
 	}
 	if len(p)-used > max+1 { // "+1": room for a "\r"
@@ -611,7 +682,7 @@ func (c *client) handleLines(p []byte, max int, debug bool) (used int, ok bool) 
 }
 
 func (c *client) lineTooLong(max int) {
-	if c.shut(closeProtocol) {
+	if c.disconnect(closeProtocol) {
 		c.srv.protocol.Add(1)
 		c.log().WithField("max_client_line", max).Warn("Client line too long, disconnecting")
 	}
@@ -627,24 +698,26 @@ func (c *client) readFailed(err error) {
 		// (ncat --recv-only, chattyctl watch). The writer first answers
 		// the keep-alives already received, then closes.
 		c.peerEOF.Store(true)
-		c.readerWakesWriter()
+		c.wakeWriterFromReader()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
-		if !c.srv.lines.closed.Load() && c.shut(closeIdle) {
+		if !c.srv.lines.closed.Load() && c.disconnect(closeIdle) {
 			c.srv.idle.Add(1)
 		}
-		c.shut(closeDrained)
+		c.disconnect(closeDrained)
 	default:
 		c.fail(err)
 	}
 }
 
 func (c *client) fail(err error) {
-	if c.shut(closeError) {
+	if c.disconnect(closeError) {
 		c.log().WithError(err).Debug("Connection failed")
 	}
 }
 
-func (c *client) handleLine(line []byte, debug bool) {
+// handleLine handles one line of a text client. It reports false when
+// the line closed the client: one unknown line more than maxUnknown.
+func (c *client) handleLine(line []byte, maxUnknown int, debug bool) bool {
 	if debug {
 		c.log().Debugf("<< %s", line)
 	}
@@ -653,42 +726,71 @@ func (c *client) handleLine(line []byte, debug bool) {
 		c.keepAlive(keepAliveAck)
 	case wire.Ack:
 		c.handleAck(n)
+	default:
+		return c.unknownLine(line, maxUnknown)
 	}
+	return true
+}
+
+// maxLoggedLine is how much of an unknown client line is logged.
+const maxLoggedLine = 80
+
+// unknownLine counts a line that is neither an ack nor a keep-alive, logs
+// the client's first (at most one a second over all clients, so that a
+// flood of garbage clients is no flood of log lines), and disconnects a
+// client that sends more than max of them (0: no limit). It reports
+// false when it closed the client.
+func (c *client) unknownLine(line []byte, max int) bool {
+	n := c.r.unknown.Load() + 1
+	c.r.unknown.Store(n)
+	if n == 1 && c.srv.unknownLog.allow() {
+		c.log().WithField("line", string(line[:min(len(line), maxLoggedLine)])).
+			Warn("Client line is neither an ack nor a keep-alive; counting and ignoring such lines")
+	}
+	if max <= 0 || n <= uint64(max) {
+		return true
+	}
+	if c.disconnect(closeUnknown) {
+		c.srv.protocol.Add(1)
+		c.log().WithField("unknown_lines", n).WithField("max_unknown_lines", max).
+			Warn("Client sent too many lines that are neither acks nor keep-alives, disconnecting")
+	}
+	return false
 }
 
 // handleAck matches an ack against the oldest unacknowledged line.
 func (c *client) handleAck(n int64) {
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
-	sent := c.writingSeq.Load()
+	c.acks.mu.Lock()
+	defer c.acks.mu.Unlock()
+	sent := c.w.writingSeq.Load()
 	for {
-		if c.ack.seq >= sent {
-			c.acksBad.Add(1) // acknowledges a line never sent
+		if c.acks.next.seq >= sent {
+			c.acks.bad.Add(1) // acknowledges a line never sent
 			return
 		}
-		cur := c.ack
+		cur := c.acks.next
 		if end, _ := cur.c.published(); cur.off >= end {
 			// The line is in a later chunk: the chunk is full and next set.
 			nxt := cur.c.next.Load()
 			if nxt == nil {
-				c.acksBad.Add(1)
+				c.acks.bad.Add(1)
 				return
 			}
-			c.ack = cursor{c: nxt, seq: nxt.firstSeq}
+			c.acks.next = cursor{c: nxt, seq: nxt.firstSeq}
 			continue
 		}
 		line := cur.c.lineAt(cur.off)
-		c.ack = cursor{c: cur.c, off: cur.off + len(line) + 1, seq: cur.seq + 1}
-		c.ackedSeq.Store(c.ack.seq)
+		c.acks.next = cursor{c: cur.c, off: cur.off + len(line) + 1, seq: cur.seq + 1}
+		c.acks.nextSeq.Store(c.acks.next.seq)
 		// The original worker never acknowledges a line that reads exactly
 		// like the keep-alive answer, so such a feed line expects no ack.
 		if string(line) == wire.KeepAliveAck {
 			continue
 		}
 		if int64(len(line)) == n {
-			c.acksGood.Add(1)
+			c.acks.good.Add(1)
 		} else {
-			c.acksBad.Add(1)
+			c.acks.bad.Add(1)
 		}
 		return
 	}
@@ -700,7 +802,7 @@ func (c *client) keepAlive(answer []byte) {
 	if c.queueAnswer(answer, true) {
 		return
 	}
-	if c.shut(closeSlow) {
+	if c.disconnect(closeSlow) {
 		c.srv.slow.Add(1)
 		c.log().WithField("unanswered_keepalives", maxPendingKeepAlives).
 			Warn("Slow consumer: keep-alive answers not read, disconnecting")

@@ -20,12 +20,28 @@ import (
 // when they are few and the publish small, or else on a few goroutines
 // that share them (wakeAll, inParallel). A plain TCP client's writer there
 // never waits for its socket, but hands a write that would wait to a
-// goroutine of its own (finishWrite). A single wake (shut, or an answer queued by a TLS
+// goroutine of its own (finishWrite). A single wake (disconnect, or an answer queued by a TLS
 // client's reader) starts a goroutine for that writer.
 //
 // The reader of a plain TCP client parks the same way, in the server's
 // poller (see poll.go); other clients keep a reader goroutine blocked in
-// Read. A client ends when both halves have ended (client.halfDone).
+// Read. A client ends when both halves have ended (client.endHalf).
+//
+// The verbs of a client's life:
+//
+//   - disconnect closes the client for a reason and makes both halves
+//     end, a parked one on a goroutine of its own; disconnectInline does
+//     the same on the caller's goroutine. Both start with markClosed,
+//     which records the reason and closes the connection.
+//   - wakeWriter runs a parked writer that has work, on a goroutine of
+//     its own; wakeWriterFromReader is the reader's, which a poller's
+//     reader defers to the end of its pass.
+//   - unparkWriter takes a parked writer off the list; its caller then
+//     runs it with runWriter (waiting for the socket) or runWriterNoWait
+//     (never waiting).
+//   - endWriterRun acts on how a writer's run ended, and endReader ends
+//     the reader; both then call endHalf, the second of which finishes
+//     the client.
 
 // parkedWriters are the clients whose writer is parked.
 type parkedWriters struct {
@@ -36,21 +52,21 @@ type parkedWriters struct {
 // addLocked parks c, which is not parked.
 func (p *parkedWriters) addLocked(c *client) {
 	p.list = append(p.list, c)
-	c.parkIdx = len(p.list)
+	c.w.parkIdx = len(p.list)
 }
 
 // removeLocked takes c off the list and reports whether it was parked.
 func (p *parkedWriters) removeLocked(c *client) bool {
-	i := c.parkIdx - 1
+	i := c.w.parkIdx - 1
 	if i < 0 {
 		return false
 	}
 	last := len(p.list) - 1
 	p.list[i] = p.list[last]
-	p.list[i].parkIdx = i + 1
+	p.list[i].w.parkIdx = i + 1
 	p.list[last] = nil
 	p.list = p.list[:last]
-	c.parkIdx = 0
+	c.w.parkIdx = 0
 	return true
 }
 
@@ -68,16 +84,16 @@ func (p *parkedWriters) wakeAll(published int) {
 	woken := p.list
 	p.list = nil
 	for _, c := range woken {
-		c.parkIdx = 0
+		c.w.parkIdx = 0
 	}
 	p.mu.Unlock()
 	if len(woken) <= inlineClients && published <= inlineBytes {
 		for _, c := range woken {
-			c.runWriterNow()
+			c.runWriterNoWait()
 		}
 		return
 	}
-	inParallel(woken, (*client).runWriterNow)
+	inParallel(woken, (*client).runWriterNoWait)
 }
 
 // inlineClients and inlineBytes bound the writes wakeAll runs on the
@@ -109,7 +125,7 @@ func inParallel(cs []*client, run func(*client)) {
 // startWriter parks the writer of a new client at its start, or starts it
 // when there is something to write already (a signed client's anchor).
 func (c *client) startWriter() {
-	if !c.parkWriter(c.cur) {
+	if !c.parkWriter(c.w.cur) {
 		go c.runWriter()
 	}
 }
@@ -124,7 +140,7 @@ func (c *client) parkWriter(cur cursor) bool {
 	if c.writerHasWork(cur) {
 		return false
 	}
-	c.cur = cur
+	c.w.cur = cur
 	p.addLocked(c)
 	return true
 }
@@ -136,37 +152,37 @@ func (c *client) writerHasWork(cur cursor) bool {
 	if c.authPending() {
 		return c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()
 	}
-	if data, _ := cur.next(); len(data) > 0 || len(c.preamble) > 0 {
+	if data, _ := cur.next(); len(data) > 0 || len(c.w.preamble) > 0 {
 		return true
 	}
-	c.answerMu.Lock()
-	answers := c.nAnswers
-	c.answerMu.Unlock()
-	return answers > 0 || c.peerEOF.Load() || c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()
+	return c.answers.pending() > 0 || c.peerEOF.Load() || c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()
 }
 
-// wakeWriter starts the client's writer if it is parked. Call it after
-// making its work visible.
+// wakeWriter starts the client's writer on a goroutine of its own if it
+// is parked, and does nothing if it is running. Call it after making its
+// work visible; it may be called with any lock but parkedWriters.mu held.
 func (c *client) wakeWriter() {
-	if c.takeWriter() {
+	if c.unparkWriter() {
 		go c.runWriter()
 	}
 }
 
-// readerWakesWriter wakes the writer for what the reader queued: answers,
-// or the peer's end. A poller's reader runs the writer itself once it has
-// read everything (pollRead), rather than start a goroutine.
-func (c *client) readerWakesWriter() {
-	if c.inPass {
-		c.wakeAfter = true
+// wakeWriterFromReader is wakeWriter for the reader, after it queued
+// answers or saw the peer's end. During a pass of a poller's reader it
+// only notes the wake: the pass runs the writer on its own goroutine
+// once it has read everything (pollRead), rather than start one.
+func (c *client) wakeWriterFromReader() {
+	if c.r.inPass {
+		c.r.wakeAfter = true
 		return
 	}
 	c.wakeWriter()
 }
 
-// takeWriter takes the client's writer off the parked list and reports
-// whether it was parked: the caller must then run it.
-func (c *client) takeWriter() bool {
+// unparkWriter takes the client's writer off the parked list and reports
+// whether it was parked. It runs nothing: a caller that gets true owns
+// the writer and must run it (runWriter or runWriterNoWait).
+func (c *client) unparkWriter() bool {
 	p := &c.srv.parked
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -176,35 +192,39 @@ func (c *client) takeWriter() bool {
 // takeCursor returns where the writer goes on and clears it, as chunks
 // link forward: holding an old one would keep them all.
 func (c *client) takeCursor() cursor {
-	cur := c.cur
-	c.cur = cursor{}
+	cur := c.w.cur
+	c.w.cur = cursor{}
 	return cur
 }
 
-// runWriter runs the writer from where it parked until it parks again or
-// the client ends.
+// runWriter runs an unparked writer on the calling goroutine from where
+// it parked until it parks again or the client ends, waiting for the
+// socket as long as writes take.
 func (c *client) runWriter() {
-	c.endWriter(c.writeLoop(c.takeCursor(), false))
+	c.endWriterRun(c.writeLoop(c.takeCursor(), false))
 }
 
-// runWriterNow runs a woken writer on the calling goroutine without ever
-// waiting: a plain TCP client's write that would wait, and whatever a
-// TLS client's writer does, go on goroutines of their own.
-func (c *client) runWriterNow() {
+// runWriterNoWait runs an unparked writer like runWriter, but never
+// waits: a plain TCP client's write that would wait, the linger of a
+// drained client, and whatever a TLS client's writer does, go on
+// goroutines of their own. It is for goroutines that run many writers
+// (wakeAll, pollRead).
+func (c *client) runWriterNoWait() {
 	if c.raw == nil {
 		go c.runWriter()
 		return
 	}
 	if end := c.writeLoop(c.takeCursor(), true); end == writerDrained {
-		go c.endWriter(end) // it lingers
+		go c.endWriterRun(end) // it lingers
 	} else {
-		c.endWriter(end)
+		c.endWriterRun(end)
 	}
 }
 
-// endWriter ends a run of the writer: nothing more to do when it parked or
-// handed off, or else the end of the writer half.
-func (c *client) endWriter(end writerEnd) {
+// endWriterRun acts on how a run of the writer ended: nothing when it
+// parked or handed its write off; else the writer half ends, after a
+// drained client's linger, and the client is closed if it is not yet.
+func (c *client) endWriterRun(end writerEnd) {
 	switch end {
 	case writerParked, writerHandedOff:
 		return
@@ -220,13 +240,14 @@ func (c *client) endWriter(end writerEnd) {
 		}
 		c.lingerUntilDelivered(time.Now().Add(c.srv.limits.Load().DrainTimeout))
 	}
-	c.shut(closeDrained)
-	c.halfDone()
+	c.disconnect(closeDrained)
+	c.endHalf()
 }
 
-// halfDone ends the reader or the writer; the second to end finishes the
-// client: off the server's list, logged, and no longer waited for.
-func (c *client) halfDone() {
+// endHalf counts the end of the reader or the writer; the second to end
+// finishes the client: off the server's list, logged, and no longer
+// waited for. It closes nothing itself.
+func (c *client) endHalf() {
 	if c.halves.Add(-1) != 0 {
 		return
 	}

@@ -24,7 +24,7 @@ func parked(s *Server, id uint64) bool {
 	}
 	s.parked.mu.Lock()
 	defer s.parked.mu.Unlock()
-	return c.parkIdx > 0 && c.rparked.Load()
+	return c.w.parkIdx > 0 && c.r.parked.Load()
 }
 
 // waitParked waits until every connected client has both halves parked.

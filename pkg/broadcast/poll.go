@@ -16,7 +16,7 @@ import (
 // poller runs the reader again when the client sends or leaves, on the
 // goroutines it shares among the clients of one poll (inParallel), and
 // the reader, having read everything, runs the writer if it queued
-// answers; shut starts a goroutine to end the reader half. The idle
+// answers; disconnect starts a goroutine to end the reader half. The idle
 // timeout of these clients is a sweep (sweepIdle), as no read waits with
 // a deadline.
 
@@ -66,17 +66,17 @@ func (c *client) pollRead() {
 	rio := c.srv.getRawIO()
 	defer c.srv.putRawIO(rio)
 	for {
-		c.inPass = true
+		c.r.inPass = true
 		open := c.readAvailable(rio, false)
-		c.inPass = false
-		if c.wakeAfter {
-			c.wakeAfter = false
-			if c.takeWriter() {
-				c.runWriterNow()
+		c.r.inPass = false
+		if c.r.wakeAfter {
+			c.r.wakeAfter = false
+			if c.unparkWriter() {
+				c.runWriterNoWait()
 			}
 		}
 		if !open {
-			c.readerDone()
+			c.endReader()
 			return
 		}
 		parked, err := c.parkReader(rio)
@@ -98,7 +98,7 @@ func (c *client) readBlocked() {
 	rio := c.srv.getRawIO()
 	defer c.srv.putRawIO(rio)
 	c.readAvailable(rio, true)
-	c.readerDone()
+	c.endReader()
 }
 
 // parkReader arms the client in the poller and reports whether the reader
@@ -106,13 +106,13 @@ func (c *client) readBlocked() {
 // closed meanwhile or could not be armed (err).
 func (c *client) parkReader(rio *rawIO) (parked bool, err error) {
 	// Parked first: the poller may report the client before arm returns.
-	c.rparked.Store(true)
+	c.r.parked.Store(true)
 	err = rio.armIn(c.srv.poller.epfd, c.raw, c.id)
 	if err == nil && c.reason.Load() == int32(closeNone) {
 		return true, nil
 	}
-	// shut may have seen the reader parked and started another one.
-	if !c.rparked.CompareAndSwap(true, false) {
+	// disconnect may have seen the reader parked and started another one.
+	if !c.r.parked.CompareAndSwap(true, false) {
 		return true, nil
 	}
 	return false, err
@@ -120,7 +120,7 @@ func (c *client) parkReader(rio *rawIO) (parked bool, err error) {
 
 // wakeReader starts the client's reader if it is parked.
 func (c *client) wakeReader() {
-	if c.rparked.CompareAndSwap(true, false) {
+	if c.r.parked.CompareAndSwap(true, false) {
 		go c.pollRead()
 	}
 }
@@ -130,7 +130,7 @@ func (s *Server) readReady(ids []uint64) {
 	woken := make([]*client, 0, len(ids))
 	s.mu.Lock()
 	for _, id := range ids {
-		if c := s.clients[id]; c != nil && c.rparked.CompareAndSwap(true, false) {
+		if c := s.clients[id]; c != nil && c.r.parked.CompareAndSwap(true, false) {
 			woken = append(woken, c)
 		}
 	}
@@ -147,11 +147,11 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 	pooled := s.readBufs.Get().(*[]byte)
 	defer s.readBufs.Put(pooled)
 	buf := *pooled
-	if len(c.partial) >= len(buf) {
-		buf = make([]byte, 2*len(c.partial))
+	if len(c.r.partial) >= len(buf) {
+		buf = make([]byte, 2*len(c.r.partial))
 	}
-	start, end := 0, copy(buf, c.partial)
-	c.partial = nil
+	start, end := 0, copy(buf, c.r.partial)
+	c.r.partial = nil
 	debug := s.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for total := 0; ; {
 		lim := s.limits.Load() // reload may change them
@@ -170,20 +170,20 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 		}
 		n, err := rio.readRaw(c.raw, buf[end:], block)
 		if n > 0 {
-			c.lastRead.Store(time.Now().UnixNano())
+			c.r.lastRead.Store(time.Now().UnixNano())
 			end += n
 			if total += n; !block && total >= pollPassBytes && err == nil {
 				err = syscall.EAGAIN // enough for one pass
 			}
 		}
-		used, ok := c.handleLines(buf[start:end], lim.MaxClientLine, debug)
+		used, ok := c.handleLines(buf[start:end], lim, debug)
 		if !ok {
 			return false
 		}
 		start += used
 		if err == syscall.EAGAIN {
 			if end > start {
-				c.partial = bytes.Clone(buf[start:end])
+				c.r.partial = bytes.Clone(buf[start:end])
 			}
 			return true
 		}
@@ -231,13 +231,13 @@ func (s *Server) closeIdle(now time.Time) {
 	var idle []*client
 	s.mu.Lock()
 	for _, c := range s.clients {
-		if c.raw != nil && c.lastRead.Load() < oldest {
+		if c.raw != nil && c.r.lastRead.Load() < oldest {
 			idle = append(idle, c)
 		}
 	}
 	s.mu.Unlock()
 	for _, c := range idle {
-		if c.lastRead.Load() < oldest && c.shutHere(closeIdle) {
+		if c.r.lastRead.Load() < oldest && c.disconnectInline(closeIdle) {
 			s.idle.Add(1)
 		}
 	}

@@ -19,6 +19,44 @@
 // their state, about 1.6 KiB each, rather than two goroutine stacks (see
 // park.go and poll.go). TLS and signed clients keep a reader goroutine
 // blocked in Read.
+//
+// The package runs on Linux only: parked readers wait in an epoll
+// instance (epoll_linux.go), plain TCP clients are read and written with
+// Linux system calls (rawio_linux.go), and a draining client's send
+// queue is read with SIOCOUTQ. There is no fallback for other systems.
+//
+// # Locks
+//
+// These are the mutexes, and the order in which they may nest: a lock
+// may be taken while holding only those left of it on its line.
+//
+//	Server.mu -> log.mu
+//	Server.mu -> parkedWriters.mu -> client.answers.mu
+//	client.acks.mu (never held with another)
+//
+// What each guards, and where they nest:
+//
+//   - Server.mu guards the list of clients and what is counted over it
+//     (closed clients' acks, the clients authenticating, the scan
+//     marks). Held, it admits a client, which joins the log (log.mu);
+//     it disconnects clients (maybeScan, shutdown), which takes a parked
+//     writer off its list (parkedWriters.mu); and DropRevoked asks the
+//     KeySet, which may take a lock of its own (identity.Keyring).
+//   - log.mu serialises appenders and guards the codec's state. Nothing
+//     else is taken under it: publishers wake the parked writers after
+//     unlocking it (log.wakeWriters).
+//   - parkedWriters.mu guards the parked list and the writers' parkIdx.
+//     A writer about to park checks under it that it has no work, which
+//     reads its queued answers (client.answers.mu). Woken writers run
+//     after it is unlocked (wakeAll).
+//   - client.answers.mu guards one client's queued answers, and
+//     client.acks.mu its ack matching. Neither is held while taking
+//     another.
+//
+// No lock is held while a client is written to or read, nor while a
+// half ends (endHalf takes Server.mu), so a publisher that runs woken
+// writers on its own goroutine must hold none of these. The counters,
+// the client's end and its progress are atomics, read without locks.
 package broadcast
 
 import (
@@ -50,6 +88,10 @@ type Limits struct {
 	IdleTimeout time.Duration
 	// MaxClientLine is the longest line a client may send.
 	MaxClientLine int
+	// MaxUnknownLines is how many lines that are neither an ack nor a
+	// keep-alive a text client may send; the next closes it. 0 means no
+	// limit: such lines are counted and otherwise ignored.
+	MaxUnknownLines int
 	// QueueBytes and QueueLines bound how far a client may lag the feed.
 	QueueBytes int
 	QueueLines int
@@ -68,11 +110,12 @@ type Stats struct {
 	Refused        uint64 // connections refused over max_clients
 	SlowConsumers  uint64 // clients disconnected for lagging too far
 	IdleClosed     uint64 // clients closed for idleness
-	Protocol       uint64 // clients closed for protocol violations
+	Protocol       uint64 // clients closed for protocol violations (a line too long, too many unknown lines)
 	Handshakes     uint64 // TLS clients that failed their handshake (mutual TLS included)
 	AcksGood       uint64 // acks matching the line they acknowledge
 	AcksMismatched uint64 // acks with a wrong length or for nothing sent
 	KeepAlives     uint64 // keep-alives answered
+	UnknownLines   uint64 // text client lines neither an ack nor a keep-alive
 	Rejected       uint64 // signed frames from clients rejected (each closes its client)
 	AuthFailed     uint64 // clients that failed the signed protocol's authentication
 	RateLimited    uint64 // signed client messages refused over the client's rate
@@ -80,6 +123,33 @@ type Stats struct {
 	// UnauthenticatedRefused counts connections refused because
 	// MaxUnauthenticated clients were authenticating already.
 	UnauthenticatedRefused uint64
+}
+
+// Add adds o's counters to s, every one of them: the totals of a daemon's
+// listeners. Lines, Bytes and Undelivered are summed too; for servers
+// that publish the same feed, the caller may want the count of one of
+// them instead (a line no client of either got is the smaller
+// Undelivered).
+func (s *Stats) Add(o Stats) {
+	s.Lines += o.Lines
+	s.Bytes += o.Bytes
+	s.Undelivered += o.Undelivered
+	s.Connected += o.Connected
+	s.Authenticating += o.Authenticating
+	s.Accepted += o.Accepted
+	s.Refused += o.Refused
+	s.SlowConsumers += o.SlowConsumers
+	s.IdleClosed += o.IdleClosed
+	s.Protocol += o.Protocol
+	s.Handshakes += o.Handshakes
+	s.AcksGood += o.AcksGood
+	s.AcksMismatched += o.AcksMismatched
+	s.KeepAlives += o.KeepAlives
+	s.UnknownLines += o.UnknownLines
+	s.Rejected += o.Rejected
+	s.AuthFailed += o.AuthFailed
+	s.RateLimited += o.RateLimited
+	s.UnauthenticatedRefused += o.UnauthenticatedRefused
 }
 
 // ClientInfo describes one connected client.
@@ -94,6 +164,7 @@ type ClientInfo struct {
 	AcksGood       uint64
 	AcksMismatched uint64
 	KeepAlives     uint64 // keep-alives answered (written to it)
+	UnknownLines   uint64 // lines it sent that were neither an ack nor a keep-alive
 	// Key is the fingerprint of the key the client authenticated with on
 	// a signed listener that requires it; empty otherwise.
 	Key string
@@ -101,48 +172,48 @@ type ClientInfo struct {
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
 type Server struct {
+	// Set before Run, read-only after.
 	lns    []net.Listener // the first is the primary; more may be added before Run
 	logger *logrus.Entry
-	lines  *log
-	limits atomic.Pointer[Limits]
-	start  uint64 // sequence number of the first line
+	start  uint64        // sequence number of the first line
+	signed *signedServer // set on a server of the signed protocol
+	ids    *ClientIDs    // numbers the clients; may be shared with other servers
+	poller *poller       // set by Run; nil if the epoll instance could not be made
 
-	// signed is set on a server of the signed protocol.
-	signed *signedServer
+	lines  *log                   // the shared log; its own lock
+	limits atomic.Pointer[Limits] // replaced whole by SetLimits
+	parked parkedWriters          // the parked writers; their own lock
 
-	ids *ClientIDs // numbers the clients; may be shared with other servers
-
-	mu       sync.Mutex // guards clients, authenticating, closed totals and scan marks
+	mu       sync.Mutex // guards clients, authenticating, gone, the scan marks and draining
 	clients  map[uint64]*client
-	gone     Stats  // acks of clients that have left
+	gone     Stats  // acks and unknown lines of clients that have left
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
-	// authenticating counts the clients whose authCounted is set: those
+	// authenticating counts the clients whose auth.counted is set: those
 	// admitted by a server that requires authentication, until they
 	// authenticate or end.
 	authenticating int
 
-	connected  atomic.Int64
-	accepted   atomic.Uint64
-	refused    atomic.Uint64
-	slow       atomic.Uint64
-	idle       atomic.Uint64
-	protocol   atomic.Uint64
-	handshakes atomic.Uint64
-	// unauthRefused counts refusals over max_unauthenticated.
-	unauthRefused atomic.Uint64
+	// Counters, for Stats.
+	connected     atomic.Int64
+	accepted      atomic.Uint64
+	refused       atomic.Uint64
+	unauthRefused atomic.Uint64 // refusals over max_unauthenticated
+	slow          atomic.Uint64
+	idle          atomic.Uint64
+	protocol      atomic.Uint64
+	handshakes    atomic.Uint64
+	undelivered   atomic.Uint64
+	keepAlives    atomic.Uint64
+	rejected      atomic.Uint64
+	authFailed    atomic.Uint64
+	rateLimited   atomic.Uint64
 
-	refusedLog  logLimiter // refusals over max_clients
-	unauthLog   logLimiter // refusals over max_unauthenticated
-	undelivered atomic.Uint64
-	keepAlives  atomic.Uint64
-	rejected    atomic.Uint64
-	authFailed  atomic.Uint64
-	rateLimited atomic.Uint64
+	refusedLog logLimiter // refusals over max_clients
+	unauthLog  logLimiter // refusals over max_unauthenticated
+	unknownLog logLimiter // the first unknown line of each client
 
-	parked   parkedWriters
-	poller   *poller   // set by Run; nil when epoll is not available
 	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
 	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
 
@@ -306,10 +377,10 @@ func (s *Server) maybeScan() {
 			// which the handshake timeout bounds: what it pins is kept.
 			continue
 		}
-		lagBytes := lag(endPos, c.sentPos.Load())
-		lagLines := lag(endSeq, c.sentSeq.Load())
+		lagBytes := lag(endPos, c.w.sentPos.Load())
+		lagLines := lag(endSeq, c.w.sentSeq.Load())
 		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
-			if c.shut(closeSlow) {
+			if c.disconnect(closeSlow) {
 				s.slow.Add(1)
 				c.log().WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
 					Warn("Slow consumer: queue limit exceeded, disconnecting")
@@ -372,8 +443,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // startPoller creates the poller that parked readers wait in and runs it;
-// the channel returns its end. Without one (no epoll), every client keeps
-// a reader goroutine.
+// the channel returns its end. Should the epoll instance not be made (out
+// of file descriptors, say), every client keeps a reader goroutine.
 func (s *Server) startPoller() <-chan error {
 	p, err := newPoller()
 	if err != nil {
@@ -452,15 +523,15 @@ func (s *Server) admit(conn net.Conn) {
 		return
 	}
 	s.clients[c.id] = c
-	if c.needAuth {
-		c.authCounted = true
+	if c.auth.needed {
+		c.auth.counted = true
 		s.authenticating++
 	}
 	s.connected.Add(1)
 	s.mu.Unlock()
 	s.accepted.Add(1)
 	c.log().Info("New connection established")
-	s.wg.Add(1) // done by the client's halfDone
+	s.wg.Add(1) // done by the client's endHalf
 	c.start()
 }
 
@@ -521,8 +592,8 @@ func (s *Server) refuseUnauthenticated(conn net.Conn, max int) {
 // authDoneLocked takes c off the count of clients authenticating, once:
 // when it authenticates, or when it ends without having done so.
 func (s *Server) authDoneLocked(c *client) {
-	if c.authCounted {
-		c.authCounted = false
+	if c.auth.counted {
+		c.auth.counted = false
 		s.authenticating--
 	}
 }
@@ -531,8 +602,9 @@ func (s *Server) remove(c *client) {
 	s.mu.Lock()
 	delete(s.clients, c.id)
 	s.authDoneLocked(c)
-	s.gone.AcksGood += c.acksGood.Load()
-	s.gone.AcksMismatched += c.acksBad.Load()
+	s.gone.AcksGood += c.acks.good.Load()
+	s.gone.AcksMismatched += c.acks.bad.Load()
+	s.gone.UnknownLines += c.r.unknown.Load()
 	s.mu.Unlock()
 	s.connected.Add(-1)
 }
@@ -557,7 +629,7 @@ func (s *Server) shutdown() {
 	s.mu.Lock()
 	n := len(s.clients)
 	for _, c := range s.clients {
-		c.shut(closeShutdown)
+		c.disconnect(closeShutdown)
 	}
 	s.mu.Unlock()
 	if n > 0 {
@@ -589,10 +661,12 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched
+	st.UnknownLines = s.gone.UnknownLines
 	st.Authenticating = s.authenticating
 	for _, c := range s.clients {
-		st.AcksGood += c.acksGood.Load()
-		st.AcksMismatched += c.acksBad.Load()
+		st.AcksGood += c.acks.good.Load()
+		st.AcksMismatched += c.acks.bad.Load()
+		st.UnknownLines += c.r.unknown.Load()
 	}
 	s.mu.Unlock()
 	return st
@@ -605,18 +679,19 @@ func (s *Server) Clients() []ClientInfo {
 	defer s.mu.Unlock()
 	out := make([]ClientInfo, 0, len(s.clients))
 	for _, c := range s.clients {
-		sentSeq := c.sentSeq.Load()
+		sentSeq := c.w.sentSeq.Load()
 		out = append(out, ClientInfo{
 			ID:             c.id,
 			Remote:         c.remote,
 			ConnectedAt:    c.connectedAt,
-			QueueBytes:     lag(endPos, c.sentPos.Load()),
+			QueueBytes:     lag(endPos, c.w.sentPos.Load()),
 			QueueLines:     lag(endSeq, sentSeq),
-			AckLag:         lag(sentSeq, c.ackedSeq.Load()),
+			AckLag:         lag(sentSeq, c.acks.nextSeq.Load()),
 			LinesSent:      sentSeq - c.firstSeq,
-			AcksGood:       c.acksGood.Load(),
-			AcksMismatched: c.acksBad.Load(),
-			KeepAlives:     c.keepAlives.Load(),
+			AcksGood:       c.acks.good.Load(),
+			AcksMismatched: c.acks.bad.Load(),
+			KeepAlives:     c.w.keepAlives.Load(),
+			UnknownLines:   c.r.unknown.Load(),
 			Key:            c.keyFingerprint(),
 		})
 	}

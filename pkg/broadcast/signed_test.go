@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -193,15 +194,34 @@ func TestSignedFinalCheckpoint(t *testing.T) {
 	}
 }
 
-// A frame the server rejects is counted and closes the client.
+// A frame the server rejects is counted and closes the client: the
+// signed listener's counterpart of the text listener's unknown lines,
+// which it never counts.
 func TestSignedRejectedFrameCloses(t *testing.T) {
-	s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage})
-	c := dialSigned(t, s, pub)
-	if _, err := c.Write([]byte("KEEP_ALIVE\n")); err != nil { // text on a signed port
-		t.Fatal(err)
+	frame := func(k signed.Kind, body int) []byte {
+		return append(binary.BigEndian.AppendUint32([]byte{signed.Magic, byte(k)}, uint32(body)), make([]byte, body)...)
 	}
-	eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == 1 })
-	eventually(t, "client gone", func() bool { return s.Stats().Connected == 0 })
+	for _, tc := range []struct {
+		name string
+		send []byte
+	}{
+		{"text line", []byte("KEEP_ALIVE\n")},
+		{"unknown kind", frame(0x7e, 8)},
+		{"a server's kind", frame(signed.KindPong, 8)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, pub, _ := startSigned(t, SignedOptions{Mode: signed.PerMessage})
+			c := dialSigned(t, s, pub)
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == 1 })
+			eventually(t, "client gone", func() bool { return s.Stats().Connected == 0 })
+			if n := s.Stats().UnknownLines; n != 0 {
+				t.Errorf("%d unknown lines counted on a signed listener", n)
+			}
+		})
+	}
 }
 
 // keySet is a signed.KeySet of fixed keys.

@@ -115,7 +115,7 @@ func (r *frameReader) allow() bool {
 }
 
 func (c *client) rateLimited(refused int) {
-	if c.shut(closeRateLimit) {
+	if c.disconnect(closeRateLimit) {
 		c.log().WithField("refused", refused).Warn("Client keeps sending signed messages over its rate, disconnecting")
 	}
 }
@@ -146,13 +146,13 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 				return false
 			}
 			fp := identity.Fingerprint(key)
-			c.peerKey.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
+			c.auth.key.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
 			c.conn.SetDeadline(time.Time{})
 			c.srv.mu.Lock()
 			c.srv.authDoneLocked(c) // its place is free for the next
 			c.srv.mu.Unlock()
 			c.log().WithField("key", fp).Info("Client authenticated")
-			c.authed.Store(true)
+			c.auth.done.Store(true)
 			c.wakeWriter()
 			return true
 		}
@@ -169,7 +169,7 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 
 // authFailed closes a client that did not authenticate and counts it.
 func (c *client) authFailed(err error) {
-	if c.shut(closeAuth) {
+	if c.disconnect(closeAuth) {
 		c.srv.authFailed.Add(1)
 		l := c.log().WithError(err).WithField("remote", c.remote)
 		if re, ok := errors.AsType[*signed.RejectError](err); ok {
@@ -195,14 +195,14 @@ func (s *Server) DropRevoked() int {
 	s.mu.Lock()
 	var revoked []*client
 	for _, c := range s.clients {
-		if p := c.peerKey.Load(); p != nil && (s.signed.keys == nil || !s.signed.keys.Contains(p.pub)) {
+		if p := c.auth.key.Load(); p != nil && (s.signed.keys == nil || !s.signed.keys.Contains(p.pub)) {
 			revoked = append(revoked, c)
 		}
 	}
 	s.mu.Unlock()
 	n := 0
 	for _, c := range revoked {
-		if c.shut(closeRevoked) {
+		if c.disconnect(closeRevoked) {
 			n++
 			c.log().WithField("key", c.keyFingerprint()).Warn("Key no longer authorized, disconnecting")
 		}
@@ -213,7 +213,7 @@ func (s *Server) DropRevoked() int {
 // keyFingerprint returns the fingerprint of the client's authenticated
 // key, or "".
 func (c *client) keyFingerprint() string {
-	if p := c.peerKey.Load(); p != nil {
+	if p := c.auth.key.Load(); p != nil {
 		return p.fingerprint
 	}
 	return ""
@@ -238,7 +238,7 @@ func (c *client) respond(u *signed.Upstream) {
 		c.log().WithError(err).Error("Cannot sign a response")
 		return
 	}
-	if !c.queueAnswer(frame, false) && c.shut(closeSlow) {
+	if !c.queueAnswer(frame, false) && c.disconnect(closeSlow) {
 		c.srv.slow.Add(1)
 		c.log().Warn("Slow consumer: responses not read, disconnecting")
 	}
@@ -256,7 +256,7 @@ func (c *client) setIdleDeadline() {
 }
 
 func (c *client) rejectFrame(err error) {
-	if c.shut(closeRejected) {
+	if c.disconnect(closeRejected) {
 		c.srv.rejected.Add(1)
 		c.log().WithError(err).WithField("reason", signed.ReasonOf(err).String()).
 			Warn("Signed frame rejected, disconnecting")
@@ -266,12 +266,12 @@ func (c *client) rejectFrame(err error) {
 // handleSeqAck counts an ACK of message seq: good when it was sent and not
 // acknowledged before (acks may skip messages, never go back).
 func (c *client) handleSeqAck(seq uint64) {
-	c.ackMu.Lock()
-	defer c.ackMu.Unlock()
-	if seq < c.ackedSeq.Load() || seq >= c.writingSeq.Load() {
-		c.acksBad.Add(1)
+	c.acks.mu.Lock()
+	defer c.acks.mu.Unlock()
+	if seq < c.acks.nextSeq.Load() || seq >= c.w.writingSeq.Load() {
+		c.acks.bad.Add(1)
 		return
 	}
-	c.ackedSeq.Store(seq + 1)
-	c.acksGood.Add(1)
+	c.acks.nextSeq.Store(seq + 1)
+	c.acks.good.Add(1)
 }

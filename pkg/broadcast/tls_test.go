@@ -7,23 +7,22 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
 // startTLSServer runs a server with a plain listener and a TLS one.
-func startTLSServer(t *testing.T, files TLSFiles) (*Server, string) {
+func startTLSServer(t *testing.T, files tlsconf.ServerFiles) (*Server, string) {
 	t.Helper()
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := NewTLSConfig(files)
+	tc, err := tlsconf.NewServer(files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +31,7 @@ func startTLSServer(t *testing.T, files TLSFiles) (*Server, string) {
 		t.Fatal(err)
 	}
 	s := New(ln, testLimits(), logging.Discard())
-	s.AddListener(tls.NewListener(tln, tc.ServerConfig()))
+	s.AddListener(tls.NewListener(tln, tc.Config()))
 	runServer(t, s)
 	return s, tln.Addr().String()
 }
@@ -51,7 +50,7 @@ func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, *bufio.Read
 // The TLS listener's clients get the same feed as the plain ones.
 func TestTLSListenerSharesTheFeed(t *testing.T) {
 	pki := harness.NewPKI(t)
-	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	s, addr := startTLSServer(t, tlsconf.ServerFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
 	plain := dial(t, s)
 	c, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
 	if err != nil {
@@ -80,7 +79,7 @@ func TestTLSListenerSharesTheFeed(t *testing.T) {
 
 func TestTLSRefusesOldVersions(t *testing.T) {
 	pki := harness.NewPKI(t)
-	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	s, addr := startTLSServer(t, tlsconf.ServerFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
 	_, _, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA, MaxVersion: tls.VersionTLS12})
 	if err == nil {
 		t.Fatal("a TLS 1.2 client was accepted")
@@ -93,7 +92,7 @@ func TestTLSRefusesOldVersions(t *testing.T) {
 // certificate gets the feed.
 func TestMutualTLS(t *testing.T) {
 	pki := harness.NewPKI(t)
-	s, addr := startTLSServer(t, TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: pki.CAFile})
+	s, addr := startTLSServer(t, tlsconf.ServerFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: pki.CAFile})
 	for i, cfg := range []*tls.Config{
 		{RootCAs: pki.CA},
 		{RootCAs: pki.CA, Certificates: []tls.Certificate{pki.Stranger}},
@@ -124,25 +123,6 @@ func TestMutualTLS(t *testing.T) {
 	}
 }
 
-func TestTLSConfigErrorsNameTheFile(t *testing.T) {
-	pki := harness.NewPKI(t)
-	missing := filepath.Join(t.TempDir(), "nope.pem")
-	for _, f := range []TLSFiles{
-		{CertFile: missing, KeyFile: pki.KeyFile},
-		{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: missing},
-		{CertFile: pki.CertFile, KeyFile: pki.KeyFile, ClientCAFile: pki.KeyFile}, // not a certificate
-	} {
-		_, err := NewTLSConfig(f)
-		if err == nil {
-			t.Errorf("%+v accepted", f)
-			continue
-		}
-		if !strings.Contains(err.Error(), filepath.Base(missing)) && !strings.Contains(err.Error(), filepath.Base(pki.KeyFile)) {
-			t.Errorf("error %q does not name the file", err)
-		}
-	}
-}
-
 // startTLSOnly runs a server whose only listener is TLS, with lim; stop
 // ends it and waits for Run.
 func startTLSOnly(t *testing.T, pki *harness.PKI, lim Limits) (s *Server, stop func()) {
@@ -151,11 +131,11 @@ func startTLSOnly(t *testing.T, pki *harness.PKI, lim Limits) (s *Server, stop f
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := NewTLSConfig(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	tc, err := tlsconf.NewServer(tlsconf.ServerFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = New(tls.NewListener(ln, tc.ServerConfig()), lim, logging.Discard())
+	s = New(tls.NewListener(ln, tc.Config()), lim, logging.Discard())
 	return s, runServer(t, s)
 }
 
@@ -232,42 +212,4 @@ func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
 		t.Fatalf("the next TLS client: %q, %v", got, err)
 	}
 	next.Close()
-}
-
-// Reload serves new handshakes with the new files; a reload that fails
-// keeps the files in force.
-func TestTLSReload(t *testing.T) {
-	oldPKI, newPKI := harness.NewPKI(t), harness.NewPKI(t)
-	tc, err := NewTLSConfig(TLSFiles{CertFile: oldPKI.CertFile, KeyFile: oldPKI.KeyFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(tls.NewListener(ln, tc.ServerConfig()), testLimits(), logging.Discard())
-	runServer(t, s)
-	trusts := func(pki *harness.PKI) bool {
-		c, _, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}
-	if !trusts(oldPKI) || trusts(newPKI) {
-		t.Fatal("before the reload, the old certificate must be served")
-	}
-	if err := tc.Reload(TLSFiles{CertFile: newPKI.CertFile, KeyFile: newPKI.KeyFile}); err != nil {
-		t.Fatal(err)
-	}
-	if !trusts(newPKI) || trusts(oldPKI) {
-		t.Fatal("after the reload, the new certificate must be served")
-	}
-	if err := tc.Reload(TLSFiles{CertFile: newPKI.CertFile, KeyFile: oldPKI.KeyFile}); err == nil {
-		t.Fatal("a certificate with another certificate's key was accepted")
-	}
-	if !trusts(newPKI) {
-		t.Error("a failed reload replaced the certificate in force")
-	}
 }

@@ -51,6 +51,10 @@ type Broadcast struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxClientLine is the longest line a client may send, in bytes.
 	MaxClientLine int `yaml:"max_client_line"`
+	// MaxUnknownLines is how many lines that are neither ACK_RECEIVED nor
+	// KEEP_ALIVE a client may send before it is disconnected; 0 means no
+	// limit (they are counted and ignored).
+	MaxUnknownLines int `yaml:"max_unknown_lines"`
 	// QueueBytes is how far, in bytes, a client may fall behind the feed
 	// before it is disconnected as a slow consumer.
 	QueueBytes int `yaml:"queue_bytes"`
@@ -385,6 +389,7 @@ func (c *Config) Validate() []Problem {
 	}
 	nonNegative("broadcast.max_clients", b.MaxClients)
 	nonNegativeDur("broadcast.idle_timeout", b.IdleTimeout)
+	nonNegative("broadcast.max_unknown_lines", b.MaxUnknownLines)
 	if b.MaxClientLine < 64 {
 		bad("broadcast.max_client_line", "must be at least 64 bytes, got %d", b.MaxClientLine)
 	}

@@ -110,6 +110,7 @@ var parseErrorCases = []struct {
 	{"string for max_unauthenticated", "version: 1\nbroadcast:\n  signed:\n    max_unauthenticated: many\n",
 		[]want{{4, "broadcast.signed.max_unauthenticated", "whole number"}}},
 	{"negative idle_timeout", "version: 1\nbroadcast:\n  idle_timeout: -1s\n", []want{{3, "broadcast.idle_timeout", "negative"}}},
+	{"negative max_unknown_lines", "version: 1\nbroadcast:\n  max_unknown_lines: -1\n", []want{{3, "broadcast.max_unknown_lines", "must not be negative, got -1"}}},
 	{"small max_client_line", "version: 1\nbroadcast:\n  max_client_line: 63\n", []want{{3, "broadcast.max_client_line", "at least 64"}}},
 	{"zero queue_lines", "version: 1\nbroadcast:\n  queue_lines: 0\n", []want{{3, "broadcast.queue_lines", "positive"}}},
 	{"negative drain_timeout", "version: 1\nbroadcast:\n  drain_timeout: -5s\n", []want{{3, "broadcast.drain_timeout", "negative"}}},

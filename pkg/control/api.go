@@ -90,6 +90,9 @@ type ClientsSummary struct {
 	// RateLimited counts signed client messages refused over their
 	// client's rate.
 	RateLimited uint64 `json:"rate_limited"`
+	// UnknownLines counts the lines from text clients that were neither
+	// ACK_RECEIVED nor KEEP_ALIVE, those of clients that left included.
+	UnknownLines uint64 `json:"unknown_lines"`
 	// Authenticating counts the connected clients of a signed listener
 	// that requires authentication which have yet to authenticate.
 	Authenticating int `json:"authenticating"`
@@ -123,6 +126,9 @@ type Client struct {
 	AcksMismatched uint64    `json:"acks_mismatched"`
 	// KeepAlives counts the client's keep-alives answered.
 	KeepAlives uint64 `json:"keep_alives"`
+	// UnknownLines counts the client's lines that were neither
+	// ACK_RECEIVED nor KEEP_ALIVE.
+	UnknownLines uint64 `json:"unknown_lines"`
 	// Key is the fingerprint of the key the client authenticated with,
 	// on a signed listener that requires it.
 	Key string `json:"key,omitempty"`

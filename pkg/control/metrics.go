@@ -19,6 +19,7 @@ type collector struct {
 	authenticating, unauthRefused                  *prometheus.Desc
 	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
 	tlsFailed, authFailed, rateLimited             *prometheus.Desc
+	unknownLines                                   *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
 }
 
@@ -48,6 +49,7 @@ func newCollector(b Backend) *collector {
 		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
 		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
 		rateLimited:    d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
+		unknownLines:   d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
@@ -63,6 +65,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.authenticating, c.unauthRefused,
 		c.acksGood, c.acksMismatched, c.keepAlives, c.rejected,
 		c.tlsFailed, c.authFailed, c.rateLimited,
+		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 	} {
 		ch <- d
@@ -98,6 +101,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.tlsFailed, st.Clients.TLSFailed)
 	counter(c.authFailed, st.Clients.AuthFailed)
 	counter(c.rateLimited, st.Clients.RateLimited)
+	counter(c.unknownLines, st.Clients.UnknownLines)
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)

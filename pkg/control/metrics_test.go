@@ -46,6 +46,7 @@ func TestMetrics(t *testing.T) {
 		"chatty_clients_tls_failed_total 0",
 		"chatty_clients_auth_failed_total 0",
 		"chatty_clients_rate_limited_messages_total 0",
+		"chatty_clients_unknown_lines_total 13",
 		"chatty_pool_workers_desired 4",
 		"chatty_pool_workers_running 1",
 		"chatty_pool_restarts_total 9",

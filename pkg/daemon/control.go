@@ -59,6 +59,7 @@ func (b backend) Status() control.Status {
 			TLSFailed:      st.Handshakes,
 			AuthFailed:     st.AuthFailed,
 			RateLimited:    st.RateLimited,
+			UnknownLines:   st.UnknownLines,
 
 			Authenticating:         st.Authenticating,
 			UnauthenticatedRefused: st.UnauthenticatedRefused,
@@ -88,6 +89,7 @@ func (b backend) Clients() []control.Client {
 			AcksGood:       c.AcksGood,
 			AcksMismatched: c.AcksMismatched,
 			KeepAlives:     c.KeepAlives,
+			UnknownLines:   c.UnknownLines,
 			Key:            c.Key,
 		}
 	}

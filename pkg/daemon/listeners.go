@@ -38,11 +38,11 @@ type listeners struct {
 	// on several entries (the text server also takes the TLS listener).
 	servers []*broadcast.Server
 
-	text      *broadcast.Server    // the original protocol; always there
-	textTLS   *broadcast.TLSConfig // nil without broadcast.tls
-	signed    *broadcast.Server    // nil without broadcast.signed
-	signedTLS *broadcast.TLSConfig // nil without TLS on the signed listener
-	keys      *identity.Keyring    // client keys of the signed listener; nil without one
+	text      *broadcast.Server // the original protocol; always there
+	textTLS   *tlsconf.Server   // nil without broadcast.tls
+	signed    *broadcast.Server // nil without broadcast.signed
+	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
+	keys      *identity.Keyring // client keys of the signed listener; nil without one
 	// startSigned is broadcast.signed as the daemon started: its
 	// listener's TLS and authentication change only at restart.
 	startSigned config.Signed
@@ -124,7 +124,7 @@ func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc, err := broadcast.NewTLSConfig(files)
+	tc, err := tlsconf.NewServer(files)
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +133,7 @@ func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
 		return nil, fmt.Errorf("TLS listener: %w", err)
 	}
 	l.textTLS = tc
-	l.text.AddListener(tls.NewListener(tln, tc.ServerConfig()))
+	l.text.AddListener(tls.NewListener(tln, tc.Config()))
 	l.add("broadcast-tls", "tls", tln.Addr(), l.text)
 	return tln, nil
 }
@@ -170,13 +170,13 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 			return nil, fmt.Errorf("signed workers (pool.worker.protocol: signed) verify with the public key file: %w", err)
 		}
 	}
-	var tc *broadcast.TLSConfig
+	var tc *tlsconf.Server
 	if sc.TLS.Enabled {
 		files, err := l.signedTLSFiles(sc.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
-		if tc, err = broadcast.NewTLSConfig(files); err != nil {
+		if tc, err = tlsconf.NewServer(files); err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
 	}
@@ -186,7 +186,7 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	}
 	ln, protocol := raw, "signed"
 	if tc != nil {
-		ln, protocol = tls.NewListener(raw, tc.ServerConfig()), "signed+tls"
+		ln, protocol = tls.NewListener(raw, tc.Config()), "signed+tls"
 	}
 	keys := identity.NewKeyring(file)
 	so := broadcast.SignedOptions{
@@ -230,8 +230,8 @@ func (l *listeners) selfSigned() (*tls.Certificate, error) {
 }
 
 // tlsFiles returns where a listener's TLS configuration comes from.
-func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (broadcast.TLSFiles, error) {
-	f := broadcast.TLSFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
+func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (tlsconf.ServerFiles, error) {
+	f := tlsconf.ServerFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
 	if selfSigned {
 		cert, err := l.selfSigned()
 		if err != nil {
@@ -242,11 +242,11 @@ func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool
 	return f, nil
 }
 
-func (l *listeners) textTLSFiles(t config.TLS) (broadcast.TLSFiles, error) {
+func (l *listeners) textTLSFiles(t config.TLS) (tlsconf.ServerFiles, error) {
 	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
-func (l *listeners) signedTLSFiles(t config.SignedTLS) (broadcast.TLSFiles, error) {
+func (l *listeners) signedTLSFiles(t config.SignedTLS) (tlsconf.ServerFiles, error) {
 	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
@@ -333,7 +333,7 @@ func (l *listeners) stats() broadcast.Stats {
 		}
 		undelivered := min(sum.Undelivered, st.Undelivered)
 		lines, bytes := sum.Lines, sum.Bytes
-		addStats(&sum, st)
+		sum.Add(st)
 		sum.Undelivered, sum.Lines, sum.Bytes = undelivered, lines, bytes
 	}
 	return sum
@@ -467,26 +467,9 @@ func limitsOf(cfg config.Config) broadcast.Limits {
 		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
 		IdleTimeout:        b.IdleTimeout,
 		MaxClientLine:      b.MaxClientLine,
+		MaxUnknownLines:    b.MaxUnknownLines,
 		QueueBytes:         b.QueueBytes,
 		QueueLines:         b.QueueLines,
 		DrainTimeout:       b.DrainTimeout,
 	}
-}
-
-// addStats adds o's counters to s.
-func addStats(s *broadcast.Stats, o broadcast.Stats) {
-	s.Connected += o.Connected
-	s.Authenticating += o.Authenticating
-	s.Accepted += o.Accepted
-	s.Refused += o.Refused
-	s.UnauthenticatedRefused += o.UnauthenticatedRefused
-	s.SlowConsumers += o.SlowConsumers
-	s.IdleClosed += o.IdleClosed
-	s.AcksGood += o.AcksGood
-	s.AcksMismatched += o.AcksMismatched
-	s.KeepAlives += o.KeepAlives
-	s.Rejected += o.Rejected
-	s.Handshakes += o.Handshakes
-	s.AuthFailed += o.AuthFailed
-	s.RateLimited += o.RateLimited
 }

@@ -16,6 +16,7 @@ func TestReloadLimits(t *testing.T) {
 		restartOnly []string
 	}{
 		{"max_clients", func(c *config.Config) { c.Broadcast.MaxClients = 7 }, nil},
+		{"max_unknown_lines", func(c *config.Config) { c.Broadcast.MaxUnknownLines = 100 }, nil},
 		{"max_unauthenticated", func(c *config.Config) { c.Broadcast.Signed.MaxUnauthenticated = 5 }, nil},
 		{"signed mode", func(c *config.Config) { c.Broadcast.Signed.Mode = "per-message" }, []string{"broadcast.signed"}},
 		{"signed auth", func(c *config.Config) { c.Broadcast.Signed.Auth = config.AuthAuthorizedKeys }, []string{"broadcast.signed"}},
@@ -32,7 +33,9 @@ func TestReloadLimits(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.Broadcast.MaxClients, cfg.Broadcast.Signed.MaxUnauthenticated = 100, 9
-	if lim := limitsOf(cfg); lim.MaxClients != 100 || lim.MaxUnauthenticated != 9 {
-		t.Errorf("limitsOf: max_clients %d, max_unauthenticated %d; want 100 and 9", lim.MaxClients, lim.MaxUnauthenticated)
+	cfg.Broadcast.MaxUnknownLines = 12
+	if lim := limitsOf(cfg); lim.MaxClients != 100 || lim.MaxUnauthenticated != 9 || lim.MaxUnknownLines != 12 {
+		t.Errorf("limitsOf: max_clients %d, max_unauthenticated %d, max_unknown_lines %d; want 100, 9 and 12",
+			lim.MaxClients, lim.MaxUnauthenticated, lim.MaxUnknownLines)
 	}
 }

@@ -1,5 +1,6 @@
-// Package tlsconf builds chatty's TLS 1.3 configurations: a server
-// certificate derived from the daemon's Ed25519 identity, client
+// Package tlsconf builds chatty's TLS 1.3 configurations: a listener's
+// configuration from PEM files, reloadable while it serves (Server), a
+// server certificate derived from the daemon's Ed25519 identity, client
 // configurations that verify a server by CA or by a pinned identity key,
 // and the channel binding that ties a signed-protocol AUTH to one TLS
 // connection. It uses crypto/tls and crypto/x509 only.

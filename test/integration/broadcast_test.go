@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -339,6 +340,60 @@ func TestClientLineTooLong(t *testing.T) {
 	}
 	if strings.Contains(d.Log(), "[connection: 1] Connection closed") {
 		t.Fatal("the client that kept within max_client_line was closed")
+	}
+}
+
+// With max_unknown_lines, a client that sends one line more that is
+// neither an ack nor a keep-alive is disconnected, and says why in the
+// log; the first such line of a connection is logged; acks and
+// keep-alives never count. A reload applies a new limit to the clients
+// connected.
+func TestMaxUnknownLines(t *testing.T) {
+	t.Parallel()
+	d := harness.StartDaemon(t, harness.Options{Config: config("broadcast:\n  max_unknown_lines: 2\n")})
+	sock := d.ControlSocket()
+	ok := harness.Dial(t, d.Addr())
+	ok.KeepAlive(short)
+	d.Feed("abc")
+	if line := ok.ReadLine(short); line != "abc" {
+		t.Fatalf("got %q", line)
+	}
+	ok.Send("ACK_RECEIVED 3")
+	ok.KeepAlive(short)
+	ok.KeepAlive(short)
+
+	bad := harness.Dial(t, d.Addr())
+	bad.KeepAlive(short)
+	bad.Send("GET / HTTP/1.0")
+	bad.Send("")
+	bad.KeepAlive(short) // two: at the limit, still served
+	d.WaitLogRE(t, regexp.MustCompile(`\[connection: 2\] Client line is neither an ack nor a keep-alive.*line="GET / HTTP/1.0"`), short)
+	bad.Send("one too many")
+	bad.ReadUntilClosed(short)
+	d.WaitLogRE(t, regexp.MustCompile(`\[connection: 2\] Client sent too many lines that are neither acks nor keep-alives, disconnecting`), short)
+	d.WaitLogRE(t, regexp.MustCompile(`\[connection: 2\] Connection closed .*reason="too many unknown lines"`), short)
+	if n := strings.Count(d.Log(), "Client line is neither an ack nor a keep-alive"); n != 1 {
+		t.Errorf("%d log lines for connection 2's unknown lines, want 1", n)
+	}
+	st := waitStatus(t, sock, "the bad client gone", func(st wireStatus) bool { return st.Clients.Connected == 1 })
+	if st.Clients.UnknownLines != 3 || st.Clients.AcksGood != 1 {
+		t.Errorf("status: %d unknown lines, %d good acks; want 3 and 1", st.Clients.UnknownLines, st.Clients.AcksGood)
+	}
+
+	// No limit after a reload: unknown lines are counted, and no one is
+	// closed.
+	mark := d.LogLen()
+	d.WriteConfig(config("broadcast:\n  max_unknown_lines: 0\n"))
+	d.Signal(syscall.SIGHUP)
+	d.WaitLogSince(t, mark, "Configuration reloaded", short)
+	for range 5 {
+		ok.Send("noise")
+	}
+	ok.KeepAlive(short)
+	var clients []wireClient
+	ctlJSON(t, sock, &clients, "clients")
+	if len(clients) != 1 || clients[0].UnknownLines != 5 {
+		t.Errorf("clients %+v; want one with 5 unknown lines", clients)
 	}
 }
 

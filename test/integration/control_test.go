@@ -55,6 +55,7 @@ type wireStatus struct {
 		AcksGood       uint64 `json:"acks_good"`
 		AcksMismatched uint64 `json:"acks_mismatched"`
 		KeepAlives     uint64 `json:"keep_alives"`
+		UnknownLines   uint64 `json:"unknown_lines"`
 	} `json:"clients"`
 	Pool struct {
 		Desired  int          `json:"desired"`
@@ -78,6 +79,7 @@ type wireClient struct {
 	LinesSent      uint64 `json:"lines_sent"`
 	AcksGood       uint64 `json:"acks_good"`
 	AcksMismatched uint64 `json:"acks_mismatched"`
+	UnknownLines   uint64 `json:"unknown_lines"`
 	KeepAlives     uint64 `json:"keep_alives"`
 }
 
@@ -254,10 +256,16 @@ func TestCtlStatusCounts(t *testing.T) {
 		}
 	}
 	good, bad := uint64(3*len(lines)-1), uint64(1)
+	cs[1].Send("hello?")
+	cs[1].Send("ACK_RECEIVED two")
+	cs[1].KeepAlive(short) // both read before its answer
 
 	st := waitStatus(t, sock, "every ack and both workers", func(st wireStatus) bool {
 		return st.Clients.AcksGood+st.Clients.AcksMismatched == good+bad && st.Pool.Running == 2
 	})
+	if st.Clients.UnknownLines != 2 {
+		t.Errorf("unknown_lines = %d, want 2", st.Clients.UnknownLines)
+	}
 	if st.Clients.Connected != 3 || st.Clients.Accepted != 3 || st.Clients.Refused != 0 {
 		t.Errorf("clients = %+v; want 3 connected, 3 accepted, none refused", st.Clients)
 	}
@@ -287,6 +295,7 @@ func TestCtlStatusCounts(t *testing.T) {
 			"3 connected",
 			"3 accepted, 0 refused",
 			fmt.Sprintf("acks %d good, %d mismatched", good, bad),
+			"; 2 unknown client lines",
 			"2 of 2 running",
 			"SLOT  PID",
 		} {
@@ -302,16 +311,21 @@ func TestCtlStatusCounts(t *testing.T) {
 		if len(clients) != 3 {
 			t.Fatalf("%d clients, want 3: %+v", len(clients), clients)
 		}
-		var acks []uint64
+		var acks, unknown []uint64
 		for _, c := range clients {
 			if c.LinesSent != uint64(len(lines)) || !strings.HasPrefix(c.Remote, "127.0.0.1:") {
 				t.Errorf("client %+v; want %d lines sent, from 127.0.0.1", c, len(lines))
 			}
 			acks = append(acks, c.AcksMismatched)
+			unknown = append(unknown, c.UnknownLines)
 		}
 		slices.Sort(acks)
 		if !slices.Equal(acks, []uint64{0, 0, 1}) {
 			t.Errorf("mismatched acks by client %v; want one client with 1", acks)
+		}
+		slices.Sort(unknown)
+		if !slices.Equal(unknown, []uint64{0, 0, 2}) {
+			t.Errorf("unknown lines by client %v; want one client with 2", unknown)
 		}
 	})
 
@@ -349,6 +363,7 @@ func TestCtlStatusCounts(t *testing.T) {
 			"chatty_acks_mismatched_total":         st.Clients.AcksMismatched,
 			"chatty_keepalives_answered_total":     st.Clients.KeepAlives,
 			"chatty_clients_rejected_frames_total": 0,
+			"chatty_clients_unknown_lines_total":   st.Clients.UnknownLines,
 			"chatty_pool_workers_desired":          uint64(st.Pool.Desired),
 			"chatty_pool_workers_running":          uint64(st.Pool.Running),
 			"chatty_pool_restarts_total":           st.Pool.Restarts,

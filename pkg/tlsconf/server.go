@@ -1,4 +1,4 @@
-package broadcast
+package tlsconf
 
 import (
 	"crypto/tls"
@@ -9,25 +9,26 @@ import (
 	"sync/atomic"
 )
 
-// TLSFiles name the PEM files of a TLS listener.
-type TLSFiles struct {
+// ServerFiles name the PEM files of a TLS listener.
+type ServerFiles struct {
 	CertFile     string // certificate chain
 	KeyFile      string // its private key
 	ClientCAFile string // CAs that sign client certificates; empty asks for none
 	// Certificate, when set, is served instead of CertFile and KeyFile:
-	// the certificate derived from the daemon's identity (tlsconf.SelfSigned).
+	// the certificate derived from the daemon's identity (SelfSigned).
 	Certificate *tls.Certificate
 }
 
-// TLSConfig serves TLS 1.3 from PEM files. Reload reads them again; new
-// handshakes use the new files, established connections are left alone.
-type TLSConfig struct {
+// Server serves TLS 1.3 from PEM files (or a certificate made in
+// memory). Reload reads them again; new handshakes use the new files,
+// established connections are left alone.
+type Server struct {
 	cur atomic.Pointer[tls.Config]
 }
 
-// NewTLSConfig loads the files.
-func NewTLSConfig(f TLSFiles) (*TLSConfig, error) {
-	t := &TLSConfig{}
+// NewServer loads the files.
+func NewServer(f ServerFiles) (*Server, error) {
+	t := &Server{}
 	if err := t.Reload(f); err != nil {
 		return nil, err
 	}
@@ -35,7 +36,7 @@ func NewTLSConfig(f TLSFiles) (*TLSConfig, error) {
 }
 
 // Reload loads the files again. On error the configuration in force stays.
-func (t *TLSConfig) Reload(f TLSFiles) error {
+func (t *Server) Reload(f ServerFiles) error {
 	var cert tls.Certificate
 	if f.Certificate != nil {
 		cert = *f.Certificate
@@ -65,9 +66,9 @@ func (t *TLSConfig) Reload(f TLSFiles) error {
 	return nil
 }
 
-// ServerConfig returns the configuration for tls.NewListener; each
-// handshake takes the files loaded last.
-func (t *TLSConfig) ServerConfig() *tls.Config {
+// Config returns the configuration for tls.NewListener; each handshake
+// takes the files loaded last.
+func (t *Server) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
