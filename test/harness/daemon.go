@@ -130,11 +130,10 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	}
 	args = append(args, opts.Args...)
 
-	var env []string
+	env := opts.Env
 	if opts.NotifySocket != "" {
-		env = append(env, "NOTIFY_SOCKET="+opts.NotifySocket)
+		env = append(env[:len(env):len(env)], "NOTIFY_SOCKET="+opts.NotifySocket)
 	}
-	env = append(env, opts.Env...)
 
 	proc, err := chattydproc.Start(chattydproc.Options{
 		Bin:           bins.Chattyd,
