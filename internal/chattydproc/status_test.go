@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,42 +14,9 @@ import (
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
-
-const timeout = 20 * time.Second
-
-// start starts chattyd with a fresh control socket and a configuration,
-// and kills its group when the test ends.
-func start(t *testing.T, sock, config string, args ...string) *chattydproc.Process {
-	t.Helper()
-	bins := harness.BuildBinaries(t)
-	cfg := filepath.Join(t.TempDir(), "chattyd.yaml")
-	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := chattydproc.Start(chattydproc.Options{
-		Bin:           bins.Chattyd,
-		ControlSocket: sock,
-		Args:          append([]string{"--config", cfg}, args...),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.KillGroup()
-		<-p.Done()
-	})
-	return p
-}
-
-// Addrs reports the bound address of every listener chattyd runs, the
-// kernel's choice of port included, as /v1/status has it.
-func TestAddrs(t *testing.T) {
-	t.Parallel()
-	pki := harness.NewPKI(t)
-	sock := filepath.Join(harness.SocketDir(t), "control.sock")
-	tlsAddr := harness.FreeAddr(t) // it must differ from broadcast.listen
-	p := start(t, sock, fmt.Sprintf(`version: 1
+// withTLS is a configuration with the text listener on a port the kernel
+// chooses and a TLS listener: its address, certificate and key files.
+const withTLS = `version: 1
 pool:
   size: 0
 broadcast:
@@ -59,7 +25,16 @@ broadcast:
     listen: %s
     cert_file: %s
     key_file: %s
-`, tlsAddr, pki.CertFile, pki.KeyFile))
+`
+
+// Addrs reports the bound address of every listener chattyd runs, the
+// kernel's choice of port included, as /v1/status has it.
+func TestAddrs(t *testing.T) {
+	t.Parallel()
+	// The TLS listener's address must differ from broadcast.listen.
+	tlsAddr, pki := harness.FreeAddr(t), harness.NewPKI(t)
+	sock := filepath.Join(harness.SocketDir(t), "control.sock")
+	p := start(t, sock, fmt.Sprintf(withTLS, tlsAddr, pki.CertFile, pki.KeyFile))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	addrs, err := p.Addrs(ctx, timeout)
