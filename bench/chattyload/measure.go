@@ -111,7 +111,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	watchdog := time.AfterFunc(hard, func() {
 		fmt.Fprintf(os.Stderr, "chattyload: hard deadline of %s passed, killing the server and exiting\n", hard)
 		if t := tgt.Load(); t != nil {
-			_ = syscall.Kill(-t.cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-t.pid, syscall.SIGKILL)
 		}
 		os.Exit(3)
 	})
@@ -155,7 +155,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 			fmt.Fprintf(os.Stderr, "chattyload: %6.2fs "+format+"\n", append([]any{time.Since(epoch).Seconds()}, args...)...)
 		}
 	}
-	logf("started %s on %s, pid %d", cfg.target, addr, t.cmd.Process.Pid)
+	logf("started %s on %s, pid %d", cfg.target, addr, t.pid)
 
 	var feedConn net.Conn
 	var discard sync.WaitGroup
@@ -269,7 +269,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 	// The measured window.
 	fed0 := f.fed.Load()
 	sampleLo.Store(fed0 + 1)
-	pid := t.cmd.Process.Pid
+	pid := t.pid
 	ps0, err := readProcStat(pid)
 	if err != nil {
 		return nil, fmt.Errorf("server stats: %w (did it exit?)", err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chatty-dev/chatty/internal/chattydproc"
 )
 
 // feedWriter is where the feeder writes: chattyd's stdin or a TCP
@@ -25,12 +27,14 @@ type feedWriter interface {
 // target is the server under test, started and stopped by the tool.
 type target struct {
 	name   string
-	cmd    *exec.Cmd
+	pid    int                  // also its process group's
+	proc   *chattydproc.Process // chattyd
+	cmd    *exec.Cmd            // ncat or nats-server
 	addr   string
 	feed   feedWriter // nil for ncat until connectFeed
 	closer []io.Closer
-	done   chan struct{} // closed when the process has been waited for
-	err    error         // the exit error, valid once done is closed
+	done   <-chan struct{} // closed when the process has been waited for
+	err    error           // cmd's exit error, valid once done is closed
 }
 
 // targetConfig says what to start.
@@ -49,8 +53,9 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: tc.name, addr: addr, done: make(chan struct{})}
+	t := &target{name: tc.name, addr: addr}
 	var args []string
+	var sock string
 	bin := tc.bin
 	switch tc.name {
 	case "chattyd":
@@ -62,8 +67,8 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 			return nil, fmt.Errorf("control socket directory: %w", err)
 		}
 		t.closer = append(t.closer, removeDir(dir))
-		sock := filepath.Join(dir, "control.sock")
-		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text", "--control-socket", sock}
+		sock = filepath.Join(dir, "control.sock")
+		args = []string{"--listen", addr, "--workers", "0", "--log-format", "text"}
 		if tc.config != "" {
 			args = append(args, "--config", tc.config)
 		}
@@ -87,8 +92,6 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 		return nil, errors.New("-target chattyd needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)")
 	}
 	args = append(args, tc.extraArgs...)
-	t.cmd = exec.Command(bin, args...)
-	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	logPath := tc.logPath
 	if logPath == "" {
@@ -99,29 +102,36 @@ func startTarget(tc targetConfig, addr string) (*target, error) {
 		t.closeFiles()
 		return nil, fmt.Errorf("server log: %w", err)
 	}
-	t.cmd.Stdout, t.cmd.Stderr = logf, logf
 	t.closer = append(t.closer, logf)
 
 	if tc.name == "chattyd" {
-		r, w, err := os.Pipe()
+		p, err := chattydproc.Start(chattydproc.Options{
+			Bin: bin, ControlSocket: sock, Args: args,
+			Stdout: logf, Stderr: logf, KillWithParent: true,
+		})
 		if err != nil {
 			t.closeFiles()
-			return nil, fmt.Errorf("feed pipe: %w", err)
+			return nil, err
 		}
 		// A bigger pipe lets the feeder write large batches in one go.
-		_, _ = fcntl(w.Fd(), syscall.F_SETPIPE_SZ, 1<<20)
-		t.cmd.Stdin = r
-		t.feed = w
-		t.closer = append(t.closer, w)
-		defer r.Close() // the child has its own copy
+		_, _ = fcntl(p.Feed().Fd(), syscall.F_SETPIPE_SZ, 1<<20)
+		t.proc, t.pid, t.done, t.feed = p, p.PID(), p.Done(), p.Feed()
+		t.closer = append(t.closer, p.Feed())
+		return t, nil
 	}
+	t.cmd = exec.Command(bin, args...)
+	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	t.cmd.Stdout, t.cmd.Stderr = logf, logf
 	if err := t.cmd.Start(); err != nil {
 		t.closeFiles()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
+	t.pid = t.cmd.Process.Pid
+	done := make(chan struct{})
+	t.done = done
 	go func() { // owned by t: stop waits for done
 		t.err = t.cmd.Wait()
-		close(t.done)
+		close(done)
 	}()
 	return t, nil
 }
@@ -138,6 +148,9 @@ func fcntl(fd uintptr, cmd, arg int) (int, error) {
 func (t *target) exited() (bool, error) {
 	select {
 	case <-t.done:
+		if t.proc != nil {
+			return true, t.proc.Err()
+		}
 		return true, t.err
 	default:
 		return false, nil
@@ -148,7 +161,11 @@ func (t *target) exited() (bool, error) {
 // It returns once the server has been waited for, or after a hard bound.
 func (t *target) stop(grace time.Duration) {
 	defer t.closeFiles()
-	pgid := t.cmd.Process.Pid
+	if t.proc != nil {
+		t.proc.Stop(grace)
+		return
+	}
+	pgid := t.pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
 	case <-t.done:

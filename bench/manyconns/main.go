@@ -20,13 +20,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -36,6 +34,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/chattydproc"
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 )
 
@@ -223,11 +223,9 @@ broadcast:
   idle_timeout: 0s
 pool:
   size: 0
-control:
-  socket: %s
 log:
   level: warning
-`, addr, n+1000, sock)
+`, addr, n+1000)
 	cfgPath := filepath.Join(dir, "chattyd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -238,28 +236,26 @@ log:
 		return nil, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(bin, "--config", cfgPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	feed, err := cmd.StdinPipe()
+	d, err := chattydproc.Start(chattydproc.Options{
+		Bin:            bin,
+		ControlSocket:  sock,
+		Args:           []string{"--config", cfgPath},
+		Stdout:         logFile,
+		Stderr:         logFile,
+		KillWithParent: true,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	pid := cmd.Process.Pid
+	pid, feed := d.PID(), d.Feed()
 	defer func() {
-		syscall.Kill(-pid, syscall.SIGKILL)
-		cmd.Wait()
+		d.KillGroup()
+		<-d.Done()
 	}()
-	ctl := client.New(sock)
-	if err := waitFor(ctx, 15*time.Second, func() bool {
-		_, err := ctl.Status(ctx)
-		return err == nil
-	}); err != nil {
+	ctl := d.Control()
+	if _, err := d.Ready(ctx, 15*time.Second); err != nil {
 		log, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("chattyd did not answer on its control socket: %s", log)
+		return nil, fmt.Errorf("%w: %s", err, log)
 	}
 	res := &Result{Conns: n, Requested: requested}
 	time.Sleep(time.Second)
@@ -316,7 +312,7 @@ log:
 	}()
 	want := n - int(dialErrs.Load())
 	var st struct{ connected int }
-	waitFor(ctx, time.Minute, func() bool {
+	poll.Until(ctx, time.Minute, func() bool {
 		s, err := ctl.Status(ctx)
 		if err == nil {
 			st.connected = s.Clients.Connected
@@ -344,7 +340,7 @@ log:
 			res.KeepAlivesSent++
 		}
 	}
-	waitFor(ctx, time.Minute, func() bool { return k.kaAnswered.Load() >= int64(res.KeepAlivesSent) })
+	poll.Until(ctx, time.Minute, func() bool { return k.kaAnswered.Load() >= int64(res.KeepAlivesSent) })
 	res.KeepAlivesAnswer = k.kaAnswered.Load()
 	res.KeepAliveSeconds = float64(k.kaLast.Load()-t1.UnixNano()) / 1e9
 	if res.KeepAlivesAnswer != int64(res.KeepAlivesSent) {
@@ -357,7 +353,7 @@ log:
 		if _, err := fmt.Fprintf(feed, "LINE %d %d\n", r, fed.UnixNano()); err != nil {
 			return nil, fmt.Errorf("feed chattyd: %w", err)
 		}
-		waitFor(ctx, 30*time.Second, func() bool { return k.reached[r].Load() >= int64(res.Connected) })
+		poll.Until(ctx, 30*time.Second, func() bool { return k.reached[r].Load() >= int64(res.Connected) })
 		res.FanoutReached = append(res.FanoutReached, k.reached[r].Load())
 		res.FanoutSeconds = append(res.FanoutSeconds, float64(k.lastAt[r].Load()-fed.UnixNano())/1e9)
 		if k.reached[r].Load() < int64(res.Connected) {
@@ -374,17 +370,6 @@ log:
 		res.Errors = append(res.Errors, "a line took over 1 s to reach every client")
 	}
 	return res, nil
-}
-
-func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.New("timed out")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil
 }
 
 func freeAddr() (string, error) {

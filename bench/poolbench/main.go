@@ -19,6 +19,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chatty-dev/chatty/internal/chattydproc"
 )
 
 func main() {
@@ -104,31 +107,23 @@ type Machine struct {
 // event is one line of chattyd's log that poolbench cares about.
 type event struct {
 	kind eventKind
-	slot int    // for workerConnected and terminated
-	text string // for listening: the address
+	slot int // for workerConnected and terminated
 	at   time.Time
 }
 
 type eventKind int
 
 const (
-	listening       eventKind = iota // The TCP server is listening on ADDR
-	newConnection                    // [connection: N] New connection established
+	newConnection   eventKind = iota // [connection: N] New connection established
 	workerConnected                  // [process: N] Connected to
 	terminated                       // [process: N] Process terminated (...)
 	backoff                          // [process: N] ... next start in ...
 )
 
-var (
-	listeningRE = regexp.MustCompile(`The TCP server is listening on (\S+)`)
-	processRE   = regexp.MustCompile(`\[process: (\d+)\] (.*)`)
-)
+var processRE = regexp.MustCompile(`\[process: (\d+)\] (.*)`)
 
 // parse turns one log line into an event; ok is false for other lines.
 func parse(line string, at time.Time) (ev event, ok bool) {
-	if m := listeningRE.FindStringSubmatch(line); m != nil {
-		return event{kind: listening, text: m[1], at: at}, true
-	}
 	if strings.Contains(line, "] New connection established") {
 		return event{kind: newConnection, at: at}, true
 	}
@@ -150,13 +145,12 @@ func parse(line string, at time.Time) (ev event, ok bool) {
 
 // daemon is the chattyd being measured.
 type daemon struct {
-	cmd     *exec.Cmd
+	proc    *chattydproc.Process // its stdin is a pipe never written
 	cfgPath string
 	events  chan event
 	done    chan struct{} // closed when the log ends
 	timeout time.Duration
 	tail    *tail
-	feed    io.WriteCloser // chattyd's stdin, never written
 }
 
 // tail keeps the last lines of chattyd's log for error messages.
@@ -190,25 +184,27 @@ func start(bin string, timeout time.Duration) (*daemon, error) {
 	if err := d.writeConfig(0); err != nil {
 		return nil, err
 	}
-	d.cmd = exec.Command(bin, "--config", d.cfgPath, "--listen", "127.0.0.1:0",
-		"--control-socket", filepath.Join(dir, "control.sock"))
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=", "LISTEN_FDS=", "LISTEN_PID=")
-	// The feed is a pipe held open until chattyd exits: it never ends.
-	if d.feed, err = d.cmd.StdinPipe(); err != nil {
-		return nil, err
-	}
-	stderr, err := d.cmd.StderrPipe()
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	// The feed is the launcher's pipe, held open until chattyd exits: it
+	// never ends.
+	d.proc, err = chattydproc.Start(chattydproc.Options{
+		Bin:           bin,
+		ControlSocket: filepath.Join(dir, "control.sock"),
+		Args:          []string{"--config", d.cfgPath, "--listen", "127.0.0.1:0"},
+		Stderr:        w,
+	})
+	w.Close() // chattyd has its own copy
+	if err != nil {
+		stderr.Close()
+		return nil, err
 	}
 	go d.read(stderr)
-	if _, err := d.next(listening); err != nil {
+	if _, err := d.proc.Ready(context.Background(), timeout); err != nil {
 		d.kill()
-		return nil, err
+		return nil, fmt.Errorf("%w; chattyd's last lines:\n%s", err, strings.Join(d.tail.lines, "\n"))
 	}
 	return d, nil
 }
@@ -234,11 +230,6 @@ func (d *daemon) writeConfig(size int) error {
 		return err
 	}
 	return os.Rename(tmp, d.cfgPath)
-}
-
-// next returns the next event of kind, dropping others, within the timeout.
-func (d *daemon) next(kind eventKind) (event, error) {
-	return d.nextMatching(func(ev event) bool { return ev.kind == kind }, nil)
 }
 
 // nextMatching returns the next event that match accepts; seen, if set,
@@ -276,8 +267,8 @@ func (d *daemon) drain(seen func(event)) {
 }
 
 func (d *daemon) kill() {
-	_ = syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-	_ = d.cmd.Wait()
+	d.proc.KillGroup()
+	<-d.proc.Done()
 }
 
 // workers returns chattyd's running workers by slot, from /proc: its
@@ -287,7 +278,7 @@ func (d *daemon) workers() (map[int]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	parent := d.cmd.Process.Pid
+	parent := d.proc.PID()
 	ws := make(map[int]int)
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -328,7 +319,7 @@ func run(bin string, n, respawns int, timeout time.Duration) (*Results, error) {
 		return nil, err
 	}
 	defer func() {
-		if d.cmd.ProcessState == nil {
+		if !d.proc.Exited() {
 			d.kill()
 		}
 	}()
@@ -338,7 +329,7 @@ func run(bin string, n, respawns int, timeout time.Duration) (*Results, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.proc.Signal(syscall.SIGHUP); err != nil {
 		return nil, err
 	}
 	conns := 0
@@ -418,14 +409,15 @@ func run(bin string, n, respawns int, timeout time.Duration) (*Results, error) {
 
 	// Shutdown, for completeness: SIGTERM stops every worker first.
 	tTerm := time.Now()
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := d.proc.Signal(syscall.SIGTERM); err != nil {
 		return nil, err
 	}
 	go d.drain(func(event) {})
 	<-d.done
-	err = d.cmd.Wait()
+	<-d.proc.Done()
+	err = d.proc.Err()
 	res.ShutdownMS = ms(time.Since(tTerm))
-	res.ExitCode = d.cmd.ProcessState.ExitCode()
+	res.ExitCode = d.proc.ExitCode()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		return nil, err

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/chattydproc"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 )
 
@@ -117,32 +118,44 @@ pool:
     lifetime_max: %s
     keepalive_min: 1s
     keepalive_max: 3s
-control:
-  socket: %s
-`, cfg.LifetimeMin, cfg.LifetimeMax, sock)
+`, cfg.LifetimeMin, cfg.LifetimeMax)
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		return nil, err
 	}
 
-	d, err := startDaemon(cfg.Chattyd, cfgPath, filepath.Join(dir, "chattyd.log"))
+	logPath := filepath.Join(dir, "chattyd.log")
+	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	defer d.kill()
+	defer logFile.Close()
+	d, err := chattydproc.Start(chattydproc.Options{
+		Bin:            cfg.Chattyd,
+		ControlSocket:  sock,
+		Args:           []string{"--config", cfgPath},
+		Stdout:         logFile,
+		Stderr:         logFile,
+		KillWithParent: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		d.KillGroup()
+		<-d.Done()
+	}()
 	rep := &Report{}
-	ctl := client.New(sock)
-	addr, err := d.waitAddr(15 * time.Second)
+	ctl := d.Control()
+	addrs, err := d.Addrs(ctx, 15*time.Second)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w; see %s", err, logPath)
 	}
-	if err := waitStatus(ctx, ctl, 10*time.Second); err != nil {
-		return nil, err
-	}
-	logf("chattyd pid %d listens on %s", d.pid(), addr)
+	addr := addrs.Text
+	logf("chattyd pid %d listens on %s", d.PID(), addr)
 
 	// The idle baseline: no client, no worker.
 	time.Sleep(500 * time.Millisecond)
-	rep.BaseFDs, _ = countFDs(d.pid())
+	rep.BaseFDs, _ = countFDs(d.PID())
 	rep.BaseGoroutines, _ = goroutines(ctx, ctl)
 
 	// External subscribers first, so that they see every line from seq 1.
@@ -177,7 +190,7 @@ control:
 	loadCtx, stopLoad := context.WithTimeout(ctx, cfg.Duration)
 	defer stopLoad()
 	fedDone := make(chan int, 1)
-	go func() { fedDone <- feed(loadCtx, d.stdin, cfg.Rate) }()
+	go func() { fedDone <- feed(loadCtx, d.Feed(), cfg.Rate) }()
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	sendT := time.NewTicker(cfg.SendEvery)
@@ -208,13 +221,13 @@ loop:
 				rep.problem("chattyctl scale %d: %v", n, err)
 			}
 		case <-sampleT.C:
-			s, err := sample(ctx, ctl, d.pid(), time.Since(start))
+			s, err := sample(ctx, ctl, d.PID(), time.Since(start))
 			if err != nil {
 				rep.problem("sample: %v", err)
 				continue
 			}
 			rep.Samples = append(rep.Samples, s)
-			now := childZombies(d.pid())
+			now := childZombies(d.PID())
 			for pid := range now {
 				if zombieSeen[pid] {
 					zombies[pid] = true
@@ -263,7 +276,7 @@ loop:
 	// Closed connections' descriptors and goroutines go in their own
 	// time: wait up to 10 s for the idle baseline, then take what is left.
 	for settle := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		rep.EndFDs, _ = countFDs(d.pid())
+		rep.EndFDs, _ = countFDs(d.PID())
 		rep.EndGorout, _ = goroutines(ctx, ctl)
 		if rep.EndFDs <= rep.BaseFDs && rep.EndGorout <= rep.BaseGoroutines || time.Now().After(settle) {
 			break
@@ -277,12 +290,16 @@ loop:
 	rep.Restarts, rep.SlowConsumers = full.Pool.Restarts, full.Clients.SlowConsumers
 
 	// Stop chattyd as an operator would, and check it leaves nothing.
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	rep.ExitCode = d.wait(30 * time.Second)
+	d.Signal(syscall.SIGTERM)
+	if rep.ExitCode, err = d.Wait(30 * time.Second); err != nil {
+		d.KillGroup()
+		<-d.Done()
+		rep.ExitCode = -1
+	}
 	// A worker chattyd did not wait for may still be exiting: give the
 	// group 5 s to empty before reporting what is left.
 	for gone := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if rep.Leftover = groupProcs(d.pid()); len(rep.Leftover) == 0 || time.Now().After(gone) {
+		if rep.Leftover = groupProcs(d.PID()); len(rep.Leftover) == 0 || time.Now().After(gone) {
 			break
 		}
 	}
@@ -306,7 +323,7 @@ loop:
 		rep.Zombies = append(rep.Zombies, pid)
 	}
 	slices.Sort(rep.Zombies)
-	d.scanLog(rep)
+	scanLog(logPath, rep)
 	rep.check(cfg)
 	return rep, nil
 }
@@ -524,101 +541,11 @@ func deliveries(subs []*subscriber) uint64 {
 	return n
 }
 
-// daemon is the chattyd under test.
-type daemon struct {
-	cmd     *exec.Cmd
-	stdin   io.WriteCloser
-	logPath string
-	addr    chan string
-	done    chan struct{}
-	code    int
-}
-
-func startDaemon(bin, cfgPath, logPath string) (*daemon, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "--config", cfgPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	pr, pw := io.Pipe()
-	cmd.Stdout = logFile
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	d := &daemon{cmd: cmd, stdin: stdin, logPath: logPath, addr: make(chan string, 1), done: make(chan struct{})}
-	go func() {
-		// Copy the log to its file, catching the listening address.
-		br := bufio.NewReader(pr)
-		const marker = "The TCP server is listening on "
-		found := false
-		for {
-			line, err := br.ReadString('\n')
-			logFile.WriteString(line)
-			if !found {
-				if i := strings.Index(line, marker); i >= 0 {
-					found = true
-					d.addr <- strings.TrimSpace(line[i+len(marker):])
-				}
-			}
-			if err != nil {
-				logFile.Close()
-				return
-			}
-		}
-	}()
-	go func() {
-		cmd.Wait()
-		pw.Close()
-		d.code = cmd.ProcessState.ExitCode()
-		close(d.done)
-	}()
-	return d, nil
-}
-
-func (d *daemon) pid() int { return d.cmd.Process.Pid }
-
-func (d *daemon) waitAddr(timeout time.Duration) (string, error) {
-	select {
-	case a := <-d.addr:
-		return a, nil
-	case <-d.done:
-		return "", fmt.Errorf("chattyd exited with status %d before listening; see %s", d.code, d.logPath)
-	case <-time.After(timeout):
-		return "", fmt.Errorf("chattyd did not listen within %s; see %s", timeout, d.logPath)
-	}
-}
-
-func (d *daemon) wait(timeout time.Duration) int {
-	select {
-	case <-d.done:
-		return d.code
-	case <-time.After(timeout):
-		d.kill()
-		<-d.done
-		return -1
-	}
-}
-
-// kill kills chattyd's process group, if it still runs.
-func (d *daemon) kill() {
-	select {
-	case <-d.done:
-	default:
-		syscall.Kill(-d.pid(), syscall.SIGKILL)
-	}
-}
-
 var closedRE = regexp.MustCompile(`Connection closed .*acks_mismatched=(\d+)`)
 
 // scanLog counts what the report needs in chattyd's log, once it exited.
-func (d *daemon) scanLog(r *Report) {
-	f, err := os.Open(d.logPath)
+func scanLog(logPath string, r *Report) {
+	f, err := os.Open(logPath)
 	if err != nil {
 		r.problem("read the log: %v", err)
 		return
@@ -664,20 +591,6 @@ func readStatus(ctx context.Context, ctl *client.Client) (statusView, error) {
 		return statusView{}, err
 	}
 	return statusView{st.Clients.Connected, st.Pool.Running, len(st.Pool.Slots)}, nil
-}
-
-func waitStatus(ctx context.Context, ctl *client.Client, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		_, err := readStatus(ctx, ctl)
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("control socket: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func waitClients(ctx context.Context, ctl *client.Client, n int, timeout time.Duration) error {

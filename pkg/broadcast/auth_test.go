@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
@@ -124,8 +125,8 @@ func TestSignedAuthRefused(t *testing.T) {
 			if len(rest) != 0 {
 				t.Fatalf("an unauthenticated client received %d more bytes after the CHALLENGE: %q", len(rest), rest)
 			}
-			eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
-			eventually(t, "the client removed", func() bool { return s.Stats().Connected == 0 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AuthFailed == 1 }, "auth_failed counted")
+			poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "the client removed")
 		})
 	}
 }
@@ -143,7 +144,7 @@ func TestSignedAuthSilentClient(t *testing.T) {
 	if rest, _ := io.ReadAll(c); len(rest) != 0 {
 		t.Fatalf("a silent client received %q", rest)
 	}
-	eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AuthFailed == 1 }, "auth_failed counted")
 }
 
 // Client messages over the rate are refused before their signature is
@@ -184,7 +185,7 @@ func TestSignedUpstreamRateLimit(t *testing.T) {
 	if _, err := c.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "one refusal counted", func() bool { return s.Stats().RateLimited == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().RateLimited == 1 }, "one refusal counted")
 	if s.Stats().Connected != 1 {
 		t.Fatal("one message over the rate disconnected the client")
 	}
@@ -193,7 +194,7 @@ func TestSignedUpstreamRateLimit(t *testing.T) {
 		b, _, _ = cs.Append(b, message.Request, time.Now(), []byte("over the rate"))
 	}
 	c.Write(b)
-	eventually(t, "the flooding client disconnected", func() bool { return s.Stats().Connected == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "the flooding client disconnected")
 	if st := s.Stats(); st.RateLimited != burst || st.Rejected != 0 {
 		t.Errorf("rate_limited %d, rejected %d; want %d and 0", st.RateLimited, st.Rejected, burst)
 	}
@@ -313,7 +314,7 @@ func TestSignedDropRevoked(t *testing.T) {
 	if err := goes.readUntil(t, 2); err == nil {
 		t.Fatal("the revoked client still received the stream")
 	}
-	eventually(t, "one client left", func() bool { return s.Stats().Connected == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 1 }, "one client left")
 }
 
 // readNothing checks that the server closed c without sending anything.
@@ -344,7 +345,7 @@ func TestSignedMaxUnauthenticated(t *testing.T) {
 
 	early := dialSigned(t, s, pub)
 	early.sendAuth(t, clientKey, early.readChallenge(t))
-	eventually(t, "the first client authenticated", func() bool { return s.Stats().Authenticating == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Authenticating == 0 }, "the first client authenticated")
 
 	strangers := make([]*signedClient, limit)
 	for i := range strangers {
@@ -366,7 +367,7 @@ func TestSignedMaxUnauthenticated(t *testing.T) {
 	}
 
 	strangers[0].Close()
-	eventually(t, "the place of the stranger who left freed", func() bool { return s.Stats().Authenticating == limit-1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Authenticating == limit-1 }, "the place of the stranger who left freed")
 	late := dialSigned(t, s, pub)
 	late.sendAuth(t, clientKey, late.readChallenge(t))
 	publish(s, "after")
@@ -377,7 +378,7 @@ func TestSignedMaxUnauthenticated(t *testing.T) {
 	for _, c := range strangers[1:] {
 		c.Close()
 	}
-	eventually(t, "no client authenticating", func() bool { return s.Stats().Authenticating == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Authenticating == 0 }, "no client authenticating")
 	for range limit {
 		dialStranger(t, s, pub).readChallenge(t) // each admitted again
 	}
@@ -399,7 +400,7 @@ func TestSignedUnauthenticatedPlaceFreed(t *testing.T) {
 		}},
 		{"unknown key", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
 			c.sendAuth(t, strangerKey, ch)
-			eventually(t, "auth_failed counted", func() bool { return s.Stats().AuthFailed == 1 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AuthFailed == 1 }, "auth_failed counted")
 		}},
 		{"garbage", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
 			c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
@@ -412,12 +413,12 @@ func TestSignedUnauthenticatedPlaceFreed(t *testing.T) {
 		}},
 		{"revoked after authenticating", func(t *testing.T, s *Server, c *signedClient, ch signed.Challenge, keys *swappableKeys) {
 			c.sendAuth(t, clientKey, ch)
-			eventually(t, "authenticated", func() bool { return len(s.Clients()) == 1 && s.Clients()[0].Key != "" })
+			poll.Eventually(t, wait, func() bool { return len(s.Clients()) == 1 && s.Clients()[0].Key != "" }, "authenticated")
 			keys.keys.Store(&keySet{})
 			if n := s.DropRevoked(); n != 1 {
 				t.Fatalf("DropRevoked closed %d clients, want 1", n)
 			}
-			eventually(t, "the revoked client removed", func() bool { return s.Stats().Connected == 0 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "the revoked client removed")
 		}},
 	}
 	for _, tc := range cases {
@@ -436,7 +437,7 @@ func TestSignedUnauthenticatedPlaceFreed(t *testing.T) {
 			ch := c.readChallenge(t)
 			dialStranger(t, s, pub).readNothing(t, "a second client while the first authenticates")
 			tc.leave(t, s, c, ch, keys)
-			eventually(t, "no client authenticating", func() bool { return s.Stats().Authenticating == 0 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().Authenticating == 0 }, "no client authenticating")
 			dialStranger(t, s, pub).readChallenge(t)
 			if st := s.Stats(); st.UnauthenticatedRefused != 1 {
 				t.Errorf("unauthenticated_refused %d, want 1", st.UnauthenticatedRefused)

@@ -14,6 +14,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -67,21 +68,13 @@ func runServer(t *testing.T, s *Server) (stop func()) {
 	}
 	t.Cleanup(func() {
 		stop()
-		eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= before })
+		poll.Eventually(t, wait, func() bool { return runtime.NumGoroutine() <= before }, "goroutines back to baseline")
 	})
 	return stop
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// wait bounds the tests' polls for a condition.
+const wait = 10 * time.Second
 
 type testClient struct {
 	net.Conn
@@ -98,7 +91,7 @@ func dial(t *testing.T, s *Server) *testClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	eventually(t, "client registered", func() bool { return s.Stats().Accepted >= want })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Accepted >= want }, "client registered")
 	return &testClient{Conn: c, r: bufio.NewReaderSize(c, 1<<16)}
 }
 
@@ -237,7 +230,7 @@ func TestKeepAliveAnsweredAtLineBoundary(t *testing.T) {
 	if got := c.readLine(t); got != "two" {
 		t.Fatalf("got %q", got)
 	}
-	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == 2 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().KeepAlives == 2 }, "keep-alives counted")
 	if cs := s.Clients(); len(cs) != 1 || cs[0].KeepAlives != 2 {
 		t.Errorf("clients %+v; want one with 2 keep-alives answered", cs)
 	}
@@ -252,18 +245,18 @@ func TestAckMatching(t *testing.T) {
 	for range 4 {
 		c.readLine(t)
 	}
-	eventually(t, "all lines written", func() bool { return s.Clients()[0].QueueLines == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Clients()[0].QueueLines == 0 }, "all lines written")
 	fmt.Fprint(c, "ACK_RECEIVED 3\r\nACK_RECEIVED 5\nACK_RECEIVED 7\nhello there\n")
-	eventually(t, "acks counted", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		st := s.Stats()
 		return st.AcksGood == 2 && st.AcksMismatched == 1
-	})
+	}, "acks counted")
 	if ci := s.Clients()[0]; ci.AckLag != 0 || ci.AcksGood != 2 || ci.LinesSent != 4 {
 		t.Errorf("client info = %+v", ci)
 	}
 	// An ack for a line never sent is a mismatch, not a crash.
 	fmt.Fprint(c, "ACK_RECEIVED 1\n")
-	eventually(t, "unexpected ack counted", func() bool { return s.Stats().AcksMismatched == 2 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksMismatched == 2 }, "unexpected ack counted")
 }
 
 // Acks are matched across chunk boundaries.
@@ -285,7 +278,7 @@ func TestAckMatchingAcrossChunks(t *testing.T) {
 		acks.WriteString("ACK_RECEIVED 999\n")
 	}
 	c.Write(acks.Bytes())
-	eventually(t, "acks counted", func() bool { return s.Stats().AcksGood == uint64(n) })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == uint64(n) }, "acks counted")
 	if st := s.Stats(); st.AcksMismatched != 0 {
 		t.Errorf("%d mismatched", st.AcksMismatched)
 	}
@@ -309,7 +302,7 @@ func TestNonAckingClientReleasesTheLog(t *testing.T) {
 	quiet.readLine(t)
 	acker.readLine(t)
 	fmt.Fprint(acker, "ACK_RECEIVED 5\n")
-	eventually(t, "the first ack counted", func() bool { return s.Stats().AcksGood == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == 1 }, "the first ack counted")
 
 	// Each write after ackGrace looks at it again.
 	lagOf := func(c *testClient) uint64 {
@@ -323,11 +316,11 @@ func TestNonAckingClientReleasesTheLog(t *testing.T) {
 		return 0
 	}
 	sent := 1
-	eventually(t, "the quiet client's acks no longer expected", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		publish(s, "more")
 		sent++
 		return lagOf(quiet) == 0
-	})
+	}, "the quiet client's acks no longer expected")
 
 	// Two chunks' worth of lines: the first chunk is now held by no one,
 	// once the acker has acknowledged everything.
@@ -350,14 +343,14 @@ func TestNonAckingClientReleasesTheLog(t *testing.T) {
 	}
 	acker.Write(acks.Bytes())
 	want := uint64(sent + len(batch))
-	eventually(t, "the acker's acks counted", func() bool { return s.Stats().AcksGood == want })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == want }, "the acker's acks counted")
 	if st := s.Stats(); st.AcksMismatched != 0 {
 		t.Errorf("%d acks mismatched", st.AcksMismatched)
 	}
-	eventually(t, "the first chunk collected", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		runtime.GC()
 		return first.Value() == nil
-	})
+	}, "the first chunk collected")
 }
 
 // A client that never reads is disconnected once it lags beyond its
@@ -398,12 +391,12 @@ func TestSlowConsumerDisconnected(t *testing.T) {
 			batch[j] = line
 		}
 		publish(s, batch...)
-		eventually(t, "good client keeps up", func() bool { return goodQueue() < 256<<10 })
+		poll.Eventually(t, wait, func() bool { return goodQueue() < 256<<10 }, "good client keeps up")
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "slow consumer counted", func() bool { return s.Stats().SlowConsumers == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().SlowConsumers == 1 }, "slow consumer counted")
 	// The stalled client sees its connection end once it drains its buffer.
 	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var err error
@@ -471,7 +464,7 @@ func TestClientLineTooLong(t *testing.T) {
 	if _, err := c.r.ReadString('\n'); err == nil {
 		t.Fatal("connection stayed open")
 	}
-	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Protocol == 1 }, "protocol close counted")
 }
 
 func TestIdleTimeout(t *testing.T) {
@@ -483,7 +476,7 @@ func TestIdleTimeout(t *testing.T) {
 	if _, err := c.r.ReadString('\n'); err == nil {
 		t.Fatal("idle connection stayed open")
 	}
-	eventually(t, "idle close counted", func() bool { return s.Stats().IdleClosed == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
 }
 
 // At shutdown, lines already published reach the client before the end.
@@ -548,7 +541,7 @@ func TestKeepAliveAnsweredBeforeHalfCloseEnds(t *testing.T) {
 			t.Fatalf("round %d: connection stayed open after the client's end", i)
 		}
 	}
-	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "all closed")
 }
 
 // A complete client line over the limit closes the client too, not only
@@ -568,7 +561,7 @@ func TestCompleteClientLineTooLong(t *testing.T) {
 	if line, err := c.r.ReadString('\n'); err == nil {
 		t.Fatalf("connection stayed open and answered %q", line)
 	}
-	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Protocol == 1 }, "protocol close counted")
 }
 
 // The log is freed behind its clients: streaming far more than the queue
@@ -592,10 +585,10 @@ func TestLogMemoryIsBounded(t *testing.T) {
 	}()
 	for sent := 0; sent < total; sent += len(batch) * 1024 {
 		s.Publish(batch)
-		eventually(t, "client keeps up", func() bool {
+		poll.Eventually(t, wait, func() bool {
 			cs := s.Clients()
 			return len(cs) == 1 && cs[0].QueueBytes < 512<<10
-		})
+		}, "client keeps up")
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -644,10 +637,10 @@ func TestAckDuringWrite(t *testing.T) {
 		got := c.readLine(t)
 		fmt.Fprintf(c, "ACK_RECEIVED %d\n", len(got))
 	}
-	eventually(t, "every ack counted", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		st := s.Stats()
 		return st.AcksGood+st.AcksMismatched == lines
-	})
+	}, "every ack counted")
 	if st := s.Stats(); st.AcksMismatched != 0 {
 		t.Errorf("%d of %d right acks counted as mismatched", st.AcksMismatched, lines)
 	}
@@ -690,7 +683,7 @@ func TestUnreadKeepAliveAnswersAreBounded(t *testing.T) {
 	c := dial(t, s)
 	flood := bytes.Repeat([]byte("KEEP_ALIVE\n"), 1<<20) // 11 MiB, never read
 	go c.Write(flood)
-	eventually(t, "the client disconnected", func() bool { return s.Stats().SlowConsumers == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().SlowConsumers == 1 }, "the client disconnected")
 }
 
 // At shutdown, a client that received everything but does not close its
@@ -753,7 +746,7 @@ func TestClientLinesLongerThanTheFirstBuffer(t *testing.T) {
 		fmt.Fprintf(&acks, "ACK_RECEIVED %d\n", len(lines[i]))
 	}
 	c.Write(acks.Bytes())
-	eventually(t, "every ack counted", func() bool { return s.Stats().AcksGood == n })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == n }, "every ack counted")
 	if st := s.Stats(); st.AcksMismatched != 0 || st.Protocol != 0 {
 		t.Fatalf("mismatched %d, protocol closes %d; want 0 and 0", st.AcksMismatched, st.Protocol)
 	}

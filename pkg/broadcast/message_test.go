@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
@@ -40,7 +41,7 @@ func TestPublishMessageSigned(t *testing.T) {
 			if seq != 2 || !c.got[1].Time.Equal(sent) {
 				t.Errorf("PublishMessage gave seq %d, time %v; want 2 and %v", seq, c.got[1].Time, sent)
 			}
-			eventually(t, "acks counted", func() bool { return s.Stats().AcksGood == 3 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == 3 }, "acks counted")
 		})
 	}
 }
@@ -62,7 +63,7 @@ func TestPublishMessageText(t *testing.T) {
 		t.Errorf("got %q, want the message's text line %q", line, m.String())
 	}
 	fmt.Fprintf(c, "ACK_RECEIVED %d\nACK_RECEIVED %d\n", len("line"), len(line))
-	eventually(t, "acks counted", func() bool { return s.Stats().AcksGood == 2 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == 2 }, "acks counted")
 	if st := s.Stats(); seq != 3 || st.Lines != 3 || st.Undelivered != 1 || st.AcksMismatched != 0 {
 		t.Errorf("seq %d, stats %+v; want seq 3, 3 lines, 1 undelivered", seq, st)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -30,14 +31,14 @@ func parked(s *Server, id uint64) bool {
 // waitParked waits until every connected client has both halves parked.
 func waitParked(t *testing.T, s *Server) {
 	t.Helper()
-	eventually(t, "clients parked", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		for _, ci := range s.Clients() {
 			if !parked(s, ci.ID) {
 				return false
 			}
 		}
 		return true
-	})
+	}, "clients parked")
 }
 
 // Idle clients hold no goroutine: their reader waits in the poller and
@@ -53,9 +54,9 @@ func TestIdleClientsHoldNoGoroutine(t *testing.T) {
 	waitParked(t, s)
 	// Polled, as the dialing goroutines and the runtime may take a moment
 	// to settle too.
-	eventually(t, "fewer than 20 goroutines for 200 idle clients", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		return runtime.NumGoroutine()-base < 20
-	})
+	}, "fewer than 20 goroutines for 200 idle clients")
 	// They still get lines and answers.
 	publish(s, "to everybody")
 	for _, c := range cs {
@@ -64,7 +65,7 @@ func TestIdleClientsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 	waitParked(t, s)
-	eventually(t, "goroutines gone again", func() bool { return runtime.NumGoroutine()-base < 20 })
+	poll.Eventually(t, wait, func() bool { return runtime.NumGoroutine()-base < 20 }, "goroutines gone again")
 }
 
 // Writers that park and wake at every line, while their readers park and
@@ -133,7 +134,7 @@ func testParkingUnderConcurrentPublishes(t *testing.T, clients int) {
 		}
 	}
 	wg.Wait()
-	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == uint64(clients*keepAlives) })
+	poll.Eventually(t, wait, func() bool { return s.Stats().KeepAlives == uint64(clients*keepAlives) }, "keep-alives counted")
 	if st := s.Stats(); st.Connected != clients {
 		t.Errorf("%d clients connected, want %d", st.Connected, clients)
 	}
@@ -156,7 +157,7 @@ func TestParkedClientWokenByKeepAlive(t *testing.T) {
 	if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
 		t.Fatalf("got %q", got)
 	}
-	eventually(t, "keep-alives counted", func() bool { return s.Stats().KeepAlives == 2 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().KeepAlives == 2 }, "keep-alives counted")
 }
 
 // A parked client that sends nothing is closed at the idle timeout; one
@@ -206,7 +207,7 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 		t.Fatal("the idle client stayed open")
 	}
 	keepAlive() // and still served once the idle client is gone
-	eventually(t, "idle close counted", func() bool { return s.Stats().IdleClosed == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
 	if st := s.Stats(); st.Connected != 1 {
 		t.Errorf("%d clients connected, want the active one only", st.Connected)
 	}
@@ -256,7 +257,7 @@ func TestParkedPartialLineOverNewLimit(t *testing.T) {
 	if _, err := c.r.ReadString('\n'); err == nil {
 		t.Fatal("connection stayed open")
 	}
-	eventually(t, "protocol close counted", func() bool { return s.Stats().Protocol == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Protocol == 1 }, "protocol close counted")
 }
 
 // The server, its poller and its idle sweep stop cleanly even when no
@@ -346,7 +347,7 @@ func TestManyParkedClientsTimeOutTogether(t *testing.T) {
 			t.Fatalf("client %d was never closed", i)
 		}
 	}
-	eventually(t, "all closed", func() bool { return s.Stats().Connected == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "all closed")
 	if st := s.Stats(); st.IdleClosed != n {
 		t.Errorf("%d idle closes counted, want %d", st.IdleClosed, n)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
@@ -52,7 +53,7 @@ func dialSigned(t *testing.T, s *Server, pub ed25519.PublicKey) *signedClient {
 	t.Helper()
 	want := s.Stats().Accepted + 1
 	c := dialStranger(t, s, pub)
-	eventually(t, "client registered", func() bool { return s.Stats().Accepted >= want })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Accepted >= want }, "client registered")
 	return c
 }
 
@@ -141,11 +142,11 @@ func TestSignedClientsVerifyEverything(t *testing.T) {
 					t.Fatalf("late client's message %d: seq %d %.10q", i, m.Seq, m.Payload)
 				}
 			}
-			eventually(t, "acks counted", func() bool { return s.Stats().AcksGood == n })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == n }, "acks counted")
 
 			// An ack of a message never sent is a mismatch.
 			early.Write(signed.AppendAck(nil, n+5))
-			eventually(t, "bad ack counted", func() bool { return s.Stats().AcksMismatched == 1 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AcksMismatched == 1 }, "bad ack counted")
 			if st := s.Stats(); st.Lines != n || st.Rejected != 0 {
 				t.Errorf("stats: %+v", st)
 			}
@@ -215,8 +216,8 @@ func TestSignedRejectedFrameCloses(t *testing.T) {
 			if _, err := c.Write(tc.send); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == 1 })
-			eventually(t, "client gone", func() bool { return s.Stats().Connected == 0 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().Rejected == 1 }, "rejection counted")
+			poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "client gone")
 			if n := s.Stats().UnknownLines; n != 0 {
 				t.Errorf("%d unknown lines counted on a signed listener", n)
 			}
@@ -272,7 +273,7 @@ func TestSignedRequestResponse(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !tc.wantAnswer {
-				eventually(t, "rejection counted", func() bool { return s.Stats().Rejected == rejected+1 })
+				poll.Eventually(t, wait, func() bool { return s.Stats().Rejected == rejected+1 }, "rejection counted")
 				if err := c.readUntil(t, 2); err == nil {
 					t.Errorf("a stranger's request got %+v", c.got[1])
 				}

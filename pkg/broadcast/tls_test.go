@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/test/harness"
@@ -84,7 +85,7 @@ func TestTLSRefusesOldVersions(t *testing.T) {
 	if err == nil {
 		t.Fatal("a TLS 1.2 client was accepted")
 	}
-	eventually(t, "handshake failure counted", func() bool { return s.Stats().Handshakes == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Handshakes == 1 }, "handshake failure counted")
 }
 
 // With a client CA, a client without a certificate, or with one from
@@ -107,7 +108,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 		c.Close()
 	}
-	eventually(t, "both refusals counted", func() bool { return s.Stats().Handshakes == 2 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Handshakes == 2 }, "both refusals counted")
 
 	c, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA, Certificates: []tls.Certificate{pki.Client}})
 	if err != nil {
@@ -170,7 +171,7 @@ func TestTLSNoIdleTimeoutKeepsClients(t *testing.T) {
 	if _, err := io.ReadAll(witness); errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("a client that never said hello was not closed at the handshake deadline")
 	}
-	eventually(t, "the witness's failed handshake counted", func() bool { return s.Stats().Handshakes == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Handshakes == 1 }, "the witness's failed handshake counted")
 	c.Write([]byte("KEEP_ALIVE\n"))
 	if got, err := r.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
 		t.Fatalf("after the handshake deadline: %q, %v", got, err)
@@ -199,9 +200,9 @@ func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	eventually(t, "the mute connection refused", func() bool { return s.Stats().Refused == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Refused == 1 }, "the mute connection refused")
 	first.Close()
-	eventually(t, "the first client gone", func() bool { return s.Stats().Connected == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "the first client gone")
 
 	next, r, err := dialTLS(t, addr, &tls.Config{RootCAs: pki.CA})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/pkg/wire"
@@ -67,7 +68,7 @@ func dialKind(t *testing.T, s *Server, tlsAddr string, pki *harness.PKI, useTLS 
 		tc = dial(t, s)
 	}
 	var id uint64
-	eventually(t, "the client registered", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		for _, ci := range s.Clients() {
 			if !before[ci.ID] {
 				id = ci.ID
@@ -75,7 +76,7 @@ func dialKind(t *testing.T, s *Server, tlsAddr string, pki *harness.PKI, useTLS 
 			}
 		}
 		return false
-	})
+	}, "the client registered")
 	return lineClient{id: id, tc: tc}
 }
 
@@ -140,7 +141,7 @@ func TestUnknownLinesCounted(t *testing.T) {
 		t.Errorf("Stats: %d unknown lines, want 5", got)
 	}
 	plain.tc.Close()
-	eventually(t, "the plain client gone", func() bool { return s.Stats().Connected == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 1 }, "the plain client gone")
 	if got := s.Stats().UnknownLines; got != 5 {
 		t.Errorf("after the plain client left: %d unknown lines, want 5", got)
 	}
@@ -223,9 +224,9 @@ func TestMaxUnknownLinesDisconnects(t *testing.T) {
 			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				t.Fatal("a client over max_unknown_lines was not disconnected")
 			}
-			eventually(t, "the close logged", func() bool {
+			poll.Eventually(t, wait, func() bool {
 				return len(entries(hook, "Connection closed")) == 1
-			})
+			}, "the close logged")
 			closed := entries(hook, "Connection closed")[0]
 			if closed.Data[logging.FieldConnection] != bad.id || closed.Data["reason"] != "too many unknown lines" {
 				t.Errorf("closed %v, want connection %d for too many unknown lines", closed.Data, bad.id)
@@ -249,7 +250,7 @@ func TestMaxUnknownLinesDisconnects(t *testing.T) {
 			if line, err := good.tc.r.ReadString('\n'); err == nil {
 				t.Fatalf("after a lowered limit, the client read %q", line)
 			}
-			eventually(t, "the second close counted", func() bool { return s.Stats().Protocol == 2 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().Protocol == 2 }, "the second close counted")
 		})
 	}
 }

@@ -37,10 +37,17 @@ type Status struct {
 
 // Listener is one address the daemon listens on.
 type Listener struct {
-	Name     string `json:"name"`     // such as "broadcast"
-	Addr     string `json:"addr"`     // such as "127.0.0.1:54321"
+	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS or ListenerSigned
+	Addr     string `json:"addr"`     // the bound address, such as "127.0.0.1:54321"
 	Protocol string `json:"protocol"` // such as "tcp"
 }
+
+// The names of the daemon's listeners in Status.Listeners.
+const (
+	ListenerBroadcast = "broadcast"        // the text protocol: broadcast.listen
+	ListenerTLS       = "broadcast-tls"    // the text protocol over TLS: broadcast.tls
+	ListenerSigned    = "broadcast-signed" // the signed protocol: broadcast.signed
+)
 
 // The states of the feed.
 const (

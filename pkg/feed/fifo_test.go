@@ -15,21 +15,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/chatty-dev/chatty/internal/poll"
 )
 
+// waitFor bounds the tests' polls for a condition.
 const waitFor = 5 * time.Second
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", waitFor, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // fifoRun is a FIFO source running in the background, collecting lines.
 type fifoRun struct {
@@ -63,10 +54,10 @@ func (r *fifoRun) waitLines(t *testing.T, want ...string) {
 
 func (r *fifoRun) waitState(t *testing.T, state, detail string) {
 	t.Helper()
-	eventually(t, "state "+state+" "+detail, func() bool {
+	poll.Eventually(t, waitFor, func() bool {
 		s, d := r.src.State()
 		return s == state && strings.Contains(d, detail)
-	})
+	}, "state "+state+" "+detail)
 }
 
 // startFIFO runs a FIFO source on path, checking the path every 10 ms,
@@ -105,11 +96,11 @@ func startFIFO(t *testing.T, path string) *fifoRun {
 func openWriter(t *testing.T, path string) *os.File {
 	t.Helper()
 	var w *os.File
-	eventually(t, "no reader opened "+path, func() bool {
+	poll.Eventually(t, waitFor, func() bool {
 		var err error
 		w, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 		return err == nil
-	})
+	}, "no reader opened "+path)
 	t.Cleanup(func() { w.Close() })
 	return w
 }
@@ -137,11 +128,11 @@ func TestFIFOWriterEndsItsLine(t *testing.T) {
 	r.waitLines(t, "partial-without-newline", "next", "and a second partial")
 	write(t, path, "\r\n")
 	r.waitLines(t, "partial-without-newline", "next", "and a second partial", "")
-	eventually(t, "not one stream ended per writer", func() bool { return r.src.ended.Load() == 3 })
+	poll.Eventually(t, waitFor, func() bool { return r.src.ended.Load() == 3 }, "not one stream ended per writer")
 	// An over-long partial line is dropped at the writer's end, not
 	// joined to the next one.
 	write(t, path, strings.Repeat("x", 150))
-	eventually(t, "over-long partial line not dropped", func() bool { return r.src.Dropped() == 1 })
+	poll.Eventually(t, waitFor, func() bool { return r.src.Dropped() == 1 }, "over-long partial line not dropped")
 	write(t, path, "short\n")
 	r.waitLines(t, "partial-without-newline", "next", "and a second partial", "", "short")
 }
@@ -154,7 +145,7 @@ func TestFIFONoWriterIsNoEOF(t *testing.T) {
 	r := startFIFO(t, path)
 	w := openWriter(t, path)
 	w.Close()
-	eventually(t, "the writer's end not seen", func() bool { return r.src.ended.Load() == 1 })
+	poll.Eventually(t, waitFor, func() bool { return r.src.ended.Load() == 1 }, "the writer's end not seen")
 	// Had chattyd read the writerless FIFO's end of file as an end of
 	// stream, it would have counted one in a loop by now.
 	write(t, path, "line\n")
@@ -259,10 +250,10 @@ func TestFIFOReplacedWhileOpen(t *testing.T) {
 	write(t, path, "new line\n")
 	r.waitLines(t, "old line", "old unfinished", "new line")
 	r.waitState(t, StateReading, "")
-	eventually(t, "old FIFO still read", func() bool {
+	poll.Eventually(t, waitFor, func() bool {
 		_, err := old.WriteString("lost\n")
 		return errors.Is(err, syscall.EPIPE)
-	})
+	}, "old FIFO still read")
 }
 
 // A writer that has the FIFO open when chattyd opens it is a stream of its
@@ -279,7 +270,7 @@ func TestFIFOWriterBeforeReader(t *testing.T) {
 	}
 	w := openWriter(t, path)
 	r := startFIFO(t, path)
-	eventually(t, "chattyd never opened the FIFO", func() bool {
+	poll.Eventually(t, waitFor, func() bool {
 		// The test's two ends and chattyd's show in /proc/self/fd.
 		n := 0
 		fds, _ := os.ReadDir("/proc/self/fd")
@@ -289,7 +280,7 @@ func TestFIFOWriterBeforeReader(t *testing.T) {
 			}
 		}
 		return n == 3
-	})
+	}, "chattyd never opened the FIFO")
 	own.Close()
 	if _, err := w.WriteString("early, unfinished"); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -123,18 +124,6 @@ func helper(mode string) int {
 // wait bounds every wait in these tests.
 const wait = 10 * time.Second
 
-// eventually polls cond until it holds or wait passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // entry is one captured log entry.
 type entry struct {
 	time  time.Time
@@ -177,10 +166,10 @@ func (s *logSink) matching(re string, slot int) []entry {
 func (s *logSink) waitFor(t *testing.T, n int, re string, slot int) []entry {
 	t.Helper()
 	var got []entry
-	eventually(t, fmt.Sprintf("%d log lines match %q (slot %d)", n, re, slot), func() bool {
+	poll.Eventually(t, wait, func() bool {
 		got = s.matching(re, slot)
 		return len(got) >= n
-	})
+	}, fmt.Sprintf("%d log lines match %q (slot %d)", n, re, slot))
 	return got
 }
 
@@ -253,9 +242,9 @@ func (tp *testPool) run(t *testing.T) {
 			return
 		}
 		tp.checkNothingLeft(t)
-		eventually(t, "the pool's goroutines have ended", func() bool {
+		poll.Eventually(t, wait, func() bool {
 			return runtime.NumGoroutine() <= goroutines
-		})
+		}, "the pool's goroutines have ended")
 	})
 }
 
@@ -290,9 +279,9 @@ func (tp *testPool) pids() []int {
 func (tp *testPool) checkNothingLeft(t *testing.T) {
 	t.Helper()
 	for _, pid := range tp.pids() {
-		eventually(t, fmt.Sprintf("process %d and its group are gone", pid), func() bool {
+		poll.Eventually(t, wait, func() bool {
 			return !alive(pid) && len(groupMembers(pid)) == 0
-		})
+		}, fmt.Sprintf("process %d and its group are gone", pid))
 	}
 }
 
@@ -312,7 +301,7 @@ func (tp *testPool) running() map[int]SlotStatus {
 func (tp *testPool) waitRunning(t *testing.T, n int) map[int]SlotStatus {
 	t.Helper()
 	var got map[int]SlotStatus
-	eventually(t, fmt.Sprintf("slots 1..%d run and are ready", n), func() bool {
+	poll.Eventually(t, wait, func() bool {
 		if len(tp.Slots()) != n {
 			return false
 		}
@@ -327,7 +316,7 @@ func (tp *testPool) waitRunning(t *testing.T, n int) map[int]SlotStatus {
 			}
 		}
 		return true
-	})
+	}, fmt.Sprintf("slots 1..%d run and are ready", n))
 	return got
 }
 

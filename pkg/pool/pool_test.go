@@ -15,6 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/chatty-dev/chatty/internal/poll"
 )
 
 func TestSlotsComeUpWithTheirArguments(t *testing.T) {
@@ -52,10 +54,10 @@ func TestKilledWorkerIsRespawned(t *testing.T) {
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
 	var after map[int]SlotStatus
-	eventually(t, "slot 2 runs a new worker", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		after = tp.running()
 		return after[2].PID != 0 && after[2].PID != before[2].PID
-	})
+	}, "slot 2 runs a new worker")
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1 changed from %d to %d; only slot 2 should restart", before[1].PID, after[1].PID)
 	}
@@ -175,7 +177,7 @@ func TestScaleToZeroStopsEverySlot(t *testing.T) {
 	tp := startPool(t, testOptions("sleep", 3))
 	tp.waitRunning(t, 3)
 	tp.Scale(0)
-	eventually(t, "every slot is gone", func() bool { return len(tp.Slots()) == 0 })
+	poll.Eventually(t, wait, func() bool { return len(tp.Slots()) == 0 }, "every slot is gone")
 	stops := tp.logs.matching(`^Process stopped`, 0)
 	if len(stops) != 3 {
 		t.Fatalf("%d stops logged, want 3", len(stops))
@@ -221,7 +223,7 @@ func TestStoppedWorkerIsReplaced(t *testing.T) {
 	if err := unix.Kill(before[1].PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "slot 1 is stopped", func() bool { return processStopped(before[1].PID) })
+	poll.Eventually(t, wait, func() bool { return processStopped(before[1].PID) }, "slot 1 is stopped")
 	// The stimulus, not synchronisation: stopped for one of the pool's
 	// checks (a quarter of the stop timeout), far less than the timeout.
 	// Slot 2, stopped after it and killed a whole stop timeout later,
@@ -242,10 +244,10 @@ func TestStoppedWorkerIsReplaced(t *testing.T) {
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
 	var after map[int]SlotStatus
-	eventually(t, "slot 2 runs a new worker", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		after = tp.running()
 		return after[2].PID != 0 && after[2].PID != before[2].PID
-	})
+	}, "slot 2 runs a new worker")
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1, stopped for %s only, was replaced", o.StopTimeout/4)
 	}
@@ -340,7 +342,7 @@ func TestWorkersDieWithTheDaemon(t *testing.T) {
 	daemon.Process.Kill()
 	daemon.Wait()
 	for _, pid := range pids {
-		eventually(t, fmt.Sprintf("worker %d dies with its daemon", pid), func() bool { return !alive(pid) })
+		poll.Eventually(t, wait, func() bool { return !alive(pid) }, fmt.Sprintf("worker %d dies with its daemon", pid))
 	}
 }
 
@@ -352,7 +354,7 @@ func TestManyWorkersStartQuickly(t *testing.T) {
 	o.Command = []string{"sleep", "60"}
 	tp := startPool(t, o)
 	t0 := time.Now()
-	eventually(t, "200 workers run", func() bool { return len(tp.running()) == 200 })
+	poll.Eventually(t, wait, func() bool { return len(tp.running()) == 200 }, "200 workers run")
 	t.Logf("200 workers started in %s", time.Since(t0))
 	pids := map[int]bool{}
 	for _, s := range tp.Slots() {
@@ -360,7 +362,7 @@ func TestManyWorkersStartQuickly(t *testing.T) {
 	}
 	tp.stop(t)
 	for pid := range pids {
-		eventually(t, fmt.Sprintf("worker %d is gone", pid), func() bool { return !alive(pid) })
+		poll.Eventually(t, wait, func() bool { return !alive(pid) }, fmt.Sprintf("worker %d is gone", pid))
 	}
 }
 
@@ -387,11 +389,11 @@ func TestNewRejectsBadOptions(t *testing.T) {
 
 func TestRunTwice(t *testing.T) {
 	tp := startPool(t, testOptions("sleep", 0))
-	eventually(t, "Run has started", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		tp.mu.Lock()
 		defer tp.mu.Unlock()
 		return tp.ran
-	})
+	}, "Run has started")
 	if err := tp.Run(t.Context()); err != ErrRunTwice {
 		t.Errorf("second Run returned %v, want ErrRunTwice", err)
 	}
@@ -456,11 +458,11 @@ func TestCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.logs.waitFor(t, 2, `^secret=secret-1-\d+$`, 1)
-	eventually(t, "the killed worker's secret released", func() bool {
+	poll.Eventually(t, wait, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(released) == 1
-	})
+	}, "the killed worker's secret released")
 	tp.stop(t)
 	mu.Lock()
 	defer mu.Unlock()

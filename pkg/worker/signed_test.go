@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/broadcast"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -47,21 +48,10 @@ func signedServer(t *testing.T, mode signed.Mode) (*broadcast.Server, ed25519.Pu
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "probe accepted", func() bool { return s.Stats().Accepted == 1 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Accepted == 1 }, "probe accepted")
 	probe.Close()
-	eventually(t, "probe gone", func() bool { return s.Stats().Connected == 0 })
+	poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 0 }, "probe gone")
 	return s, pub
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // A signed worker verifies the stream, acknowledges every message by its
@@ -74,13 +64,13 @@ func TestSignedWorker(t *testing.T) {
 			o.PublicKey = pub
 			o.KeepAliveMin, o.KeepAliveMax, o.KeepAliveTimeout = 10*time.Millisecond, 20*time.Millisecond, 5*time.Second
 			_, res := start(t, o)
-			eventually(t, "worker connected", func() bool { return s.Stats().Connected == 1 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().Connected == 1 }, "worker connected")
 			const n = 300
 			for i := range n {
 				s.Publish([][]byte{fmt.Appendf(nil, "line %d", i)})
 			}
-			eventually(t, "every message acknowledged", func() bool { return s.Stats().AcksGood == n })
-			eventually(t, "keep-alives answered", func() bool { return s.Stats().KeepAlives >= 3 })
+			poll.Eventually(t, wait, func() bool { return s.Stats().AcksGood == n }, "every message acknowledged")
+			poll.Eventually(t, wait, func() bool { return s.Stats().KeepAlives >= 3 }, "keep-alives answered")
 			if st := s.Stats(); st.AcksMismatched != 0 || st.Rejected != 0 {
 				t.Errorf("server stats %+v", st)
 			}

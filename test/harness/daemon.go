@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatty-dev/chatty/internal/chattydproc"
+	"github.com/chatty-dev/chatty/internal/poll"
 )
 
 // DefaultConfig is the configuration StartDaemon writes when the test gives
@@ -37,8 +40,8 @@ type Options struct {
 	// NoConfig runs chattyd without --config, on its built-in configuration.
 	NoConfig bool
 	// Listen is passed with --listen; empty means "127.0.0.1:0", a port
-	// chosen by the kernel and learnt from the log. Set "-" to pass no
-	// --listen at all and keep the configuration's address.
+	// chosen by the kernel and learnt from chattyd's /v1/status. Set "-"
+	// to pass no --listen at all and keep the configuration's address.
 	Listen string
 	// Args are more command-line arguments, after the ones above.
 	Args []string
@@ -48,13 +51,15 @@ type Options struct {
 	NotifySocket string
 	// ControlSocket is passed with --control-socket; empty means a fresh
 	// path in a temporary directory, so that tests never share one. Set
-	// "-" to pass none and keep the configuration's (or the default) path.
+	// "-" to pass none and keep the configuration's (or the default) path;
+	// the harness then cannot ask chattyd where it listens, so set NoWait
+	// and give Listen a port.
 	ControlSocket string
 	// Stdin, if set, is chattyd's standard input instead of the feed pipe
 	// (Feed then fails the test); for a terminal, say.
 	Stdin *os.File
 	// NoWait returns as soon as the process is started, without waiting
-	// for the log line that says it listens. Addr then waits for it.
+	// for chattyd to answer on its control socket. Addr then waits for it.
 	NoWait bool
 }
 
@@ -62,17 +67,14 @@ type Options struct {
 // no testing.TB fail the test it was started for.
 type Daemon struct {
 	t             testing.TB
-	cmd           *exec.Cmd
+	proc          *chattydproc.Process
 	configPath    string
 	controlSocket string
-	feed          *os.File // write end of chattyd's stdin
+	feed          *os.File // write end of chattyd's stdin; nil with Options.Stdin
 
 	log    *output // stdout and stderr, interleaved
 	stdout *output
 	stderr *output
-
-	done     chan struct{} // closed when the process has exited
-	exitCode int           // valid once done is closed; -1 for a signal
 
 	addrMu sync.Mutex // guards addr
 	addr   string
@@ -81,29 +83,12 @@ type Daemon struct {
 	feedClosed bool
 }
 
-// cleanEnv is the test process's environment without the variables that
-// would make chattyd talk to the real systemd or change its behaviour.
-func cleanEnv(extra ...string) []string {
-	drop := map[string]bool{
-		"NOTIFY_SOCKET": true, "WATCHDOG_USEC": true, "WATCHDOG_PID": true,
-		"LISTEN_FDS": true, "LISTEN_PID": true, "LISTEN_FDNAMES": true,
-		"JOURNAL_STREAM": true, "CHATTYD_CONFIG": true, "CHATTYD_TEST_NO_WATCHDOG": true,
-	}
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if !drop[name] {
-			env = append(env, kv)
-		}
-	}
-	return append(env, extra...)
-}
-
 // StartDaemon builds chattyd if needed and starts it in its own process
-// group, with a pipe as stdin (see Feed) and its output captured (see
-// WaitLog). Unless opts.NoWait, it returns once chattyd logs the address
-// it listens on. When the test ends, the process group is killed if still
-// there, and the log is printed if the test failed.
+// group (see package chattydproc), with a pipe as stdin (see Feed) and its
+// output captured (see WaitLog). Unless opts.NoWait, it returns once
+// chattyd answers on its control socket, which it does once it listens;
+// Addr is then known. When the test ends, the process group is killed if
+// still there, and the log is printed if the test failed.
 func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	tb.Helper()
 	bins := BuildBinaries(tb)
@@ -112,7 +97,6 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 		log:    newOutput(),
 		stdout: newOutput(),
 		stderr: newOutput(),
-		done:   make(chan struct{}),
 	}
 	var args []string
 	if !opts.NoConfig {
@@ -137,54 +121,44 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	switch opts.ControlSocket {
 	case "":
 		d.controlSocket = filepath.Join(SocketDir(tb), "control.sock")
-		args = append(args, "--control-socket", d.controlSocket)
 	case "-":
+		if !opts.NoWait {
+			tb.Fatal(`StartDaemon: with ControlSocket "-" the harness cannot ask chattyd where it listens; set NoWait and give Listen a port`)
+		}
 	default:
 		d.controlSocket = opts.ControlSocket
-		args = append(args, "--control-socket", d.controlSocket)
 	}
 	args = append(args, opts.Args...)
 
-	env := cleanEnv(opts.Env...)
+	env := opts.Env
 	if opts.NotifySocket != "" {
-		env = append(env, "NOTIFY_SOCKET="+opts.NotifySocket)
+		env = append(env[:len(env):len(env)], "NOTIFY_SOCKET="+opts.NotifySocket)
 	}
 
-	feedR, feedW, err := os.Pipe()
+	proc, err := chattydproc.Start(chattydproc.Options{
+		Bin:           bins.Chattyd,
+		ControlSocket: d.controlSocket,
+		Args:          args,
+		Env:           env,
+		Stdin:         opts.Stdin,
+		// The stream's own output first: once WaitLog has seen a line
+		// in the interleaved log, Stdout and Stderr hold it too.
+		Stdout: teeWriter{d.stdout, d.log},
+		Stderr: teeWriter{d.stderr, d.log},
+		// A worker that outlives chattyd would hold the output pipes
+		// open; do not let that block Wait.
+		WaitDelay: 2 * time.Second,
+	})
 	if err != nil {
-		tb.Fatalf("feed pipe: %v", err)
+		tb.Fatal(err)
 	}
-	d.feed = feedW
-	d.cmd = exec.Command(bins.Chattyd, args...)
-	d.cmd.Env = env
-	d.cmd.Stdin = feedR
-	if opts.Stdin != nil {
-		d.cmd.Stdin = opts.Stdin
-	}
-	// The stream's own output first: once WaitLog has seen a line in the
-	// interleaved log, Stdout and Stderr hold it too.
-	d.cmd.Stdout = teeWriter{d.stdout, d.log}
-	d.cmd.Stderr = teeWriter{d.stderr, d.log}
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// A worker that outlives chattyd would hold the output pipes open;
-	// do not let that block Wait.
-	d.cmd.WaitDelay = 2 * time.Second
-	if err := d.cmd.Start(); err != nil {
-		feedR.Close()
-		feedW.Close()
-		tb.Fatalf("start chattyd: %v", err)
-	}
-	feedR.Close()
-	go func() {
-		d.cmd.Wait()
-		d.exitCode = d.cmd.ProcessState.ExitCode()
-		close(d.done)
-	}()
+	d.proc, d.feed = proc, proc.Feed()
 	tb.Cleanup(d.cleanup)
 
 	if !opts.NoWait {
-		m := d.WaitLogRE(tb, listeningRE, StartTimeout)
-		d.addr = m[1]
+		if addrs := d.Addrs(); d.addr == "" {
+			d.addr = addrs.Text
+		}
 	}
 	return d
 }
@@ -209,23 +183,18 @@ func SocketDir(tb testing.TB) string {
 // processes that outlived chattyd.
 func (d *Daemon) cleanup() {
 	d.CloseFeed()
-	pgid := d.cmd.Process.Pid
-	select {
-	case <-d.done:
+	p := d.proc
+	if p.Exited() {
 		// chattyd has exited: nothing of its group may be left, once
 		// orphans that are already dying have been reaped.
-		deadline := time.Now().Add(2 * time.Second)
-		for syscall.Kill(-pgid, 0) == nil {
-			if time.Now().After(deadline) {
-				d.t.Errorf("processes of chattyd's group %d are still running after chattyd exited", pgid)
-				syscall.Kill(-pgid, syscall.SIGKILL)
-				break
-			}
-			time.Sleep(pollEvery)
+		gone := func() bool { return !p.GroupAlive() }
+		if poll.Until(context.Background(), 2*time.Second, gone) != nil {
+			d.t.Errorf("processes of chattyd's group %d are still running after chattyd exited", p.PID())
+			p.KillGroup()
 		}
-	default:
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-d.done
+	} else {
+		p.KillGroup()
+		<-p.Done()
 	}
 	if d.t.Failed() {
 		const max = 64 << 10
@@ -233,7 +202,7 @@ func (d *Daemon) cleanup() {
 		if len(l) > max {
 			l = "[...]" + l[len(l)-max:]
 		}
-		d.t.Logf("chattyd's log (pid %d, exit status %d):\n%s", pgid, d.exitCode, l)
+		d.t.Logf("chattyd's log (pid %d, exit status %d):\n%s", p.PID(), p.ExitCode(), l)
 	}
 }
 
@@ -257,21 +226,32 @@ func (d *Daemon) WriteConfig(yaml string) {
 }
 
 // PID returns chattyd's process id, which is also its process group id.
-func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+func (d *Daemon) PID() int { return d.proc.PID() }
 
-var listeningRE = regexp.MustCompile(`The TCP server is listening on ([0-9A-Za-z.:\[\]%-]+)`)
-
-// Addr returns the broadcast address, host:port, waiting for chattyd to
-// log it if it is not known yet.
+// Addr returns the broadcast address of the text protocol, host:port. If
+// it is not known yet, Addr waits for chattyd to answer on its control
+// socket and takes it from /v1/status.
 func (d *Daemon) Addr() string {
 	d.t.Helper()
 	d.addrMu.Lock()
 	defer d.addrMu.Unlock()
 	if d.addr == "" {
-		m := d.WaitLogRE(d.t, listeningRE, StartTimeout)
-		d.addr = m[1]
+		d.addr = d.Addrs().Text
 	}
 	return d.addr
+}
+
+// Addrs returns the bound addresses of every listener chattyd runs, from
+// its /v1/status, waiting for chattyd to answer there.
+func (d *Daemon) Addrs() chattydproc.Addrs {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	addrs, err := d.proc.Addrs(ctx, StartTimeout)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return addrs
 }
 
 // Feed writes lines to chattyd's stdin, each followed by "\n".
@@ -288,6 +268,9 @@ func (d *Daemon) Feed(lines ...string) {
 // FeedBytes writes raw bytes to chattyd's stdin.
 func (d *Daemon) FeedBytes(p []byte) {
 	d.t.Helper()
+	if d.feed == nil {
+		d.t.Fatal("FeedBytes: chattyd's stdin is Options.Stdin, not the feed pipe")
+	}
 	// Fail rather than hang when chattyd stops reading its feed.
 	d.feed.SetWriteDeadline(time.Now().Add(FeedTimeout))
 	defer d.feed.SetWriteDeadline(time.Time{})
@@ -296,15 +279,21 @@ func (d *Daemon) FeedBytes(p []byte) {
 	}
 }
 
-// FeedWriter returns chattyd's stdin, for feeding from another goroutine.
-func (d *Daemon) FeedWriter() io.Writer { return d.feed }
+// FeedWriter returns chattyd's stdin, for feeding from another goroutine;
+// nil with Options.Stdin.
+func (d *Daemon) FeedWriter() io.Writer {
+	if d.feed == nil {
+		return nil
+	}
+	return d.feed
+}
 
 // CloseFeed closes chattyd's stdin: the feed ends. It may be called more
 // than once.
 func (d *Daemon) CloseFeed() {
 	d.feedMu.Lock()
 	defer d.feedMu.Unlock()
-	if !d.feedClosed {
+	if !d.feedClosed && d.feed != nil {
 		d.feedClosed = true
 		d.feed.Close()
 	}
@@ -317,7 +306,7 @@ func (d *Daemon) CloseFeed() {
 // after a client's keep-alive was answered or after READY=1.
 func (d *Daemon) Signal(sig os.Signal) {
 	d.t.Helper()
-	if err := d.cmd.Process.Signal(sig); err != nil {
+	if err := d.proc.Signal(sig); err != nil {
 		d.t.Fatalf("send %v to chattyd: %v", sig, err)
 	}
 }
@@ -326,24 +315,15 @@ func (d *Daemon) Signal(sig os.Signal) {
 // signal killed it. It fails the test if chattyd still runs after timeout.
 func (d *Daemon) Wait(timeout time.Duration) int {
 	d.t.Helper()
-	select {
-	case <-d.done:
-		return d.exitCode
-	case <-time.After(timeout):
-		d.t.Fatalf("chattyd still running %s after it was expected to exit", timeout)
-		return 0
+	code, err := d.proc.Wait(timeout)
+	if err != nil {
+		d.t.Fatal(err)
 	}
+	return code
 }
 
 // Exited reports whether chattyd has exited.
-func (d *Daemon) Exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
+func (d *Daemon) Exited() bool { return d.proc.Exited() }
 
 // Log returns everything chattyd wrote so far, stdout and stderr.
 func (d *Daemon) Log() string { return d.log.String() }
@@ -439,13 +419,13 @@ func (d *Daemon) waitLog(tb testing.TB, since int, what string, timeout time.Dur
 		}
 		select {
 		case <-changed:
-		case <-d.done:
+		case <-d.proc.Done():
 			// The output is complete once the process is reaped.
 			b, _ = d.log.snapshot()
 			if end, m := match(b[since:]); end >= 0 {
 				return since + end, m
 			}
-			tb.Fatalf("chattyd exited (status %d) without logging %s", d.exitCode, what)
+			tb.Fatalf("chattyd exited (status %d) without logging %s", d.proc.ExitCode(), what)
 		case <-deadline.C:
 			tb.Fatalf("chattyd did not log %s within %s", what, timeout)
 		}
@@ -469,7 +449,7 @@ func Run(tb testing.TB, timeout time.Duration, args ...string) Result {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bins.Chattyd, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = chattydproc.Env()
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

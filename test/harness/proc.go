@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatty-dev/chatty/internal/poll"
 )
 
 // Proc is what /proc/PID/stat says about a process.
@@ -175,12 +178,8 @@ func (d *Daemon) WaitWorkers(tb testing.TB, n int, timeout time.Duration) map[in
 		}
 		return true
 	}
-	deadline := time.Now().Add(timeout)
-	for !full() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %s: chattyd's workers by slot are %v, want slots 1 to %d", timeout, ws, n)
-		}
-		time.Sleep(pollEvery)
+	if poll.Until(context.Background(), timeout, full) != nil {
+		tb.Fatalf("after %s: chattyd's workers by slot are %v, want slots 1 to %d", timeout, ws, n)
 	}
 	return ws
 }
@@ -190,16 +189,12 @@ func (d *Daemon) WaitWorkers(tb testing.TB, n int, timeout time.Duration) map[in
 func WaitGone(tb testing.TB, timeout time.Duration, pids ...int) {
 	tb.Helper()
 	var alive []int
-	deadline := time.Now().Add(timeout)
-	for {
+	gone := func() bool {
 		alive = slices.DeleteFunc(slices.Clone(pids), func(pid int) bool { return !Alive(pid) })
-		if len(alive) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %s these processes are still running: %v", timeout, alive)
-		}
-		time.Sleep(pollEvery)
+		return len(alive) == 0
+	}
+	if poll.Until(context.Background(), timeout, gone) != nil {
+		tb.Fatalf("after %s these processes are still running: %v", timeout, alive)
 	}
 }
 

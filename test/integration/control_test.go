@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -582,7 +583,7 @@ func TestCtlStop(t *testing.T) {
 		if code := d.Wait(short); code != 0 {
 			t.Errorf("chattyd exit status %d, want 0", code)
 		}
-		harness.Eventually(t, short, func() bool { return len(harness.Group(t, d.PID())) == 0 },
+		poll.Eventually(t, short, func() bool { return len(harness.Group(t, d.PID())) == 0 },
 			"processes of chattyd's group are left")
 		d.WaitLog(t, "[control] stop requested", short)
 	})
@@ -600,7 +601,7 @@ func TestCtlStop(t *testing.T) {
 		if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the socket is still there after chattyd exited: %v", err)
 		}
-		harness.Eventually(t, short, func() bool { return len(harness.Group(t, d.PID())) == 0 },
+		poll.Eventually(t, short, func() bool { return len(harness.Group(t, d.PID())) == 0 },
 			"processes of chattyd's group are left")
 	})
 }

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/test/harness"
@@ -100,7 +101,7 @@ func TestFaultWorkersKilledAtRandom(t *testing.T) {
 		if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		harness.Eventually(t, long, func() bool { return !harness.Exists(victim) },
+		poll.Eventually(t, long, func() bool { return !harness.Exists(victim) },
 			fmt.Sprintf("killed worker %d was not reaped", victim))
 		// Pacing, not synchronisation: random gaps put the kills at
 		// varied moments of the feed and of the workers' restarts.
@@ -495,7 +496,7 @@ feed:
 `)})
 	c := harness.Dial(t, d.Addr())
 	c.KeepAlive(short)
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
 		if err == nil {
 			w.Close()

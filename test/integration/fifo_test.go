@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/test/harness"
 )
@@ -31,7 +32,7 @@ feed:
 func fifoOpen(t *testing.T, path string) *os.File {
 	t.Helper()
 	var w *os.File
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		// Non-blocking: fails (ENXIO) while no reader has the FIFO open,
 		// and (ENOENT) while the path is missing.
 		var err error
@@ -96,7 +97,7 @@ func TestFIFOPathRemovedOrReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := "waiting (waiting for the FIFO path " + fifo + " to exist again)"
-		harness.Eventually(t, short, func() bool {
+		poll.Eventually(t, short, func() bool {
 			return strings.Contains(ctlOK(t, d.ControlSocket(), "status"), want)
 		}, "chattyctl status never said "+want)
 		d.WaitLog(t, "The feed FIFO path does not exist; waiting for it to exist again", short)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -316,7 +317,7 @@ feed:
 	c.KeepAlive(short)
 
 	var w *os.File
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		// Non-blocking: fails (ENXIO) until chattyd has the FIFO open.
 		var err error
 		w, err = os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
@@ -366,7 +367,10 @@ feed:
 func TestSignalRightAfterListening(t *testing.T) {
 	t.Parallel()
 	for range 20 {
-		d := harness.StartDaemon(t, harness.Options{})
+		// Not StartDaemon's wait, which is for the control socket,
+		// served after the log line.
+		d := harness.StartDaemon(t, harness.Options{NoWait: true})
+		d.WaitLog(t, "The TCP server is listening on ", harness.StartTimeout)
 		d.Signal(syscall.SIGTERM)
 		if code := d.Wait(short); code != 0 {
 			t.Fatalf("exit status %d, want 0", code)

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -27,7 +28,7 @@ func TestLogFileReopenedOnSIGUSR1(t *testing.T) {
 		b, _ := os.ReadFile(logPath)
 		return string(b)
 	}
-	harness.Eventually(t, short, func() bool { return strings.Contains(readLog(), "The TCP server is listening on "+addr) }, "listening line in the log file")
+	poll.Eventually(t, short, func() bool { return strings.Contains(readLog(), "The TCP server is listening on "+addr) }, "listening line in the log file")
 	st, err := os.Stat(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -44,12 +45,12 @@ func TestLogFileReopenedOnSIGUSR1(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Signal(syscall.SIGUSR1)
-	harness.Eventually(t, short, func() bool { return strings.Contains(readLog(), "Log file reopened") }, "a fresh log file after SIGUSR1")
+	poll.Eventually(t, short, func() bool { return strings.Contains(readLog(), "Log file reopened") }, "a fresh log file after SIGUSR1")
 
 	// New lines go to the new file, none to the rotated one.
 	c := harness.Dial(t, addr)
 	c.KeepAlive(short)
-	harness.Eventually(t, short, func() bool { return strings.Contains(readLog(), "New connection established") }, "connection logged in the new file")
+	poll.Eventually(t, short, func() bool { return strings.Contains(readLog(), "New connection established") }, "connection logged in the new file")
 	old, _ := os.ReadFile(rotated)
 	if strings.Contains(string(old), "New connection established") || strings.Contains(string(old), "Log file reopened") {
 		t.Errorf("the rotated file still receives lines:\n%s", old)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -193,7 +194,7 @@ func TestPoolRespawnsKilledWorker(t *testing.T) {
 		t.Errorf("%d terminations logged, want only the killed worker's:\n%s", c, d.Log())
 	}
 	// chattyd reaps what it started: not even a zombie is left.
-	harness.Eventually(t, short, func() bool { return !harness.Exists(before[victim]) },
+	poll.Eventually(t, short, func() bool { return !harness.Exists(before[victim]) },
 		fmt.Sprintf("killed worker %d was not reaped", before[victim]))
 }
 
@@ -321,7 +322,7 @@ func TestPoolScaleBySIGHUP(t *testing.T) {
 	// chattyd is still running, so only it can have reaped the stopped
 	// workers: none may be left, not even as a zombie.
 	for s := 3; s <= 7; s++ {
-		harness.Eventually(t, short, func() bool { return !harness.Exists(seven[s]) },
+		poll.Eventually(t, short, func() bool { return !harness.Exists(seven[s]) },
 			fmt.Sprintf("slot %d's stopped worker %d is still there", s, seven[s]))
 	}
 	log := d.Log()
@@ -343,7 +344,7 @@ func TestPoolStopTimeoutKillsStubbornWorker(t *testing.T) {
 	ws := d.WaitWorkers(t, 2, long)
 	// Once sh has become sleep, SIGTERM is ignored.
 	for s, pid := range ws {
-		harness.Eventually(t, long, func() bool { return harness.Comm(pid) == "sleep" },
+		poll.Eventually(t, long, func() bool { return harness.Comm(pid) == "sleep" },
 			fmt.Sprintf("slot %d's worker %d did not exec sleep", s, pid))
 	}
 
@@ -352,7 +353,7 @@ func TestPoolStopTimeoutKillsStubbornWorker(t *testing.T) {
 	d.Signal(syscall.SIGHUP)
 	d.WaitLogSince(t, since, "[process: 2] The worker did not stop within 1s of SIGTERM; sending SIGKILL", long)
 	d.WaitLogSince(t, since, "[process: 2] Process stopped (killed by signal 9)", short)
-	harness.Eventually(t, short, func() bool { return !harness.Exists(ws[2]) },
+	poll.Eventually(t, short, func() bool { return !harness.Exists(ws[2]) },
 		fmt.Sprintf("slot 2's worker %d is still there", ws[2]))
 	log := d.Log()[since:]
 	scaled := logTimes(t, log, "Scaling the worker pool from 2 to 1")
@@ -397,7 +398,7 @@ func TestPoolWorkersDieWithChattyd(t *testing.T) {
 	for _, pid := range ws {
 		harness.KillGroupOnCleanup(t, pid) // whatever escapes
 		var g []harness.Proc
-		harness.Eventually(t, long, func() bool { g = harness.Group(t, pid); return len(g) >= 2 },
+		poll.Eventually(t, long, func() bool { g = harness.Group(t, pid); return len(g) >= 2 },
 			fmt.Sprintf("worker %d did not start its background sleep", pid))
 		for _, p := range g {
 			if p.PID != pid {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/test/harness"
 )
@@ -53,7 +54,7 @@ func TestSignedWorkerDetectsTampering(t *testing.T) {
 				statusUntil(t, d, "the worker connected", func(st control.Status) bool { return st.Clients.Connected == 1 })
 
 				d.Feed(numbered("tamper", 1, before, 60)...)
-				harness.Eventually(t, short, func() bool {
+				poll.Eventually(t, short, func() bool {
 					acks := p.Acks()
 					return len(acks) > 0 && acks[len(acks)-1] == before
 				}, fmt.Sprintf("the worker did not acknowledge the first %d messages", before))

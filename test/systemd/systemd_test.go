@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 
@@ -142,7 +143,7 @@ func (s *suite) activeState(t *testing.T, unit string) string {
 func (s *suite) waitState(t *testing.T, unit, want string, timeout time.Duration) {
 	t.Helper()
 	var got string
-	harness.Eventually(t, timeout, func() bool {
+	poll.Eventually(t, timeout, func() bool {
 		got = s.activeState(t, unit)
 		return got == want
 	}, fmt.Sprintf("%s is not %s", unit, want))
@@ -222,7 +223,7 @@ func workers(ps []proc) []proc {
 func (s *suite) waitWorkers(t *testing.T, n int) []proc {
 	t.Helper()
 	var ps []proc
-	harness.Eventually(t, long, func() bool {
+	poll.Eventually(t, long, func() bool {
 		ps = s.cgroupProcs(t)
 		return len(workers(ps)) == n && len(ps) == n+1
 	}, fmt.Sprintf("want chattyd and %d workers in its cgroup", n))
@@ -387,7 +388,7 @@ func (s *suite) activation(t *testing.T) {
 	// Once the shell runs "sleep 2", systemd has forked and exec'd the
 	// ExecStart command, which would make a Type=simple or exec service
 	// active, and chattyd has not run yet.
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		return slices.ContainsFunc(s.cgroupProcs(t), func(p proc) bool { return p.args == "sleep 2" })
 	}, "the late ExecStart never ran sleep 2")
 	if got := s.activeState(t, service); got != "activating" {
@@ -408,7 +409,7 @@ func (s *suite) activation(t *testing.T) {
 func (s *suite) status(t *testing.T) {
 	re := regexp.MustCompile(`Status: "\d+ clients, \d+ lines, feed \w+"`)
 	var out string
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		out, _ = s.c.run("systemctl", "status", "--no-pager", "--lines=0", service)
 		return re.MatchString(out)
 	}, "systemctl status shows no STATUS= from chattyd")
@@ -471,7 +472,7 @@ func (s *suite) reload(t *testing.T) {
 	if got := s.mainPID(t); got != pid {
 		t.Errorf("reload restarted chattyd: main PID %d, was %d", got, pid)
 	}
-	harness.Eventually(t, short, func() bool {
+	poll.Eventually(t, short, func() bool {
 		out, _ := s.c.run("journalctl", "--no-pager", "-o", "cat", "_PID="+strconv.Itoa(pid))
 		return strings.Contains(out, "Configuration reloaded")
 	}, "chattyd did not log the reload")
@@ -482,7 +483,7 @@ func (s *suite) watchdog(t *testing.T) {
 	s.dropIn(t, service, "50-test-watchdog", "[Service]\nEnvironment=CHATTYD_TEST_NO_WATCHDOG=1\nWatchdogSec=2s\n")
 	s.c.must(t, "systemctl", "restart", service)
 	pid, n := s.mainPID(t), s.restarts(t)
-	harness.Eventually(t, long, func() bool { return s.restarts(t) > n }, "systemd did not restart chattyd for its silent watchdog")
+	poll.Eventually(t, long, func() bool { return s.restarts(t) > n }, "systemd did not restart chattyd for its silent watchdog")
 	if got := s.mainPID(t); got == pid {
 		t.Errorf("chattyd's main PID is still %d after the watchdog restart", got)
 	}
@@ -505,10 +506,10 @@ func (s *suite) kill9(t *testing.T) {
 	old := s.waitWorkers(t, 2)
 	pid, n := s.mainPID(t), s.restarts(t)
 	s.c.must(t, "kill", "-KILL", strconv.Itoa(pid))
-	harness.Eventually(t, long, func() bool { return s.restarts(t) > n }, "systemd did not restart chattyd after SIGKILL")
+	poll.Eventually(t, long, func() bool { return s.restarts(t) > n }, "systemd did not restart chattyd after SIGKILL")
 	s.waitState(t, service, "active", long)
 	for _, w := range old {
-		harness.Eventually(t, short, func() bool { return !s.alive(w) }, fmt.Sprintf("worker %d outlived chattyd", w.pid))
+		poll.Eventually(t, short, func() bool { return !s.alive(w) }, fmt.Sprintf("worker %d outlived chattyd", w.pid))
 	}
 	if got := s.mainPID(t); got == pid {
 		t.Errorf("chattyd's main PID is still %d", got)
@@ -524,7 +525,7 @@ func (s *suite) produce(t *testing.T) {
 	t.Helper()
 	before := s.feedLines(t)
 	s.c.must(t, "systemctl", "start", "chattyd-demo-feed.service")
-	harness.Eventually(t, short, func() bool { return s.feedLines(t) > before }, "the demo producer's lines do not reach chattyd")
+	poll.Eventually(t, short, func() bool { return s.feedLines(t) > before }, "the demo producer's lines do not reach chattyd")
 	s.c.must(t, "systemctl", "stop", "chattyd-demo-feed.service")
 }
 

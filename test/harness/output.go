@@ -1,26 +1,6 @@
 package harness
 
-import (
-	"sync"
-	"testing"
-	"time"
-)
-
-// pollEvery is how often Eventually checks its condition.
-const pollEvery = 10 * time.Millisecond
-
-// Eventually polls cond every few milliseconds until it reports true, and
-// fails the test with msg if it has not by the deadline.
-func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, msg string) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %s: %s", timeout, msg)
-		}
-		time.Sleep(pollEvery)
-	}
-}
+import "sync"
 
 // output is an append-only byte buffer that wakes waiters on every write.
 // It is safe for concurrent use.
