@@ -57,6 +57,7 @@ type client struct {
 	srv         *Server
 	conn        net.Conn
 	remote      string
+	listener    net.Addr // the address of the listener that accepted it
 	connectedAt time.Time
 	firstSeq    uint64
 	preamble    []byte // private first bytes (a signed client's anchor); cleared once written
