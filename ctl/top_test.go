@@ -49,8 +49,8 @@ func topTwoSamples() *topModel {
 	s2.Pool.Restarts = 1
 	s2.Pool.Slots[1] = control.Worker{Slot: 2, PID: 4103, State: "running", UptimeSeconds: 1, Restarts: 1, LastExit: "exited with code 2"}
 	m.update(topSample{at: topT0.Add(time.Minute + 2*time.Second), status: s2, clients: []control.Client{
-		{ID: 1, Remote: "127.0.0.1:40001", ConnectedAt: topT0, LinesSent: 1500, AckLag: 3},
-		{ID: 3, Remote: "[::1]:40003", ConnectedAt: topT0.Add(time.Minute), QueueLines: 77, AckLag: 9, Key: "SHA256:abc"},
+		{ID: 1, Remote: "127.0.0.1:40001", Listener: "broadcast", ConnectedAt: topT0, LinesSent: 1500, AckLag: 3},
+		{ID: 3, Remote: "[::1]:40003", Listener: "broadcast-signed", ConnectedAt: topT0.Add(time.Minute), QueueLines: 77, AckLag: 9, Key: "SHA256:abc"},
 	}})
 	return m
 }
@@ -80,12 +80,12 @@ func TestTopFrame(t *testing.T) {
 		"lines 1500  rate 50.0/s",
 		"2 connected  accepted 6  refused 2  slow 1",
 		"acks 1400 good 1 mismatched",
-		"listen   broadcast tcp 127.0.0.1:54321",
-		"listen   broadcast-signed signed 127.0.0.1:54322",
+		"listen   broadcast tcp 127.0.0.1:54321  clients 1  most queued 0  most ack lag 3\n",
+		"listen   broadcast-signed signed 127.0.0.1:54322  clients 1  most queued 77  most ack lag 9\n",
 		"pool     2 of 2 running  restarts 1",
 		"peak 50.0/s",
 		// the client most behind first
-		"3      [::1]:40003",
+		"3      [::1]:40003              broadcast-signed       2s      77       0 B       9         0     0  SHA256:abc",
 		"SHA256:abc",
 		"2     4103     running",
 		"slot 2 restarted (exited with code 2)",
@@ -160,7 +160,7 @@ func TestTopEscapes(t *testing.T) {
 	s.Pool.Slots[0].LastExit = "exited\r\nEVIL"
 	m.update(topSample{at: topT0, status: s})
 	m.update(topSample{at: topT0.Add(time.Second), status: s, clients: []control.Client{
-		{ID: 9, Remote: "1.2.3.4:5\x1b[31m\x9b1m", Key: "k\u009b2J\u202e"},
+		{ID: 9, Remote: "1.2.3.4:5\x1b[31m\x9b1m", Key: "k\u009b2J\u202e", Listener: "l\x1b[H"},
 	}})
 	lines := m.frame(topT0.Add(time.Second), 200, 40)
 	lines = append(lines, m.plainLine(topT0))
@@ -173,7 +173,7 @@ func TestTopEscapes(t *testing.T) {
 		}
 	}
 	for _, want := range []string{`/tmp/s\x1b[2J.sock`, `/tmp/feed\x1b]0;title\a`, `exited\r\nEVIL`,
-		`1.2.3.4:5\x1b[31m\x9b1m`, `k\u009b2J\u202e`, `client 9 connected from 1.2.3.4:5\x1b[31m`} {
+		`1.2.3.4:5\x1b[31m\x9b1m`, `k\u009b2J\u202e`, `l\x1b[H`, `client 9 connected from 1.2.3.4:5\x1b[31m`} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("the frame lacks %q:\n%s", want, screen)
 		}
@@ -243,5 +243,37 @@ func TestTopRefuses(t *testing.T) {
 				t.Errorf("printed %q", out)
 			}
 		})
+	}
+}
+
+// Without a terminal, each event is printed once, on a line of its own
+// before the line of the sample that showed it.
+func TestTopPlainEvents(t *testing.T) {
+	var out strings.Builder
+	r := &topRun{model: *topTwoSamples(), out: &out}
+	if err := r.printPlain(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.printPlain(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	want := []string{
+		"event: slot 2 restarted (exited with code 2)",
+		"event: 2 connection(s) refused over max_clients",
+		"event: 1 slow consumer(s) disconnected",
+		"event: 1 mismatched ack(s)",
+		"event: client 3 connected from [::1]:40003",
+		"event: client 2 disconnected",
+		" lines=1500 rate=50.0 clients=2 max_ack_lag=9 refused=2 slow=1 mismatched=1 workers=2/2 restarts=1 feed=reading",
+		" lines=1500 rate=50.0 clients=2 max_ack_lag=9 refused=2 slow=1 mismatched=1 workers=2/2 restarts=1 feed=reading",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("printed %d lines, want %d:\n%s", len(got), len(want), out.String())
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("line %d is %q, want %q in it", i+1, got[i], want[i])
+		}
 	}
 }

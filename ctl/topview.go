@@ -274,7 +274,7 @@ func byteSize(n uint64) string {
 // that reaches the last column would make the terminal wrap or lose its
 // last character to the clearing that follows), at most height of them.
 func (m *topModel) frame(now time.Time, width, height int) []string {
-	width = max(width-1, 10)
+	width = max(width-1, 1)
 	height = max(height, 1)
 	var head []string
 	add := func(format string, args ...any) { head = append(head, fmt.Sprintf(format, args...)) }
@@ -328,8 +328,8 @@ func (m *topModel) frame(now time.Time, width, height int) []string {
 	if len(extra) > 0 {
 		add("         %s", strings.Join(extra, "  "))
 	}
-	for _, l := range st.Listeners {
-		add("listen   %s %s %s", escapeText(l.Name), escapeText(l.Protocol), escapeText(l.Addr))
+	for _, l := range listenerRows(st.Listeners, m.last.clients) {
+		add("%s", l)
 	}
 	add("pool     %d of %d running  restarts %d", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
 
@@ -416,21 +416,42 @@ func (m *topModel) clientRows() []string {
 	slices.SortStableFunc(cs, func(a, b control.Client) int {
 		return cmp.Or(cmp.Compare(b.QueueLines, a.QueueLines), cmp.Compare(b.AckLag, a.AckLag), cmp.Compare(a.ID, b.ID))
 	})
-	rows := []string{fmt.Sprintf("%-6s %-24s %8s %7s %9s %7s %9s %5s  %s",
-		"CLIENT", "REMOTE", "UP", "QUEUED", "QUEUE", "ACK LAG", "SENT", "BAD", "KEY")}
+	rows := []string{fmt.Sprintf("%-6s %-24s %-16s %8s %7s %9s %7s %9s %5s  %s",
+		"CLIENT", "REMOTE", "LISTENER", "UP", "QUEUED", "QUEUE", "ACK LAG", "SENT", "BAD", "KEY")}
 	now := m.last.at
 	for _, c := range cs {
 		up := "-"
 		if !c.ConnectedAt.IsZero() {
 			up = seconds(max(now.Sub(c.ConnectedAt).Seconds(), 0))
 		}
-		key := c.Key
+		key, listener := c.Key, c.Listener
 		if key == "" {
 			key = "-"
 		}
-		rows = append(rows, fmt.Sprintf("%-6d %-24s %8s %7d %9s %7d %9d %5d  %s",
-			c.ID, escapeText(c.Remote), up, c.QueueLines, byteSize(uint64(max(c.QueueBytes, 0))),
+		if listener == "" {
+			listener = "-"
+		}
+		rows = append(rows, fmt.Sprintf("%-6d %-24s %-16s %8s %7d %9s %7d %9d %5d  %s",
+			c.ID, escapeText(c.Remote), escapeText(listener), up, c.QueueLines, byteSize(uint64(max(c.QueueBytes, 0))),
 			c.AckLag, c.LinesSent, c.AcksMismatched, escapeText(key)))
+	}
+	return rows
+}
+
+// listenerRows is a line for each listener: its address and its clients,
+// with the most any of them has queued and left unacknowledged.
+func listenerRows(ls []control.Listener, cs []control.Client) []string {
+	rows := make([]string, 0, len(ls))
+	for _, l := range ls {
+		n, queued, lag := 0, int64(0), int64(0)
+		for _, c := range cs {
+			if c.Listener == l.Name {
+				n++
+				queued, lag = max(queued, c.QueueLines), max(lag, c.AckLag)
+			}
+		}
+		rows = append(rows, fmt.Sprintf("listen   %s %s %s  clients %d  most queued %d  most ack lag %d",
+			escapeText(l.Name), escapeText(l.Protocol), escapeText(l.Addr), n, queued, lag))
 	}
 	return rows
 }

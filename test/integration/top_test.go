@@ -113,7 +113,7 @@ func TestTopTerminal(t *testing.T) {
 			})
 			for _, want := range []string{
 				fmt.Sprintf("pool     %d of %d running", st.Pool.Running, st.Pool.Desired),
-				"listen   broadcast tcp " + st.Listeners[0].Addr,
+				fmt.Sprintf("listen   broadcast tcp %s  clients %d ", st.Listeners[0].Addr, st.Clients.Connected),
 				"CLIENT", "SLOT", "last 1m  ",
 			} {
 				if !strings.Contains(scr, want) {
@@ -123,7 +123,7 @@ func TestTopTerminal(t *testing.T) {
 			var cl []wireClient
 			ctlJSON(t, sock, &cl, "clients")
 			for _, c := range cl {
-				if !regexp.MustCompile(`(?m)^` + fmt.Sprint(c.ID) + ` +` + regexp.QuoteMeta(c.Remote) + ` `).MatchString(scr) {
+				if !regexp.MustCompile(`(?m)^` + fmt.Sprint(c.ID) + ` +` + regexp.QuoteMeta(c.Remote) + ` +broadcast `).MatchString(scr) {
 					t.Errorf("the pane lacks client %d from %s:\n%s", c.ID, c.Remote, scr)
 				}
 			}
@@ -145,7 +145,8 @@ func TestTopTerminal(t *testing.T) {
 			extra := harness.Dial(t, d.Addr())
 			extra.KeepAlive(short)
 			tm.waitScreen("the new client", func(s string) bool {
-				return strings.Contains(s, "clients  3 connected") && strings.Contains(s, "connected from 127.0.0.1:")
+				return strings.Contains(s, "clients  3 connected") && strings.Contains(s, "  clients 3 ") &&
+					strings.Contains(s, "connected from 127.0.0.1:")
 			})
 			extra.Close()
 			tm.waitScreen("the client gone", func(s string) bool {
