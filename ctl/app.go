@@ -159,6 +159,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				}, clientopts.Flags()...),
 				Action: cmdWatch,
 			},
+			topCommand,
 			{
 				Name:      "version",
 				Usage:     "print chattyctl's version, and chattyd's if it answers",

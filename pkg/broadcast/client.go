@@ -66,6 +66,7 @@ type client struct {
 	srv         *Server
 	conn        net.Conn
 	remote      string
+	listener    net.Addr // the address of the listener that accepted it
 	connectedAt time.Time
 	firstSeq    uint64 // the first line the client was to be sent
 	// raw is a plain TCP client's connection, read without blocking by

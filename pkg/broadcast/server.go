@@ -168,6 +168,8 @@ type ClientInfo struct {
 	// Key is the fingerprint of the key the client authenticated with on
 	// a signed listener that requires it; empty otherwise.
 	Key string
+	// Listener is the address of the listener that accepted it.
+	Listener net.Addr
 }
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
@@ -491,14 +493,14 @@ func (s *Server) acceptLoop(ln net.Listener, stop <-chan struct{}) error {
 			continue
 		}
 		delay = 0
-		s.admit(conn)
+		s.admit(conn, ln.Addr())
 	}
 }
 
 // refusal is the one line a client over max_clients receives.
 const refusal = "ERROR too many clients (max_clients %d); try again later\n"
 
-func (s *Server) admit(conn net.Conn) {
+func (s *Server) admit(conn net.Conn, listener net.Addr) {
 	lim := s.limits.Load()
 	needAuth := s.signed != nil && s.signed.auth
 	s.mu.Lock()
@@ -522,6 +524,7 @@ func (s *Server) admit(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	c.listener = listener
 	s.clients[c.id] = c
 	if c.auth.needed {
 		c.auth.counted = true
@@ -693,6 +696,7 @@ func (s *Server) Clients() []ClientInfo {
 			KeepAlives:     c.w.keepAlives.Load(),
 			UnknownLines:   c.r.unknown.Load(),
 			Key:            c.keyFingerprint(),
+			Listener:       c.listener,
 		})
 	}
 	return out

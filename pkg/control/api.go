@@ -139,6 +139,9 @@ type Client struct {
 	// Key is the fingerprint of the key the client authenticated with,
 	// on a signed listener that requires it.
 	Key string `json:"key,omitempty"`
+	// Listener is the name of the listener the client connected to, as
+	// in Status.Listeners.
+	Listener string `json:"listener,omitempty"`
 }
 
 // Worker is one slot of the worker pool.

@@ -81,6 +81,7 @@ func (b backend) Clients() []control.Client {
 		out[i] = control.Client{
 			ID:             c.ID,
 			Remote:         c.Remote,
+			Listener:       b.d.listeners.nameOf(c),
 			ConnectedAt:    c.ConnectedAt,
 			QueueBytes:     int64(c.QueueBytes),
 			QueueLines:     int64(c.QueueLines),

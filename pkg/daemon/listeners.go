@@ -357,6 +357,20 @@ func (l *listeners) clients() []broadcast.ClientInfo {
 	return out
 }
 
+// nameOf returns the name of the listener that accepted c, or "" if none
+// of the entries did.
+func (l *listeners) nameOf(c broadcast.ClientInfo) string {
+	if c.Listener == nil {
+		return ""
+	}
+	for _, e := range l.entries {
+		if e.addr.String() == c.Listener.String() {
+			return e.name
+		}
+	}
+	return ""
+}
+
 // reload applies what a new configuration changes live: limits, TLS
 // files and authorized keys. What fails to apply keeps the previous
 // setting and is logged.
