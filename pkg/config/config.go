@@ -37,6 +37,7 @@ type Config struct {
 	Feed      Feed      `yaml:"feed"`
 	Pool      Pool      `yaml:"pool"`
 	Control   Control   `yaml:"control"`
+	Metrics   Metrics   `yaml:"metrics"`
 	Identity  Identity  `yaml:"identity"`
 	Log       Log       `yaml:"log"`
 }
@@ -184,6 +185,15 @@ type Control struct {
 	Socket string `yaml:"socket"`
 	// Group names a group whose members may change things through the socket.
 	Group string `yaml:"group"`
+}
+
+// Metrics configures the Prometheus endpoint on TCP. The control socket
+// serves the same metrics at /metrics whatever this says.
+type Metrics struct {
+	// Listen is the host:port of a read-only HTTP listener that serves
+	// GET /metrics, for Prometheus to scrape; empty runs none. It changes
+	// only at restart.
+	Listen string `yaml:"listen"`
 }
 
 // Identity configures the daemon's Ed25519 identity, the key that signs
@@ -503,6 +513,14 @@ func (c *Config) Validate() []Problem {
 		}
 	default:
 		bad("pool.worker.protocol", "must be text or signed, got %q", w.Protocol)
+	}
+
+	if m := c.Metrics.Listen; m != "" {
+		if _, port, err := net.SplitHostPort(m); err != nil || port == "" {
+			bad("metrics.listen", "%q is not a host:port address (for example 127.0.0.1:9464); leave it empty to serve metrics on the control socket only", m)
+		} else if port != "0" && (m == b.Listen || m == b.TLS.Listen || m == sg.Listen) {
+			bad("metrics.listen", "must differ from broadcast.listen, broadcast.tls.listen and broadcast.signed.listen")
+		}
 	}
 
 	if k := c.Identity.KeyFile; k != "" {

@@ -692,3 +692,29 @@ broadcast:
 	_, err = Parse("nobody.yaml", []byte(nobody))
 	checkProblems(t, "nobody.yaml", err, []want{{7, "broadcast.signed.auth", "no client could ever connect"}})
 }
+
+// metrics.listen is off by default; an address is checked like the
+// listeners', and refused with the field named.
+func TestMetricsListen(t *testing.T) {
+	if Default().Metrics.Listen != "" {
+		t.Errorf("metrics.listen defaults to %q, want none", Default().Metrics.Listen)
+	}
+	cfg, err := Parse("ok.yaml", []byte("version: 1\nmetrics:\n  listen: 127.0.0.1:9464\n"))
+	if err != nil || cfg.Metrics.Listen != "127.0.0.1:9464" {
+		t.Fatalf("metrics.listen %q, %v", cfg.Metrics.Listen, err)
+	}
+	// Port 0 lets the kernel choose, for every listener alike.
+	if _, err := Parse("zero.yaml", []byte("version: 1\nbroadcast:\n  listen: 127.0.0.1:0\nmetrics:\n  listen: 127.0.0.1:0\n")); err != nil {
+		t.Errorf("port 0 for both: %v", err)
+	}
+	for _, tc := range []struct{ name, yaml, msg string }{
+		{"no port", "version: 1\nmetrics:\n  listen: localhost\n", "not a host:port address"},
+		{"empty port", "version: 1\nmetrics:\n  listen: \"127.0.0.1:\"\n", "not a host:port address"},
+		{"broadcast's", "version: 1\nmetrics:\n  listen: 127.0.0.1:54321\n", "must differ from broadcast.listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("m.yaml", []byte(tc.yaml))
+			checkProblems(t, "m.yaml", err, []want{{3, "metrics.listen", tc.msg}})
+		})
+	}
+}

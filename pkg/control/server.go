@@ -61,6 +61,7 @@ type Server struct {
 	auth       authorizer
 	maxWorkers int
 	now        func() time.Time
+	metrics    http.Handler // GET /metrics, one registry for every listener
 
 	wg sync.WaitGroup // the goroutine that calls Backend.Stop
 
@@ -92,6 +93,7 @@ func New(opts Options, b Backend, log *logrus.Entry) (*Server, error) {
 		maxWorkers: maxWorkers,
 		now:        time.Now,
 	}
+	s.metrics = s.metricsHandler()
 	s.ln = opts.Listener
 	if s.ln == nil {
 		path := opts.Path
@@ -116,6 +118,11 @@ func New(opts Options, b Backend, log *logrus.Entry) (*Server, error) {
 	}
 	return s, nil
 }
+
+// MetricsHandler returns the handler of GET /metrics, for a listener
+// besides the socket (metrics.listen): the same registry, so both answer
+// alike. It does not check the method or the path.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics }
 
 // Addr returns the socket's path.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -174,7 +181,7 @@ func (s *Server) handler() http.Handler {
 		{http.MethodGet, PathClients, false, s.handleClients},
 		{http.MethodGet, PathWorkers, false, s.handleWorkers},
 		{http.MethodGet, PathIdent, false, s.handleIdentity},
-		{http.MethodGet, PathMetrics, false, s.metricsHandler().ServeHTTP},
+		{http.MethodGet, PathMetrics, false, s.metrics.ServeHTTP},
 		{http.MethodPost, PathSend, true, s.handleSend},
 		{http.MethodPost, PathScale, true, s.handleScale},
 		{http.MethodPost, PathStop, true, s.handleStop},

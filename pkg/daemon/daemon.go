@@ -92,6 +92,7 @@ type Daemon struct {
 	source    feed.Source
 	pool      *pool.Pool
 	control   *control.Server
+	metrics   *metricsServer // nil without metrics.listen
 
 	feedLines atomic.Uint64 // lines read from the feed
 	feedBytes atomic.Uint64 // their bytes, terminators included
@@ -137,6 +138,9 @@ func New(opts Options) (_ *Daemon, err error) {
 			if d.listeners != nil {
 				d.listeners.closeAll()
 			}
+			if d.metrics != nil {
+				d.metrics.close()
+			}
 			opts.Activation.Close()
 		}
 	}()
@@ -159,6 +163,11 @@ func New(opts Options) (_ *Daemon, err error) {
 	if d.pool, err = pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool")); err != nil {
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
+	if addr := cfg.Metrics.Listen; addr != "" {
+		if d.metrics, err = bindMetrics(addr, opts.Logger.WithField(logging.FieldComponent, "metrics")); err != nil {
+			return nil, err // it names metrics.listen
+		}
+	}
 	// The control socket last: binding it fails fast when another chattyd
 	// answers there.
 	d.control, err = control.New(control.Options{
@@ -169,6 +178,9 @@ func New(opts Options) (_ *Daemon, err error) {
 	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
 	if err != nil {
 		return nil, err // it names the control socket
+	}
+	if d.metrics != nil {
+		d.metrics.serve(d.control.MetricsHandler())
 	}
 	return d, nil
 }
@@ -216,8 +228,8 @@ func (d *Daemon) stopping() bool { return d.stopBegan.Load() != 0 }
 // Run runs the daemon until ctx is done, Stop is called, a stop signal
 // arrives, or a member fails. Shutdown is ordered: workers first, so that
 // none is respawned, then the feed (stop producing), then the listeners
-// (drain and close clients), and the control socket last, so that status
-// answers while stopping. It returns nil on a clean stop, and
+// (drain and close clients), and the control socket and the metrics
+// listener last, so that status answers while stopping. It returns nil on a clean stop, and
 // ErrStoppedAtOnce when a second signal cut the stop short.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.listeners.logBound()
@@ -254,6 +266,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if d.metrics != nil {
+		d.log.Infof("Metrics are served on http://%s/metrics", d.metrics.addr())
+		g.add("metrics", func() error { return d.metrics.run(ctlCtx) })
+	}
 	if n := d.pool.Size(); n > 0 {
 		d.log.Infof("Chatting with sometimes faulty child processes (%s)", plural(n, "process", "processes"))
 	}

@@ -78,6 +78,9 @@ func restartOnly(prev, next config.Config) []string {
 	if prev.Control != next.Control {
 		out = append(out, "control")
 	}
+	if prev.Metrics != next.Metrics {
+		out = append(out, "metrics.listen")
+	}
 	if prev.Log.File != next.Log.File {
 		out = append(out, "log.file")
 	}

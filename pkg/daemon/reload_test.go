@@ -20,6 +20,7 @@ func TestReloadLimits(t *testing.T) {
 		{"max_unauthenticated", func(c *config.Config) { c.Broadcast.Signed.MaxUnauthenticated = 5 }, nil},
 		{"signed mode", func(c *config.Config) { c.Broadcast.Signed.Mode = "per-message" }, []string{"broadcast.signed"}},
 		{"signed auth", func(c *config.Config) { c.Broadcast.Signed.Auth = config.AuthAuthorizedKeys }, []string{"broadcast.signed"}},
+		{"metrics listen", func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:9464" }, []string{"metrics.listen"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
