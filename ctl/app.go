@@ -116,7 +116,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "broadcast a typed message to every client",
 				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +
 					"TYPE is one of " + typeList() + " (any case).\n" +
-					"The words of MESSAGE are joined with spaces; it must be one line.",
+					"The words of MESSAGE are joined with spaces; it must be one line,\n" +
+					"at most " + strconv.Itoa(message.MaxTextBytes) + " bytes, without control characters other than tab.",
 				Action: cmdSend,
 				BashComplete: func(c *cli.Context) {
 					if c.NArg() == 0 {
@@ -287,12 +288,17 @@ func cmdSend(c *cli.Context) error {
 	if err != nil {
 		return usagef("send: %v", err)
 	}
+	// The text is checked here as chattyd would, so that a text it would
+	// refuse is a usage error sent nowhere.
+	m := message.Message{Type: typ, Text: strings.Join(c.Args().Tail(), " ")}
+	if err := m.Validate(); err != nil {
+		return usagef("send: %v", err)
+	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err
 	}
-	text := strings.Join(c.Args().Tail(), " ")
-	resp, err := cl.Send(c.Context, control.SendRequest{Type: typ.String(), Message: text})
+	resp, err := cl.Send(c.Context, control.SendRequest{Type: typ.String(), Message: m.Text})
 	if err != nil {
 		return err
 	}

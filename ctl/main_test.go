@@ -81,8 +81,18 @@ func TestCommands(t *testing.T) {
 			wantOut: []string{"[Warning] disk almost full"}, wantCalls: []string{"send Warning disk almost full"}},
 		{name: "send one quoted argument", args: []string{"send", "INFO", "two  spaces"}, wantCode: 0,
 			wantCalls: []string{"send Info two  spaces"}},
-		{name: "send newline refused by daemon", args: []string{"send", "info", "a\nb"}, wantCode: 1,
-			wantErr: "line break"},
+		{name: "send newline", args: []string{"send", "info", "a\nb"}, wantCode: 2,
+			wantErr: "send: invalid message: the text contains a line break at byte 1"},
+		{name: "send ESC", args: []string{"send", "info", "x\x1b]0;title\x07"}, wantCode: 2,
+			wantErr: "send: invalid message: the text contains the control character U+001B at byte 1"},
+		{name: "send NUL", args: []string{"send", "info", "a", "\x00"}, wantCode: 2,
+			wantErr: "control character U+0000 at byte 2"},
+		{name: "send C1", args: []string{"send", "info", "\u009b2J"}, wantCode: 2,
+			wantErr: "control character U+009B at byte 0"},
+		{name: "send empty text", args: []string{"send", "info", ""}, wantCode: 2,
+			wantErr: "the text is empty"},
+		{name: "send tab", args: []string{"send", "info", "a\tb"}, wantCode: 0,
+			wantOut: []string{"[Info] a\tb\n"}, wantCalls: []string{"send Info a\tb"}},
 		{name: "send unknown type", args: []string{"send", "loud", "x"}, wantCode: 2,
 			wantErr: "want one of Request, Response, Critical, Info, Warning, Debug, Error"},
 		{name: "send without message", args: []string{"send", "info"}, wantCode: 2, wantErr: "want a type and a message"},
@@ -150,6 +160,21 @@ func TestCommands(t *testing.T) {
 				t.Errorf("daemon calls = %q; want %q", got, tt.wantCalls)
 			}
 		})
+	}
+}
+
+// send refuses a text chattyd would refuse before it makes any request:
+// with no daemon at the socket, the answer is the text's fault, exit 2.
+func TestSendChecksTextFirst(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, text := range []string{"\x1b[2J", "bell\a", "del\x7f", "two\nlines", strings.Repeat("x", message.MaxTextBytes+1)} {
+		code, _, errOut := runCtl(t, "--socket", sock, "send", "info", text)
+		if code != 2 || !strings.Contains(errOut, "send: invalid message: ") || strings.Contains(errOut, "cannot reach") {
+			t.Errorf("send %q = %d: %s; want 2, refused before any request", text, code, errOut)
+		}
+		if strings.ContainsFunc(strings.TrimSuffix(errOut, "\n"), message.IsControl) {
+			t.Errorf("send %q: stderr holds a control character: %q", text, errOut)
+		}
 	}
 }
 
