@@ -152,7 +152,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage:     "connect to the broadcaster as a client and print every line",
 				ArgsUsage: " ",
 				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
-					"with broadcast.idle_timeout set closes it after that long.",
+					"with broadcast.idle_timeout set closes it after that long.\n\n" +
+					"When standard output is a terminal, control characters in what is received are shown " +
+					"escaped, the way journalctl and less show them (ESC as \\x1b, a C1 control such as " +
+					"U+009B as \\u009b, a byte that is not UTF-8 as \\xff); tab and the line ends are kept. " +
+					"Otherwise, in a pipe or into a file, the bytes are written unchanged.",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},

@@ -21,7 +21,8 @@ import (
 )
 
 // cmdWatch connects to the broadcaster as a plain client and copies what
-// it receives to stdout, byte for byte. It sends nothing: no keep-alive,
+// it receives to stdout, byte for byte, or with control characters
+// escaped when stdout is a terminal. It sends nothing: no keep-alive,
 // no acknowledgement. It ends when the daemon closes the connection
 // (exit 0) or on interrupt. With --signed it reads the signed listener and
 // prints only the messages that verified with --pubkey, one per line.
@@ -93,10 +94,19 @@ func cmdWatch(c *cli.Context) error {
 		return err
 	}
 	defer conn.Close()
-	if pub != nil {
-		return watchSigned(c.Context, conn, addr, pub, key, c.App.Writer, c.App.ErrWriter)
+	// Feed lines are often other programs' output: on a terminal their
+	// control characters are shown escaped, not obeyed. A pipe gets the
+	// bytes as they are.
+	out := c.App.Writer
+	if isTerminal(out) {
+		ew := &escapingWriter{w: out}
+		defer ew.Flush()
+		out = ew
 	}
-	return watch(c.Context, conn, addr, c.App.Writer, c.App.ErrWriter)
+	if pub != nil {
+		return watchSigned(c.Context, conn, addr, pub, key, out, c.App.ErrWriter)
+	}
+	return watch(c.Context, conn, addr, out, c.App.ErrWriter)
 }
 
 func watchOptionError(err error) error {
