@@ -156,7 +156,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"When standard output is a terminal, control characters in what is received are shown " +
 					"escaped, the way journalctl and less show them (ESC as \\x1b, a C1 control such as " +
 					"U+009B as \\u009b, a byte that is not UTF-8 as \\xff); tab and the line ends are kept. " +
-					"Otherwise, in a pipe or into a file, the bytes are written unchanged.",
+					"Otherwise, in a pipe or into a file, the bytes are written unchanged.\n\n" +
+					"watch exits 0 when interrupted or when nobody reads its output any more (watch | head), " +
+					"and 1 when chattyd closes the connection, saying why when it knows.",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},

@@ -106,7 +106,7 @@ func TestWatchOnTerminalEscapes(t *testing.T) {
 	defer cancel()
 	var errOut bytes.Buffer
 	code := run(ctx, []string{"chattyctl", "watch", "--addr", broadcaster(t, hostile)}, term, &errOut)
-	if code != 0 {
+	if code != 1 || !strings.Contains(errOut.String(), "closed the connection") {
 		t.Fatalf("watch = %d; stderr %s", code, errOut.String())
 	}
 	const want = "plain\tline\n" +
@@ -138,7 +138,7 @@ func TestWatchIntoPipeIsRaw(t *testing.T) {
 	if _, err := got.ReadFrom(r); err != nil {
 		t.Fatal(err)
 	}
-	if code := <-done; code != 0 {
+	if code := <-done; code != 1 {
 		t.Fatalf("watch = %d; stderr %s", code, errOut.String())
 	}
 	if got.String() != hostile {
