@@ -245,6 +245,22 @@ func TestNoDaemon(t *testing.T) {
 	}
 }
 
+// --socket naming a regular file (a config file given by mistake, say)
+// is said to be no socket, not a stale one.
+func TestSocketIsNoSocket(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "chattyd.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status"}, {"stop"}} {
+		code, _, errOut := runCtl(t, append([]string{"--socket", file}, args...)...)
+		want := "chattyctl: cannot reach chattyd at " + file + ": it is a regular file, not a socket; check --socket, CHATTY_SOCKET or control.socket\n"
+		if code != 1 || errOut != want {
+			t.Errorf("%v on a regular file = %d, %q; want 1, %q", args, code, errOut, want)
+		}
+	}
+}
+
 func TestSocketFromEnvAndConfig(t *testing.T) {
 	_, sock := fakeDaemon(t)
 	t.Run("env", func(t *testing.T) {
