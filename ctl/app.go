@@ -116,7 +116,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "broadcast a typed message to every client",
 				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +
 					"TYPE is one of " + typeList() + " (any case).\n" +
-					"The words of MESSAGE are joined with spaces; it must be one line.",
+					"The words of MESSAGE are joined with spaces; it must be one line,\n" +
+					"at most " + strconv.Itoa(message.MaxTextBytes) + " bytes, without control characters other than tab.",
 				Action: cmdSend,
 				BashComplete: func(c *cli.Context) {
 					if c.NArg() == 0 {
@@ -151,7 +152,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage:     "connect to the broadcaster as a client and print every line",
 				ArgsUsage: " ",
 				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
-					"with broadcast.idle_timeout set closes it after that long.",
+					"with broadcast.idle_timeout set closes it after that long.\n\n" +
+					"When standard output is a terminal, control characters in what is received are shown " +
+					"escaped, the way journalctl and less show them (ESC as \\x1b, a C1 control such as " +
+					"U+009B as \\u009b, a byte that is not UTF-8 as \\xff); tab and the line ends are kept. " +
+					"Otherwise, in a pipe or into a file, the bytes are written unchanged.\n\n" +
+					"watch exits 0 when interrupted or when nobody reads its output any more (watch | head), " +
+					"and 1 when chattyd closes the connection, saying why when it knows.",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
@@ -288,12 +295,17 @@ func cmdSend(c *cli.Context) error {
 	if err != nil {
 		return usagef("send: %v", err)
 	}
+	// The text is checked here as chattyd would, so that a text it would
+	// refuse is a usage error sent nowhere.
+	m := message.Message{Type: typ, Text: strings.Join(c.Args().Tail(), " ")}
+	if err := m.Validate(); err != nil {
+		return usagef("send: %v", err)
+	}
 	cl, err := newClient(c)
 	if err != nil {
 		return err
 	}
-	text := strings.Join(c.Args().Tail(), " ")
-	resp, err := cl.Send(c.Context, control.SendRequest{Type: typ.String(), Message: text})
+	resp, err := cl.Send(c.Context, control.SendRequest{Type: typ.String(), Message: m.Text})
 	if err != nil {
 		return err
 	}

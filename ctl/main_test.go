@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -81,8 +83,18 @@ func TestCommands(t *testing.T) {
 			wantOut: []string{"[Warning] disk almost full"}, wantCalls: []string{"send Warning disk almost full"}},
 		{name: "send one quoted argument", args: []string{"send", "INFO", "two  spaces"}, wantCode: 0,
 			wantCalls: []string{"send Info two  spaces"}},
-		{name: "send newline refused by daemon", args: []string{"send", "info", "a\nb"}, wantCode: 1,
-			wantErr: "line break"},
+		{name: "send newline", args: []string{"send", "info", "a\nb"}, wantCode: 2,
+			wantErr: "send: invalid message: the text contains a line break at byte 1"},
+		{name: "send ESC", args: []string{"send", "info", "x\x1b]0;title\x07"}, wantCode: 2,
+			wantErr: "send: invalid message: the text contains the control character U+001B at byte 1"},
+		{name: "send NUL", args: []string{"send", "info", "a", "\x00"}, wantCode: 2,
+			wantErr: "control character U+0000 at byte 2"},
+		{name: "send C1", args: []string{"send", "info", "\u009b2J"}, wantCode: 2,
+			wantErr: "control character U+009B at byte 0"},
+		{name: "send empty text", args: []string{"send", "info", ""}, wantCode: 2,
+			wantErr: "the text is empty"},
+		{name: "send tab", args: []string{"send", "info", "a\tb"}, wantCode: 0,
+			wantOut: []string{"[Info] a\tb\n"}, wantCalls: []string{"send Info a\tb"}},
 		{name: "send unknown type", args: []string{"send", "loud", "x"}, wantCode: 2,
 			wantErr: "want one of Request, Response, Critical, Info, Warning, Debug, Error"},
 		{name: "send without message", args: []string{"send", "info"}, wantCode: 2, wantErr: "want a type and a message"},
@@ -153,6 +165,21 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// send refuses a text chattyd would refuse before it makes any request:
+// with no daemon at the socket, the answer is the text's fault, exit 2.
+func TestSendChecksTextFirst(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, text := range []string{"\x1b[2J", "bell\a", "del\x7f", "two\nlines", strings.Repeat("x", message.MaxTextBytes+1)} {
+		code, _, errOut := runCtl(t, "--socket", sock, "send", "info", text)
+		if code != 2 || !strings.Contains(errOut, "send: invalid message: ") || strings.Contains(errOut, "cannot reach") {
+			t.Errorf("send %q = %d: %s; want 2, refused before any request", text, code, errOut)
+		}
+		if strings.ContainsFunc(strings.TrimSuffix(errOut, "\n"), message.IsControl) {
+			t.Errorf("send %q: stderr holds a control character: %q", text, errOut)
+		}
+	}
+}
+
 func TestStatusJSON(t *testing.T) {
 	b, sock := fakeDaemon(t)
 	code, out, errOut := runCtl(t, "--socket", sock, "status", "--json")
@@ -214,6 +241,22 @@ func TestNoDaemon(t *testing.T) {
 		code, _, errOut := runCtl(t, append([]string{"--socket", sock}, args...)...)
 		if code != 1 || !strings.Contains(errOut, "cannot reach chattyd at "+sock+": no such file; is chattyd running?") {
 			t.Errorf("%v without daemon = %d, %q; want 1 and the is-it-running message", args, code, errOut)
+		}
+	}
+}
+
+// --socket naming a regular file (a config file given by mistake, say)
+// is said to be no socket, not a stale one.
+func TestSocketIsNoSocket(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "chattyd.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status"}, {"stop"}} {
+		code, _, errOut := runCtl(t, append([]string{"--socket", file}, args...)...)
+		want := "chattyctl: cannot reach chattyd at " + file + ": it is a regular file, not a socket; check --socket, CHATTY_SOCKET or control.socket\n"
+		if code != 1 || errOut != want {
+			t.Errorf("%v on a regular file = %d, %q; want 1, %q", args, code, errOut, want)
 		}
 	}
 }
@@ -296,20 +339,83 @@ func TestWatch(t *testing.T) {
 	t.Run("addr flag", func(t *testing.T) {
 		addr := broadcaster(t, lines)
 		code, out, errOut := runCtl(t, "--socket", "/nonexistent.sock", "watch", "--addr", addr)
-		if code != 0 || out != lines {
-			t.Fatalf("watch = %d, %q; want 0, %q; stderr %s", code, out, lines, errOut)
+		if code != 1 || out != lines {
+			t.Fatalf("watch = %d, %q; want 1, %q; stderr %s", code, out, lines, errOut)
 		}
-		if !strings.Contains(errOut, "closed the connection") {
-			t.Errorf("stderr %q does not say the connection closed", errOut)
+		if want := "chattyctl: " + addr + " closed the connection (chattyd stopped"; !strings.HasPrefix(errOut, want) {
+			t.Errorf("stderr %q does not say the connection closed (%q)", errOut, want)
 		}
 	})
 	t.Run("addr from status", func(t *testing.T) {
 		b, sock := fakeDaemon(t)
 		b.StatusValue.Listeners[0].Addr = broadcaster(t, lines)
 		code, out, errOut := runCtl(t, "--socket", sock, "watch")
-		if code != 0 || out != lines {
-			t.Fatalf("watch = %d, %q; want 0, %q; stderr %s", code, out, lines, errOut)
+		if code != 1 || out != lines || !strings.Contains(errOut, "closed the connection") {
+			t.Fatalf("watch = %d, %q; want 1, %q; stderr %s", code, out, lines, errOut)
 		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		const refusal = "ERROR too many clients (max_clients 1); try again later"
+		addr := broadcaster(t, refusal+"\n")
+		code, _, errOut := runCtl(t, "watch", "--addr", addr)
+		if want := "chattyctl: " + addr + ` refused the connection: "` + refusal + `"` + "\n"; code != 1 || errOut != want {
+			t.Fatalf("watch refused = %d, %q; want 1, %q", code, errOut, want)
+		}
+	})
+	t.Run("an ERROR feed line is no refusal", func(t *testing.T) {
+		code, _, errOut := runCtl(t, "watch", "--addr", broadcaster(t, "ok\nERROR disk failed\n"))
+		if code != 1 || !strings.Contains(errOut, "closed the connection") {
+			t.Fatalf("watch = %d, %q; want 1, closed the connection", code, errOut)
+		}
+	})
+	t.Run("stdout closed", func(t *testing.T) {
+		// A broadcaster that writes until its client goes.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for i := 0; ; i++ {
+				if _, err := fmt.Fprintf(c, "line %d\n", i); err != nil {
+					return
+				}
+			}
+		}()
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var errOut bytes.Buffer
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"chattyctl", "watch", "--addr", ln.Addr().String()}, w, &errOut)
+			w.Close()
+		}()
+		// As head -2 does: read two lines, then close.
+		br := bufio.NewReader(r)
+		for range 2 {
+			if _, err := br.ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.Close()
+		if code := <-done; code != 0 || errOut.Len() != 0 {
+			t.Fatalf("watch into a closed pipe = %d; stderr %q; want 0 and nothing said", code, errOut.String())
+		}
+		if ctx.Err() != nil {
+			t.Fatal("watch ended by the test's timeout, not by the closed pipe")
+		}
+		<-served
 	})
 	t.Run("interrupted", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -419,8 +525,8 @@ func writePub(t *testing.T, pub ed25519.PublicKey) string {
 }
 
 // watch --signed prints the messages that verify, a typed one as its text
-// line, and stops with an error at a tampered byte without printing what
-// follows.
+// line, until the server closes the connection (exit 1), and stops with an
+// error at a tampered byte without printing what follows.
 func TestWatchSigned(t *testing.T) {
 	stream, pub := signedStream(t, "one", "payload number two", "three")
 	pubFile := writePub(t, pub)
@@ -429,7 +535,7 @@ func TestWatchSigned(t *testing.T) {
 		b.StatusValue.Listeners = append(b.StatusValue.Listeners,
 			control.Listener{Name: "broadcast-signed", Addr: broadcaster(t, string(stream)), Protocol: "signed"})
 		code, out, errOut := runCtl(t, "--socket", sock, "watch", "--signed", "--pubkey", pubFile)
-		if code != 0 || out != "one\npayload number two\nthree\n" {
+		if code != 1 || out != "one\npayload number two\nthree\n" || !strings.Contains(errOut, "closed the connection") {
 			t.Fatalf("watch --signed = %d, %q; stderr %s", code, out, errOut)
 		}
 	})
@@ -438,7 +544,7 @@ func TestWatchSigned(t *testing.T) {
 		warn := message.Message{Type: message.Warning, Text: "disk almost full", Time: sent}
 		typed, pub := signedMessages(t, message.Message{Type: message.Info, Text: "a feed line", Time: sent}, warn)
 		code, out, errOut := runCtl(t, "watch", "--signed", "--pubkey", writePub(t, pub), "--addr", broadcaster(t, string(typed)))
-		if want := "a feed line\n" + warn.String() + "\n"; code != 0 || out != want {
+		if want := "a feed line\n" + warn.String() + "\n"; code != 1 || out != want {
 			t.Fatalf("watch --signed = %d, %q; want %q; stderr %s", code, out, want, errOut)
 		}
 	})

@@ -66,7 +66,7 @@ func cmdTop(c *cli.Context) error {
 	}
 	t.model.update(first)
 	out, _ := c.App.Writer.(*os.File)
-	term := out != nil && isTerminal(int(out.Fd()))
+	term := out != nil && isTerminalFD(int(out.Fd()))
 	switch {
 	case c.Bool("once"):
 		return t.once(c.Context, term)
@@ -260,12 +260,6 @@ func readKeys(ctx context.Context, in int, quit func()) {
 			return
 		}
 	}
-}
-
-// isTerminal reports whether fd is a terminal.
-func isTerminal(fd int) bool {
-	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	return err == nil
 }
 
 // cbreak puts the terminal fd in a mode where each key is read as typed,

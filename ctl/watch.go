@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -9,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -21,10 +24,13 @@ import (
 )
 
 // cmdWatch connects to the broadcaster as a plain client and copies what
-// it receives to stdout, byte for byte. It sends nothing: no keep-alive,
-// no acknowledgement. It ends when the daemon closes the connection
-// (exit 0) or on interrupt. With --signed it reads the signed listener and
-// prints only the messages that verified with --pubkey, one per line.
+// it receives to stdout, byte for byte, or with control characters
+// escaped when stdout is a terminal. It sends nothing: no keep-alive,
+// no acknowledgement. It ends on interrupt (exit 0), when nobody reads
+// stdout any more (watch | head; exit 0), or when the daemon closes the
+// connection unasked (exit 1, saying why when it knows). With --signed it
+// reads the signed listener and prints only the messages that verified
+// with --pubkey, one per line.
 func cmdWatch(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
@@ -93,10 +99,54 @@ func cmdWatch(c *cli.Context) error {
 		return err
 	}
 	defer conn.Close()
-	if pub != nil {
-		return watchSigned(c.Context, conn, addr, pub, key, c.App.Writer, c.App.ErrWriter)
+	// A reader of stdout that goes (watch | head) ends the watch: the
+	// write fails with EPIPE rather than the process dying of SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
+	defer signal.Reset(syscall.SIGPIPE)
+	stdout := &output{w: c.App.Writer}
+	// Feed lines are often other programs' output: on a terminal their
+	// control characters are shown escaped, not obeyed. A pipe gets the
+	// bytes as they are.
+	var out io.Writer = stdout
+	if isTerminal(c.App.Writer) {
+		ew := &escapingWriter{w: stdout}
+		defer ew.Flush()
+		out = ew
 	}
-	return watch(c.Context, conn, addr, c.App.Writer, c.App.ErrWriter)
+	if pub != nil {
+		err = watchSigned(c.Context, conn, addr, pub, key, out)
+	} else {
+		err = watch(c.Context, conn, addr, out)
+	}
+	if stdout.closed() {
+		return nil // nobody reads any more: the end of a pipeline, as for cat
+	}
+	return err
+}
+
+// output is watch's standard output. It keeps the first write error, to
+// tell a reader that has gone from a failed connection.
+type output struct {
+	w   io.Writer
+	err error
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
+}
+
+// closed reports whether a write failed because nobody reads stdout any
+// more: a pipe whose other end was closed.
+func (o *output) closed() bool { return errors.Is(o.err, syscall.EPIPE) }
+
+// errClosed is a connection the broadcaster closed without being asked:
+// chattyd stopped, or closed an idle client (broadcast.idle_timeout).
+func errClosed(addr string) error {
+	return fmt.Errorf("%s closed the connection (chattyd stopped, or closed this client: its log says why)", addr)
 }
 
 func watchOptionError(err error) error {
@@ -128,7 +178,7 @@ func dial(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
 // verified with pub, one per line (see appendWatched). A stream that fails
 // verification ends it with an error; nothing unverified is printed. A
 // CHALLENGE is answered with key, or ends the watch if there is none.
-func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, out, errOut io.Writer) error {
+func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, out io.Writer) error {
 	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
 	if err != nil {
 		return err
@@ -177,8 +227,7 @@ func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.Pu
 			if err := v.Close(); err != nil {
 				return fmt.Errorf("%s: %w", addr, err)
 			}
-			fmt.Fprintf(errOut, "chattyctl: %s closed the connection\n", addr)
-			return nil
+			return errClosed(addr)
 		case rerr != nil:
 			return fmt.Errorf("watch %s: %w", addr, rerr)
 		}
@@ -212,16 +261,47 @@ func appendWatched(dst []byte, m *signed.Message) []byte {
 	return append(tm.AppendText(dst), '\n')
 }
 
-func watch(ctx context.Context, conn net.Conn, addr string, out, errOut io.Writer) error {
+// watch copies what a text listener sends to out, until the connection
+// ends: an error, as chattyd closed it unasked, unless ctx was cancelled.
+// The listener's refusal, an ERROR line alone, is the error's reason.
+func watch(ctx context.Context, conn net.Conn, addr string, out io.Writer) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	_, err := io.Copy(out, conn)
+	var start streamStart
+	_, err := io.Copy(out, io.TeeReader(conn, &start))
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal way to end a watch
 	}
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", addr, err)
 	}
-	fmt.Fprintf(errOut, "chattyctl: %s closed the connection\n", addr)
-	return nil
+	if why, ok := start.refusal(); ok {
+		return fmt.Errorf("%s refused the connection: %q", addr, why)
+	}
+	return errClosed(addr)
+}
+
+// streamStart keeps the start of a stream, to find the listener's refusal:
+// "ERROR too many clients (max_clients N); try again later\n", alone.
+type streamStart struct {
+	b []byte
+	n int64 // bytes seen
+}
+
+func (f *streamStart) Write(p []byte) (int, error) {
+	if room := 512 - len(f.b); room > 0 {
+		f.b = append(f.b, p[:min(room, len(p))]...)
+	}
+	f.n += int64(len(p))
+	return len(p), nil
+}
+
+// refusal returns the ERROR line, without its "\n", if it was all the
+// stream held.
+func (f *streamStart) refusal() (string, bool) {
+	line, ok := bytes.CutSuffix(f.b, []byte("\n"))
+	if !ok || int64(len(f.b)) != f.n || !bytes.HasPrefix(line, []byte("ERROR ")) || bytes.IndexByte(line, '\n') >= 0 {
+		return "", false
+	}
+	return string(line), true
 }

@@ -155,11 +155,14 @@ type Worker struct {
 	LastExit      string    `json:"last_exit"` // such as "exited with code 2"
 }
 
-// SendRequest asks the daemon to broadcast a typed message.
+// SendRequest asks the daemon to broadcast a typed message. Its body has
+// exactly the keys "type" and "message", each once; so has every request
+// body its own keys (see decodeStrict).
 type SendRequest struct {
 	// Type is a message type name, matched without regard to case.
 	Type string `json:"type"`
-	// Message is the text: one line, at most message.MaxTextBytes bytes.
+	// Message is the text: one line, at most message.MaxTextBytes bytes,
+	// without control characters other than tab (message.IsControl).
 	Message string `json:"message"`
 }
 

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -34,22 +37,87 @@ func writeDecodeError(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, err.Error())
 }
 
-// decodeStrict decodes exactly one JSON value from r into v, refusing
-// unknown fields, and explains what is wrong in terms a user can act on.
-func decodeStrict(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// decodeStrict decodes exactly one JSON object from r into v, and explains
+// what is wrong in terms a user can act on. Stricter than encoding/json, it
+// refuses a key that appears twice (encoding/json would keep the last) and
+// any key that is not exactly one of fields (encoding/json would match
+// "Type" or "TYPE" to "type").
+func decodeStrict(r io.Reader, v any, fields ...string) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return explain(err)
+	}
+	// First the syntax, and that there is one value only, so that the
+	// walk over the keys meets valid JSON.
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return explain(err)
 	}
 	var extra json.RawMessage
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
-		return nil
 	case err != nil:
 		return explain(err)
+	default:
+		return badRequest("the body must hold a single JSON object; found more after it")
 	}
-	return badRequest("the body must hold a single JSON object; found more after it")
+	if err := checkKeys(data, fields); err != nil {
+		return err
+	}
+	dec = json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return explain(err)
+	}
+	return nil
+}
+
+// checkKeys walks the object in data, valid JSON, and refuses a key that
+// is not one of fields, compared byte for byte, or that appears twice. Its
+// errors name the key and its byte offset in data. A value that is not an
+// object is left for the decoder to refuse.
+func checkKeys(data []byte, fields []string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		before := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return explain(err)
+		}
+		key, _ := tok.(string)
+		// Between the previous token and the key are only spaces and a
+		// comma: the key starts at the first quote.
+		at := before + int64(bytes.IndexByte(data[before:], '"'))
+		switch {
+		case seen[key]:
+			return badRequest("duplicate key %q at byte %d: each field may appear once", key, at)
+		case !slices.Contains(fields, key):
+			return badRequest("unknown field %q at byte %d: %s", key, at, fieldList(fields))
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return explain(err)
+		}
+	}
+	return nil
+}
+
+// fieldList says which fields a request takes.
+func fieldList(fields []string) string {
+	if len(fields) == 0 {
+		return "this request takes no field"
+	}
+	q := make([]string, len(fields))
+	for i, f := range fields {
+		q[i] = strconv.Quote(f)
+	}
+	return "the fields are " + strings.Join(q, " and ") + ", in lower case"
 }
 
 func explain(err error) error {
@@ -74,8 +142,7 @@ func explain(err error) error {
 		}
 		return badRequest("field %q must be %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
 	}
-	// Unknown fields and other decoder complaints are already readable:
-	// `json: unknown field "worker"`.
+	// Other decoder complaints are readable as they are.
 	return badRequest("%v", err)
 }
 
@@ -99,7 +166,7 @@ type sendBody struct {
 // stamped with now and validated.
 func decodeSend(r io.Reader, now time.Time) (message.Message, error) {
 	var b sendBody
-	if err := decodeStrict(r, &b); err != nil {
+	if err := decodeStrict(r, &b, "type", "message"); err != nil {
 		return message.Message{}, err
 	}
 	if b.Type == nil {
@@ -129,7 +196,7 @@ type scaleBody struct {
 // checked to be within 0..max.
 func decodeScale(r io.Reader, max int) (int, error) {
 	var b scaleBody
-	if err := decodeStrict(r, &b); err != nil {
+	if err := decodeStrict(r, &b, "workers"); err != nil {
 		return 0, err
 	}
 	if b.Workers == nil {

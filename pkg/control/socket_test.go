@@ -481,20 +481,32 @@ func TestClientConnErrors(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("not a socket\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name string
-		path string
-		want string
+		name       string
+		path       string
+		want       string
+		notRunning bool
 	}{
-		{"missing", filepath.Join(dir, "none.sock"), "cannot reach chattyd at " + filepath.Join(dir, "none.sock") + ": no such file; is chattyd running?"},
-		{"stale", stale, "connection refused (a stale socket); is chattyd running?"},
+		{"missing", filepath.Join(dir, "none.sock"), "cannot reach chattyd at " + filepath.Join(dir, "none.sock") + ": no such file; is chattyd running?", true},
+		{"stale", stale, "connection refused (a stale socket); is chattyd running?", true},
+		{"regular file", file, "cannot reach chattyd at " + file + ": it is a regular file, not a socket; check --socket", false},
+		{"link to a regular file", link, "it is a regular file, not a socket", false},
+		{"directory", dir, "it is a directory, not a socket", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := client.New(tt.path).Status(t.Context())
 			var ce *client.ConnError
-			if !errors.As(err, &ce) || !ce.NotRunning() {
-				t.Fatalf("error = %T %v; want a *client.ConnError that is NotRunning", err, err)
+			if !errors.As(err, &ce) || ce.NotRunning() != tt.notRunning {
+				t.Fatalf("error = %T %v; want a *client.ConnError, NotRunning %v", err, err, tt.notRunning)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %q does not contain %q", err, tt.want)

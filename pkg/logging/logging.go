@@ -1,6 +1,12 @@
 // Package logging builds chattyd's logrus loggers: a text format shaped like
 // the original server's ("[INFO] [connection: 3] New connection established"),
 // a JSON format, journal awareness and a reopenable log file.
+//
+// Both formats write no control character raw: log lines quote feed lines
+// and clients' lines, which are anybody's bytes, and a log read on a
+// terminal must not drive it. The text format escapes them in the message
+// (message.AppendEscaped: "\x1b") and quotes a field that holds one; the
+// JSON format writes them as \u escapes.
 package logging
 
 import (
@@ -14,6 +20,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/chatty-dev/chatty/pkg/message"
 )
 
 // Scope fields are rendered as a bracketed prefix in the text format, in
@@ -25,7 +33,8 @@ const (
 	FieldComponent  = "component"  // package that logged; JSON only
 )
 
-// TextFormatter renders entries as "TIME [LEVEL] [scope] message k=v".
+// TextFormatter renders entries as "TIME [LEVEL] [scope] message k=v",
+// control characters escaped.
 type TextFormatter struct {
 	// NoTime drops the timestamp, for the journal, which adds its own.
 	NoTime bool
@@ -49,7 +58,7 @@ func (f *TextFormatter) Format(e *logrus.Entry) ([]byte, error) {
 	if v, ok := e.Data[FieldScope]; ok {
 		fmt.Fprintf(&b, "[%v] ", v)
 	}
-	b.WriteString(e.Message)
+	b.Write(message.AppendEscaped(nil, []byte(e.Message)))
 	keys := make([]string, 0, len(e.Data))
 	for k := range e.Data {
 		switch k {
@@ -71,7 +80,7 @@ func (f *TextFormatter) Format(e *logrus.Entry) ([]byte, error) {
 			v = err.Error()
 		}
 		s := fmt.Sprint(v)
-		if strings.ContainsAny(s, " \t\"=") || s == "" {
+		if strings.ContainsAny(s, " \t\"=") || s == "" || message.Escape(s) != s {
 			s = fmt.Sprintf("%q", s)
 		}
 		fmt.Fprintf(&b, " %s=%s", k, s)
@@ -125,14 +134,54 @@ func SetFormat(l *logrus.Logger, format string, journal bool) error {
 	case "text", "":
 		l.SetFormatter(&TextFormatter{NoTime: journal})
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{
+		l.SetFormatter(&jsonFormatter{logrus.JSONFormatter{
 			TimestampFormat:  time.RFC3339Nano,
 			DisableTimestamp: journal,
-		})
+		}})
 	default:
 		return fmt.Errorf("unknown log format %q (want text or json)", format)
 	}
 	return nil
+}
+
+// jsonFormatter is logrus's JSON format with DEL and the C1 controls
+// escaped too: encoding/json escapes only U+0000 to U+001F.
+type jsonFormatter struct{ logrus.JSONFormatter }
+
+// Format implements logrus.Formatter.
+func (f *jsonFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	b, err := f.JSONFormatter.Format(e)
+	if err != nil {
+		return nil, err
+	}
+	return escapeJSONControls(b), nil
+}
+
+// escapeJSONControls rewrites DEL and the C1 controls (UTF-8 C2 80 to
+// C2 9F) in b, JSON that encoding/json wrote, as \u escapes. They can only
+// be inside strings, where the escape means the same character; a C2 byte
+// always leads a character in the valid UTF-8 encoding/json writes.
+func escapeJSONControls(b []byte) []byte {
+	const hex = "0123456789abcdef"
+	i := bytes.IndexFunc(b, func(r rune) bool { return r >= 0x7f && r <= 0x9f })
+	if i < 0 {
+		return b
+	}
+	out := append(make([]byte, 0, len(b)+16), b[:i]...)
+	for i < len(b) {
+		switch c := b[i]; {
+		case c == 0x7f:
+			out = append(out, `\u007f`...)
+			i++
+		case c == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f:
+			out = append(out, '\\', 'u', '0', '0', hex[b[i+1]>>4], hex[b[i+1]&0xf])
+			i += 2
+		default:
+			out = append(out, c)
+			i++
+		}
+	}
+	return out
 }
 
 // File is a log destination that can be reopened, for logrotate. It is safe

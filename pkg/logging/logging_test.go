@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,60 @@ func TestJSONFormat(t *testing.T) {
 	}
 	if err := SetFormat(l, "xml", false); err == nil {
 		t.Error("an unknown format was accepted")
+	}
+}
+
+// A feed line or a client's line in a log line must not drive the
+// terminal the log is read on: no control byte goes out raw, in either
+// format, whether in the message or in a field.
+func TestFormatsEscapeControls(t *testing.T) {
+	const hostile = "\x1b]0;owned\x07 \x1b[2J nul\x00 del\x7f csi\u009b stray\x9b tab\tok é"
+	raw := func(b []byte) (int, bool) {
+		for i, c := range b {
+			if c == '\n' && i == len(b)-1 {
+				continue
+			}
+			if c < 0x20 && c != '\t' || c == 0x7f || c == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f || c == 0x9b && (i == 0 || b[i-1] != 0xc2) {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	e := &logrus.Entry{Data: logrus.Fields{FieldScope: "stdin", "line": "a\x1bb"}, Level: logrus.DebugLevel,
+		Message: "Received: " + hostile, Time: time.Date(2026, 11, 24, 1, 2, 3, 4e6, time.UTC)}
+	text, err := (&TextFormatter{NoTime: true}).Format(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := raw(text); ok {
+		t.Errorf("text line holds a raw control byte at %d: %q", i, text)
+	}
+	const want = `[DEBUG] [stdin] Received: \x1b]0;owned\x07 \x1b[2J nul\x00 del\x7f csi\u009b stray\x9b tab` + "\tok é" + ` line="a\x1bb"` + "\n"
+	if string(text) != want {
+		t.Errorf("text line\n%q\nwant\n%q", text, want)
+	}
+
+	l := logrus.New()
+	var buf bytes.Buffer
+	l.SetOutput(&buf)
+	if err := SetFormat(l, "json", false); err != nil {
+		t.Fatal(err)
+	}
+	l.SetLevel(logrus.DebugLevel)
+	l.WithField("line", "a\u009bb\x7f").Debug("Received: " + hostile)
+	if i, ok := raw(buf.Bytes()); ok {
+		t.Errorf("JSON line holds a raw control byte at %d: %q", i, buf.Bytes())
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatalf("not JSON: %q", buf.String())
+	}
+	// encoding/json makes the stray byte U+FFFD; the rest reads back.
+	if want := "Received: " + strings.Replace(hostile, "stray\x9b", "stray\uFFFD", 1); m["msg"] != want {
+		t.Errorf("msg = %q; want %q", m["msg"], want)
+	}
+	if m["line"] != "a\u009bb\x7f" {
+		t.Errorf("line = %q", m["line"])
 	}
 }
 

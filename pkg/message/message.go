@@ -1,8 +1,8 @@
 // Package message defines chatty's typed messages, the seven types of the
 // original client-server (Request, Response, Critical, Info, Warning, Debug,
 // Error), and their one-line form in the text protocol (AppendText). The
-// line, and why a line break is rejected rather than escaped, are in
-// docs/control.md, "Typed messages".
+// line, and why a line break or another control character (IsControl) is
+// rejected rather than escaped, are in docs/control.md, "Typed messages".
 package message
 
 import (
@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Type is the kind of a message. The zero Type is not valid.
@@ -103,7 +104,8 @@ type Message struct {
 }
 
 // Validate reports why m cannot be sent: an invalid type, an empty text, a
-// text longer than MaxTextBytes or one containing a line break.
+// text longer than MaxTextBytes, or one containing a line break or another
+// control character (IsControl).
 func (m *Message) Validate() error {
 	switch {
 	case !m.Type.Valid():
@@ -113,10 +115,64 @@ func (m *Message) Validate() error {
 	case len(m.Text) > MaxTextBytes:
 		return fmt.Errorf("%w: the text is %d bytes, more than the limit of %d", ErrInvalid, len(m.Text), MaxTextBytes)
 	}
-	if i := strings.IndexAny(m.Text, "\r\n"); i >= 0 {
-		return fmt.Errorf("%w: the text contains a line break at byte %d; a message is one line, send several messages instead", ErrInvalid, i)
+	return checkText(m.Text)
+}
+
+// checkText reports the first line break or other control character in s.
+func checkText(s string) error {
+	for i, r := range s {
+		switch {
+		case r == '\n' || r == '\r':
+			return fmt.Errorf("%w: the text contains a line break at byte %d; a message is one line, send several messages instead", ErrInvalid, i)
+		case IsControl(r):
+			return fmt.Errorf("%w: the text contains the control character %U at byte %d; control characters other than tab are refused, as they would reach terminals and logs as they are", ErrInvalid, r, i)
+		}
 	}
 	return nil
+}
+
+// IsControl reports whether r is a control character that a message text
+// may not hold and that chattyctl watch and chattyd's log show escaped:
+// U+0000 to U+001F except tab, U+007F (DEL) and the C1 controls U+0080 to
+// U+009F. Line feed and carriage return are among them.
+func IsControl(r rune) bool {
+	return (r < 0x20 && r != '\t') || (r >= 0x7f && r <= 0x9f)
+}
+
+// AppendEscaped appends s to dst with every control character (IsControl)
+// and every byte that is not part of valid UTF-8 replaced by an escape, the
+// way journalctl and less show them: "\x1b" for a C0 control or DEL,
+// "\u009b" for a C1 control, "\xff" for a stray byte. Everything else,
+// tab and backslash included, is copied as it is: the result is for eyes
+// and terminals, not meant to be decoded back.
+func AppendEscaped(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	for len(s) > 0 {
+		r, n := utf8.DecodeRune(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			dst = append(dst, '\\', 'x', hex[s[0]>>4], hex[s[0]&0xf])
+		case IsControl(r) && r < 0x80:
+			dst = append(dst, '\\', 'x', hex[r>>4], hex[r&0xf])
+		case IsControl(r):
+			dst = append(dst, '\\', 'u', '0', '0', hex[r>>4], hex[r&0xf])
+		default:
+			dst = append(dst, s[:n]...)
+		}
+		s = s[n:]
+	}
+	return dst
+}
+
+// Escape returns s as AppendEscaped writes it: s itself when it needs no
+// escape.
+func Escape(s string) string {
+	for i, r := range s {
+		if IsControl(r) || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) {
+			return string(AppendEscaped(make([]byte, 0, len(s)+8), []byte(s)))
+		}
+	}
+	return s
 }
 
 // timeLayout is RFC 3339 with exactly three fractional digits.

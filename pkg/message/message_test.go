@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestParseType(t *testing.T) {
@@ -88,6 +89,16 @@ func TestValidate(t *testing.T) {
 		{"newline", Message{Type: Info, Text: "a\nb"}, "line break at byte 1"},
 		{"carriage return", Message{Type: Info, Text: "ab\r"}, "line break at byte 2"},
 		{"only newline", Message{Type: Info, Text: "\n"}, "line break at byte 0"},
+		{"NUL", Message{Type: Info, Text: "a\x00b"}, "control character U+0000 at byte 1"},
+		{"ESC of a title sequence", Message{Type: Info, Text: "x\x1b]0;owned\x07"}, "control character U+001B at byte 1"},
+		{"BEL", Message{Type: Info, Text: "ding\a"}, "control character U+0007 at byte 4"},
+		{"unit separator", Message{Type: Info, Text: "\x1f"}, "control character U+001F at byte 0"},
+		{"DEL", Message{Type: Info, Text: "ab\x7f"}, "control character U+007F at byte 2"},
+		{"C1 CSI", Message{Type: Info, Text: "é\u009b2J"}, "control character U+009B at byte 2"},
+		{"first C1", Message{Type: Info, Text: "\u0080"}, "control character U+0080"},
+		{"last C1", Message{Type: Info, Text: "\u009f"}, "control character U+009F"},
+		{"first after C1", Message{Type: Info, Text: "\u00a0nbsp"}, ""},
+		{"first problem wins", Message{Type: Info, Text: "a\x1bb\nc"}, "control character U+001B at byte 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,4 +141,57 @@ func TestAppendText(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestIsControl(t *testing.T) {
+	for r := rune(0); r < 0x200; r++ {
+		want := r <= 0x1f && r != '\t' || r >= 0x7f && r <= 0x9f
+		if got := IsControl(r); got != want {
+			t.Errorf("IsControl(%U) = %v; want %v", r, got, want)
+		}
+	}
+}
+
+func TestEscape(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"plain text, tab\tand \\ kept", "plain text, tab\tand \\ kept"},
+		{"\x1b]0;title\x07", `\x1b]0;title\x07`},
+		{"\x1b[2J", `\x1b[2J`},
+		{"a\x00b\r\n", `a\x00b\x0d\x0a`},
+		{"del\x7f", `del\x7f`},
+		{"c1 \u009b2J é ✓", `c1 \u009b2J é ✓`},
+		{"stray \x9b byte \xff", `stray \x9b byte \xff`},
+		{"replacement \uFFFD kept", "replacement \uFFFD kept"},
+		{"cut \xe2\x9c", `cut \xe2\x9c`},
+	}
+	for _, tt := range tests {
+		if got := Escape(tt.in); got != tt.want {
+			t.Errorf("Escape(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+		if got := string(AppendEscaped([]byte("p:"), []byte(tt.in))); got != "p:"+tt.want {
+			t.Errorf("AppendEscaped(%q) = %q; want %q", tt.in, got, "p:"+tt.want)
+		}
+	}
+}
+
+// FuzzEscape checks that what Escape returns holds no control character
+// and no invalid UTF-8, and that text needing no escape is unchanged.
+func FuzzEscape(f *testing.F) {
+	for _, s := range []string{"", "ok", "\x1b[2J", "\u009b", "\xff", "a\tb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := Escape(s)
+		if !utf8.ValidString(got) {
+			t.Fatalf("Escape(%q) = %q: invalid UTF-8", s, got)
+		}
+		for _, r := range got {
+			if IsControl(r) {
+				t.Fatalf("Escape(%q) = %q holds %U", s, got, r)
+			}
+		}
+		if !strings.ContainsFunc(s, IsControl) && utf8.ValidString(s) && got != s {
+			t.Fatalf("Escape(%q) = %q; want it unchanged", s, got)
+		}
+	})
 }

@@ -477,10 +477,11 @@ func TestCtlSend(t *testing.T) {
 	}{
 		{"unknown type", []string{"send", "loud", "x"}, 2,
 			`send: unknown message type "loud": want one of Request, Response, Critical, Info, Warning, Debug, Error`},
-		{"line break", []string{"send", "info", "two\nlines"}, 1, "line break"},
-		{"carriage return", []string{"send", "info", "two\rlines"}, 1, "line break"},
-		{"empty", []string{"send", "info", ""}, 1, "the text is empty"},
-		{"too long", []string{"send", "info", strings.Repeat("x", 4097)}, 1, "more than the limit of 4096"},
+		{"line break", []string{"send", "info", "two\nlines"}, 2, "line break"},
+		{"carriage return", []string{"send", "info", "two\rlines"}, 2, "line break"},
+		{"control character", []string{"send", "info", "\x1b]0;title\x07"}, 2, "control character U+001B at byte 0"},
+		{"empty", []string{"send", "info", ""}, 2, "the text is empty"},
+		{"too long", []string{"send", "info", strings.Repeat("x", 4097)}, 2, "more than the limit of 4096"},
 		{"no message", []string{"send", "info"}, 2, "want a type and a message"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -883,7 +884,10 @@ func TestCtlMalformedRequests(t *testing.T) {
 	}{
 		{"bad JSON", "POST", "/v1/scale", `{"workers": 3,}`, 400, "malformed JSON at byte", ""},
 		{"truncated JSON", "POST", "/v1/scale", `{"workers": 3`, 400, "malformed JSON", ""},
-		{"unknown field", "POST", "/v1/scale", `{"worker": 3}`, 400, `json: unknown field "worker"`, ""},
+		{"unknown field", "POST", "/v1/scale", `{"worker": 3}`, 400, `unknown field "worker" at byte 1`, ""},
+		{"duplicate key", "POST", "/v1/scale", `{"workers": 10001, "workers": 0}`, 400, `duplicate key "workers" at byte 19`, ""},
+		{"field in another case", "POST", "/v1/send", `{"Type": "info", "Message": "x"}`, 400, `unknown field "Type" at byte 1`, ""},
+		{"control character", "POST", "/v1/send", `{"type": "info", "message": "a\u001b[2J"}`, 400, "control character U+001B at byte 1", ""},
 		{"wrong type", "POST", "/v1/scale", `{"workers": 1.5}`, 400, `field "workers" must be a whole number, not number 1.5`, ""},
 		{"missing field", "POST", "/v1/scale", `{}`, 400, `field "workers" is required`, ""},
 		{"empty body", "POST", "/v1/scale", ``, 400, "the body is empty", ""},
@@ -894,7 +898,7 @@ func TestCtlMalformedRequests(t *testing.T) {
 		{"unknown type", "POST", "/v1/send", `{"type": "loud", "message": "x"}`, 400,
 			"want one of Request, Response, Critical, Info, Warning, Debug, Error", ""},
 		{"line break", "POST", "/v1/send", `{"type": "info", "message": "a\nb"}`, 400, "line break", ""},
-		{"stop with a body", "POST", "/v1/stop", `{"now": true}`, 400, `json: unknown field "now"`, ""},
+		{"stop with a body", "POST", "/v1/stop", `{"now": true}`, 400, `unknown field "now"`, ""},
 		{"GET scale", "GET", "/v1/scale", "", 405, "method GET not allowed on /v1/scale", "POST"},
 		{"POST status", "POST", "/v1/status", "", 405, "method POST not allowed on /v1/status", "GET, HEAD"},
 		{"DELETE stop", "DELETE", "/v1/stop", "", 405, "not allowed", "POST"},

@@ -260,8 +260,9 @@ func procArgs(pid int) (string, error) {
 }
 
 // chattyctl watch --signed finds the signed listener in status, prints
-// every fed line once it has verified with the .pub file, and ends
-// cleanly when chattyd stops.
+// every fed line once it has verified with the .pub file, and ends when
+// chattyd stops, with exit status 1 and saying the connection closed, the
+// stream verified to its end.
 func TestWatchSigned(t *testing.T) {
 	t.Parallel()
 	d, _, _, pubFile := startSignedDaemon(t, "chained", "")
@@ -297,8 +298,8 @@ func TestWatchSigned(t *testing.T) {
 	if code := d.Wait(long); code != 0 {
 		t.Fatalf("chattyd exit %d", code)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("watch --signed: %v; stderr %s", err, stderr.String())
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr.String(), "closed the connection") {
+		t.Errorf("watch --signed: %v; stderr %s; want exit status 1, closed the connection", err, stderr.String())
 	}
 }
 

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
-	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/test/harness"
 )
 

@@ -188,6 +188,9 @@ type ConnError struct {
 	Err  error // from dialing, such as syscall.ENOENT within
 	// perm describes the socket's owner, group and mode for EACCES.
 	perm string
+	// notSocket names what is at Path when connecting was refused because
+	// it is no socket, such as "a regular file".
+	notSocket string
 }
 
 func newConnError(path string, err error) *ConnError {
@@ -195,13 +198,41 @@ func newConnError(path string, err error) *ConnError {
 	if errors.Is(err, syscall.EACCES) {
 		e.perm = describePerm(path)
 	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		e.notSocket = describeNotSocket(path)
+	}
 	return e
+}
+
+// describeNotSocket names what is at path, as connect(2) follows it, when
+// that is not a socket: "a regular file", "a directory". It returns "" for
+// a socket or what cannot be read.
+func describeNotSocket(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	switch m := fi.Mode(); {
+	case m&fs.ModeSocket != 0:
+		return ""
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }
 
 func (e *ConnError) Error() string {
 	switch {
 	case errors.Is(e.Err, fs.ErrNotExist):
 		return fmt.Sprintf("cannot reach chattyd at %s: no such file; is chattyd running?", e.Path)
+	case e.notSocket != "":
+		return fmt.Sprintf("cannot reach chattyd at %s: it is %s, not a socket; check --socket, CHATTY_SOCKET or control.socket", e.Path, e.notSocket)
 	case errors.Is(e.Err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("cannot reach chattyd at %s: connection refused (a stale socket); is chattyd running?", e.Path)
 	case errors.Is(e.Err, syscall.EACCES):
@@ -213,9 +244,10 @@ func (e *ConnError) Error() string {
 func (e *ConnError) Unwrap() error { return e.Err }
 
 // NotRunning reports whether the error means that no daemon listens: no
-// socket file, or one nobody answers on.
+// socket file, or one nobody answers on. A path that is no socket is a
+// wrong path, not a daemon that is not running.
 func (e *ConnError) NotRunning() bool {
-	return errors.Is(e.Err, fs.ErrNotExist) || errors.Is(e.Err, syscall.ECONNREFUSED)
+	return errors.Is(e.Err, fs.ErrNotExist) || (errors.Is(e.Err, syscall.ECONNREFUSED) && e.notSocket == "")
 }
 
 // describePerm returns " (owner root, group chatty, mode 0660)" for path,
