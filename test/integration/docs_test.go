@@ -29,6 +29,7 @@ var docExemptions = map[string]string{
 	"bin/chattyd keygen --out /etc/chattyd/identity.key":                  "writes under /etc (root); TestKeygenMakesTheDirectory makes a missing directory the same way",
 	"chattyd check-config /etc/chattyd/chattyd.yaml":                      "the installed package's file; make systemd-test installs the package",
 	"chattyctl watch --signed --pubkey /var/lib/chattyd/identity.key.pub": "the packaged daemon's key; TestWatchSigned and the signed tests verify the signed listener with a key they make",
+	"chattyctl top --interval 5s | tee top.log":                           "writes top.log in the current directory; chattyctl top itself runs above, and TestTopPlain covers its plain output",
 	"source <(chattyctl completion bash)":                                 "runs in the user's shell; the completion command itself is run below",
 }
 
@@ -200,10 +201,15 @@ func TestDocsCommandsWork(t *testing.T) {
 			cmd.Env = env
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if len(args) > 0 && args[0] == "watch" {
-				// watch runs until stopped: it works when it prints a
-				// line fed after it connected.
-				runWatch(t, cmd, d)
+			if len(args) > 0 && (args[0] == "watch" || args[0] == "top") {
+				// watch and top run until stopped: watch works when it
+				// prints a line fed after it connected, top when it
+				// prints a line of counters.
+				want := "docs-test-line"
+				if args[0] == "top" {
+					want = "lines="
+				}
+				runStreaming(t, cmd, d, want)
 				return
 			}
 			err := cmd.Run()
@@ -224,9 +230,9 @@ func TestDocsCommandsWork(t *testing.T) {
 	}
 }
 
-// runWatch starts a watch command, feeds a line until watch prints it, and
-// stops it.
-func runWatch(t *testing.T, cmd *exec.Cmd, d *harness.Daemon) {
+// runStreaming starts a command that runs until stopped, feeds a line
+// until the command prints a line holding want, and stops it.
+func runStreaming(t *testing.T, cmd *exec.Cmd, d *harness.Daemon, want string) {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -257,15 +263,15 @@ func runWatch(t *testing.T, cmd *exec.Cmd, d *harness.Daemon) {
 		select {
 		case line, ok := <-got:
 			if !ok {
-				t.Fatalf("watch ended before printing the fed line")
+				t.Fatalf("%s ended before printing %q", cmd.Args[1], want)
 			}
-			if strings.Contains(line, "docs-test-line") {
+			if strings.Contains(line, want) {
 				return
 			}
 		case <-tick.C:
 			d.Feed("docs-test-line")
 		case <-deadline:
-			t.Fatal("watch printed no fed line")
+			t.Fatalf("%s printed no line holding %q", cmd.Args[1], want)
 		}
 	}
 }
