@@ -58,6 +58,10 @@ type Options struct {
 	// given worker settings; it is used when pool.command is empty. A
 	// non-nil sw asks for a worker of the signed protocol.
 	WorkerCommand func(w config.Worker, sw *SignedWorker) []string
+	// GuardCommand is the command of the pool's worker guard ("chattyd
+	// guard"), which kills what is left of the workers' process groups
+	// when chattyd dies; nil runs none (see pool.Options.Guard).
+	GuardCommand []string
 }
 
 // SignedWorker is what a built-in worker of the signed protocol needs.
@@ -433,6 +437,7 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		BackoffInitial: cfg.Pool.BackoffInitial,
 		BackoffMax:     cfg.Pool.BackoffMax,
 		StopTimeout:    cfg.Pool.StopTimeout,
+		Guard:          d.opts.GuardCommand,
 	}
 }
 

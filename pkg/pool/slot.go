@@ -54,7 +54,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	forkerDone := make(chan struct{})
 	go func() {
 		defer close(forkerDone)
-		forker(p.spawns)
+		forker(p.spawns, p.guard)
+	}()
+	keeperStop, keeperDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(keeperDone)
+		p.keepGuard(keeperStop)
 	}()
 	p.log.Infof("Starting %d workers", p.opts.Size)
 	p.reconcileLocked()
@@ -74,8 +79,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	p.log.Infof("Stopping %d workers", n)
 	p.wg.Wait()
-	// Only now may the forking thread exit: no worker is left whose
-	// parent-death signal it could fire.
+	// Every worker is reaped: the guard knows no group and exits quietly.
+	close(keeperStop)
+	<-keeperDone
+	p.guard.stop(p.options().StopTimeout)
+	// Only now may the forking thread exit: no worker or guard is left
+	// whose parent-death signal it could fire.
 	close(p.spawns)
 	<-forkerDone
 	p.log.Info("All workers stopped")
@@ -151,6 +160,47 @@ func (p *Pool) runSlot(s *slot) {
 	}
 }
 
+// keepGuard replaces a guard that died unasked: at once, unless the one
+// it replaced lived less than guardMinLife, and then after a growing delay
+// (the pool's backoff), as after each failed start. It returns when stop
+// is closed.
+func (p *Pool) keepGuard(stop <-chan struct{}) {
+	var delay time.Duration
+	started := time.Now()
+	for {
+		select {
+		case <-p.guard.lost:
+		case <-stop:
+			return
+		}
+		if time.Since(started) >= guardMinLife {
+			delay = 0
+		} else {
+			delay = nextBackoff(delay, p.options())
+		}
+		for {
+			if delay > 0 {
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-stop:
+					t.Stop()
+					return
+				}
+			}
+			reply := make(chan error, 1)
+			p.spawns <- spawnRequest{reply: reply}
+			err := <-reply
+			if err == nil {
+				break
+			}
+			delay = nextBackoff(delay, p.options())
+			p.log.Errorf("Cannot start a new worker guard: %v; trying again in %s", err, delay)
+		}
+		started = time.Now()
+	}
+}
+
 // nextBackoff doubles the delay, from BackoffInitial up to BackoffMax.
 func nextBackoff(d time.Duration, o Options) time.Duration {
 	if d <= 0 {
@@ -215,8 +265,10 @@ func (p *Pool) supervise(s *slot, w *process, stopTimeout time.Duration, log *lo
 			}
 		}
 	}
-	// w has exited but is not reaped, so its PID still names its group.
+	// w has exited but is not reaped, so its PID still names its group;
+	// the guard must forget the group before the number can be reused.
 	w.signalGroup(syscall.SIGKILL)
+	p.guard.forget(w.pid)
 	return w.reap(), stopped
 }
 

@@ -522,7 +522,7 @@ func TestPoolWorkersFlag(t *testing.T) {
 		c := harness.Dial(t, d.Addr())
 		c.KeepAlive(short)
 		if kids := harness.Children(t, d.PID()); len(kids) > 0 {
-			t.Errorf("chattyd --workers 0 has child processes %v", kids)
+			t.Errorf("chattyd --workers 0 has child processes %v; without workers it needs no guard either", kids)
 		}
 		if strings.Contains(d.Log(), "[process: ") {
 			t.Errorf("chattyd --workers 0 logged about workers:\n%s", d.Log())
@@ -547,8 +547,10 @@ func TestPoolWorkersFlag(t *testing.T) {
 		if strings.Contains(d.Log(), "Scaling the worker pool") || strings.Contains(d.Log(), "[process: 3]") {
 			t.Errorf("a third worker ran:\n%s", d.Log())
 		}
-		if kids := harness.Children(t, d.PID()); len(kids) != 2 {
-			t.Errorf("chattyd has children %v, want its 2 workers", kids)
+		guard := d.Guard(t)
+		kids := slices.DeleteFunc(harness.Children(t, d.PID()), func(p harness.Proc) bool { return p.PID == guard })
+		if guard == 0 || len(kids) != 2 {
+			t.Errorf("chattyd has children %v and guard %d, want its 2 workers and a guard", kids, guard)
 		}
 	})
 }
