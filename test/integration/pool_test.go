@@ -384,9 +384,8 @@ func TestPoolStopTimeoutKillsStubbornWorker(t *testing.T) {
 }
 
 // When chattyd is killed outright, its parent-death signal kills every
-// worker it started. Processes those workers started themselves are not
-// covered by that promise; see the log of this test for what becomes of
-// them (under systemd, KillMode=control-group kills them).
+// worker it started, and the worker guard kills what those workers
+// started in their process groups (guard_test.go has the details).
 func TestPoolWorkersDieWithChattyd(t *testing.T) {
 	t.Parallel()
 	const n = 2
@@ -411,16 +410,7 @@ func TestPoolWorkersDieWithChattyd(t *testing.T) {
 		t.Fatalf("exit status %d, want -1 (killed)", code)
 	}
 	harness.WaitGone(t, long, pids(ws)...)
-
-	// Not a promise: report what happens to the workers' own children.
-	var survivors []int
-	for _, pid := range grandchildren {
-		if harness.Alive(pid) {
-			survivors = append(survivors, pid)
-		}
-	}
-	t.Logf("workers %v died with chattyd; of their own children %v, %v survived (reparented; cleaned up by this test)",
-		pids(ws), grandchildren, survivors)
+	harness.WaitGone(t, short, grandchildren...)
 }
 
 // SIGTERM stops every worker cleanly; chattyd exits 0 having reaped them
