@@ -118,7 +118,11 @@ func (p *Pool) runSlot(s *slot) {
 			return
 		}
 		if err != nil {
-			log.Errorf("Cannot start the worker: %v (check pool.command)", err)
+			if errors.Is(err, errGuard) {
+				log.Errorf("Cannot start the worker: %v", err)
+			} else {
+				log.Errorf("Cannot start the worker: %v (check pool.command)", err)
+			}
 			backoff = nextBackoff(backoff, opts)
 			p.setStatus(s, func(st *SlotStatus) {
 				st.LastExit = "failed to start: " + err.Error()
