@@ -21,7 +21,8 @@ package pool
 //
 // A guard that dies is noticed, logged and replaced at once; the new one
 // is told every group the pool still has before any other record, and no
-// worker starts while there is no guard.
+// worker starts while there is no guard. The first worker's start starts
+// the guard; when the pool has no slot left, the guard is ended quietly.
 
 import (
 	"bufio"
@@ -351,6 +352,20 @@ func (g *guardian) watch(gp *guardProc) {
 	case g.lost <- struct{}{}:
 	default:
 	}
+}
+
+// retireIdle ends the running guard if the pool has no worker left, as
+// when it is scaled to 0: closing its pipe makes it exit without a word,
+// and watch reaps it. It must be called from the forking goroutine, so
+// that no worker start is under way.
+func (g *guardian) retireIdle() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cur == nil || len(g.groups) > 0 {
+		return
+	}
+	g.cur.w.Close()
+	g.cur = nil
 }
 
 // stop ends the running guard, if any: the pool has reaped every worker,

@@ -294,7 +294,9 @@ func TestPoolReplacesItsGuard(t *testing.T) {
 	}
 }
 
-// A pool without workers starts no guard.
+// A pool without workers runs no guard: none before the first worker,
+// and the guard ends, quietly, when the pool is scaled to 0; scaled up
+// again, a new one starts.
 func TestPoolWithoutWorkersHasNoGuard(t *testing.T) {
 	o := testOptions("sleep", 0)
 	o.Guard = guardTestCommand()
@@ -302,5 +304,27 @@ func TestPoolWithoutWorkersHasNoGuard(t *testing.T) {
 	tp.logs.waitFor(t, 1, `^Starting 0 workers$`, 0)
 	if g := guardPIDs(t); len(g) > 0 {
 		t.Errorf("a pool without workers runs guards %v", g)
+	}
+
+	if _, err := tp.Scale(1); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitRunning(t, 1)
+	var guards []int
+	eventually(t, "one guard runs", func() bool { guards = guardPIDs(t); return len(guards) == 1 })
+	first := guards[0]
+	if _, err := tp.Scale(0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the guard has ended and been reaped", func() bool {
+		return !slices.Contains(childPIDs(os.Getpid()), first)
+	})
+	if _, err := tp.Scale(1); err != nil {
+		t.Fatal(err)
+	}
+	tp.waitRunning(t, 1)
+	eventually(t, "a new guard runs", func() bool { guards = guardPIDs(t); return len(guards) == 1 && guards[0] != first })
+	if bad := tp.logs.matching(`guard`, 0); len(bad) > 0 {
+		t.Errorf("the pool logged about its guard: %v", bad)
 	}
 }

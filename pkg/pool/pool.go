@@ -59,8 +59,9 @@ type Options struct {
 	// Guard, when set, is the command of the worker guard ("chattyd
 	// guard", which calls RunGuard): a process that kills what is left
 	// of every worker's process group when chattyd dies, by any signal.
-	// The pool starts it before its first worker and replaces it should
-	// it die. It is read by New; SetOptions keeps it.
+	// The pool starts it before its first worker, replaces it should it
+	// die, and ends it when no slot is left. It is read by New;
+	// SetOptions keeps it.
 	Guard []string
 }
 

@@ -31,10 +31,12 @@ const maxOutputLine = 4096
 const outputGrace = time.Second
 
 // spawnRequest asks the forking goroutine to start cmd, or with a nil cmd
-// to start a guard if none runs.
+// to start a guard if none runs, or with retireGuard to end the guard if
+// the pool has no worker.
 type spawnRequest struct {
-	cmd   *exec.Cmd
-	reply chan<- error
+	cmd         *exec.Cmd
+	retireGuard bool
+	reply       chan<- error
 }
 
 // forker starts every worker and every guard, from one OS thread locked
@@ -48,6 +50,11 @@ type spawnRequest struct {
 func forker(reqs <-chan spawnRequest, g *guardian) {
 	runtime.LockOSThread()
 	for r := range reqs {
+		if r.retireGuard {
+			g.retireIdle()
+			r.reply <- nil
+			continue
+		}
 		err := g.ensure()
 		if err == nil && r.cmd != nil {
 			if err = r.cmd.Start(); err == nil {

@@ -97,7 +97,13 @@ func (p *Pool) runSlot(s *slot) {
 	defer func() {
 		p.mu.Lock()
 		p.slots = slices.DeleteFunc(p.slots, func(x *slot) bool { return x == s })
+		idle := len(p.slots) == 0
 		p.mu.Unlock()
+		if idle { // no worker, no guard: the next start makes a new one
+			reply := make(chan error, 1)
+			p.spawns <- spawnRequest{retireGuard: true, reply: reply}
+			<-reply
+		}
 		close(s.done)
 	}()
 	if s.prev != nil {
