@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			printConfigCommand(),
 			keygenCommand(),
 			workerCommand(),
+			guardCommand(),
 			demoFeedCommand(),
 			manCommand(),
 		},

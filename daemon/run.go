@@ -43,6 +43,7 @@ func runDaemon(c *cli.Context) error {
 	}
 	if exe, err := os.Executable(); err == nil {
 		opts.WorkerCommand = func(w config.Worker, sw *daemon.SignedWorker) []string { return DefaultWorkerCommand(exe, w, sw) }
+		opts.GuardCommand = guardArgs(exe)
 	} else if len(cfg.Pool.Command) == 0 && cfg.Pool.Size > 0 {
 		passed.Close()
 		logger.WithError(err).Error("Cannot find chattyd's own executable for the built-in worker; set pool.command")

@@ -59,6 +59,10 @@ type Options struct {
 	// given worker settings; it is used when pool.command is empty. A
 	// non-nil sw asks for a worker of the signed protocol.
 	WorkerCommand func(w config.Worker, sw *SignedWorker) []string
+	// GuardCommand is the command of the pool's worker guard ("chattyd
+	// guard"), which kills what is left of the workers' process groups
+	// when chattyd dies; nil runs none (see pool.Options.Guard).
+	GuardCommand []string
 	// NoSignals leaves the process's signals alone (nats-server's
 	// NoSigs): stop the daemon with Stop or Run's context.
 	NoSignals bool

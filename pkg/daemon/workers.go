@@ -30,6 +30,7 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		BackoffInitial: cfg.Pool.BackoffInitial,
 		BackoffMax:     cfg.Pool.BackoffMax,
 		StopTimeout:    cfg.Pool.StopTimeout,
+		Guard:          d.opts.GuardCommand,
 	}
 }
 

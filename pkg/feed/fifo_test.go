@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
-
-	"github.com/chatty-dev/chatty/internal/poll"
 )
 
 // waitFor bounds the tests' polls for a condition.

@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/logging"
 )
 
@@ -29,6 +29,9 @@ import (
 const helperEnv = "CHATTY_POOL_TEST_HELPER"
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 2 && os.Args[1] == guardHelperArg {
+		os.Exit(guardHelper())
+	}
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(helper(mode))
 	}
@@ -83,12 +86,18 @@ func helper(mode string) int {
 		}
 		fmt.Printf("child pid=%d\n", cmd.Process.Pid)
 		return untilTerm()
-	case "pool":
-		// A chattyd stand-in: runs a pool of sleeps and reports their PIDs.
-		p, err := New(Options{
+	case "pool", "pool-guarded":
+		// A chattyd stand-in: runs a pool of sleeps and reports their PIDs;
+		// guarded, each sleep has a child in its group and a guard runs.
+		o := Options{
 			Size: 3, Command: []string{"sleep", "60"}, Addr: "127.0.0.1:1",
 			BackoffInitial: time.Second, BackoffMax: time.Second, StopTimeout: time.Second,
-		}, logging.Discard())
+		}
+		if mode == "pool-guarded" {
+			o.Command = []string{"sh", "-c", "sleep 60 & exec sleep 61"}
+			o.Guard = []string{os.Args[0], guardHelperArg}
+		}
+		p, err := New(o, logging.Discard())
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

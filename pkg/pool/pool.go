@@ -6,8 +6,10 @@
 //
 // Each worker runs in its own process group, which lives and dies with it:
 // when the worker exits, anything left in its group is killed. Workers get
-// SIGKILL if chattyd itself dies (Linux parent-death signal); their output
-// is logged line by line with the slot as the "process" field.
+// SIGKILL if chattyd itself dies (Linux parent-death signal), and with
+// Options.Guard so does everything left in their groups, however chattyd
+// died (see guard.go). Their output is logged line by line with the slot
+// as the "process" field.
 package pool
 
 import (
@@ -54,6 +56,13 @@ type Options struct {
 	// never a file on disk or an argument). release is called once the
 	// process has been reaped, or at once if it could not start.
 	Credentials func(slot int) (secret []byte, release func(), err error)
+	// Guard, when set, is the command of the worker guard ("chattyd
+	// guard", which calls RunGuard): a process that kills what is left
+	// of every worker's process group when chattyd dies, by any signal.
+	// The pool starts it before its first worker, replaces it should it
+	// die, and ends it when no slot is left. It is read by New;
+	// SetOptions keeps it.
+	Guard []string
 }
 
 // validate reports every invalid option at once.
@@ -115,6 +124,7 @@ type Pool struct {
 	log *logrus.Entry
 	// spawns carries start requests to the forking goroutine; see forker.
 	spawns chan spawnRequest
+	guard  *guardian
 
 	restarts atomic.Uint64 // restarts of every slot there ever was
 
@@ -133,9 +143,14 @@ func New(opts Options, log *logrus.Entry) (*Pool, error) {
 	}
 	opts.Command = slices.Clone(opts.Command)
 	opts.Env = slices.Clone(opts.Env)
+	var guard []string
+	if len(opts.Guard) > 0 {
+		guard = slices.Clone(opts.Guard)
+	}
 	return &Pool{
 		log:    log,
 		spawns: make(chan spawnRequest),
+		guard:  newGuardian(guard, log),
 		opts:   opts,
 	}, nil
 }
@@ -184,6 +199,7 @@ func (p *Pool) SetOptions(o Options) error {
 	want := o.Size
 	p.mu.Lock()
 	o.Size = p.opts.Size // Scale changes it, and logs the change
+	o.Guard = p.opts.Guard
 	p.opts = o
 	p.mu.Unlock()
 	if want != o.Size {

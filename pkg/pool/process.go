@@ -30,22 +30,38 @@ const maxOutputLine = 4096
 // left the group (setsid) and kept the pipes open makes them wait that long.
 const outputGrace = time.Second
 
-// spawnRequest asks the forking goroutine to start cmd.
+// spawnRequest asks the forking goroutine to start cmd, or with a nil cmd
+// to start a guard if none runs, or with retireGuard to end the guard if
+// the pool has no worker.
 type spawnRequest struct {
-	cmd   *exec.Cmd
-	reply chan<- error
+	cmd         *exec.Cmd
+	retireGuard bool
+	reply       chan<- error
 }
 
-// forker starts every worker, from one OS thread locked for the pool's
-// life. The parent-death signal that kills workers when chattyd dies fires
-// when the thread that forked them exits, not the process (golang/go#27505),
-// so no worker may be forked from a thread that could exit earlier. The
-// thread is never unlocked: when forker returns, after the pool has reaped
-// every worker, the runtime ends the thread.
-func forker(reqs <-chan spawnRequest) {
+// forker starts every worker and every guard, from one OS thread locked
+// for the pool's life. The parent-death signal that kills workers when
+// chattyd dies fires when the thread that forked them exits, not the
+// process (golang/go#27505), so no worker may be forked from a thread that
+// could exit earlier. The thread is never unlocked: when forker returns,
+// after the pool has reaped every worker and guard, the runtime ends the
+// thread. No worker starts without a guard (when the pool has one), and
+// the guard learns its group before the worker is reported started.
+func forker(reqs <-chan spawnRequest, g *guardian) {
 	runtime.LockOSThread()
 	for r := range reqs {
-		r.reply <- r.cmd.Start()
+		if r.retireGuard {
+			g.retireIdle()
+			r.reply <- nil
+			continue
+		}
+		err := g.ensure()
+		if err == nil && r.cmd != nil {
+			if err = r.cmd.Start(); err == nil {
+				g.add(r.cmd.Process.Pid)
+			}
+		}
+		r.reply <- err
 	}
 }
 
@@ -164,7 +180,7 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 	if err != nil {
 		release()
 		closeAll(pipes[:]...)
-		if errors.Is(err, errStopped) {
+		if errors.Is(err, errStopped) || errors.Is(err, errGuard) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("start %q: %w", cmd.Path, err)

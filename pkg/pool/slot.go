@@ -55,7 +55,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	forkerDone := make(chan struct{})
 	go func() {
 		defer close(forkerDone)
-		forker(p.spawns)
+		forker(p.spawns, p.guard)
+	}()
+	keeperStop, keeperDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(keeperDone)
+		p.keepGuard(keeperStop)
 	}()
 	p.log.Infof("Starting %s", workers(p.opts.Size))
 	p.reconcileLocked()
@@ -75,8 +80,12 @@ func (p *Pool) Run(ctx context.Context) error {
 	p.mu.Unlock()
 	p.log.Infof("Stopping %s", workers(n))
 	p.wg.Wait()
-	// Only now may the forking thread exit: no worker is left whose
-	// parent-death signal it could fire.
+	// Every worker is reaped: the guard knows no group and exits quietly.
+	close(keeperStop)
+	<-keeperDone
+	p.guard.stop(p.options().StopTimeout)
+	// Only now may the forking thread exit: no worker or guard is left
+	// whose parent-death signal it could fire.
 	close(p.spawns)
 	<-forkerDone
 	p.log.Info("All workers stopped")
@@ -89,7 +98,13 @@ func (p *Pool) runSlot(s *slot) {
 	defer func() {
 		p.mu.Lock()
 		p.slots = slices.DeleteFunc(p.slots, func(x *slot) bool { return x == s })
+		idle := len(p.slots) == 0
 		p.mu.Unlock()
+		if idle { // no worker, no guard: the next start makes a new one
+			reply := make(chan error, 1)
+			p.spawns <- spawnRequest{retireGuard: true, reply: reply}
+			<-reply
+		}
 		close(s.done)
 	}()
 	if s.prev != nil {
@@ -110,7 +125,11 @@ func (p *Pool) runSlot(s *slot) {
 			return
 		}
 		if err != nil {
-			log.Errorf("Cannot start the worker: %v (check pool.command)", err)
+			if errors.Is(err, errGuard) {
+				log.Errorf("Cannot start the worker: %v", err)
+			} else {
+				log.Errorf("Cannot start the worker: %v (check pool.command)", err)
+			}
 			backoff = nextBackoff(backoff, opts)
 			p.setStatus(s, func(st *SlotStatus) {
 				st.LastExit = "failed to start: " + err.Error()
@@ -149,6 +168,47 @@ func (p *Pool) runSlot(s *slot) {
 			t.Stop()
 			return
 		}
+	}
+}
+
+// keepGuard replaces a guard that died unasked: at once, unless the one
+// it replaced lived less than guardMinLife, and then after a growing delay
+// (the pool's backoff), as after each failed start. It returns when stop
+// is closed.
+func (p *Pool) keepGuard(stop <-chan struct{}) {
+	var delay time.Duration
+	started := time.Now()
+	for {
+		select {
+		case <-p.guard.lost:
+		case <-stop:
+			return
+		}
+		if time.Since(started) >= guardMinLife {
+			delay = 0
+		} else {
+			delay = nextBackoff(delay, p.options())
+		}
+		for {
+			if delay > 0 {
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-stop:
+					t.Stop()
+					return
+				}
+			}
+			reply := make(chan error, 1)
+			p.spawns <- spawnRequest{reply: reply}
+			err := <-reply
+			if err == nil {
+				break
+			}
+			delay = nextBackoff(delay, p.options())
+			p.log.Errorf("Cannot start a new worker guard: %v; trying again in %s", err, delay)
+		}
+		started = time.Now()
 	}
 }
 
@@ -216,8 +276,10 @@ func (p *Pool) supervise(s *slot, w *process, stopTimeout time.Duration, log *lo
 			}
 		}
 	}
-	// w has exited but is not reaped, so its PID still names its group.
+	// w has exited but is not reaped, so its PID still names its group;
+	// the guard must forget the group before the number can be reused.
 	w.signalGroup(syscall.SIGKILL)
+	p.guard.forget(w.pid)
 	return w.reap(), stopped
 }
 

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/broadcast"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/message"

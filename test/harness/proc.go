@@ -207,3 +207,35 @@ func KillGroupOnCleanup(tb testing.TB, pgid int) {
 	}
 	tb.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
 }
+
+// Cmdline returns process pid's arguments (/proc/PID/cmdline); nil if
+// they cannot be read.
+func Cmdline(pid int) []string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// Guard returns the PID of chattyd's running worker guard ("chattyd
+// guard", a child of chattyd), or 0 if it has none.
+func (d *Daemon) Guard(tb testing.TB) int {
+	tb.Helper()
+	for _, p := range Children(tb, d.PID()) {
+		if args := Cmdline(p.PID); !p.Zombie() && len(args) == 2 && args[1] == "guard" {
+			return p.PID
+		}
+	}
+	return 0
+}
+
+// WithEnv returns the live processes whose initial environment sets
+// name to value.
+func WithEnv(tb testing.TB, name, value string) []Proc {
+	tb.Helper()
+	return Procs(tb, func(p Proc) bool {
+		v, ok := Env(p.PID, name)
+		return ok && v == value && !p.Zombie()
+	})
+}

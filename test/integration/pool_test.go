@@ -385,9 +385,8 @@ func TestPoolStopTimeoutKillsStubbornWorker(t *testing.T) {
 }
 
 // When chattyd is killed outright, its parent-death signal kills every
-// worker it started. Processes those workers started themselves are not
-// covered by that promise; see the log of this test for what becomes of
-// them (under systemd, KillMode=control-group kills them).
+// worker it started, and the worker guard kills what those workers
+// started in their process groups (guard_test.go has the details).
 func TestPoolWorkersDieWithChattyd(t *testing.T) {
 	t.Parallel()
 	const n = 2
@@ -412,16 +411,7 @@ func TestPoolWorkersDieWithChattyd(t *testing.T) {
 		t.Fatalf("exit status %d, want -1 (killed)", code)
 	}
 	harness.WaitGone(t, long, pids(ws)...)
-
-	// Not a promise: report what happens to the workers' own children.
-	var survivors []int
-	for _, pid := range grandchildren {
-		if harness.Alive(pid) {
-			survivors = append(survivors, pid)
-		}
-	}
-	t.Logf("workers %v died with chattyd; of their own children %v, %v survived (reparented; cleaned up by this test)",
-		pids(ws), grandchildren, survivors)
+	harness.WaitGone(t, short, grandchildren...)
 }
 
 // SIGTERM stops every worker cleanly; chattyd exits 0 having reaped them
@@ -523,7 +513,7 @@ func TestPoolWorkersFlag(t *testing.T) {
 		c := harness.Dial(t, d.Addr())
 		c.KeepAlive(short)
 		if kids := harness.Children(t, d.PID()); len(kids) > 0 {
-			t.Errorf("chattyd --workers 0 has child processes %v", kids)
+			t.Errorf("chattyd --workers 0 has child processes %v; without workers it needs no guard either", kids)
 		}
 		if strings.Contains(d.Log(), "[process: ") {
 			t.Errorf("chattyd --workers 0 logged about workers:\n%s", d.Log())
@@ -548,8 +538,10 @@ func TestPoolWorkersFlag(t *testing.T) {
 		if strings.Contains(d.Log(), "Scaling the worker pool") || strings.Contains(d.Log(), "[process: 3]") {
 			t.Errorf("a third worker ran:\n%s", d.Log())
 		}
-		if kids := harness.Children(t, d.PID()); len(kids) != 2 {
-			t.Errorf("chattyd has children %v, want its 2 workers", kids)
+		guard := d.Guard(t)
+		kids := slices.DeleteFunc(harness.Children(t, d.PID()), func(p harness.Proc) bool { return p.PID == guard })
+		if guard == 0 || len(kids) != 2 {
+			t.Errorf("chattyd has children %v and guard %d, want its 2 workers and a guard", kids, guard)
 		}
 	})
 }

@@ -70,6 +70,7 @@ func TestSystemd(t *testing.T) {
 		{"reload", s.reload},
 		{"watchdog", s.watchdog},
 		{"kill -9", s.kill9},
+		{"kill -9, forking workers", s.kill9Forking},
 		{"chattyctl stop", s.ctlStop},
 		{"systemctl stop", s.systemctlStop},
 		{"journal", s.journal},
@@ -177,6 +178,9 @@ type proc struct {
 
 func (p proc) worker() bool { return strings.HasPrefix(p.args, "/usr/bin/chattyd worker") }
 
+// guard reports whether p is the pool's worker guard.
+func (p proc) guard() bool { return p.args == "/usr/bin/chattyd guard" }
+
 // cgroupProcs lists the processes in the service's cgroup: empty when the
 // service has none (systemd removes the cgroup).
 func (s *suite) cgroupProcs(t *testing.T) []proc {
@@ -218,15 +222,15 @@ func workers(ps []proc) []proc {
 	return ws
 }
 
-// waitWorkers waits until exactly n workers, and nothing but them and
-// chattyd, run in the service's cgroup.
+// waitWorkers waits until exactly n workers, and nothing but them,
+// chattyd and its worker guard, run in the service's cgroup.
 func (s *suite) waitWorkers(t *testing.T, n int) []proc {
 	t.Helper()
 	var ps []proc
 	poll.Eventually(t, long, func() bool {
 		ps = s.cgroupProcs(t)
-		return len(workers(ps)) == n && len(ps) == n+1
-	}, fmt.Sprintf("want chattyd and %d workers in its cgroup", n))
+		return len(workers(ps)) == n && slices.ContainsFunc(ps, proc.guard) && len(ps) == n+2
+	}, fmt.Sprintf("want chattyd, its guard and %d workers in its cgroup", n))
 	return workers(ps)
 }
 
@@ -514,6 +518,103 @@ func (s *suite) kill9(t *testing.T) {
 	if got := s.mainPID(t); got == pid {
 		t.Errorf("chattyd's main PID is still %d", got)
 	}
+	s.waitWorkers(t, 2)
+}
+
+// markedProcs lists the processes in the container, chattyd and its
+// guard aside, whose environment has CHATTY_TEST_MARK=mark, with their
+// process group and session.
+func (s *suite) markedProcs(t *testing.T, mark string) []string {
+	t.Helper()
+	out, err := s.c.sh(`
+for d in /proc/[0-9]*; do
+	tr '\0' '\n' <$d/environ 2>/dev/null | grep -qx 'CHATTY_TEST_MARK=` + mark + `' || continue
+	args=$(tr '\0' ' ' <$d/cmdline 2>/dev/null) || continue
+	case $args in /usr/bin/chattyd*) continue ;; esac
+	st=$(cut -d' ' -f3,5,6 $d/stat 2>/dev/null) || continue
+	case $st in Z*) continue ;; esac
+	echo "${d#/proc/} $st $args"
+done`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l != "" {
+			ps = append(ps, l)
+		}
+	}
+	return ps
+}
+
+// kill9Forking: workers that start children, grandchildren and a child
+// in a session of its own (setsid), then SIGKILL to chattyd: within 2s
+// none of their processes is left, whether or not it left its worker's
+// process group. The guard kills the groups; systemd kills the rest of
+// the cgroup as the service stops.
+func (s *suite) kill9Forking(t *testing.T) {
+	const n, perWorker = 2, 5
+	s.c.writeFile(t, "/etc/chattyd/test-fork.yaml", `version: 1
+broadcast:
+  listen: 127.0.0.1:54321
+feed:
+  source: fifo
+  path: /run/chattyd/feed
+  on_eof: keep
+control:
+  socket: /run/chattyd/control.sock
+  group: chatty
+pool:
+  size: 2
+  command: ["/bin/sh", "-c", "sleep 1000 & sh -c 'sleep 1001 & exec sleep 1002' & setsid sleep 1003 & exec sleep 1004"]
+`)
+	defer s.c.removeFile(t, "/etc/chattyd/test-fork.yaml")
+	mark := fmt.Sprintf("fork-%d", time.Now().UnixNano())
+	s.dropIn(t, service, "50-test-fork", "[Service]\nEnvironment=CHATTY_TEST_MARK="+mark+
+		"\nExecStart=\nExecStart=/usr/bin/chattyd --config /etc/chattyd/test-fork.yaml\n")
+	s.c.must(t, "systemctl", "restart", service)
+	s.waitState(t, service, "active", long)
+	var ps []string
+	poll.Eventually(t, long, func() bool { ps = s.markedProcs(t, mark); return len(ps) == n*perWorker },
+		fmt.Sprintf("want the %d processes of %d forking workers", n*perWorker, n))
+	setsid := 0
+	before := make(map[string]bool) // by PID
+	for _, p := range ps {
+		f := strings.Fields(p) // PID state pgrp session args...
+		before[f[0]] = true
+		if len(f) > 4 && f[2] == f[0] && f[3] == f[0] && strings.Contains(p, "sleep 1003") {
+			setsid++ // it leads its own session and group
+		}
+	}
+	if setsid != n {
+		t.Fatalf("want %d setsid children, each leading its own session; processes:\n%s", n, strings.Join(ps, "\n"))
+	}
+	if !slices.ContainsFunc(s.cgroupProcs(t), proc.guard) {
+		t.Fatal("no worker guard runs in the cgroup")
+	}
+
+	pid, restarts := s.mainPID(t), s.restarts(t)
+	s.c.must(t, "kill", "-KILL", strconv.Itoa(pid))
+	// The restarted chattyd (RestartSec=2s) starts new ones: only the
+	// PIDs seen before the kill count.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		left := slices.DeleteFunc(s.markedProcs(t, mark), func(p string) bool { return !before[strings.Fields(p)[0]] })
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("2s after SIGKILL to chattyd, processes of its forking workers still run:\n%s", strings.Join(left, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	poll.Eventually(t, long, func() bool { return s.restarts(t) > restarts }, "systemd did not restart chattyd after SIGKILL")
+	s.waitState(t, service, "active", long)
+
+	s.c.removeFile(t, "/run/systemd/system/"+service+".d/50-test-fork.conf")
+	s.c.must(t, "systemctl", "daemon-reload")
+	s.c.must(t, "systemctl", "restart", service)
+	s.waitState(t, service, "active", long)
 	s.waitWorkers(t, 2)
 }
 
