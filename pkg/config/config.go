@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -465,8 +466,8 @@ func (c *Config) Validate() []Problem {
 	}
 
 	p := &c.Pool
-	if p.Size < 0 || p.Size > MaxWorkers {
-		bad("pool.size", "must be from 0 to %d, got %d", MaxWorkers, p.Size)
+	if p.Size < 0 || p.Size > poolsize.Max {
+		bad("pool.size", "must be from 0 to %d, got %d", poolsize.Max, p.Size)
 	}
 	if len(p.Command) > 0 && p.Command[0] == "" {
 		bad("pool.command", "the program (first element) must not be empty")
@@ -557,6 +558,3 @@ const (
 	AuthNone           = "none"
 	AuthAuthorizedKeys = "authorized_keys"
 )
-
-// MaxWorkers is the largest pool size chattyd accepts.
-const MaxWorkers = 10000
