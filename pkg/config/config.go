@@ -107,23 +107,20 @@ type Signed struct {
 // SignedTLS configures TLS on the signed listener.
 type SignedTLS struct {
 	// Enabled runs the signed listener over TLS.
-	Enabled bool `yaml:"enabled"`
-	// CertFile and KeyFile are the server's certificate chain and key
-	// (PEM), unless SelfSigned.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// SelfSigned serves a certificate derived from the daemon's identity,
-	// which clients verify by pinning the identity's public key.
-	SelfSigned bool `yaml:"self_signed"`
-	// ClientCAFile, when set, requires client certificates signed by one
-	// of these CAs (PEM): mutual TLS.
-	ClientCAFile string `yaml:"client_ca_file"`
+	Enabled  bool `yaml:"enabled"`
+	TLSFiles `yaml:",inline"`
 }
 
 // TLS configures the broadcaster's TLS listener.
 type TLS struct {
 	// Listen is the TLS listener's host:port; empty runs none.
-	Listen string `yaml:"listen"`
+	Listen   string `yaml:"listen"`
+	TLSFiles `yaml:",inline"`
+}
+
+// TLSFiles says where a TLS listener's certificate comes from, and whom
+// it asks for one: the keys both TLS sections share.
+type TLSFiles struct {
 	// CertFile and KeyFile are the server's certificate chain and key
 	// (PEM), unless SelfSigned.
 	CertFile string `yaml:"cert_file"`
@@ -135,6 +132,9 @@ type TLS struct {
 	// signed by one of these CAs (PEM): mutual TLS.
 	ClientCAFile string `yaml:"client_ca_file"`
 }
+
+// Given reports whether any of the settings is set.
+func (f TLSFiles) Given() bool { return f != TLSFiles{} }
 
 // Feed configures where lines come from.
 type Feed struct {
@@ -403,8 +403,8 @@ func (c *Config) Validate() []Problem {
 		} else if t.Listen == b.Listen {
 			bad("broadcast.tls.listen", "must differ from broadcast.listen (%s)", b.Listen)
 		}
-		checkTLSSource(bad, "broadcast.tls", t.CertFile, t.KeyFile, t.SelfSigned, c.Identity.Enabled())
-	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" || t.SelfSigned {
+		checkTLSSource(bad, "broadcast.tls", t.TLSFiles, c.Identity.Enabled())
+	} else if t.Given() {
 		bad("broadcast.tls.listen", "required when TLS settings are given; set the TLS listener's host:port")
 	}
 
@@ -440,8 +440,8 @@ func (c *Config) Validate() []Problem {
 	}
 	positive("broadcast.signed.upstream_burst", sg.UpstreamBurst)
 	if st := sg.TLS; st.Enabled {
-		checkTLSSource(bad, "broadcast.signed.tls", st.CertFile, st.KeyFile, st.SelfSigned, c.Identity.Enabled())
-	} else if st.CertFile != "" || st.KeyFile != "" || st.ClientCAFile != "" || st.SelfSigned {
+		checkTLSSource(bad, "broadcast.signed.tls", st.TLSFiles, c.Identity.Enabled())
+	} else if st.Given() {
 		bad("broadcast.signed.tls.enabled", "must be true when TLS settings are given")
 	}
 
@@ -537,17 +537,17 @@ func (c *Config) Validate() []Problem {
 
 // checkTLSSource checks where a TLS listener's certificate comes from:
 // files, or the identity (self_signed), not both.
-func checkTLSSource(bad func(field, format string, args ...any), section, certFile, keyFile string, selfSigned, identity bool) {
+func checkTLSSource(bad func(field, format string, args ...any), section string, f TLSFiles, identity bool) {
 	switch {
-	case selfSigned && (certFile != "" || keyFile != ""):
+	case f.SelfSigned && (f.CertFile != "" || f.KeyFile != ""):
 		bad(section+".self_signed", "excludes cert_file and key_file; choose one source of the certificate")
-	case selfSigned && !identity:
+	case f.SelfSigned && !identity:
 		bad(section+".self_signed", "derives the certificate from the identity; set identity.key_file or identity.generate: true")
-	case !selfSigned:
-		if certFile == "" {
+	case !f.SelfSigned:
+		if f.CertFile == "" {
 			bad(section+".cert_file", "required unless %s.self_signed is true", section)
 		}
-		if keyFile == "" {
+		if f.KeyFile == "" {
 			bad(section+".key_file", "required unless %s.self_signed is true", section)
 		}
 	}

@@ -359,8 +359,12 @@ type keyPath struct {
 func keyPaths(t reflect.Type, prefix string) []keyPath {
 	var paths []keyPath
 	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if opts == "inline" {
+			paths = append(paths, keyPaths(f.Type, prefix)...)
 			continue
 		}
 		if name == "" {

@@ -278,17 +278,11 @@ func goType(path string, elem bool) string {
 	t := reflect.TypeFor[Config]()
 	if path != "" {
 		for _, name := range strings.Split(path, ".") {
-			if t.Kind() != reflect.Struct {
+			f, ok := fieldByKey(t, name)
+			if !ok {
 				return ""
 			}
-			i := 0
-			for i < t.NumField() && strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] != name {
-				i++
-			}
-			if i == t.NumField() {
-				return ""
-			}
-			t = t.Field(i).Type
+			t = f.Type
 		}
 	}
 	if elem {
@@ -298,6 +292,25 @@ func goType(path string, elem bool) string {
 		t = t.Elem()
 	}
 	return t.String()
+}
+
+// fieldByKey returns the field of struct type t that the YAML key sets,
+// looking into the structs t inlines.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for f := range t.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			if inner, ok := fieldByKey(f.Type, key); ok {
+				return inner, true
+			}
+		} else if name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // lineOf finds the line of the key named by a dotted path, or of its

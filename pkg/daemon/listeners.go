@@ -120,7 +120,7 @@ func (l *listeners) add(name, protocol string, addr net.Addr, s *broadcast.Serve
 // bindTextTLS adds the TLS listener to the text server: its clients share
 // the text feed.
 func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
-	files, err := l.textTLSFiles(t)
+	files, err := l.tlsFiles(t.TLSFiles)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	}
 	var tc *tlsconf.Server
 	if sc.TLS.Enabled {
-		files, err := l.signedTLSFiles(sc.TLS)
+		files, err := l.tlsFiles(sc.TLS.TLSFiles)
 		if err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
@@ -230,9 +230,9 @@ func (l *listeners) selfSigned() (*tls.Certificate, error) {
 }
 
 // tlsFiles returns where a listener's TLS configuration comes from.
-func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (tlsconf.ServerFiles, error) {
-	f := tlsconf.ServerFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
-	if selfSigned {
+func (l *listeners) tlsFiles(c config.TLSFiles) (tlsconf.ServerFiles, error) {
+	f := tlsconf.ServerFiles{CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile}
+	if c.SelfSigned {
 		cert, err := l.selfSigned()
 		if err != nil {
 			return f, err
@@ -240,14 +240,6 @@ func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool
 		f.Certificate = cert
 	}
 	return f, nil
-}
-
-func (l *listeners) textTLSFiles(t config.TLS) (tlsconf.ServerFiles, error) {
-	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
-}
-
-func (l *listeners) signedTLSFiles(t config.SignedTLS) (tlsconf.ServerFiles, error) {
-	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
 // logBound logs where each listener is, once the daemon runs.
@@ -377,7 +369,7 @@ func (l *listeners) nameOf(c broadcast.ClientInfo) string {
 func (l *listeners) reload(next config.Config) {
 	l.setLimits(next)
 	if l.textTLS != nil && next.Broadcast.TLS.Listen != "" {
-		files, err := l.textTLSFiles(next.Broadcast.TLS)
+		files, err := l.tlsFiles(next.Broadcast.TLS.TLSFiles)
 		if err == nil {
 			err = l.textTLS.Reload(files)
 		}
@@ -393,7 +385,7 @@ func (l *listeners) reload(next config.Config) {
 		if st.SelfSigned = l.startSigned.TLS.SelfSigned; st.SelfSigned {
 			st = l.startSigned.TLS
 		}
-		files, err := l.signedTLSFiles(st)
+		files, err := l.tlsFiles(st.TLSFiles)
 		if err == nil {
 			err = l.signedTLS.Reload(files)
 		}
