@@ -14,7 +14,6 @@ import (
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/message"
-	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/sirupsen/logrus"
 )
@@ -144,22 +143,15 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	if l.id == nil {
 		return nil, errors.New("broadcast.signed.listen needs an identity; set identity.key_file or identity.generate: true")
 	}
-	mode, err := signed.ParseMode(sc.Mode)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
-	}
-	feedType, err := message.ParseType(sc.FeedType)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast.signed.feed_type: %w", err)
-	}
 	var file *identity.AuthorizedKeys
 	if path := cfg.Identity.AuthorizedKeys; path != "" {
+		var err error
 		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
 			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
 		}
 		l.log.WithField("file", path).Infof("%d client keys authorized", file.Len())
 	}
-	if cfg.Pool.Worker.Protocol == "signed" {
+	if cfg.Pool.Worker.Protocol == config.ProtocolSigned {
 		// Workers are given the public key file: it must be the key's.
 		pubFile := identity.PublicPath(l.id.Path)
 		pub, err := identity.LoadPublicKey(pubFile)
@@ -191,11 +183,11 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	keys := identity.NewKeyring(file)
 	so := broadcast.SignedOptions{
 		Key:                l.id.Private,
-		Mode:               mode,
+		Mode:               sc.Mode.Mode(),
 		CheckpointEvery:    sc.CheckpointEvery,
 		CheckpointInterval: sc.CheckpointInterval,
 		TimestampWindow:    sc.TimestampWindow,
-		FeedType:           feedType,
+		FeedType:           sc.FeedType.Type(),
 		Keys:               keys,
 		Authenticate:       sc.Auth == config.AuthAuthorizedKeys,
 		UpstreamRate:       sc.UpstreamRate,
@@ -427,8 +419,8 @@ func (l *listeners) reloadAuthorizedKeys(path string) {
 // for signed workers, what the built-in worker needs. Signed workers need
 // the signed listener, which only a restart adds; without it they use the
 // text listener.
-func (l *listeners) workerTarget(protocol string) (net.Addr, *SignedWorker) {
-	if protocol != "signed" || l.signed == nil {
+func (l *listeners) workerTarget(protocol config.Protocol) (net.Addr, *SignedWorker) {
+	if protocol != config.ProtocolSigned || l.signed == nil {
 		return l.text.Addr(), nil
 	}
 	// The listener's TLS and authentication are as the daemon started,

@@ -27,9 +27,7 @@ func (d *Daemon) reload() {
 	d.cfg = next
 	d.cfgMu.Unlock()
 
-	if err := configureLogger(d.opts.Logger, next.Log, d.opts.LogFile != nil); err != nil {
-		d.log.WithError(err).Error("Reload: log settings not applied")
-	}
+	configureLogger(d.opts.Logger, next.Log, d.opts.LogFile != nil)
 	d.listeners.reload(next)
 	// A reload changes the pool's size only when pool.size itself changed,
 	// so that one meant for, say, the log level keeps a chattyctl scale.
@@ -97,24 +95,28 @@ func NewLogger(c config.Log, stderr io.Writer) (*logrus.Logger, *logging.File, e
 		}
 		logger.SetOutput(lf)
 	}
-	if err := configureLogger(logger, c, lf != nil); err != nil {
-		if lf != nil {
-			lf.Close()
-		}
-		return nil, nil, err
-	}
+	configureLogger(logger, c, lf != nil)
 	return logger, lf, nil
 }
 
 // configureLogger sets the logger's level and format, at start and on
 // reload. The journal's format applies only when logging to stderr.
-func configureLogger(l *logrus.Logger, c config.Log, toFile bool) error {
-	level, err := logging.ParseLevel(c.Level)
-	if err != nil {
-		return err
+func configureLogger(l *logrus.Logger, c config.Log, toFile bool) {
+	l.SetLevel(logrusLevel(c.Level))
+	l.SetFormatter(logging.NewFormatter(c.Format == config.FormatJSON, !toFile && logging.UnderJournal()))
+}
+
+// logrusLevel is the logger's level for log.level.
+func logrusLevel(l config.LogLevel) logrus.Level {
+	switch l {
+	case config.LevelDebug:
+		return logrus.DebugLevel
+	case config.LevelWarning:
+		return logrus.WarnLevel
+	case config.LevelError:
+		return logrus.ErrorLevel
 	}
-	l.SetLevel(level)
-	return logging.SetFormat(l, c.Format, !toFile && logging.UnderJournal())
+	return logrus.InfoLevel
 }
 
 func (d *Daemon) reopenLog() {

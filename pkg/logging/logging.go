@@ -123,16 +123,23 @@ func UnderJournal() bool {
 func SetFormat(l *logrus.Logger, format string, journal bool) error {
 	switch format {
 	case "text", "":
-		l.SetFormatter(&TextFormatter{NoTime: journal})
+		l.SetFormatter(NewFormatter(false, journal))
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{
-			TimestampFormat:  time.RFC3339Nano,
-			DisableTimestamp: journal,
-		})
+		l.SetFormatter(NewFormatter(true, journal))
 	default:
 		return fmt.Errorf("unknown log format %q (want text or json)", format)
 	}
 	return nil
+}
+
+// NewFormatter returns chattyd's formatter: JSON objects if json, else
+// text lines. Under the journal, which stamps every line, neither writes
+// the time.
+func NewFormatter(json, journal bool) logrus.Formatter {
+	if json {
+		return &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano, DisableTimestamp: journal}
+	}
+	return &TextFormatter{NoTime: journal}
 }
 
 // File is a log destination that can be reopened, for logrotate. It is safe
