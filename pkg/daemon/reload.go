@@ -38,48 +38,11 @@ func (d *Daemon) reload() {
 	if err := d.pool.SetOptions(po); err != nil {
 		d.log.WithError(err).Error("Reload: pool settings not applied")
 	}
-	for _, field := range restartOnly(prev, next) {
+	for _, field := range config.RestartOnlyChanges(prev, next) {
 		d.log.WithField("field", field).Warn("Reload: this setting changes only at restart")
 	}
 	d.log.Info("Configuration reloaded")
 	d.sendStatus()
-}
-
-// restartOnly lists the settings that changed but cannot apply live.
-func restartOnly(prev, next config.Config) []string {
-	var out []string
-	if prev.Broadcast.Listen != next.Broadcast.Listen {
-		out = append(out, "broadcast.listen")
-	}
-	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
-		out = append(out, "broadcast.tls.listen")
-	}
-	// The signed listener's certificate files are read again on reload
-	// and its max_unauthenticated is one of the limits (limitsOf); the
-	// rest of it is set at start.
-	ps, ns := prev.Broadcast.Signed, next.Broadcast.Signed
-	ps.TLS.CertFile, ps.TLS.KeyFile, ps.TLS.ClientCAFile = ns.TLS.CertFile, ns.TLS.KeyFile, ns.TLS.ClientCAFile
-	ps.MaxUnauthenticated = ns.MaxUnauthenticated
-	if ps != ns {
-		out = append(out, "broadcast.signed")
-	}
-	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
-		out = append(out, "feed.source")
-	}
-	if prev.Feed.MaxLineBytes != next.Feed.MaxLineBytes {
-		out = append(out, "feed.max_line_bytes")
-	}
-	// identity.authorized_keys is read again on reload.
-	if prev.Identity.KeyFile != next.Identity.KeyFile || prev.Identity.Generate != next.Identity.Generate {
-		out = append(out, "identity")
-	}
-	if prev.Control != next.Control {
-		out = append(out, "control")
-	}
-	if prev.Log.File != next.Log.File {
-		out = append(out, "log.file")
-	}
-	return out
 }
 
 // NewLogger builds chattyd's root logger from the log settings: to

@@ -26,8 +26,8 @@ func TestReloadLimits(t *testing.T) {
 			prev := config.Default()
 			next := config.Default()
 			tc.change(&next)
-			if got := restartOnly(prev, next); !slices.Equal(got, tc.restartOnly) {
-				t.Errorf("restartOnly = %q, want %q", got, tc.restartOnly)
+			if got := config.RestartOnlyChanges(prev, next); !slices.Equal(got, tc.restartOnly) {
+				t.Errorf("RestartOnlyChanges = %q, want %q", got, tc.restartOnly)
 			}
 		})
 	}
