@@ -14,10 +14,10 @@ import (
 	"github.com/chatty-dev/chatty/internal/exitcode"
 	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/chatty-dev/chatty/pkg/clientopts"
-	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )
@@ -324,11 +324,11 @@ func cmdScale(c *cli.Context) error {
 		return cli.ShowSubcommandHelp(c)
 	}
 	if len(args) != 1 {
-		return usagef("scale: want a whole number from 0 to %d", config.MaxWorkers)
+		return usagef("scale: want a whole number from 0 to %d", poolsize.Max)
 	}
 	n, err := strconv.Atoi(args[0])
-	if err != nil || n < 0 || n > config.MaxWorkers {
-		return usagef("scale: want a whole number from 0 to %d, got %q", config.MaxWorkers, args[0])
+	if err != nil || n < 0 || n > poolsize.Max {
+		return usagef("scale: want a whole number from 0 to %d, got %q", poolsize.Max, args[0])
 	}
 	cl, err := newClient(c)
 	if err != nil {

@@ -1,10 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 
 	"github.com/chatty-dev/chatty/internal/exitcode"
 	"github.com/chatty-dev/chatty/pkg/config"
@@ -56,53 +55,42 @@ func loadConfigFile(c *cli.Context, path string) (config.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if err := applyFlags(c, &cfg); err != nil {
+	if err := cfg.Apply(overrides(c)); err != nil {
+		var ue *config.UsageError
+		if errors.As(err, &ue) {
+			return cfg, exitcode.Usagef("%s", err)
+		}
 		return cfg, err
 	}
 	return cfg, nil
 }
 
-// applyFlags overrides configuration values with the flags that were set.
-func applyFlags(c *cli.Context, cfg *config.Config) error {
-	if flagSet(c, "listen") {
-		cfg.Broadcast.Listen = flagIn(c, "listen").String("listen")
-	}
-	if flagSet(c, "ip") || flagSet(c, "port") {
-		host, port, err := net.SplitHostPort(cfg.Broadcast.Listen)
-		if err != nil {
-			return fmt.Errorf("--ip/--port: the address %q has no port to combine with: %w", cfg.Broadcast.Listen, err)
+// overrides returns the configuration settings given as flags, before
+// or after a command.
+func overrides(c *cli.Context) config.Overrides {
+	str := func(name string) *string {
+		if !flagSet(c, name) {
+			return nil
 		}
-		if flagSet(c, "ip") {
-			if net.ParseIP(flagIn(c, "ip").String("ip")) == nil {
-				return exitcode.Usagef("--ip %q is not an IP address", flagIn(c, "ip").String("ip"))
-			}
-			host = flagIn(c, "ip").String("ip")
+		v := flagIn(c, name).String(name)
+		return &v
+	}
+	num := func(name string) *int {
+		if !flagSet(c, name) {
+			return nil
 		}
-		if flagSet(c, "port") {
-			p := flagIn(c, "port").Int("port")
-			if p < 0 || p > 65535 {
-				return exitcode.Usagef("--port %d is not a port number (0 to 65535)", p)
-			}
-			port = strconv.Itoa(p)
-		}
-		cfg.Broadcast.Listen = net.JoinHostPort(host, port)
+		v := flagIn(c, name).Int(name)
+		return &v
 	}
-	if flagSet(c, "workers") {
-		cfg.Pool.Size = flagIn(c, "workers").Int("workers")
+	return config.Overrides{
+		Listen:        str("listen"),
+		IP:            str("ip"),
+		Port:          num("port"),
+		Workers:       num("workers"),
+		Verbose:       flagIn(c, "verbose").Bool("verbose"),
+		LogFormat:     str("log-format"),
+		ControlSocket: str("control-socket"),
 	}
-	if flagIn(c, "verbose").Bool("verbose") {
-		cfg.Log.Level = "debug"
-	}
-	if flagSet(c, "log-format") {
-		cfg.Log.Format = flagIn(c, "log-format").String("log-format")
-	}
-	if flagSet(c, "control-socket") {
-		cfg.Control.Socket = flagIn(c, "control-socket").String("control-socket")
-	}
-	if ps := cfg.Validate(); len(ps) > 0 {
-		return &config.Error{File: "command-line flags", Problems: ps}
-	}
-	return nil
 }
 
 // fileArg returns the configuration file named by a command's one

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -75,8 +76,8 @@ type Broadcast struct {
 type Signed struct {
 	// Listen is the signed listener's host:port; empty runs none.
 	Listen string `yaml:"listen"`
-	// Mode is "chained" or "per-message".
-	Mode string `yaml:"mode"`
+	// Mode is chained or per-message.
+	Mode SignMode `yaml:"mode"`
 	// CheckpointEvery and CheckpointInterval space the checkpoints of the
 	// chained mode.
 	CheckpointEvery    int           `yaml:"checkpoint_every"`
@@ -86,11 +87,11 @@ type Signed struct {
 	TimestampWindow time.Duration `yaml:"timestamp_window"`
 	// FeedType is the message type of every feed line on the signed
 	// listener, one of the seven types of package message.
-	FeedType string `yaml:"feed_type"`
-	// Auth is "none" or "authorized_keys": a client must then prove it
+	FeedType MessageType `yaml:"feed_type"`
+	// Auth is none or authorized_keys: a client must then prove it
 	// holds a key of identity.authorized_keys (or a pool worker's key)
 	// before it receives anything.
-	Auth string `yaml:"auth"`
+	Auth Auth `yaml:"auth"`
 	// MaxUnauthenticated is, with Auth "authorized_keys", the most
 	// connections at once that have yet to authenticate; a new one over
 	// it is closed at once. 0 means no limit of their own (max_clients
@@ -107,23 +108,20 @@ type Signed struct {
 // SignedTLS configures TLS on the signed listener.
 type SignedTLS struct {
 	// Enabled runs the signed listener over TLS.
-	Enabled bool `yaml:"enabled"`
-	// CertFile and KeyFile are the server's certificate chain and key
-	// (PEM), unless SelfSigned.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// SelfSigned serves a certificate derived from the daemon's identity,
-	// which clients verify by pinning the identity's public key.
-	SelfSigned bool `yaml:"self_signed"`
-	// ClientCAFile, when set, requires client certificates signed by one
-	// of these CAs (PEM): mutual TLS.
-	ClientCAFile string `yaml:"client_ca_file"`
+	Enabled  bool `yaml:"enabled"`
+	TLSFiles `yaml:",inline"`
 }
 
 // TLS configures the broadcaster's TLS listener.
 type TLS struct {
 	// Listen is the TLS listener's host:port; empty runs none.
-	Listen string `yaml:"listen"`
+	Listen   string `yaml:"listen"`
+	TLSFiles `yaml:",inline"`
+}
+
+// TLSFiles says where a TLS listener's certificate comes from, and whom
+// it asks for one: the keys both TLS sections share.
+type TLSFiles struct {
 	// CertFile and KeyFile are the server's certificate chain and key
 	// (PEM), unless SelfSigned.
 	CertFile string `yaml:"cert_file"`
@@ -136,16 +134,19 @@ type TLS struct {
 	ClientCAFile string `yaml:"client_ca_file"`
 }
 
+// Given reports whether any of the settings is set.
+func (f TLSFiles) Given() bool { return f != TLSFiles{} }
+
 // Feed configures where lines come from.
 type Feed struct {
-	// Source is "stdin" or "fifo".
-	Source string `yaml:"source"`
-	// Path is the FIFO's path when Source is "fifo".
+	// Source is stdin or fifo.
+	Source Source `yaml:"source"`
+	// Path is the FIFO's path when Source is fifo.
 	Path string `yaml:"path"`
 	// MaxLineBytes is the longest accepted feed line; longer ones are dropped.
 	MaxLineBytes int `yaml:"max_line_bytes"`
-	// OnEOF is "keep" (run on when the feed ends) or "stop" (shut down).
-	OnEOF string `yaml:"on_eof"`
+	// OnEOF is keep (run on when the feed ends) or stop (shut down).
+	OnEOF OnEOF `yaml:"on_eof"`
 }
 
 // Pool configures the supervised worker processes.
@@ -174,9 +175,9 @@ type Worker struct {
 	KeepAliveMin     time.Duration `yaml:"keepalive_min"`
 	KeepAliveMax     time.Duration `yaml:"keepalive_max"`
 	KeepAliveTimeout time.Duration `yaml:"keepalive_timeout"`
-	// Protocol is "text" (the broadcast listener) or "signed" (the signed
+	// Protocol is text (the broadcast listener) or signed (the signed
 	// listener, verifying with the daemon's public key).
-	Protocol string `yaml:"protocol"`
+	Protocol Protocol `yaml:"protocol"`
 }
 
 // Control configures the Unix control socket.
@@ -250,9 +251,9 @@ func DefaultKeyFile() string { return filepath.Join(StateDir(), "identity.key") 
 // Log configures logging.
 type Log struct {
 	// Level is one of debug, info, warning, error.
-	Level string `yaml:"level"`
-	// Format is "text" or "json".
-	Format string `yaml:"format"`
+	Level LogLevel `yaml:"level"`
+	// Format is text or json.
+	Format LogFormat `yaml:"format"`
 	// File, when set, receives the log instead of stderr (mode 0640).
 	File string `yaml:"file"`
 }
@@ -270,11 +271,11 @@ func Default() Config {
 			QueueLines:    1 << 18,
 			DrainTimeout:  5 * time.Second,
 			Signed: Signed{
-				Mode:               "chained",
+				Mode:               SignChained,
 				CheckpointEvery:    signed.DefaultCheckpointEvery,
 				CheckpointInterval: signed.DefaultCheckpointInterval,
 				TimestampWindow:    signed.DefaultTimestampWindow,
-				FeedType:           "Info",
+				FeedType:           MessageType(message.Info),
 				Auth:               AuthNone,
 				MaxUnauthenticated: 1024,
 				UpstreamRate:       20,
@@ -282,9 +283,9 @@ func Default() Config {
 			},
 		},
 		Feed: Feed{
-			Source:       "stdin",
+			Source:       SourceStdin,
 			MaxLineBytes: 64 << 10,
-			OnEOF:        "keep",
+			OnEOF:        OnEOFKeep,
 		},
 		Pool: Pool{
 			Size:           16,
@@ -298,10 +299,10 @@ func Default() Config {
 				KeepAliveMin:     5 * time.Second,
 				KeepAliveMax:     19 * time.Second,
 				KeepAliveTimeout: 10 * time.Second,
-				Protocol:         "text",
+				Protocol:         ProtocolText,
 			},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log: Log{Level: LevelInfo, Format: FormatText},
 	}
 }
 
@@ -412,8 +413,8 @@ func (c *Config) Validate() []Problem {
 		} else if t.Listen == b.Listen {
 			bad("broadcast.tls.listen", "must differ from broadcast.listen (%s)", b.Listen)
 		}
-		checkTLSSource(bad, "broadcast.tls", t.CertFile, t.KeyFile, t.SelfSigned, c.Identity.Enabled())
-	} else if t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" || t.SelfSigned {
+		checkTLSSource(bad, "broadcast.tls", t.TLSFiles, c.Identity.Enabled())
+	} else if t.Given() {
 		bad("broadcast.tls.listen", "required when TLS settings are given; set the TLS listener's host:port")
 	}
 
@@ -431,17 +432,17 @@ func (c *Config) Validate() []Problem {
 			bad("feed.max_line_bytes", "must be at most %d (the signed protocol's largest payload) with broadcast.signed.listen, got %d", signed.MaxPayload, c.Feed.MaxLineBytes)
 		}
 	}
-	if _, err := signed.ParseMode(sg.Mode); err != nil {
-		bad("broadcast.signed.mode", "must be chained or per-message, got %q", sg.Mode)
+	if !signModes.valid(sg.Mode) {
+		bad("broadcast.signed.mode", "must be %s", signModes)
 	}
 	positive("broadcast.signed.checkpoint_every", sg.CheckpointEvery)
 	positiveDur("broadcast.signed.checkpoint_interval", sg.CheckpointInterval)
 	positiveDur("broadcast.signed.timestamp_window", sg.TimestampWindow)
-	if _, err := message.ParseType(sg.FeedType); err != nil {
-		bad("broadcast.signed.feed_type", "%v", err)
+	if !sg.FeedType.Type().Valid() {
+		bad("broadcast.signed.feed_type", "must be one of %s", messageTypes())
 	}
-	if sg.Auth != AuthNone && sg.Auth != AuthAuthorizedKeys {
-		bad("broadcast.signed.auth", "must be %s or %s, got %q", AuthNone, AuthAuthorizedKeys, sg.Auth)
+	if !auths.valid(sg.Auth) {
+		bad("broadcast.signed.auth", "must be %s", auths)
 	}
 	nonNegative("broadcast.signed.max_unauthenticated", sg.MaxUnauthenticated)
 	if sg.UpstreamRate <= 0 {
@@ -449,20 +450,20 @@ func (c *Config) Validate() []Problem {
 	}
 	positive("broadcast.signed.upstream_burst", sg.UpstreamBurst)
 	if st := sg.TLS; st.Enabled {
-		checkTLSSource(bad, "broadcast.signed.tls", st.CertFile, st.KeyFile, st.SelfSigned, c.Identity.Enabled())
-	} else if st.CertFile != "" || st.KeyFile != "" || st.ClientCAFile != "" || st.SelfSigned {
+		checkTLSSource(bad, "broadcast.signed.tls", st.TLSFiles, c.Identity.Enabled())
+	} else if st.Given() {
 		bad("broadcast.signed.tls.enabled", "must be true when TLS settings are given")
 	}
 
 	f := &c.Feed
 	switch f.Source {
-	case "stdin":
-	case "fifo":
+	case SourceStdin:
+	case SourceFIFO:
 		if f.Path == "" {
 			bad("feed.path", "required when feed.source is fifo")
 		}
 	default:
-		bad("feed.source", "must be stdin or fifo, got %q", f.Source)
+		bad("feed.source", "must be %s", sources)
 	}
 	if f.MaxLineBytes < 1 || f.MaxLineBytes > 64<<20 {
 		bad("feed.max_line_bytes", "must be from 1 to %d, got %d", 64<<20, f.MaxLineBytes)
@@ -470,13 +471,13 @@ func (c *Config) Validate() []Problem {
 	if b.QueueBytes > 0 && f.MaxLineBytes >= b.QueueBytes {
 		bad("broadcast.queue_bytes", "must be larger than feed.max_line_bytes (%d), got %d", f.MaxLineBytes, b.QueueBytes)
 	}
-	if f.OnEOF != "keep" && f.OnEOF != "stop" {
-		bad("feed.on_eof", "must be keep or stop, got %q", f.OnEOF)
+	if !onEOFs.valid(f.OnEOF) {
+		bad("feed.on_eof", "must be %s", onEOFs)
 	}
 
 	p := &c.Pool
-	if p.Size < 0 || p.Size > MaxWorkers {
-		bad("pool.size", "must be from 0 to %d, got %d", MaxWorkers, p.Size)
+	if p.Size < 0 || p.Size > poolsize.Max {
+		bad("pool.size", "must be from 0 to %d, got %d", poolsize.Max, p.Size)
 	}
 	if len(p.Command) > 0 && p.Command[0] == "" {
 		bad("pool.command", "the program (first element) must not be empty")
@@ -500,8 +501,8 @@ func (c *Config) Validate() []Problem {
 	}
 	positiveDur("pool.worker.keepalive_timeout", w.KeepAliveTimeout)
 	switch w.Protocol {
-	case "text":
-	case "signed":
+	case ProtocolText:
+	case ProtocolSigned:
 		if b.Signed.Listen == "" {
 			bad("pool.worker.protocol", "signed needs the signed listener; set broadcast.signed.listen")
 		}
@@ -512,7 +513,7 @@ func (c *Config) Validate() []Problem {
 			bad("pool.worker.protocol", "built-in workers have no client certificate for broadcast.signed.tls.client_ca_file; use broadcast.signed.auth: authorized_keys, which gives each worker a key, or pool.command")
 		}
 	default:
-		bad("pool.worker.protocol", "must be text or signed, got %q", w.Protocol)
+		bad("pool.worker.protocol", "must be %s", protocols)
 	}
 
 	if m := c.Metrics.Listen; m != "" {
@@ -531,50 +532,39 @@ func (c *Config) Validate() []Problem {
 			bad("identity.key_file", "%q is a directory; name the key file, such as %s", k, filepath.Join(k, "identity.key"))
 		}
 	}
-	if sg.Auth == AuthAuthorizedKeys && c.Identity.AuthorizedKeys == "" && (p.Size == 0 || p.Worker.Protocol != "signed") {
+	if sg.Auth == AuthAuthorizedKeys && c.Identity.AuthorizedKeys == "" && (p.Size == 0 || p.Worker.Protocol != ProtocolSigned) {
 		bad("broadcast.signed.auth", "authorized_keys needs identity.authorized_keys, or signed pool workers, or no client could ever connect")
 	}
-	if sg.Auth == AuthAuthorizedKeys && p.Worker.Protocol == "signed" && sg.MaxUnauthenticated > 0 && p.Size > sg.MaxUnauthenticated {
+	if sg.Auth == AuthAuthorizedKeys && p.Worker.Protocol == ProtocolSigned && sg.MaxUnauthenticated > 0 && p.Size > sg.MaxUnauthenticated {
 		bad("broadcast.signed.max_unauthenticated", "must be at least pool.size (%d), as the pool's workers authenticate when they start together; got %d", p.Size, sg.MaxUnauthenticated)
 	}
 	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
 		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")
 	}
 
-	switch c.Log.Level {
-	case "debug", "info", "warning", "warn", "error":
-	default:
-		bad("log.level", "must be debug, info, warning or error, got %q", c.Log.Level)
+	if !logLevels.valid(c.Log.Level) {
+		bad("log.level", "must be %s", logLevels)
 	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	if !logFormats.valid(c.Log.Format) {
+		bad("log.format", "must be %s", logFormats)
 	}
 	return ps
 }
 
 // checkTLSSource checks where a TLS listener's certificate comes from:
 // files, or the identity (self_signed), not both.
-func checkTLSSource(bad func(field, format string, args ...any), section, certFile, keyFile string, selfSigned, identity bool) {
+func checkTLSSource(bad func(field, format string, args ...any), section string, f TLSFiles, identity bool) {
 	switch {
-	case selfSigned && (certFile != "" || keyFile != ""):
+	case f.SelfSigned && (f.CertFile != "" || f.KeyFile != ""):
 		bad(section+".self_signed", "excludes cert_file and key_file; choose one source of the certificate")
-	case selfSigned && !identity:
+	case f.SelfSigned && !identity:
 		bad(section+".self_signed", "derives the certificate from the identity; set identity.key_file or identity.generate: true")
-	case !selfSigned:
-		if certFile == "" {
+	case !f.SelfSigned:
+		if f.CertFile == "" {
 			bad(section+".cert_file", "required unless %s.self_signed is true", section)
 		}
-		if keyFile == "" {
+		if f.KeyFile == "" {
 			bad(section+".key_file", "required unless %s.self_signed is true", section)
 		}
 	}
 }
-
-// The values of broadcast.signed.auth.
-const (
-	AuthNone           = "none"
-	AuthAuthorizedKeys = "authorized_keys"
-)
-
-// MaxWorkers is the largest pool size chattyd accepts.
-const MaxWorkers = 10000

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -267,11 +268,11 @@ log:
 	want := Default()
 	want.Broadcast.Listen = "[::1]:7000"
 	want.Broadcast.IdleTimeout = 90 * time.Second
-	want.Feed.Source = "fifo"
+	want.Feed.Source = SourceFIFO
 	want.Feed.Path = "/run/chatty/feed"
 	want.Pool.Size = 0
 	want.Pool.Command = []string{"chatty_server", "-child", "{port}"}
-	want.Log = Log{Level: "warning", Format: "json"}
+	want.Log = Log{Level: LevelWarning, Format: FormatJSON}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Parse = %+v\nwant %+v", cfg, want)
 	}
@@ -359,8 +360,12 @@ type keyPath struct {
 func keyPaths(t reflect.Type, prefix string) []keyPath {
 	var paths []keyPath
 	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if opts == "inline" {
+			paths = append(paths, keyPaths(f.Type, prefix)...)
 			continue
 		}
 		if name == "" {
@@ -533,9 +538,9 @@ func TestSignedListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: "per-message", CheckpointEvery: 10,
+	wantSigned := Signed{Listen: "127.0.0.1:54323", Mode: SignPerMessage, CheckpointEvery: 10,
 		CheckpointInterval: signed.DefaultCheckpointInterval, TimestampWindow: 5 * time.Minute,
-		FeedType: "Info", Auth: AuthNone, MaxUnauthenticated: 1024, UpstreamRate: 20, UpstreamBurst: 40}
+		FeedType: MessageType(message.Info), Auth: AuthNone, MaxUnauthenticated: 1024, UpstreamRate: 20, UpstreamBurst: 40}
 	if cfg.Broadcast.Signed != wantSigned {
 		t.Errorf("signed = %+v, want %+v", cfg.Broadcast.Signed, wantSigned)
 	}
@@ -567,10 +572,10 @@ func TestWorkerProtocol(t *testing.T) {
 	_, err = Parse("q.yaml", []byte("version: 1\npool:\n  worker:\n    protocol: binary\n"))
 	checkProblems(t, "q.yaml", err, []want{{4, "pool.worker.protocol", "text or signed"}})
 	cfg, err := Parse("ok.yaml", []byte("version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:1\npool:\n  worker:\n    protocol: signed\n"))
-	if err != nil || cfg.Pool.Worker.Protocol != "signed" {
+	if err != nil || cfg.Pool.Worker.Protocol != ProtocolSigned {
 		t.Fatalf("protocol %q, %v", cfg.Pool.Worker.Protocol, err)
 	}
-	if Default().Pool.Worker.Protocol != "text" {
+	if Default().Pool.Worker.Protocol != ProtocolText {
 		t.Error("workers speak text by default")
 	}
 }

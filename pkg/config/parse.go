@@ -3,9 +3,12 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,6 +21,9 @@ func Parse(name string, data []byte) (Config, error) {
 	cfg := Default()
 	cfg.Version = 0 // the file must say which version it is
 	var problems []Problem
+	// badValues are the fields whose name is none of their values, by
+	// path; each is reported where Validate finds the field invalid.
+	badValues := map[string]Problem{}
 
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -35,7 +41,16 @@ func Parse(name string, data []byte) (Config, error) {
 			_ = yaml.Unmarshal(data, &root) // it parsed above, only types were wrong
 			keys := keysOf(&root, "", nil)
 			for _, msg := range te.Errors {
-				problems = append(problems, typeProblem(msg, keys))
+				p, ok := valueProblem(msg, keys)
+				_, dup := badValues[p.Field]
+				switch {
+				case !ok:
+					problems = append(problems, typeProblem(msg, keys))
+				case p.Field == "":
+					problems = append(problems, p)
+				case !dup: // an alias can bring one bad value twice
+					badValues[p.Field] = p
+				}
 			}
 		}
 		var extra yaml.Node
@@ -67,6 +82,12 @@ func Parse(name string, data []byte) (Config, error) {
 			reported[p.Field] = true
 		}
 		for _, vp := range vps {
+			if p, ok := badValues[vp.Field]; ok {
+				problems = append(problems, p)
+				delete(badValues, vp.Field)
+				reported[vp.Field] = true
+				continue
+			}
 			if reported[vp.Field] {
 				continue
 			}
@@ -74,6 +95,9 @@ func Parse(name string, data []byte) (Config, error) {
 			problems = append(problems, vp)
 		}
 	}
+	// Validate finds every bad value invalid; should it miss one, it is
+	// still reported.
+	problems = append(problems, slices.SortedFunc(maps.Values(badValues), func(a, b Problem) int { return a.Line - b.Line })...)
 	if len(problems) > 0 {
 		return Config{}, &Error{File: name, Problems: problems}
 	}
@@ -154,6 +178,38 @@ func keysOf(n *yaml.Node, path string, into []keyAt) []keyAt {
 	return into
 }
 
+// badValue is the error of an UnmarshalYAML given a scalar that is none
+// of the names of zero's type. It is a *yaml.TypeError, so that decoding
+// goes on; Parse finds the field by the node's position and type and
+// reports msg where Validate checks the field, which UnmarshalYAML leaves
+// invalid (zero).
+func badValue(n *yaml.Node, zero any, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: column %d: bad %T: %s", n.Line, n.Column, zero, msg)}}
+}
+
+var badValueRE = regexp.MustCompile(`(?s)^line (\d+): column (\d+): bad (\S+): (.*)$`)
+
+// valueProblem turns a badValue message into a Problem of the field it is
+// for, found among keys by the position and Go type of its value.
+func valueProblem(msg string, keys []keyAt) (Problem, bool) {
+	m := badValueRE.FindStringSubmatch(msg)
+	if m == nil {
+		return Problem{}, false
+	}
+	line, _ := strconv.Atoi(m[1])
+	column, _ := strconv.Atoi(m[2])
+	for _, k := range keys {
+		v := k.value
+		if v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias
+		}
+		if k.key != nil && v.Line == line && v.Column == column && goType(k.path, false) == m[3] {
+			return Problem{Line: k.key.Line, Field: k.path, Msg: m[4]}, true
+		}
+	}
+	return Problem{Line: line, Msg: m[4]}, true
+}
+
 var (
 	unknownRE   = regexp.MustCompile(`^field (.*) not found in type (\S+)$`)
 	duplicateRE = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
@@ -224,7 +280,7 @@ func typeProblem(msg string, keys []keyAt) Problem {
 		if best < 0 {
 			best = i
 		}
-		if goType(k.path, k.elem) == typ {
+		if decodedType(k.path, k.elem) == typ {
 			best = i
 			break
 		}
@@ -272,32 +328,92 @@ func cutLast(path string) (parent, key string, nested bool) {
 	return path[:i], path[i+1:], true
 }
 
+// decodedType is goType, but string for a typed value (values.go): its
+// UnmarshalYAML decodes a string first, and yaml.v3's errors name that.
+func decodedType(path string, elem bool) string {
+	t := fieldType(path, elem)
+	if t != nil && reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+		return "string"
+	}
+	return goType(path, elem)
+}
+
 // goType names the Go type of the field at the dotted path, or of its
 // elements when elem is set, as yaml.v3 names it in errors; "" if unknown.
 func goType(path string, elem bool) string {
+	if t := fieldType(path, elem); t != nil {
+		return t.String()
+	}
+	return ""
+}
+
+// fieldType returns the Go type of the field at the dotted path, or of its
+// elements when elem is set; nil if there is none.
+func fieldType(path string, elem bool) reflect.Type {
 	t := reflect.TypeFor[Config]()
 	if path != "" {
 		for _, name := range strings.Split(path, ".") {
-			if t.Kind() != reflect.Struct {
-				return ""
+			f, ok := fieldByKey(t, name)
+			if !ok {
+				return nil
 			}
-			i := 0
-			for i < t.NumField() && strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0] != name {
-				i++
-			}
-			if i == t.NumField() {
-				return ""
-			}
-			t = t.Field(i).Type
+			t = f.Type
 		}
 	}
 	if elem {
 		if t.Kind() != reflect.Slice {
-			return ""
+			return nil
 		}
 		t = t.Elem()
 	}
-	return t.String()
+	return t
+}
+
+// setting is one leaf of Config: a key that holds a value, not a section.
+type setting struct {
+	path  string // its YAML path, such as broadcast.tls.listen
+	index []int  // its field, for reflect.Value.FieldByIndex
+}
+
+// settings returns every leaf of Config in declaration order.
+func settings() []setting {
+	var out []setting
+	var walk func(t reflect.Type, prefix string, index []int)
+	walk = func(t reflect.Type, prefix string, index []int) {
+		for f := range t.Fields() {
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			i := append(append([]int(nil), index...), f.Index...)
+			switch {
+			case opts == "inline":
+				walk(f.Type, prefix, i)
+			case f.Type.Kind() == reflect.Struct:
+				walk(f.Type, prefix+name+".", i)
+			default:
+				out = append(out, setting{prefix + name, i})
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "", nil)
+	return out
+}
+
+// fieldByKey returns the field of struct type t that the YAML key sets,
+// looking into the structs t inlines.
+func fieldByKey(t reflect.Type, key string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for f := range t.Fields() {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			if inner, ok := fieldByKey(f.Type, key); ok {
+				return inner, true
+			}
+		} else if name == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
 
 // lineOf finds the line of the key named by a dotted path, or of its

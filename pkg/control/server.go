@@ -25,8 +25,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/sirupsen/logrus"
 )
 
@@ -45,7 +45,7 @@ type Options struct {
 	// root and the daemon's own user may. With Path, the socket and a
 	// directory Listen creates are given to this group.
 	Group string
-	// MaxWorkers is the largest accepted scale; 0 means config.MaxWorkers.
+	// MaxWorkers is the largest accepted scale; 0 means poolsize.Max.
 	MaxWorkers int
 }
 
@@ -84,7 +84,7 @@ func New(opts Options, b Backend, log *logrus.Entry) (*Server, error) {
 	}
 	maxWorkers := opts.MaxWorkers
 	if maxWorkers <= 0 {
-		maxWorkers = config.MaxWorkers
+		maxWorkers = poolsize.Max
 	}
 	s := &Server{
 		b:          b,

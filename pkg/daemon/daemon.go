@@ -26,6 +26,7 @@ import (
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/pool"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/sirupsen/logrus"
 )
 
@@ -178,7 +179,7 @@ func New(opts Options) (_ *Daemon, err error) {
 		Path:       cfg.Control.Socket,
 		Listener:   opts.Activation.Control,
 		Group:      cfg.Control.Group,
-		MaxWorkers: config.MaxWorkers,
+		MaxWorkers: poolsize.Max,
 	}, backend{d}, opts.Logger.WithField(logging.FieldComponent, "control"))
 	if err != nil {
 		return nil, err // it names the control socket

@@ -22,7 +22,7 @@ func newSource(opts Options, cfg config.Config) feed.Source {
 	switch {
 	case opts.Activation.Feed != nil:
 		return feed.NewFile("fifo (systemd)", opts.Activation.Feed, max, log.WithField(logging.FieldScope, "feed"))
-	case cfg.Feed.Source == "fifo":
+	case cfg.Feed.Source == config.SourceFIFO:
 		return feed.NewFIFO(cfg.Feed.Path, max, log.WithField(logging.FieldScope, "fifo"))
 	default:
 		return feed.NewStdin(max, log.WithField(logging.FieldScope, "stdin"))
@@ -59,7 +59,7 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 		return fmt.Errorf("feed %s: %w", d.source.Name(), err)
 	}
 	d.feedState.set("eof")
-	if d.config().Feed.OnEOF == "stop" {
+	if d.config().Feed.OnEOF == config.OnEOFStop {
 		log.Info("End of feed; stopping (feed.on_eof: stop)")
 		return nil
 	}

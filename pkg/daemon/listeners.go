@@ -14,7 +14,6 @@ import (
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/message"
-	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/sirupsen/logrus"
 )
@@ -120,7 +119,7 @@ func (l *listeners) add(name, protocol string, addr net.Addr, s *broadcast.Serve
 // bindTextTLS adds the TLS listener to the text server: its clients share
 // the text feed.
 func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
-	files, err := l.textTLSFiles(t)
+	files, err := l.tlsFiles(t.TLSFiles)
 	if err != nil {
 		return nil, err
 	}
@@ -144,22 +143,15 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	if l.id == nil {
 		return nil, errors.New("broadcast.signed.listen needs an identity; set identity.key_file or identity.generate: true")
 	}
-	mode, err := signed.ParseMode(sc.Mode)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast.signed.mode: %w", err)
-	}
-	feedType, err := message.ParseType(sc.FeedType)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast.signed.feed_type: %w", err)
-	}
 	var file *identity.AuthorizedKeys
 	if path := cfg.Identity.AuthorizedKeys; path != "" {
+		var err error
 		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
 			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
 		}
 		l.log.WithField("file", path).Infof("%d client keys authorized", file.Len())
 	}
-	if cfg.Pool.Worker.Protocol == "signed" {
+	if cfg.Pool.Worker.Protocol == config.ProtocolSigned {
 		// Workers are given the public key file: it must be the key's.
 		pubFile := identity.PublicPath(l.id.Path)
 		pub, err := identity.LoadPublicKey(pubFile)
@@ -172,7 +164,7 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	}
 	var tc *tlsconf.Server
 	if sc.TLS.Enabled {
-		files, err := l.signedTLSFiles(sc.TLS)
+		files, err := l.tlsFiles(sc.TLS.TLSFiles)
 		if err != nil {
 			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
 		}
@@ -191,11 +183,11 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	keys := identity.NewKeyring(file)
 	so := broadcast.SignedOptions{
 		Key:                l.id.Private,
-		Mode:               mode,
+		Mode:               sc.Mode.Mode(),
 		CheckpointEvery:    sc.CheckpointEvery,
 		CheckpointInterval: sc.CheckpointInterval,
 		TimestampWindow:    sc.TimestampWindow,
-		FeedType:           feedType,
+		FeedType:           sc.FeedType.Type(),
 		Keys:               keys,
 		Authenticate:       sc.Auth == config.AuthAuthorizedKeys,
 		UpstreamRate:       sc.UpstreamRate,
@@ -230,9 +222,9 @@ func (l *listeners) selfSigned() (*tls.Certificate, error) {
 }
 
 // tlsFiles returns where a listener's TLS configuration comes from.
-func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool) (tlsconf.ServerFiles, error) {
-	f := tlsconf.ServerFiles{CertFile: certFile, KeyFile: keyFile, ClientCAFile: clientCA}
-	if selfSigned {
+func (l *listeners) tlsFiles(c config.TLSFiles) (tlsconf.ServerFiles, error) {
+	f := tlsconf.ServerFiles{CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile}
+	if c.SelfSigned {
 		cert, err := l.selfSigned()
 		if err != nil {
 			return f, err
@@ -240,14 +232,6 @@ func (l *listeners) tlsFiles(certFile, keyFile, clientCA string, selfSigned bool
 		f.Certificate = cert
 	}
 	return f, nil
-}
-
-func (l *listeners) textTLSFiles(t config.TLS) (tlsconf.ServerFiles, error) {
-	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
-}
-
-func (l *listeners) signedTLSFiles(t config.SignedTLS) (tlsconf.ServerFiles, error) {
-	return l.tlsFiles(t.CertFile, t.KeyFile, t.ClientCAFile, t.SelfSigned)
 }
 
 // logBound logs where each listener is, once the daemon runs.
@@ -377,7 +361,7 @@ func (l *listeners) nameOf(c broadcast.ClientInfo) string {
 func (l *listeners) reload(next config.Config) {
 	l.setLimits(next)
 	if l.textTLS != nil && next.Broadcast.TLS.Listen != "" {
-		files, err := l.textTLSFiles(next.Broadcast.TLS)
+		files, err := l.tlsFiles(next.Broadcast.TLS.TLSFiles)
 		if err == nil {
 			err = l.textTLS.Reload(files)
 		}
@@ -393,7 +377,7 @@ func (l *listeners) reload(next config.Config) {
 		if st.SelfSigned = l.startSigned.TLS.SelfSigned; st.SelfSigned {
 			st = l.startSigned.TLS
 		}
-		files, err := l.signedTLSFiles(st)
+		files, err := l.tlsFiles(st.TLSFiles)
 		if err == nil {
 			err = l.signedTLS.Reload(files)
 		}
@@ -435,8 +419,8 @@ func (l *listeners) reloadAuthorizedKeys(path string) {
 // for signed workers, what the built-in worker needs. Signed workers need
 // the signed listener, which only a restart adds; without it they use the
 // text listener.
-func (l *listeners) workerTarget(protocol string) (net.Addr, *SignedWorker) {
-	if protocol != "signed" || l.signed == nil {
+func (l *listeners) workerTarget(protocol config.Protocol) (net.Addr, *SignedWorker) {
+	if protocol != config.ProtocolSigned || l.signed == nil {
 		return l.text.Addr(), nil
 	}
 	// The listener's TLS and authentication are as the daemon started,

@@ -27,9 +27,7 @@ func (d *Daemon) reload() {
 	d.cfg = next
 	d.cfgMu.Unlock()
 
-	if err := configureLogger(d.opts.Logger, next.Log, d.opts.LogFile != nil); err != nil {
-		d.log.WithError(err).Error("Reload: log settings not applied")
-	}
+	configureLogger(d.opts.Logger, next.Log, d.opts.LogFile != nil)
 	d.listeners.reload(next)
 	// A reload changes the pool's size only when pool.size itself changed,
 	// so that one meant for, say, the log level keeps a chattyctl scale.
@@ -40,51 +38,11 @@ func (d *Daemon) reload() {
 	if err := d.pool.SetOptions(po); err != nil {
 		d.log.WithError(err).Error("Reload: pool settings not applied")
 	}
-	for _, field := range restartOnly(prev, next) {
+	for _, field := range config.RestartOnlyChanges(prev, next) {
 		d.log.WithField("field", field).Warn("Reload: this setting changes only at restart")
 	}
 	d.log.Info("Configuration reloaded")
 	d.sendStatus()
-}
-
-// restartOnly lists the settings that changed but cannot apply live.
-func restartOnly(prev, next config.Config) []string {
-	var out []string
-	if prev.Broadcast.Listen != next.Broadcast.Listen {
-		out = append(out, "broadcast.listen")
-	}
-	if prev.Broadcast.TLS.Listen != next.Broadcast.TLS.Listen {
-		out = append(out, "broadcast.tls.listen")
-	}
-	// The signed listener's certificate files are read again on reload
-	// and its max_unauthenticated is one of the limits (limitsOf); the
-	// rest of it is set at start.
-	ps, ns := prev.Broadcast.Signed, next.Broadcast.Signed
-	ps.TLS.CertFile, ps.TLS.KeyFile, ps.TLS.ClientCAFile = ns.TLS.CertFile, ns.TLS.KeyFile, ns.TLS.ClientCAFile
-	ps.MaxUnauthenticated = ns.MaxUnauthenticated
-	if ps != ns {
-		out = append(out, "broadcast.signed")
-	}
-	if prev.Feed.Source != next.Feed.Source || prev.Feed.Path != next.Feed.Path {
-		out = append(out, "feed.source")
-	}
-	if prev.Feed.MaxLineBytes != next.Feed.MaxLineBytes {
-		out = append(out, "feed.max_line_bytes")
-	}
-	// identity.authorized_keys is read again on reload.
-	if prev.Identity.KeyFile != next.Identity.KeyFile || prev.Identity.Generate != next.Identity.Generate {
-		out = append(out, "identity")
-	}
-	if prev.Control != next.Control {
-		out = append(out, "control")
-	}
-	if prev.Metrics != next.Metrics {
-		out = append(out, "metrics.listen")
-	}
-	if prev.Log.File != next.Log.File {
-		out = append(out, "log.file")
-	}
-	return out
 }
 
 // NewLogger builds chattyd's root logger from the log settings: to
@@ -100,24 +58,28 @@ func NewLogger(c config.Log, stderr io.Writer) (*logrus.Logger, *logging.File, e
 		}
 		logger.SetOutput(lf)
 	}
-	if err := configureLogger(logger, c, lf != nil); err != nil {
-		if lf != nil {
-			lf.Close()
-		}
-		return nil, nil, err
-	}
+	configureLogger(logger, c, lf != nil)
 	return logger, lf, nil
 }
 
 // configureLogger sets the logger's level and format, at start and on
 // reload. The journal's format applies only when logging to stderr.
-func configureLogger(l *logrus.Logger, c config.Log, toFile bool) error {
-	level, err := logging.ParseLevel(c.Level)
-	if err != nil {
-		return err
+func configureLogger(l *logrus.Logger, c config.Log, toFile bool) {
+	l.SetLevel(logrusLevel(c.Level))
+	l.SetFormatter(logging.NewFormatter(c.Format == config.FormatJSON, !toFile && logging.UnderJournal()))
+}
+
+// logrusLevel is the logger's level for log.level.
+func logrusLevel(l config.LogLevel) logrus.Level {
+	switch l {
+	case config.LevelDebug:
+		return logrus.DebugLevel
+	case config.LevelWarning:
+		return logrus.WarnLevel
+	case config.LevelError:
+		return logrus.ErrorLevel
 	}
-	l.SetLevel(level)
-	return logging.SetFormat(l, c.Format, !toFile && logging.UnderJournal())
+	return logrus.InfoLevel
 }
 
 func (d *Daemon) reopenLog() {

@@ -18,7 +18,7 @@ func TestReloadLimits(t *testing.T) {
 		{"max_clients", func(c *config.Config) { c.Broadcast.MaxClients = 7 }, nil},
 		{"max_unknown_lines", func(c *config.Config) { c.Broadcast.MaxUnknownLines = 100 }, nil},
 		{"max_unauthenticated", func(c *config.Config) { c.Broadcast.Signed.MaxUnauthenticated = 5 }, nil},
-		{"signed mode", func(c *config.Config) { c.Broadcast.Signed.Mode = "per-message" }, []string{"broadcast.signed"}},
+		{"signed mode", func(c *config.Config) { c.Broadcast.Signed.Mode = config.SignPerMessage }, []string{"broadcast.signed"}},
 		{"signed auth", func(c *config.Config) { c.Broadcast.Signed.Auth = config.AuthAuthorizedKeys }, []string{"broadcast.signed"}},
 		{"metrics listen", func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:9464" }, []string{"metrics.listen"}},
 	}
@@ -27,8 +27,8 @@ func TestReloadLimits(t *testing.T) {
 			prev := config.Default()
 			next := config.Default()
 			tc.change(&next)
-			if got := restartOnly(prev, next); !slices.Equal(got, tc.restartOnly) {
-				t.Errorf("restartOnly = %q, want %q", got, tc.restartOnly)
+			if got := config.RestartOnlyChanges(prev, next); !slices.Equal(got, tc.restartOnly) {
+				t.Errorf("RestartOnlyChanges = %q, want %q", got, tc.restartOnly)
 			}
 		})
 	}

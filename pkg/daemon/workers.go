@@ -56,11 +56,8 @@ func workerEnv() []string {
 	return []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="}
 }
 
-// scale sets the number of workers and returns the previous number.
+// scale sets the number of workers and returns the previous number. The
+// pool checks n and logs the change.
 func (d *Daemon) scale(n int) (old int, err error) {
-	if n < 0 || n > config.MaxWorkers {
-		return 0, fmt.Errorf("scale: want a whole number from 0 to %d, got %d", config.MaxWorkers, n)
-	}
-	// The pool logs the change.
 	return d.pool.Scale(n)
 }

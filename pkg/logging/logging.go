@@ -132,12 +132,9 @@ func UnderJournal() bool {
 func SetFormat(l *logrus.Logger, format string, journal bool) error {
 	switch format {
 	case "text", "":
-		l.SetFormatter(&TextFormatter{NoTime: journal})
+		l.SetFormatter(NewFormatter(false, journal))
 	case "json":
-		l.SetFormatter(&jsonFormatter{logrus.JSONFormatter{
-			TimestampFormat:  time.RFC3339Nano,
-			DisableTimestamp: journal,
-		}})
+		l.SetFormatter(NewFormatter(true, journal))
 	default:
 		return fmt.Errorf("unknown log format %q (want text or json)", format)
 	}
@@ -182,6 +179,16 @@ func escapeJSONControls(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// NewFormatter returns chattyd's formatter: JSON objects if json, else
+// text lines. Under the journal, which stamps every line, neither writes
+// the time.
+func NewFormatter(json, journal bool) logrus.Formatter {
+	if json {
+		return &jsonFormatter{logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano, DisableTimestamp: journal}}
+	}
+	return &TextFormatter{NoTime: journal}
 }
 
 // File is a log destination that can be reopened, for logrotate. It is safe

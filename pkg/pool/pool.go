@@ -24,12 +24,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 )
 
 // Options configures a pool.
 type Options struct {
-	// Size is the number of slots, from 0 to config.MaxWorkers.
+	// Size is the number of slots, from 0 to poolsize.Max.
 	Size int
 	// Command is the worker's program and arguments, run directly (no
 	// shell). The placeholders {host}, {port}, {addr} and {slot} are
@@ -68,8 +68,8 @@ type Options struct {
 // validate reports every invalid option at once.
 func (o *Options) validate() error {
 	var errs []error
-	if o.Size < 0 || o.Size > config.MaxWorkers {
-		errs = append(errs, fmt.Errorf("size must be from 0 to %d, got %d", config.MaxWorkers, o.Size))
+	if err := checkSize(o.Size); err != nil {
+		errs = append(errs, err)
 	}
 	if len(o.Command) == 0 || o.Command[0] == "" {
 		errs = append(errs, errors.New("command is empty; it needs at least the worker program"))
@@ -93,6 +93,14 @@ func (o *Options) validate() error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid pool options: %w", err)
+	}
+	return nil
+}
+
+// checkSize returns an error unless n is a size a pool can have.
+func checkSize(n int) error {
+	if n < 0 || n > poolsize.Max {
+		return fmt.Errorf("pool size must be from 0 to %d, got %d", poolsize.Max, n)
 	}
 	return nil
 }
@@ -170,8 +178,8 @@ func (p *Pool) Size() int {
 // Only the difference changes: new slots are started above the current
 // ones, and the highest slots are stopped. Before Run it only records n.
 func (p *Pool) Scale(n int) (old int, err error) {
-	if n < 0 || n > config.MaxWorkers {
-		return 0, fmt.Errorf("pool size must be from 0 to %d, got %d", config.MaxWorkers, n)
+	if err := checkSize(n); err != nil {
+		return 0, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
