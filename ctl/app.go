@@ -11,13 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/clientopts"
 	"github.com/chatty-dev/chatty/internal/exitcode"
+	"github.com/chatty-dev/chatty/internal/pool/poolsize"
 	"github.com/chatty-dev/chatty/internal/version"
-	"github.com/chatty-dev/chatty/pkg/clientopts"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/chatty-dev/chatty/pkg/message"
-	"github.com/chatty-dev/chatty/pkg/pool/poolsize"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 )

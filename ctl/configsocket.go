@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/internal/config"
 	"gopkg.in/yaml.v3"
 )
 

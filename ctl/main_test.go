@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/controlserver"
+
+	"github.com/chatty-dev/chatty/internal/controlserver/controltest"
 	"github.com/chatty-dev/chatty/pkg/control"
-	"github.com/chatty-dev/chatty/pkg/control/controltest"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
@@ -44,7 +46,7 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 	}
 	b.WorkersValue = b.StatusValue.Pool.Slots
 	b.IdentityValue = &control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
-	srv := controltest.Serve(t, b, control.Options{MaxWorkers: 20})
+	srv := controltest.Serve(t, b, controlserver.Options{MaxWorkers: 20})
 	return b, srv.Addr()
 }
 

@@ -16,11 +16,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/chatty-dev/chatty/pkg/clientopts"
+	"github.com/chatty-dev/chatty/internal/clientopts"
+	"github.com/chatty-dev/chatty/internal/tlsconf"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
-	"github.com/chatty-dev/chatty/pkg/tlsconf"
 )
 
 // cmdWatch connects to the broadcaster as a plain client and copies what

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/exitcode"
-	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
 )

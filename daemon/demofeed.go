@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/chatty-dev/chatty/pkg/demofeed"
+	"github.com/chatty-dev/chatty/internal/demofeed"
 )
 
 // demoFeedCommand is "chattyd demo-feed": the original generate-data.sh,

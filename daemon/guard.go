@@ -6,13 +6,13 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"github.com/chatty-dev/chatty/pkg/logging"
-	"github.com/chatty-dev/chatty/pkg/pool"
+	"github.com/chatty-dev/chatty/internal/logging"
+	"github.com/chatty-dev/chatty/internal/pool"
 )
 
 // guardCommand is "chattyd guard", hidden: the process the pool runs
 // beside its workers that kills what is left of their process groups
-// when chattyd dies, however it dies (see pkg/pool/guard.go). It reads
+// when chattyd dies, however it dies (see internal/pool/guard.go). It reads
 // the pool's records from its standard input and logs to standard error,
 // which it shares with chattyd.
 func guardCommand() *cli.Command {

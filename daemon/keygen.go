@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/exitcode"
-	"github.com/chatty-dev/chatty/pkg/config"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/urfave/cli/v2"
 )

@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/chatty-dev/chatty/pkg/daemon"
+	"github.com/chatty-dev/chatty/internal/daemon"
 )
 
 func runChattyd(t *testing.T, args ...string) (int, string, string) {

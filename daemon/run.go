@@ -5,10 +5,10 @@ import (
 	"errors"
 	"os"
 
+	"github.com/chatty-dev/chatty/internal/activation"
+	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/daemon"
 	"github.com/chatty-dev/chatty/internal/exitcode"
-	"github.com/chatty-dev/chatty/pkg/activation"
-	"github.com/chatty-dev/chatty/pkg/config"
-	"github.com/chatty-dev/chatty/pkg/daemon"
 	"github.com/urfave/cli/v2"
 )
 

@@ -9,11 +9,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
-	"github.com/chatty-dev/chatty/pkg/clientopts"
-	"github.com/chatty-dev/chatty/pkg/config"
-	"github.com/chatty-dev/chatty/pkg/daemon"
+	"github.com/chatty-dev/chatty/internal/clientopts"
+	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/daemon"
+	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/pkg/identity"
-	"github.com/chatty-dev/chatty/pkg/logging"
 	"github.com/chatty-dev/chatty/pkg/worker"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/chatty-dev/chatty/pkg/config"
+	"github.com/chatty-dev/chatty/internal/config"
 )
 
 // TestDefaultWorkerCommandRuns checks that the pool's default command is

@@ -1,10 +1,12 @@
+// Package control holds chattyd's control API as its clients see it: the
+// paths, the request and response types, and where the socket is. It is
+// a leaf, so that a client (chattyctl, pkg/control/client) links none of
+// the server's dependencies; the server is internal/controlserver. See
+// docs/control.md.
 package control
 
 import (
-	"errors"
 	"time"
-
-	"github.com/chatty-dev/chatty/pkg/message"
 )
 
 // The API's paths. Every request and response body is JSON, except /metrics.
@@ -206,37 +208,3 @@ type Identity struct {
 type ErrorResponse struct {
 	Error string `json:"error"`
 }
-
-// Backend is what the control server controls: the daemon. Its methods are
-// called concurrently from request handlers and must be safe for that.
-type Backend interface {
-	// Status returns the daemon's current state.
-	Status() Status
-	// Clients returns the connected clients.
-	Clients() []Client
-	// Workers returns the pool's slots.
-	Workers() []Worker
-	// Send broadcasts a validated message and returns its sequence number.
-	Send(m message.Message) (seq uint64, err error)
-	// Scale sets the number of workers to n, already checked to be within
-	// 0..Options.MaxWorkers, and returns the previous number.
-	Scale(n int) (old int, err error)
-	// Identity returns the daemon's public identity, or ErrNoIdentity.
-	Identity() (Identity, error)
-	// Stop asks the daemon to shut down. It must return promptly, without
-	// waiting for the shutdown (the control server's Run waits for it):
-	// cancelling the daemon's run context is the expected implementation.
-	Stop()
-}
-
-// Errors a Backend returns, possibly wrapped, to choose the HTTP status.
-// Any other error is answered with 500.
-var (
-	// ErrInvalid means the request cannot be carried out as asked: 400.
-	ErrInvalid = errors.New("invalid request")
-	// ErrUnavailable means the daemon cannot do it now, for example while
-	// shutting down: 503.
-	ErrUnavailable = errors.New("unavailable")
-	// ErrNoIdentity means the daemon runs without an identity: 404.
-	ErrNoIdentity = errors.New("no identity configured; set identity.key_file or identity.generate in chattyd's configuration")
-)

@@ -15,8 +15,8 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/chatty-dev/chatty/pkg/broadcast"
-	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/internal/broadcast"
+	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )

@@ -24,8 +24,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/chatty-dev/chatty/internal/tlsconf"
 	"github.com/chatty-dev/chatty/pkg/signed"
-	"github.com/chatty-dev/chatty/pkg/tlsconf"
 	"github.com/chatty-dev/chatty/pkg/wire"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/chatty-dev/chatty/pkg/logging"
+	"github.com/chatty-dev/chatty/internal/logging"
 )
 
 // wait bounds every wait in these tests; nothing should come near it.

@@ -1,0 +1,123 @@
+package controlserver
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// collector reads the backend's Status once per scrape and reports it as
+// chatty_* metrics.
+type collector struct {
+	b Backend
+
+	buildInfo, uptime                              *prometheus.Desc
+	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
+	connected, accepted, refused, slow, idleClosed *prometheus.Desc
+	authenticating, unauthRefused                  *prometheus.Desc
+	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
+	tlsFailed, authFailed, rateLimited             *prometheus.Desc
+	unknownLines                                   *prometheus.Desc
+	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
+}
+
+func newCollector(b Backend) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("chatty_"+name, help, labels, nil)
+	}
+	return &collector{
+		b:              b,
+		buildInfo:      d("build_info", "Always 1; the version label is chattyd's version.", "version"),
+		uptime:         d("uptime_seconds", "Seconds since chattyd started."),
+		feedLines:      d("feed_lines_total", "Lines read from the feed."),
+		feedBytes:      d("feed_bytes_total", "Bytes read from the feed, terminators included."),
+		feedDropped:    d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
+		feedUndeliv:    d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
+		connected:      d("clients_connected", "Clients connected now."),
+		accepted:       d("clients_accepted_total", "Client connections accepted."),
+		refused:        d("clients_refused_total", "Client connections refused over max_clients."),
+		authenticating: d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
+		unauthRefused:  d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
+		slow:           d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
+		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
+		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
+		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		keepAlives:     d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
+		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
+		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
+		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
+		rateLimited:    d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
+		unknownLines:   d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
+		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
+		poolRunning:    d("pool_workers_running", "Worker processes running now."),
+		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.buildInfo, c.uptime,
+		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
+		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
+		c.authenticating, c.unauthRefused,
+		c.acksGood, c.acksMismatched, c.keepAlives, c.rejected,
+		c.tlsFailed, c.authFailed, c.rateLimited,
+		c.unknownLines,
+		c.poolDesired, c.poolRunning, c.poolRestarts,
+	} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.Status()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(c.buildInfo, 1, st.Version)
+	gauge(c.uptime, st.UptimeSeconds)
+	counter(c.feedLines, st.Feed.Lines)
+	counter(c.feedBytes, st.Feed.Bytes)
+	counter(c.feedDropped, st.Feed.Dropped)
+	counter(c.feedUndeliv, st.Feed.Undelivered)
+	gauge(c.connected, float64(st.Clients.Connected))
+	counter(c.accepted, st.Clients.Accepted)
+	counter(c.refused, st.Clients.Refused)
+	gauge(c.authenticating, float64(st.Clients.Authenticating))
+	counter(c.unauthRefused, st.Clients.UnauthenticatedRefused)
+	counter(c.slow, st.Clients.SlowConsumers)
+	counter(c.idleClosed, st.Clients.IdleClosed)
+	counter(c.acksGood, st.Clients.AcksGood)
+	counter(c.acksMismatched, st.Clients.AcksMismatched)
+	counter(c.keepAlives, st.Clients.KeepAlives)
+	counter(c.rejected, st.Clients.RejectedFrames)
+	counter(c.tlsFailed, st.Clients.TLSFailed)
+	counter(c.authFailed, st.Clients.AuthFailed)
+	counter(c.rateLimited, st.Clients.RateLimited)
+	counter(c.unknownLines, st.Clients.UnknownLines)
+	gauge(c.poolDesired, float64(st.Pool.Desired))
+	gauge(c.poolRunning, float64(st.Pool.Running))
+	counter(c.poolRestarts, st.Pool.Restarts)
+}
+
+// metricsHandler serves a private registry: the backend's metrics and the
+// Go runtime's and process's, never the global registry.
+func (s *Server) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newCollector(s.b),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:      newStdLogger(s.log),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
+}

@@ -1,0 +1,473 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/chatty-dev/chatty/internal/broadcast"
+	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/logging"
+	"github.com/chatty-dev/chatty/internal/tlsconf"
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/chatty-dev/chatty/pkg/identity"
+	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/sirupsen/logrus"
+)
+
+// listeners owns chattyd's broadcast listeners: the servers behind them,
+// their TLS configurations and the signed listener's keyring. The feed and
+// chattyctl send reach every client through it, and status, reload and
+// the pool learn about listeners from it alone. A new listener is one more
+// entry in bind and one more server in servers.
+type listeners struct {
+	log    *logrus.Entry
+	logger *logrus.Logger
+	id     *identity.Identity // nil without identity in the configuration
+
+	// entries are the bound listeners in the order they were bound, for
+	// status and the start-up log.
+	entries []listenerEntry
+	// bound are the sockets bound for the entries, closed by closeAll.
+	bound []net.Listener
+	// servers are the broadcast servers, each once: a server may accept
+	// on several entries (the text server also takes the TLS listener).
+	servers []*broadcast.Server
+
+	text      *broadcast.Server // the original protocol; always there
+	textTLS   *tlsconf.Server   // nil without broadcast.tls
+	signed    *broadcast.Server // nil without broadcast.signed
+	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
+	keys      *identity.Keyring // client keys of the signed listener; nil without one
+	// startSigned is broadcast.signed as the daemon started: its
+	// listener's TLS and authentication change only at restart.
+	startSigned config.Signed
+	selfCert    *tls.Certificate // the identity's certificate, made when first needed
+}
+
+// listenerEntry is one bound listener as status reports it.
+type listenerEntry struct {
+	name     string // "broadcast", "broadcast-tls", "broadcast-signed"
+	protocol string // "tcp", "tls", "signed", "signed+tls"
+	addr     net.Addr
+	server   *broadcast.Server
+}
+
+// bindListeners binds every configured listener, so that a taken address
+// fails before anything starts. passed, if not nil, is the text listener's
+// socket as systemd passed it. On error nothing stays bound.
+func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity, logger *logrus.Logger) (_ *listeners, err error) {
+	l := &listeners{
+		log:    logger.WithField(logging.FieldComponent, "daemon"),
+		logger: logger,
+		id:     id,
+	}
+	defer func() {
+		if err != nil {
+			l.closeAll()
+		}
+	}()
+
+	ln := passed
+	if ln == nil {
+		if ln, err = broadcast.Listen(cfg.Broadcast.Listen); err != nil {
+			return nil, err
+		}
+	}
+	l.bound = append(l.bound, ln)
+	l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
+	l.add("broadcast", "tcp", ln.Addr(), l.text)
+
+	if t := cfg.Broadcast.TLS; t.Listen != "" {
+		tln, err := l.bindTextTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		l.bound = append(l.bound, tln)
+	}
+	if sc := cfg.Broadcast.Signed; sc.Listen != "" {
+		sln, err := l.bindSigned(cfg, sc)
+		if err != nil {
+			return nil, err
+		}
+		l.bound = append(l.bound, sln)
+	}
+
+	// One numbering for the clients of every listener, so that chattyctl
+	// clients never shows an id twice.
+	ids := new(broadcast.ClientIDs)
+	for _, s := range l.servers {
+		s.SetClientIDs(ids)
+	}
+	return l, nil
+}
+
+// add records a bound listener, and its server the first time it is seen.
+func (l *listeners) add(name, protocol string, addr net.Addr, s *broadcast.Server) {
+	l.entries = append(l.entries, listenerEntry{name: name, protocol: protocol, addr: addr, server: s})
+	for _, known := range l.servers {
+		if known == s {
+			return
+		}
+	}
+	l.servers = append(l.servers, s)
+}
+
+// bindTextTLS adds the TLS listener to the text server: its clients share
+// the text feed.
+func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
+	files, err := l.tlsFiles(t.TLSFiles)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := tlsconf.NewServer(files)
+	if err != nil {
+		return nil, err
+	}
+	tln, err := broadcast.Listen(t.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("TLS listener: %w", err)
+	}
+	l.textTLS = tc
+	l.text.AddListener(tls.NewListener(tln, tc.Config()))
+	l.add("broadcast-tls", "tls", tln.Addr(), l.text)
+	return tln, nil
+}
+
+// bindSigned binds the signed listener, whose clients get the feed as
+// frames signed with the daemon's identity.
+func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listener, error) {
+	if l.id == nil {
+		return nil, errors.New("broadcast.signed.listen needs an identity; set identity.key_file or identity.generate: true")
+	}
+	var file *identity.AuthorizedKeys
+	if path := cfg.Identity.AuthorizedKeys; path != "" {
+		var err error
+		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
+			return nil, fmt.Errorf("identity.authorized_keys: %w", err)
+		}
+		l.log.WithField("file", path).Infof("%d client keys authorized", file.Len())
+	}
+	if cfg.Pool.Worker.Protocol == config.ProtocolSigned {
+		// Workers are given the public key file: it must be the key's.
+		pubFile := identity.PublicPath(l.id.Path)
+		pub, err := identity.LoadPublicKey(pubFile)
+		if err == nil && !pub.Equal(l.id.Public) {
+			err = fmt.Errorf("%s is not the public key of %s; move it away and write it again with the key's public half", pubFile, l.id.Path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("signed workers (pool.worker.protocol: signed) verify with the public key file: %w", err)
+		}
+	}
+	var tc *tlsconf.Server
+	if sc.TLS.Enabled {
+		files, err := l.tlsFiles(sc.TLS.TLSFiles)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
+		}
+		if tc, err = tlsconf.NewServer(files); err != nil {
+			return nil, fmt.Errorf("broadcast.signed.tls: %w", err)
+		}
+	}
+	raw, err := broadcast.Listen(sc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("signed listener: %w", err)
+	}
+	ln, protocol := raw, "signed"
+	if tc != nil {
+		ln, protocol = tls.NewListener(raw, tc.Config()), "signed+tls"
+	}
+	keys := identity.NewKeyring(file)
+	so := broadcast.SignedOptions{
+		Key:                l.id.Private,
+		Mode:               sc.Mode.Mode(),
+		CheckpointEvery:    sc.CheckpointEvery,
+		CheckpointInterval: sc.CheckpointInterval,
+		TimestampWindow:    sc.TimestampWindow,
+		FeedType:           sc.FeedType.Type(),
+		Keys:               keys,
+		Authenticate:       sc.Auth == config.AuthAuthorizedKeys,
+		UpstreamRate:       sc.UpstreamRate,
+		UpstreamBurst:      sc.UpstreamBurst,
+	}
+	srv, err := broadcast.NewSigned(ln, limitsOf(cfg), so,
+		l.logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "signed"))
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	l.signed, l.signedTLS, l.keys, l.startSigned = srv, tc, keys, sc
+	l.add("broadcast-signed", protocol, raw.Addr(), srv)
+	return raw, nil
+}
+
+// selfSigned returns the certificate derived from the identity, made once
+// per run (tls.self_signed).
+func (l *listeners) selfSigned() (*tls.Certificate, error) {
+	if l.selfCert != nil {
+		return l.selfCert, nil
+	}
+	if l.id == nil {
+		return nil, errors.New("tls.self_signed needs an identity; set identity.key_file or identity.generate: true")
+	}
+	cert, err := tlsconf.SelfSigned(l.id.Private, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	l.selfCert = &cert
+	return l.selfCert, nil
+}
+
+// tlsFiles returns where a listener's TLS configuration comes from.
+func (l *listeners) tlsFiles(c config.TLSFiles) (tlsconf.ServerFiles, error) {
+	f := tlsconf.ServerFiles{CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile}
+	if c.SelfSigned {
+		cert, err := l.selfSigned()
+		if err != nil {
+			return f, err
+		}
+		f.Certificate = cert
+	}
+	return f, nil
+}
+
+// logBound logs where each listener is, once the daemon runs.
+func (l *listeners) logBound() {
+	for _, e := range l.entries {
+		switch e.name {
+		case "broadcast":
+			l.log.Infof("The TCP server is listening on %s", e.addr)
+		case "broadcast-tls":
+			l.log.Infof("The TLS listener is on %s", e.addr)
+		case "broadcast-signed":
+			l.log.Infof("The signed listener is on %s", e.addr)
+		default:
+			l.log.Infof("The %s listener is on %s", e.name, e.addr)
+		}
+	}
+}
+
+// memberName names a server's member of the run group.
+func (l *listeners) memberName(s *broadcast.Server) string {
+	for _, e := range l.entries {
+		if e.server == s {
+			return e.name
+		}
+	}
+	return "broadcast"
+}
+
+// run adds one member per server to the group.
+func (l *listeners) run(ctx context.Context, g *group) {
+	for _, s := range l.servers {
+		g.add(l.memberName(s), func() error { return s.Run(ctx) })
+	}
+}
+
+// wait waits for every server's member of the group.
+func (l *listeners) wait(g *group) {
+	for _, s := range l.servers {
+		g.wait(l.memberName(s))
+	}
+}
+
+// publish sends lines to the clients of every listener and returns the
+// text listener's sequence number of the last one.
+func (l *listeners) publish(lines [][]byte) uint64 {
+	var seq uint64
+	for _, s := range l.servers {
+		if n := s.Publish(lines); s == l.text {
+			seq = n
+		}
+	}
+	return seq
+}
+
+// publishMessage sends a typed message to the clients of every listener,
+// each in its protocol, and returns the text listener's sequence number.
+func (l *listeners) publishMessage(m message.Message) uint64 {
+	var seq uint64
+	for _, s := range l.servers {
+		if n := s.PublishMessage(m); s == l.text {
+			seq = n
+		}
+	}
+	return seq
+}
+
+// setLimits applies the configuration's client limits to every server.
+func (l *listeners) setLimits(cfg config.Config) {
+	for _, s := range l.servers {
+		s.SetLimits(limitsOf(cfg))
+	}
+}
+
+// stats adds up every server's counters. A line is undelivered only when
+// no client of any listener got it.
+func (l *listeners) stats() broadcast.Stats {
+	var sum broadcast.Stats
+	for i, s := range l.servers {
+		st := s.Stats()
+		if i == 0 {
+			sum = st
+			continue
+		}
+		undelivered := min(sum.Undelivered, st.Undelivered)
+		lines, bytes := sum.Lines, sum.Bytes
+		sum.Add(st)
+		sum.Undelivered, sum.Lines, sum.Bytes = undelivered, lines, bytes
+	}
+	return sum
+}
+
+// status describes every bound listener.
+func (l *listeners) status() []control.Listener {
+	out := make([]control.Listener, len(l.entries))
+	for i, e := range l.entries {
+		out[i] = control.Listener{Name: e.name, Addr: e.addr.String(), Protocol: e.protocol}
+	}
+	return out
+}
+
+// clients lists the clients of every listener.
+func (l *listeners) clients() []broadcast.ClientInfo {
+	var out []broadcast.ClientInfo
+	for _, s := range l.servers {
+		out = append(out, s.Clients()...)
+	}
+	return out
+}
+
+// nameOf returns the name of the listener that accepted c, or "" if none
+// of the entries did.
+func (l *listeners) nameOf(c broadcast.ClientInfo) string {
+	if c.Listener == nil {
+		return ""
+	}
+	for _, e := range l.entries {
+		if e.addr.String() == c.Listener.String() {
+			return e.name
+		}
+	}
+	return ""
+}
+
+// reload applies what a new configuration changes live: limits, TLS
+// files and authorized keys. What fails to apply keeps the previous
+// setting and is logged.
+func (l *listeners) reload(next config.Config) {
+	l.setLimits(next)
+	if l.textTLS != nil && next.Broadcast.TLS.Listen != "" {
+		files, err := l.tlsFiles(next.Broadcast.TLS.TLSFiles)
+		if err == nil {
+			err = l.textTLS.Reload(files)
+		}
+		if err != nil {
+			l.log.WithError(err).Error("Reload: TLS files not applied; the previous ones stay")
+		}
+	}
+	if l.signedTLS != nil && next.Broadcast.Signed.TLS.Enabled {
+		// Where the certificate comes from (files or the identity) is
+		// set at start, as built-in workers pin what the daemon started
+		// with; a reload reads the files again.
+		st := next.Broadcast.Signed.TLS
+		if st.SelfSigned = l.startSigned.TLS.SelfSigned; st.SelfSigned {
+			st = l.startSigned.TLS
+		}
+		files, err := l.tlsFiles(st.TLSFiles)
+		if err == nil {
+			err = l.signedTLS.Reload(files)
+		}
+		if err != nil {
+			l.log.WithError(err).Error("Reload: the signed listener's TLS files not applied; the previous ones stay")
+		}
+	}
+	l.reloadAuthorizedKeys(next.Identity.AuthorizedKeys)
+}
+
+// reloadAuthorizedKeys reads the authorized-keys file again: new
+// connections and client messages are checked against the new keys. A
+// file that does not parse changes nothing.
+func (l *listeners) reloadAuthorizedKeys(path string) {
+	if l.keys == nil {
+		return
+	}
+	if path == "" {
+		if l.keys.File() != nil {
+			l.log.Info("Reload: no authorized-keys file any more; only pool workers' keys are accepted")
+		}
+		l.keys.SetFile(nil)
+		l.signed.DropRevoked()
+		return
+	}
+	file, err := identity.LoadAuthorizedKeys(path)
+	if err != nil {
+		l.log.WithError(err).Error("Reload: authorized keys not applied; the previous ones stay")
+		return
+	}
+	l.keys.SetFile(file)
+	l.log.WithField("file", path).Infof("Reload: %d client keys authorized", file.Len())
+	if n := l.signed.DropRevoked(); n > 0 {
+		l.log.Warnf("Reload: %d clients whose key is no longer authorized were disconnected", n)
+	}
+}
+
+// workerTarget says where pool workers of the given protocol connect and,
+// for signed workers, what the built-in worker needs. Signed workers need
+// the signed listener, which only a restart adds; without it they use the
+// text listener.
+func (l *listeners) workerTarget(protocol config.Protocol) (net.Addr, *SignedWorker) {
+	if protocol != config.ProtocolSigned || l.signed == nil {
+		return l.text.Addr(), nil
+	}
+	// The listener's TLS and authentication are as the daemon started,
+	// whatever the file says now.
+	sc := l.startSigned
+	return l.signed.Addr(), &SignedWorker{
+		PubKeyFile:   identity.PublicPath(l.id.Path),
+		TLS:          sc.TLS.Enabled && sc.TLS.SelfSigned,
+		Authenticate: sc.Auth == config.AuthAuthorizedKeys,
+	}
+}
+
+// workerKey issues a key for one start of a signed pool worker: the
+// worker reads it from the pool's credentials pipe, and it is accepted
+// until the process is reaped. The daemon's own key never leaves it.
+func (l *listeners) workerKey(int) ([]byte, func(), error) {
+	priv, revoke, err := l.keys.Issue()
+	if err != nil {
+		return nil, nil, err
+	}
+	pem, err := identity.MarshalPrivatePEM(priv)
+	if err != nil {
+		revoke()
+		return nil, nil, err
+	}
+	return pem, revoke, nil
+}
+
+// closeAll closes every bound socket, for New's error paths: servers
+// that never ran close nothing themselves.
+func (l *listeners) closeAll() {
+	for _, ln := range l.bound {
+		ln.Close()
+	}
+}
+
+// limitsOf derives the servers' client limits from a configuration.
+func limitsOf(cfg config.Config) broadcast.Limits {
+	b := cfg.Broadcast
+	return broadcast.Limits{
+		MaxClients:         b.MaxClients,
+		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
+		IdleTimeout:        b.IdleTimeout,
+		MaxClientLine:      b.MaxClientLine,
+		MaxUnknownLines:    b.MaxUnknownLines,
+		QueueBytes:         b.QueueBytes,
+		QueueLines:         b.QueueLines,
+		DrainTimeout:       b.DrainTimeout,
+	}
+}
