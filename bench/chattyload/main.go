@@ -1,5 +1,5 @@
 // Command chattyload measures a line broadcaster: it starts the server
-// (chattyd, or ncat --broker for comparison), connects N subscribers on
+// (chattyd, or ncat --broker or nats-server for comparison), connects N subscribers on
 // 127.0.0.1, feeds stamped lines and reports deliveries per second, lines
 // lost, latency and the server's CPU time per delivery.
 //

@@ -99,6 +99,29 @@ func startInProcess(t *testing.T, cfg config.Config, reload func() (config.Confi
 	return p
 }
 
+// stopInOrder stops the daemon, checks that Run returns nil, and returns
+// the parts of the run group in the order they stopped.
+func (p *inProcess) stopInOrder(t *testing.T) []string {
+	t.Helper()
+	p.d.Stop()
+	select {
+	case err := <-p.runErr:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		p.runErr <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	var order []string
+	for _, e := range p.hook.AllEntries() {
+		if e.Message == "Part stopped" {
+			order = append(order, e.Data["member"].(string))
+		}
+	}
+	return order
+}
+
 // logged reports whether an entry with the message was logged.
 func (p *inProcess) logged(msg string) bool {
 	for _, e := range p.hook.AllEntries() {
@@ -186,22 +209,7 @@ func TestInProcessShutdownOrder(t *testing.T) {
 	}
 	conn.Close()
 
-	p.d.Stop()
-	select {
-	case err := <-p.runErr:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil", err)
-		}
-		p.runErr <- err // for the cleanup
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return")
-	}
-	var order []string
-	for _, e := range p.hook.AllEntries() {
-		if e.Message == "Part stopped" {
-			order = append(order, e.Data["member"].(string))
-		}
-	}
+	order := p.stopInOrder(t)
 	want := []string{"pool", "feed", "broadcast"}
 	if len(order) < len(want) || !slices.Equal(order[:len(want)], want) {
 		t.Fatalf("parts stopped in the order %q, want %q first", order, want)

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/sirupsen/logrus/hooks/test"
@@ -135,22 +134,7 @@ func TestMetricsListen(t *testing.T) {
 
 	// It stops with the control socket, after the listeners, and its
 	// port is closed.
-	p.d.Stop()
-	select {
-	case err := <-p.runErr:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil", err)
-		}
-		p.runErr <- err // for the cleanup
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return")
-	}
-	var order []string
-	for _, e := range p.hook.AllEntries() {
-		if e.Message == "Part stopped" {
-			order = append(order, e.Data["member"].(string))
-		}
-	}
+	order := p.stopInOrder(t)
 	if i, j := slices.Index(order, "broadcast"), slices.Index(order, "metrics"); i < 0 || j < i {
 		t.Errorf("parts stopped in the order %q, want metrics after broadcast", order)
 	}
