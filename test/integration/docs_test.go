@@ -30,6 +30,7 @@ var docExemptions = map[string]string{
 	"chattyd check-config /etc/chattyd/chattyd.yaml":                      "the installed package's file; make systemd-test installs the package",
 	"chattyctl watch --signed --pubkey /var/lib/chattyd/identity.key.pub": "the packaged daemon's key; TestWatchSigned and the signed tests verify the signed listener with a key they make",
 	"chattyctl top --interval 5s | tee top.log":                           "writes top.log in the current directory; chattyctl top itself runs above, and TestTopPlain covers its plain output",
+	"sudo chattyctl identity":                                             "the packaged daemon's socket, for root; chattyctl identity runs above, and make systemd-test runs this walk-through",
 	"source <(chattyctl completion bash)":                                 "runs in the user's shell; the completion command itself is run below",
 }
 

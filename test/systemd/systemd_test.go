@@ -74,6 +74,7 @@ func TestSystemd(t *testing.T) {
 		{"chattyctl stop", s.ctlStop},
 		{"systemctl stop", s.systemctlStop},
 		{"journal", s.journal},
+		{"identity, signed listener, TLS", s.signedTLS},
 		{"remove and purge", s.removePurge},
 	}
 	for _, st := range steps {
@@ -704,6 +705,44 @@ func (s *suite) journal(t *testing.T) {
 			t.Errorf("a journal line carries its own timestamp: %q", line)
 		}
 	}
+}
+
+// signedTLS: the walk-through of docs/systemd.md, "Identity, the signed
+// listener and TLS": the service makes its identity, serves a signed
+// listener on TLS, and a client that pins the key verifies what it gets.
+func (s *suite) signedTLS(t *testing.T) {
+	const conf = "/etc/chattyd/chattyd.yaml"
+	s.c.must(t, "sed", "-i", "s/^broadcast:$/broadcast:\\n  signed:\\n    listen: 127.0.0.1:54323\\n    tls:\\n      enabled: true\\n      self_signed: true/", conf)
+	s.c.must(t, "sh", "-c", "printf 'identity:\\n  generate: true\\n' >> "+conf)
+	s.c.must(t, "chattyd", "check-config", conf)
+	s.c.must(t, "systemctl", "restart", service)
+	s.waitState(t, service, "active", long)
+	s.waitWorkers(t, 2)
+
+	const key = "/var/lib/chattyd/identity.key"
+	if out := s.c.must(t, "stat", "-c", "%a %U", key); strings.TrimSpace(out) != "600 chattyd" {
+		t.Errorf("%s: mode and owner %q, want 600 chattyd", key, strings.TrimSpace(out))
+	}
+	fp := s.c.must(t, "chattyctl", "identity")
+	if !strings.Contains(fp, "SHA256:") {
+		t.Fatalf("chattyctl identity: %q", fp)
+	}
+	if out := s.c.must(t, "chattyctl", "status", "--json"); !strings.Contains(out, "127.0.0.1:54323") {
+		t.Errorf("status does not show the signed listener:\n%s", out)
+	}
+	// A pinned, verifying client gets a sent message; the loop polls
+	// until the watch, started first, has connected.
+	script := `chattyctl watch --signed --tls --pin ` + key + `.pub --pubkey ` + key + `.pub > /tmp/signed.out 2>&1 &
+for i in $(seq 200); do
+  chattyctl send Info signed-walkthrough >/dev/null
+  grep -q signed-walkthrough /tmp/signed.out && { kill %1; exit 0; }
+  sleep 0.1
+done
+cat /tmp/signed.out; exit 1`
+	if out, err := s.c.runTimeout(long, "bash", "-c", script); err != nil {
+		t.Fatalf("the signed, pinned watch got nothing: %v\n%s", err, out)
+	}
+	s.c.must(t, "systemctl", "stop", service)
 }
 
 // removePurge: removing the package stops everything; purging removes
