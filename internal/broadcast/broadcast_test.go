@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -467,16 +469,54 @@ func TestClientLineTooLong(t *testing.T) {
 	poll.Eventually(t, wait, func() bool { return s.Stats().Protocol == 1 }, "protocol close counted")
 }
 
+// A client that sent a keep-alive once and then nothing is closed at the
+// idle timeout.
 func TestIdleTimeout(t *testing.T) {
 	lim := testLimits()
 	lim.IdleTimeout = 200 * time.Millisecond
 	s := startServer(t, lim)
 	c := dial(t, s)
+	io.WriteString(c, "KEEP_ALIVE\n")
+	if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+		t.Fatalf("got %q, want the keep-alive's answer", got)
+	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.r.ReadString('\n'); err == nil {
-		t.Fatal("idle connection stayed open")
+	if _, err := c.r.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("idle connection stayed open (%v)", err)
 	}
 	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
+}
+
+// A client that never sent a keep-alive (nc watching the feed) is not
+// subject to the idle timeout. A second client, connected after it, that
+// sent one KEEP_ALIVE and then went silent is closed: the sweep has run
+// past the silent client's deadline too, and it is still connected and
+// receives a line published after that.
+func TestSilentClientOutlivesIdleTimeout(t *testing.T) {
+	lim := testLimits()
+	lim.IdleTimeout = 300 * time.Millisecond
+	s := startServer(t, lim)
+	silent := dial(t, s)
+	speaker := dial(t, s)
+	io.WriteString(speaker, "KEEP_ALIVE\n")
+	if got := speaker.readLine(t); got != "KEEP_ALIVE_ACK" {
+		t.Fatalf("speaker got %q, want the keep-alive's answer", got)
+	}
+	speaker.SetReadDeadline(time.Now().Add(20 * lim.IdleTimeout))
+	if _, err := speaker.r.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client that kept alive once was not closed at the idle timeout (%v)", err)
+	}
+	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
+	if st := s.Stats(); st.Connected != 1 {
+		t.Fatalf("%d clients connected, want the silent one", st.Connected)
+	}
+	publish(s, "still here")
+	if got := silent.readLine(t); got != "still here" {
+		t.Fatalf("silent client got %q", got)
+	}
+	if st := s.Stats(); st.IdleClosed != 1 || st.Connected != 1 {
+		t.Errorf("idle closed %d, connected %d; want 1 and 1", st.IdleClosed, st.Connected)
+	}
 }
 
 // At shutdown, lines already published reach the client before the end.

@@ -22,7 +22,7 @@ const (
 	closeNone      closeReason = iota
 	closePeer                  // the client closed the connection
 	closeSlow                  // lagged beyond its queue limits
-	closeIdle                  // sent nothing for IdleTimeout
+	closeIdle                  // sent a keep-alive once, then nothing for IdleTimeout
 	closeProtocol              // sent a line over MaxClientLine
 	closeError                 // a read or write failed
 	closeShutdown              // the server is stopping and the drain timed out
@@ -114,7 +114,12 @@ type clientReader struct {
 	// For any goroutine.
 	parked   atomic.Bool  // the reader is parked in the poller; whoever swaps it to false runs it
 	lastRead atomic.Int64 // when the client last sent something, Unix nanoseconds (raw clients; sweepIdle)
-	ended    atomic.Bool  // the reader has ended: the peer left or the connection failed
+	// spoke is set once the client has sent a keep-alive (KEEP_ALIVE, or
+	// PING on a signed server): from then on the idle timeout applies to
+	// it. A client that never sends a keep-alive, such as a plain nc
+	// watching the feed, stays as long as its TCP peer is alive.
+	spoke atomic.Bool
+	ended atomic.Bool // the reader has ended: the peer left or the connection failed
 	// unknown counts the text client's lines that were neither an ack
 	// nor a keep-alive; only the reader stores it.
 	unknown atomic.Uint64

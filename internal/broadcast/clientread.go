@@ -79,9 +79,7 @@ func (c *client) readLoop() {
 			end = copy(nb, buf[:end])
 			buf = nb
 		}
-		if lim.IdleTimeout > 0 && c.reason.Load() == int32(closeNone) && !c.srv.lines.closed.Load() {
-			c.conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
-		}
+		c.setIdleDeadline()
 		n, err := c.conn.Read(buf[end:])
 		grow = n > 0 && end+n == len(buf)
 		end += n
@@ -243,6 +241,7 @@ func (c *client) handleAck(n int64) {
 // keepAlive queues the answer to a keep-alive, or disconnects a client that
 // sends keep-alives but does not read the answers.
 func (c *client) keepAlive(answer []byte) {
+	c.r.spoke.Store(true)
 	if c.queueAnswer(answer, true) {
 		return
 	}

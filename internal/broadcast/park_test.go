@@ -173,7 +173,10 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 	idleGone := make(chan error, 1)
 	go func() {
 		idle.SetReadDeadline(time.Now().Add(20 * lim.IdleTimeout))
-		_, err := idle.r.ReadString('\n') // nothing is published: it ends at the close
+		var err error
+		for err == nil { // its keep-alive's answer, then the close
+			_, err = idle.r.ReadString('\n')
+		}
 		idleGone <- err
 	}()
 	keepAlive := func() {
@@ -185,10 +188,10 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 	}
 	// The active client keeps alive ten times per timeout until the idle
 	// one is closed; the ticker paces it and waits for nothing. The idle
-	// client sends half a line (parked with it, then silent) at the fourth
-	// tick, more than a sweep (IdleTimeout/4) after the active client
-	// connected: had its keep-alives not counted, the active client would
-	// be closed first.
+	// client sends a keep-alive and half a line (parked with it, then
+	// silent) at the fourth tick, more than a sweep (IdleTimeout/4) after
+	// the active client connected: had its keep-alives not counted, the
+	// active client would be closed first.
 	pace := time.NewTicker(lim.IdleTimeout / 10)
 	defer pace.Stop()
 	var idleErr error
@@ -198,7 +201,7 @@ func TestParkedClientIdleTimeout(t *testing.T) {
 			waiting = false
 		case <-pace.C:
 			if tick == 4 {
-				io.WriteString(idle, "KEEP_")
+				io.WriteString(idle, "KEEP_ALIVE\nKEEP_")
 			}
 			keepAlive()
 		}
@@ -338,8 +341,12 @@ func TestManyParkedClientsTimeOutTogether(t *testing.T) {
 	cs := make([]*testClient, n)
 	for i := range cs {
 		cs[i] = dial(t, s)
+		io.WriteString(cs[i], "KEEP_ALIVE\n") // subject to the idle timeout from now on
 	}
 	for i, c := range cs {
+		if got := c.readLine(t); got != "KEEP_ALIVE_ACK" {
+			t.Fatalf("client %d got %q, want the keep-alive's answer", i, got)
+		}
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.r.ReadString('\n'); err == nil {
 			t.Fatalf("client %d got a line", i)

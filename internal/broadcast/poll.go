@@ -194,8 +194,8 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 	}
 }
 
-// sweepIdle closes the clients read by the poller that sent nothing for
-// IdleTimeout, until stop is closed. (The others time out by their read
+// sweepIdle closes the clients read by the poller that, having sent a
+// keep-alive once, sent nothing for IdleTimeout, until stop is closed. (The others time out by their read
 // deadlines.)
 func (s *Server) sweepIdle(stop <-chan struct{}) {
 	for {
@@ -220,8 +220,8 @@ func sweepInterval(idle time.Duration) time.Duration {
 	return min(max(idle/4, 10*time.Millisecond), time.Second)
 }
 
-// closeIdle closes the poller's clients that sent nothing since
-// IdleTimeout before now. Shutdown closes no client for idleness.
+// closeIdle closes the poller's clients that have sent a keep-alive once
+// and nothing since IdleTimeout before now. Shutdown closes no client for idleness.
 func (s *Server) closeIdle(now time.Time) {
 	lim := s.limits.Load()
 	if lim.IdleTimeout <= 0 || s.lines.closed.Load() {
@@ -231,7 +231,7 @@ func (s *Server) closeIdle(now time.Time) {
 	var idle []*client
 	s.mu.Lock()
 	for _, c := range s.clients {
-		if c.raw != nil && c.r.lastRead.Load() < oldest {
+		if c.raw != nil && c.r.spoke.Load() && c.r.lastRead.Load() < oldest {
 			idle = append(idle, c)
 		}
 	}

@@ -72,7 +72,58 @@ import (
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
+
+// TCPKeepAlive is the TCP keep-alive of accepted connections: the first
+// probe after Idle without traffic, then one every Interval, and the
+// connection fails after Count unanswered probes. The zero value leaves
+// connections as the listener made them.
+type TCPKeepAlive struct {
+	Idle     time.Duration
+	Interval time.Duration
+	Count    int
+}
+
+// UserTimeout is the TCP_USER_TIMEOUT that goes with k: Idle +
+// Interval*Count, so that data left unacknowledged by a vanished peer
+// fails the connection within the same bound as a silent one.
+func (k TCPKeepAlive) UserTimeout() time.Duration {
+	return k.Idle + k.Interval*time.Duration(k.Count)
+}
+
+// setTCPKeepAlive applies k to conn's TCP socket (under TLS, the
+// connection it wraps).
+func setTCPKeepAlive(conn net.Conn, k TCPKeepAlive) error {
+	if k.Idle <= 0 {
+		return nil
+	}
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = w.NetConn()
+	}
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if err := tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: k.Idle, Interval: k.Interval, Count: k.Count}); err != nil {
+		return fmt.Errorf("set TCP keep-alive: %w", err)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("set TCP_USER_TIMEOUT: %w", err)
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(k.UserTimeout().Milliseconds()))
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("set TCP_USER_TIMEOUT: %w", err)
+	}
+	return nil
+}
 
 // Server is a broadcasting TCP server. Create it with New, run it with Run.
 type Server struct {
@@ -405,6 +456,11 @@ const refusal = "ERROR too many clients (max_clients %d); try again later\n"
 func (s *Server) admit(conn net.Conn, listener net.Addr) {
 	lim := s.limits.Load()
 	needAuth := s.signed != nil && s.signed.auth
+	if err := setTCPKeepAlive(conn, lim.TCPKeepAlive); err != nil {
+		// The client is served all the same; only a vanished peer
+		// is noticed later, by the queue limits.
+		s.logger.WithError(err).WithField("remote", conn.RemoteAddr().String()).Warn("Cannot set TCP keep-alive on a connection")
+	}
 	s.mu.Lock()
 	if needAuth && lim.MaxUnauthenticated > 0 && s.authenticating >= lim.MaxUnauthenticated && !s.draining {
 		// Checked before max_clients: when both are reached, by a

@@ -247,10 +247,12 @@ func (c *client) respond(u *signed.Upstream) {
 // identityOf names the sender of a client message by its fingerprint.
 func identityOf(u signed.Upstream) string { return identity.Fingerprint(u.Key) }
 
-// setIdleDeadline arms the idle timeout for the next read, if there is one.
+// setIdleDeadline arms the idle timeout for the next read of a client
+// read by a blocked goroutine, if there is one: only once the client has
+// sent a keep-alive (clientReader.spoke).
 func (c *client) setIdleDeadline() {
 	lim := c.srv.limits.Load()
-	if lim.IdleTimeout > 0 && c.reason.Load() == int32(closeNone) && !c.srv.lines.closed.Load() {
+	if lim.IdleTimeout > 0 && c.r.spoke.Load() && c.reason.Load() == int32(closeNone) && !c.srv.lines.closed.Load() {
 		c.conn.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
 	}
 }

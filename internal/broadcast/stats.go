@@ -15,8 +15,16 @@ type Limits struct {
 	// MaxClients, as they always do). A connection over it is closed at
 	// once, sent nothing.
 	MaxUnauthenticated int
-	// IdleTimeout closes a client that sent nothing for this long; 0 disables.
+	// IdleTimeout closes a client that has sent a keep-alive (KEEP_ALIVE,
+	// or PING on a signed server) at least once and then sent nothing for
+	// this long; 0 disables. A client that never sent one is never closed
+	// for idleness: TCPKeepAlive and the queue limits end it when its
+	// peer is gone.
 	IdleTimeout time.Duration
+	// TCPKeepAlive sets TCP keep-alive and TCP_USER_TIMEOUT on every
+	// accepted connection, so that a silent client whose peer vanished is
+	// closed. It applies to connections accepted after it is set.
+	TCPKeepAlive TCPKeepAlive
 	// MaxClientLine is the longest line a client may send.
 	MaxClientLine int
 	// MaxUnknownLines is how many lines that are neither an ack nor a
