@@ -49,8 +49,15 @@ type Broadcast struct {
 	Listen string `yaml:"listen"`
 	// MaxClients is the most clients connected at once; 0 means no limit.
 	MaxClients int `yaml:"max_clients"`
-	// IdleTimeout closes a client that sent nothing for this long; 0 disables.
+	// IdleTimeout closes a client that has sent a keep-alive (KEEP_ALIVE,
+	// or PING on the signed listener) at least once and then nothing for
+	// this long; 0 disables. A client that never sent one (nc watching
+	// the feed) is not closed for idleness: TCPKeepAlive and the queue
+	// limits close it when its peer is gone.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// TCPKeepAlive is the TCP keep-alive of every listener's accepted
+	// connections.
+	TCPKeepAlive TCPKeepAlive `yaml:"tcp_keepalive"`
 	// MaxClientLine is the longest line a client may send, in bytes.
 	MaxClientLine int `yaml:"max_client_line"`
 	// MaxUnknownLines is how many lines that are neither ACK_RECEIVED nor
@@ -70,6 +77,17 @@ type Broadcast struct {
 	// Signed configures an optional listener of the signed protocol
 	// (docs/protocol.md), which needs an identity.
 	Signed Signed `yaml:"signed"`
+}
+
+// TCPKeepAlive is the TCP keep-alive of accepted connections: the first
+// probe after Idle without traffic, then one every Interval; Count probes
+// unanswered fail the connection. TCP_USER_TIMEOUT is set to
+// Idle + Interval*Count, so unacknowledged data is bounded alike. It
+// changes on reload, for connections accepted afterwards.
+type TCPKeepAlive struct {
+	Idle     time.Duration `yaml:"idle"`
+	Interval time.Duration `yaml:"interval"`
+	Count    int           `yaml:"count"`
 }
 
 // Signed configures the broadcaster's signed listener.
@@ -266,6 +284,7 @@ func Default() Config {
 			Listen:        "127.0.0.1:54321",
 			MaxClients:    10000,
 			IdleTimeout:   60 * time.Second,
+			TCPKeepAlive:  TCPKeepAlive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3},
 			MaxClientLine: 4096,
 			QueueBytes:    16 << 20,
 			QueueLines:    1 << 18,
@@ -401,6 +420,18 @@ func (c *Config) Validate() []Problem {
 	nonNegative("broadcast.max_clients", b.MaxClients)
 	nonNegativeDur("broadcast.idle_timeout", b.IdleTimeout)
 	nonNegative("broadcast.max_unknown_lines", b.MaxUnknownLines)
+	// The kernel counts keep-alive times in whole seconds, up to 32767,
+	// and probes up to 127.
+	keepAliveDur := func(field string, d time.Duration) {
+		if d < time.Second || d > 32767*time.Second || d%time.Second != 0 {
+			bad(field, "must be a whole number of seconds from 1s to 32767s, got %s", d)
+		}
+	}
+	keepAliveDur("broadcast.tcp_keepalive.idle", b.TCPKeepAlive.Idle)
+	keepAliveDur("broadcast.tcp_keepalive.interval", b.TCPKeepAlive.Interval)
+	if n := b.TCPKeepAlive.Count; n < 1 || n > 127 {
+		bad("broadcast.tcp_keepalive.count", "must be from 1 to 127 probes, got %d", n)
+	}
 	if b.MaxClientLine < 64 {
 		bad("broadcast.max_client_line", "must be at least 64 bytes, got %d", b.MaxClientLine)
 	}

@@ -464,10 +464,15 @@ func limitsOf(cfg config.Config) broadcast.Limits {
 		MaxClients:         b.MaxClients,
 		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
 		IdleTimeout:        b.IdleTimeout,
-		MaxClientLine:      b.MaxClientLine,
-		MaxUnknownLines:    b.MaxUnknownLines,
-		QueueBytes:         b.QueueBytes,
-		QueueLines:         b.QueueLines,
-		DrainTimeout:       b.DrainTimeout,
+		TCPKeepAlive: broadcast.TCPKeepAlive{
+			Idle:     b.TCPKeepAlive.Idle,
+			Interval: b.TCPKeepAlive.Interval,
+			Count:    b.TCPKeepAlive.Count,
+		},
+		MaxClientLine:   b.MaxClientLine,
+		MaxUnknownLines: b.MaxUnknownLines,
+		QueueBytes:      b.QueueBytes,
+		QueueLines:      b.QueueLines,
+		DrainTimeout:    b.DrainTimeout,
 	}
 }
