@@ -151,8 +151,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:      "watch",
 				Usage:     "connect to the broadcaster as a client and print every line",
 				ArgsUsage: " ",
-				Description: "watch only reads: it sends no keep-alive and no acknowledgement, so a daemon " +
-					"with broadcast.idle_timeout set closes it after that long.\n\n" +
+				Description: "watch sends KEEP_ALIVE every --keepalive (its answers are not printed) and no " +
+					"acknowledgement. A daemon closes it, like a worker, only if it stops keeping alive for " +
+					"broadcast.idle_timeout; with --keepalive 0 it sends nothing, and the daemon keeps it " +
+					"for as long as its TCP peer is alive.\n\n" +
 					"When standard output is a terminal, control characters in what is received are shown " +
 					"escaped, the way journalctl and less show them (ESC as \\x1b, a C1 control such as " +
 					"U+009B as \\u009b, a byte that is not UTF-8 as \\xff); tab and the line ends are kept. " +
@@ -163,6 +165,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
 					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
+					&cli.DurationFlag{Name: "keepalive", Value: 15 * time.Second,
+						Usage: "send KEEP_ALIVE this often on the text protocol; 0 sends none"},
 				}, clientopts.Flags()...),
 				Action: cmdWatch,
 			},

@@ -572,3 +572,67 @@ func TestWatchSigned(t *testing.T) {
 		}
 	})
 }
+
+// ackFilter leaves out as many lines reading exactly KEEP_ALIVE_ACK as
+// keep-alives are owed, and nothing else, however the stream is split.
+func TestAckFilter(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+		owed           int64
+	}{
+		{"nothing owed", "a\nKEEP_ALIVE_ACK\nb\n", "a\nKEEP_ALIVE_ACK\nb\n", 0},
+		{"the answer", "a\nKEEP_ALIVE_ACK\nb\n", "a\nb\n", 1},
+		{"a feed line like the answer, and the answer", "a\nKEEP_ALIVE_ACK\nKEEP_ALIVE_ACK\nb\n", "a\nKEEP_ALIVE_ACK\nb\n", 1},
+		{"lines that start like it", "KEEP_ALIVE_AC\nKEEP_ALIVE_ACKS\nxKEEP_ALIVE_ACK\nKEEP\n", "KEEP_ALIVE_AC\nKEEP_ALIVE_ACKS\nxKEEP_ALIVE_ACK\nKEEP\n", 1},
+		{"empty lines", "\n\nKEEP_ALIVE_ACK\n\n", "\n\n\n", 1},
+		{"two answers", "KEEP_ALIVE_ACK\nKEEP_ALIVE_ACK\nz", "z", 2},
+		{"an unfinished line at the end", "a\nKEEP_ALIVE_A", "a\nKEEP_ALIVE_A", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for split := 0; split <= len(tc.in); split++ {
+				var out bytes.Buffer
+				f := &ackFilter{out: &out, atStart: true}
+				f.owed.Store(tc.owed)
+				f.Write([]byte(tc.in[:split]))
+				f.Write([]byte(tc.in[split:]))
+				f.flush()
+				if out.String() != tc.want {
+					t.Fatalf("split at %d: %q, want %q", split, out.String(), tc.want)
+				}
+			}
+		})
+	}
+}
+
+// watch sends KEEP_ALIVE and does not print the answer.
+func TestWatchKeepsAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err.Error()
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "before\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "KEEP_ALIVE_ACK\nafter\n")
+		served <- line
+	}()
+	code, out, errOut := runCtl(t, "watch", "--addr", ln.Addr().String(), "--keepalive", "50ms")
+	if got := <-served; got != "KEEP_ALIVE\n" {
+		t.Fatalf("the broadcaster read %q, want a keep-alive", got)
+	}
+	if code != 1 || out != "before\nafter\n" {
+		t.Fatalf("watch = %d, %q; want 1, %q; stderr %s", code, out, "before\nafter\n", errOut)
+	}
+	if code, _, errOut := runCtl(t, "watch", "--addr", ln.Addr().String(), "--keepalive", "-1s"); code != 2 || !strings.Contains(errOut, "--keepalive must not be negative") {
+		t.Errorf("watch --keepalive -1s = %d, %q; want 2 and the reason", code, errOut)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"os/signal"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,8 +27,9 @@ import (
 
 // cmdWatch connects to the broadcaster as a plain client and copies what
 // it receives to stdout, byte for byte, or with control characters
-// escaped when stdout is a terminal. It sends nothing: no keep-alive,
-// no acknowledgement. It ends on interrupt (exit 0), when nobody reads
+// escaped when stdout is a terminal. On the text protocol it sends
+// KEEP_ALIVE every --keepalive, whose answers it does not print (see
+// ackFilter), and no acknowledgement. It ends on interrupt (exit 0), when nobody reads
 // stdout any more (watch | head; exit 0), or when the daemon closes the
 // connection unasked (exit 1, saying why when it knows). With --signed it
 // reads the signed listener and prints only the messages that verified
@@ -34,6 +37,9 @@ import (
 func cmdWatch(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
+	}
+	if ka := c.Duration("keepalive"); ka < 0 {
+		return usagef("watch: --keepalive must not be negative, got %s; 0 sends no keep-alive", ka)
 	}
 	var pub ed25519.PublicKey
 	protocol := "tcp"
@@ -116,7 +122,7 @@ func cmdWatch(c *cli.Context) error {
 	if pub != nil {
 		err = watchSigned(c.Context, conn, addr, pub, key, out)
 	} else {
-		err = watch(c.Context, conn, addr, out)
+		err = watch(c.Context, conn, addr, c.Duration("keepalive"), out)
 	}
 	if stdout.closed() {
 		return nil // nobody reads any more: the end of a pipeline, as for cat
@@ -264,11 +270,28 @@ func appendWatched(dst []byte, m *signed.Message) []byte {
 // watch copies what a text listener sends to out, until the connection
 // ends: an error, as chattyd closed it unasked, unless ctx was cancelled.
 // The listener's refusal, an ERROR line alone, is the error's reason.
-func watch(ctx context.Context, conn net.Conn, addr string, out io.Writer) error {
+// Every keepAlive (none when 0) it sends KEEP_ALIVE, so that a NAT or a
+// firewall on the way keeps the connection, and the answers are not
+// printed (ackFilter).
+func watch(ctx context.Context, conn net.Conn, addr string, keepAlive time.Duration, out io.Writer) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	f := &ackFilter{out: out, atStart: true}
+	if keepAlive > 0 {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { f.keepAlive(conn, keepAlive, done) })
+		defer func() {
+			close(done)
+			conn.SetWriteDeadline(time.Unix(1, 0)) // a write in progress returns
+			wg.Wait()
+		}()
+	}
 	var start streamStart
-	_, err := io.Copy(out, io.TeeReader(conn, &start))
+	_, err := io.Copy(f, io.TeeReader(conn, &start))
+	if ferr := f.flush(); err == nil {
+		err = ferr
+	}
 	if ctx.Err() != nil {
 		return nil // interrupted: the normal way to end a watch
 	}
@@ -304,4 +327,92 @@ func (f *streamStart) refusal() (string, bool) {
 		return "", false
 	}
 	return string(line), true
+}
+
+// keepAliveLine and keepAliveAckLine are the text protocol's keep-alive
+// and its answer.
+var (
+	keepAliveLine    = []byte("KEEP_ALIVE\n")
+	keepAliveAckLine = []byte("KEEP_ALIVE_ACK\n")
+)
+
+// ackFilter copies the text listener's stream to out without the answers
+// to watch's keep-alives. A line that reads exactly KEEP_ALIVE_ACK is not
+// printed while one of them is owed; as chattyd answers every keep-alive,
+// as many such lines are printed as the feed held, none is lost, but a
+// feed line that reads KEEP_ALIVE_ACK may come out where the answer was,
+// a few lines from its place (the protocol's ambiguity, docs/protocol.md).
+type ackFilter struct {
+	out     io.Writer
+	owed    atomic.Int64 // keep-alives sent and not yet answered
+	atStart bool         // the next byte starts a line
+	held    []byte       // the start of a line that may be an answer: a prefix of keepAliveAckLine
+}
+
+func (f *ackFilter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if !f.atStart {
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				_, err := f.out.Write(p)
+				return n, err
+			}
+			if _, err := f.out.Write(p[:i+1]); err != nil {
+				return n, err
+			}
+			p, f.atStart = p[i+1:], true
+			continue
+		}
+		// At a line's start: hold the bytes while they may be an answer.
+		k := len(f.held)
+		if p[0] != keepAliveAckLine[k] {
+			f.atStart = false
+			if err := f.flush(); err != nil {
+				return n, err
+			}
+			continue
+		}
+		f.held, p = append(f.held, p[0]), p[1:]
+		if len(f.held) < len(keepAliveAckLine) {
+			continue
+		}
+		if owed := f.owed.Load(); owed > 0 && f.owed.CompareAndSwap(owed, owed-1) {
+			f.held = f.held[:0] // the answer to a keep-alive of ours
+			continue
+		}
+		if err := f.flush(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// flush writes the bytes held.
+func (f *ackFilter) flush() error {
+	if len(f.held) == 0 {
+		return nil
+	}
+	_, err := f.out.Write(f.held)
+	f.held = f.held[:0]
+	return err
+}
+
+// keepAlive sends KEEP_ALIVE on conn every interval until done is
+// closed or a write fails (then the reader sees the connection end).
+func (f *ackFilter) keepAlive(conn net.Conn, interval time.Duration, done <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		f.owed.Add(1)
+		conn.SetWriteDeadline(time.Now().Add(interval))
+		if _, err := conn.Write(keepAliveLine); err != nil {
+			return
+		}
+	}
 }
