@@ -242,8 +242,8 @@ func TestOverLongFeedLineIsDropped(t *testing.T) {
 	}
 }
 
-// A client that sends nothing for idle_timeout is closed; one that sends
-// KEEP_ALIVE regularly is not, even after a client that last spoke later
+// A client that kept alive once and then sends nothing for idle_timeout
+// is closed; one that sends KEEP_ALIVE regularly is not, even after a client that last spoke later
 // than its first keep-alive has been closed for idleness.
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
