@@ -25,14 +25,19 @@ func restartAs(name string) reloadRule { return reloadRule{restart: true, report
 var reloadRules = map[string]reloadRule{
 	"version": live,
 
-	"broadcast.listen":            restartOnly,
-	"broadcast.max_clients":       live, // the limits apply to every listener
-	"broadcast.idle_timeout":      live,
-	"broadcast.max_client_line":   live,
-	"broadcast.max_unknown_lines": live,
-	"broadcast.queue_bytes":       live,
-	"broadcast.queue_lines":       live,
-	"broadcast.drain_timeout":     live,
+	"broadcast.listen":       restartOnly,
+	"broadcast.max_clients":  live, // the limits apply to every listener
+	"broadcast.idle_timeout": live,
+	// TCP keep-alive is set on each connection as it is accepted: a
+	// reload applies to those accepted after it.
+	"broadcast.tcp_keepalive.idle":     live,
+	"broadcast.tcp_keepalive.interval": live,
+	"broadcast.tcp_keepalive.count":    live,
+	"broadcast.max_client_line":        live,
+	"broadcast.max_unknown_lines":      live,
+	"broadcast.queue_bytes":            live,
+	"broadcast.queue_lines":            live,
+	"broadcast.drain_timeout":          live,
 
 	// The TLS listener's certificate, from files or the identity, is
 	// loaded again.
