@@ -214,3 +214,39 @@ func TestTLSRefusalDoesNotBlockAccepting(t *testing.T) {
 	}
 	next.Close()
 }
+
+// A TLS client, read by a blocked goroutine rather than the poller,
+// follows the same idle rule: one that never sent a keep-alive outlives
+// idle_timeout, while one connected after it that kept alive once is
+// closed, and the silent one still receives a line published after.
+func TestTLSSilentClientOutlivesIdleTimeout(t *testing.T) {
+	pki := harness.NewPKI(t)
+	lim := testLimits()
+	lim.IdleTimeout = 300 * time.Millisecond
+	s, stop := startTLSOnly(t, pki, lim)
+	defer stop()
+	silent, silentR, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	speaker, speakerR, err := dialTLS(t, s.Addr().String(), &tls.Config{RootCAs: pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	speaker.Write([]byte("KEEP_ALIVE\n"))
+	if got, err := speakerR.ReadString('\n'); got != "KEEP_ALIVE_ACK\n" {
+		t.Fatalf("speaker got %q, %v", got, err)
+	}
+	if _, err := speakerR.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the TLS client that kept alive once was not closed at the idle timeout (%v)", err)
+	}
+	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
+	publish(s, "still here")
+	if got, err := silentR.ReadString('\n'); got != "still here\n" {
+		t.Fatalf("silent TLS client got %q, %v", got, err)
+	}
+	if st := s.Stats(); st.IdleClosed != 1 || st.Connected != 1 {
+		t.Errorf("idle closed %d, connected %d; want 1 and 1", st.IdleClosed, st.Connected)
+	}
+	silent.Close()
+}
