@@ -120,6 +120,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"at most " + strconv.Itoa(message.MaxTextBytes) + " bytes, without control characters other than tab.",
 				Action: cmdSend,
 				BashComplete: func(c *cli.Context) {
+					if c.NArg() == 1 && c.Args().First() == "-" {
+						cli.DefaultCompleteWithFlags(c.Command)(c) // see completion.go
+						return
+					}
 					if c.NArg() == 0 {
 						for _, t := range message.Types() {
 							fmt.Fprintln(c.App.Writer, t)
