@@ -27,8 +27,11 @@ build:
 	$(GO) build -ldflags '$(BUILD_LDFLAGS)' -o $(BIN)/chattyctl ./ctl
 
 # run takes chattyd's flags in ARGS: make run ARGS='--listen 127.0.0.1:6000 -v'.
+# The feed starts once the demo's 4 workers are connected (asked on
+# chattyd's default control socket; after 15s it starts anyway), so that
+# its first lines reach them.
 run: build
-	$(BIN)/chattyd demo-feed | $(BIN)/chattyd --demo $(ARGS)
+	$(BIN)/chattyd demo-feed --wait-clients 4 | $(BIN)/chattyd --demo $(ARGS)
 
 # test runs every package; test/systemd runs verbosely so that its skip
 # and the reason show (make systemd-test boots systemd for it).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chatty-dev/chatty/internal/clientopts"
 	"github.com/chatty-dev/chatty/internal/exitcode"
+	"github.com/chatty-dev/chatty/internal/manpage"
 	"github.com/chatty-dev/chatty/internal/pool/poolsize"
 	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -66,12 +67,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "socket",
-				Usage:   "chattyd's control socket (default: the config's control.socket, else " + control.SystemSocketPath + " or the per-user one)",
+				Usage:   "chattyd's control socket `PATH` (default: the config's control.socket, else " + control.SystemSocketPath + " or the per-user one)",
 				EnvVars: []string{"CHATTY_SOCKET"},
 			},
 			&cli.StringFlag{
 				Name:  "config",
-				Usage: "read the socket path from this chattyd configuration file",
+				Usage: "read the socket path from this chattyd configuration `FILE`",
 			},
 			&cli.BoolFlag{
 				Name:    "verbose",
@@ -112,14 +113,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action: cmdIdentity,
 			},
 			{
-				Name:  "send",
-				Usage: "broadcast a typed message to every client",
+				Name:      "send",
+				Usage:     "broadcast a typed message to every client",
+				ArgsUsage: "TYPE MESSAGE...",
 				UsageText: "chattyctl send TYPE MESSAGE...\n\n" +
 					"TYPE is one of " + typeList() + " (any case).\n" +
 					"The words of MESSAGE are joined with spaces; it must be one line,\n" +
 					"at most " + strconv.Itoa(message.MaxTextBytes) + " bytes, without control characters other than tab.",
 				Action: cmdSend,
 				BashComplete: func(c *cli.Context) {
+					if c.NArg() == 1 && c.Args().First() == "-" {
+						cli.DefaultCompleteWithFlags(c.Command)(c) // see completion.go
+						return
+					}
 					if c.NArg() == 0 {
 						for _, t := range message.Types() {
 							fmt.Fprintln(c.App.Writer, t)
@@ -205,9 +211,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage:  "print chattyctl's manual page (roff)",
 				Hidden: true,
 				Action: func(c *cli.Context) error {
-					page, err := c.App.ToManWithSection(1)
+					page, err := manpage.Page(c.App, 1)
 					if err != nil {
-						return fmt.Errorf("make manual page: %w", err)
+						return err
 					}
 					_, err = io.WriteString(c.App.Writer, page)
 					return err
@@ -219,6 +225,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		cmd.OnUsageError = onUsageError
 		cmd.HideHelpCommand = true
 	}
+	app.UsageText = manpage.Synopsis(app, false)
 	return app
 }
 

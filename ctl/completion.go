@@ -9,6 +9,10 @@ import (
 
 // The scripts are urfave/cli's, with the program's name filled in: they
 // ask chattyctl itself for candidates with --generate-bash-completion.
+// A word being completed that starts with "-" is passed as a lone "-":
+// chattyctl then lists every flag of the command, and the shell keeps
+// those that match. (Passed as it is, "--" would end the flags and turn
+// completion off, and "--x" would be refused as an unknown flag.)
 const bashCompletion = `# bash completion for chattyctl; load with: source <(chattyctl completion bash)
 _chattyctl_complete() {
   local cur words
@@ -16,7 +20,7 @@ _chattyctl_complete() {
   cur="${COMP_WORDS[COMP_CWORD]}"
   words=("${COMP_WORDS[@]:0:$COMP_CWORD}")
   if [[ "$cur" == "-"* ]]; then
-    opts=$("${words[@]}" "$cur" --generate-bash-completion 2>/dev/null)
+    opts=$("${words[@]}" - --generate-bash-completion 2>/dev/null)
   else
     opts=$("${words[@]}" --generate-bash-completion 2>/dev/null)
   fi
@@ -33,9 +37,9 @@ _chattyctl() {
   local cur
   cur=${words[-1]}
   if [[ "$cur" == "-"* ]]; then
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion)}")
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} - --generate-bash-completion 2>/dev/null)}")
   else
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion)}")
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion 2>/dev/null)}")
   fi
   if [[ "${opts[1]}" != "" ]]; then
     _describe 'values' opts

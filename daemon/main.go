@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/chatty-dev/chatty/internal/exitcode"
+	"github.com/chatty-dev/chatty/internal/manpage"
 	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/urfave/cli/v2"
 )
@@ -49,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = onUsageError
 	}
+	app.UsageText = manpage.Synopsis(app, true)
 	return exitcode.Report(stderr, "chattyd", app.Run(args))
 }
 
@@ -72,7 +74,7 @@ func daemonFlags() []cli.Flag {
 		&cli.IntFlag{Name: "port", Usage: "broadcast on this `PORT`, keeping the address (the original server's -port)"},
 		&cli.IntFlag{Name: "workers", Usage: "run `N` workers (overrides pool.size; 0 runs none)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log at debug level, every line in and out"},
-		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json (overrides log.format)"},
+		&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT`: text or json (overrides log.format)"},
 		&cli.StringFlag{Name: "control-socket", Usage: "control socket `PATH` (overrides control.socket; default /run/chattyd/control.sock as root, $XDG_RUNTIME_DIR/chattyd/control.sock otherwise)"},
 	}
 }

@@ -1,8 +1,9 @@
 package main
 
 import (
-	"fmt"
 	"io"
+
+	"github.com/chatty-dev/chatty/internal/manpage"
 
 	"github.com/urfave/cli/v2"
 )
@@ -15,9 +16,9 @@ func manCommand() *cli.Command {
 		Usage:  "print chattyd's manual page (roff)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
-			page, err := c.App.ToManWithSection(8)
+			page, err := manpage.Page(c.App, 8)
 			if err != nil {
-				return fmt.Errorf("make manual page: %w", err)
+				return err
 			}
 			_, err = io.WriteString(c.App.Writer, page)
 			return err

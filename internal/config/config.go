@@ -274,6 +274,10 @@ type Log struct {
 	Format LogFormat `yaml:"format"`
 	// File, when set, receives the log instead of stderr (mode 0640).
 	File string `yaml:"file"`
+	// SummaryInterval, when not 0, logs one line of counters at info
+	// level this often: lines in, clients, workers, restarts, slow
+	// consumers and mismatched acks. It changes only at restart.
+	SummaryInterval time.Duration `yaml:"summary_interval"`
 }
 
 // Default returns the configuration with every default filled in.
@@ -578,6 +582,9 @@ func (c *Config) Validate() []Problem {
 	}
 	if !logFormats.valid(c.Log.Format) {
 		bad("log.format", "must be %s", logFormats)
+	}
+	if c.Log.SummaryInterval != 0 && c.Log.SummaryInterval < time.Second {
+		bad("log.summary_interval", "must be 0 (off) or at least 1s, got %s", c.Log.SummaryInterval)
 	}
 	return ps
 }

@@ -158,6 +158,7 @@ var parseErrorCases = []struct {
 		[]want{{4, "pool.worker.keepalive_timeout", "positive"}}},
 	{"bad log level", "version: 1\nlog:\n  level: verbose\n", []want{{3, "log.level", "debug, info, warning or error"}}},
 	{"bad log format", "version: 1\nlog:\n  format: xml\n", []want{{3, "log.format", "text or json"}}},
+	{"short summary interval", "version: 1\nlog:\n  summary_interval: 10ms\n", []want{{3, "log.summary_interval", "0 (off) or at least 1s"}}},
 }
 
 func TestParseErrors(t *testing.T) {
@@ -488,6 +489,12 @@ func TestDemoConfigIsValid(t *testing.T) {
 	}
 	if cfg.Pool.Size == 0 || cfg.Pool.Worker.LifetimeMax > time.Minute {
 		t.Errorf("the demo must show respawns within a minute: %d workers living up to %s", cfg.Pool.Size, cfg.Pool.Worker.LifetimeMax)
+	}
+	if cfg.Log.SummaryInterval != 5*time.Second {
+		t.Errorf("the demo's log.summary_interval = %s, want 5s (make run stays readable at info level)", cfg.Log.SummaryInterval)
+	}
+	if Default().Log.SummaryInterval != 0 {
+		t.Errorf("log.summary_interval is on by default")
 	}
 }
 

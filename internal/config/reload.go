@@ -94,9 +94,10 @@ var reloadRules = map[string]reloadRule{
 	"identity.generate":        restartAs("identity"),
 	"identity.authorized_keys": live, // read again
 
-	"log.level":  live,
-	"log.format": live,
-	"log.file":   restartOnly,
+	"log.level":            live,
+	"log.format":           live,
+	"log.file":             restartOnly,
+	"log.summary_interval": restartOnly,
 }
 
 // RestartOnlyChanges returns the names of the settings that differ from

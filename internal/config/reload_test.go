@@ -58,12 +58,13 @@ var restartNames = map[string][]string{
 		"broadcast.signed.checkpoint_interval", "broadcast.signed.timestamp_window", "broadcast.signed.feed_type",
 		"broadcast.signed.auth", "broadcast.signed.upstream_rate", "broadcast.signed.upstream_burst",
 		"broadcast.signed.tls.enabled", "broadcast.signed.tls.self_signed"},
-	"feed.source":         {"feed.source", "feed.path"},
-	"feed.max_line_bytes": {"feed.max_line_bytes"},
-	"identity":            {"identity.key_file", "identity.generate"},
-	"control":             {"control.socket", "control.group"},
-	"metrics.listen":      {"metrics.listen"},
-	"log.file":            {"log.file"},
+	"feed.source":          {"feed.source", "feed.path"},
+	"feed.max_line_bytes":  {"feed.max_line_bytes"},
+	"identity":             {"identity.key_file", "identity.generate"},
+	"control":              {"control.socket", "control.group"},
+	"metrics.listen":       {"metrics.listen"},
+	"log.file":             {"log.file"},
+	"log.summary_interval": {"log.summary_interval"},
 }
 
 // A change of one setting is reported under its name when it needs a

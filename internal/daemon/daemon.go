@@ -272,6 +272,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if every := d.config().Log.SummaryInterval; every > 0 {
+		g.add("summary", func() error { return d.runSummary(auxCtx, every) })
+	}
 	if d.metrics != nil {
 		d.log.Infof("Metrics are served on http://%s/metrics", d.metrics.addr())
 		g.add("metrics", func() error { return d.metrics.run(ctlCtx) })
@@ -335,6 +338,8 @@ func partName(member string) string {
 		return "control socket"
 	case "systemd":
 		return "systemd notifier"
+	case "summary":
+		return "summary logger"
 	}
 	return member + " listener"
 }

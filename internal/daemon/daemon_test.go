@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/feed"
+	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
@@ -255,5 +256,43 @@ func TestInProcessSecondSignal(t *testing.T) {
 		p.runErr <- err
 	case <-time.After(30 * time.Second):
 		t.Fatal("a second signal past the window did not stop the daemon at once")
+	}
+}
+
+// log.summary_interval logs a line of counters at info level that often,
+// with the feed's lines and the clients connected.
+func TestInProcessSummary(t *testing.T) {
+	cfg := config.Default()
+	cfg.Log.SummaryInterval = 50 * time.Millisecond
+	src := newHeldSource(false)
+	p := startInProcess(t, cfg, nil, src)
+	p.dial(t)
+	waitUntil(t, "the client", func() bool { return p.d.listeners.stats().Connected == 1 })
+	for range 3 {
+		src.lines <- []byte("hello")
+	}
+	want := "Summary: 3 lines in ("
+	waitUntil(t, "a summary line with the lines fed", func() bool {
+		for _, e := range p.hook.AllEntries() {
+			if strings.HasPrefix(e.Message, want) && e.Level == logrus.InfoLevel {
+				return strings.Contains(e.Message, "1 client, workers 0/0 running, 0 restarts, 0 slow consumers, 0 mismatched acks")
+			}
+		}
+		return false
+	})
+}
+
+func TestSummaryLine(t *testing.T) {
+	var prev, cur control.Status
+	prev.Feed.Lines = 100
+	cur.Feed.Lines = 140
+	cur.Clients.Connected = 2
+	cur.Clients.SlowConsumers = 1
+	cur.Clients.AcksMismatched = 3
+	cur.Pool.Running, cur.Pool.Desired, cur.Pool.Restarts = 3, 4, 7
+	got := summaryLine(prev, cur, 5*time.Second)
+	want := "Summary: 140 lines in (8.0/s), 2 clients, workers 3/4 running, 7 restarts, 1 slow consumer, 3 mismatched acks"
+	if got != want {
+		t.Errorf("summaryLine = %q, want %q", got, want)
 	}
 }

@@ -32,6 +32,7 @@ var docExemptions = map[string]string{
 	"chattyctl top --interval 5s | tee top.log":                           "writes top.log in the current directory; chattyctl top itself runs above, and TestTopPlain covers its plain output",
 	"sudo chattyctl identity":                                             "the packaged daemon's socket, for root; chattyctl identity runs above, and make systemd-test runs this walk-through",
 	"source <(chattyctl completion bash)":                                 "runs in the user's shell; the completion command itself is run below",
+	"source <(bin/chattyctl completion bash)":                             "runs in the user's shell; ctl's TestBashCompletionFlags runs the script in bash",
 }
 
 // docCommand is one command line of a doc's sh block.
