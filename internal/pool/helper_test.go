@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -360,4 +361,51 @@ func groupMembers(pgid int) []int {
 		out = append(out, pid)
 	}
 	return out
+}
+
+// startStandInDaemon starts the test binary as a daemon running a pool of
+// three workers in mode ("pool" or "pool-guarded") and returns it with the
+// workers' PIDs, which it reports on its standard output. The daemon is
+// killed when the test ends; the workers are the caller's to clean up.
+func startStandInDaemon(t *testing.T, mode string) (*exec.Cmd, []int) {
+	t.Helper()
+	daemon := exec.Command(os.Args[0])
+	daemon.Env = append(os.Environ(), helperEnv+"="+mode, "GORACE=atexit_sleep_ms=0")
+	out, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	readerDone := make(chan struct{})
+	go func() { // ends when the daemon dies and the pipe closes
+		defer close(readerDone)
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+	}()
+	t.Cleanup(func() {
+		daemon.Process.Kill()
+		daemon.Wait()
+		<-readerDone
+	})
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(wait):
+		t.Fatal("the daemon did not report its workers")
+	}
+	var pids []int
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "workers ")) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("daemon said %q", line)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("daemon said %q, want 3 PIDs", line)
+	}
+	return daemon, pids
 }
