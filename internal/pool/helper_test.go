@@ -330,6 +330,18 @@ func (tp *testPool) waitRunning(t *testing.T, n int) map[int]SlotStatus {
 	return got
 }
 
+// waitReplaced polls until slot runs a worker other than the one in before,
+// and returns the running slots then.
+func (tp *testPool) waitReplaced(t *testing.T, before map[int]SlotStatus, slot int) map[int]SlotStatus {
+	t.Helper()
+	var after map[int]SlotStatus
+	poll.Eventually(t, wait, func() bool {
+		after = tp.running()
+		return after[slot].PID != 0 && after[slot].PID != before[slot].PID
+	}, fmt.Sprintf("slot %d runs a new worker", slot))
+	return after
+}
+
 // alive reports whether pid is a live process (zombies are dead).
 func alive(pid int) bool {
 	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {

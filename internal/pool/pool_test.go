@@ -50,11 +50,7 @@ func TestKilledWorkerIsRespawned(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
-	var after map[int]SlotStatus
-	poll.Eventually(t, wait, func() bool {
-		after = tp.running()
-		return after[2].PID != 0 && after[2].PID != before[2].PID
-	}, "slot 2 runs a new worker")
+	after := tp.waitReplaced(t, before, 2)
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1 changed from %d to %d; only slot 2 should restart", before[1].PID, after[1].PID)
 	}
@@ -240,11 +236,7 @@ func TestStoppedWorkerIsReplaced(t *testing.T) {
 		t.Errorf("killed %s after SIGSTOP, before the stop timeout %s", d, o.StopTimeout)
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
-	var after map[int]SlotStatus
-	poll.Eventually(t, wait, func() bool {
-		after = tp.running()
-		return after[2].PID != 0 && after[2].PID != before[2].PID
-	}, "slot 2 runs a new worker")
+	after := tp.waitReplaced(t, before, 2)
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1, stopped for %s only, was replaced", o.StopTimeout/4)
 	}
