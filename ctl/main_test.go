@@ -315,6 +315,17 @@ func TestSocketFromEnvAndConfig(t *testing.T) {
 // broadcaster serves lines to the first client, then closes.
 func broadcaster(t *testing.T, lines string) string {
 	t.Helper()
+	addr, _ := serveOnce(t, func(c net.Conn) { c.Write([]byte(lines)) })
+	return addr
+}
+
+// serveOnce listens on a loopback port and hands the first connection to
+// serve, closing it when serve returns. It returns the address, and a
+// channel closed once serve has returned (or the listener was closed with
+// nobody accepted). The listener is closed, and serve awaited, when the
+// test ends.
+func serveOnce(t *testing.T, serve func(c net.Conn)) (addr string, served <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -326,14 +337,14 @@ func broadcaster(t *testing.T, lines string) string {
 		if err != nil {
 			return
 		}
-		c.Write([]byte(lines))
-		c.Close()
+		defer c.Close()
+		serve(c)
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		<-done
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), done
 }
 
 func TestWatch(t *testing.T) {
@@ -372,25 +383,13 @@ func TestWatch(t *testing.T) {
 	})
 	t.Run("stdout closed", func(t *testing.T) {
 		// A broadcaster that writes until its client goes.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		addr, served := serveOnce(t, func(c net.Conn) {
 			for i := 0; ; i++ {
 				if _, err := fmt.Fprintf(c, "line %d\n", i); err != nil {
 					return
 				}
 			}
-		}()
+		})
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -400,7 +399,7 @@ func TestWatch(t *testing.T) {
 		var errOut bytes.Buffer
 		done := make(chan int, 1)
 		go func() {
-			done <- run(ctx, []string{"chattyctl", "watch", "--addr", ln.Addr().String()}, w, &errOut)
+			done <- run(ctx, []string{"chattyctl", "watch", "--addr", addr}, w, &errOut)
 			w.Close()
 		}()
 		// As head -2 does: read two lines, then close.
@@ -420,28 +419,16 @@ func TestWatch(t *testing.T) {
 		<-served
 	})
 	t.Run("interrupted", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
+		addr, served := serveOnce(t, func(c net.Conn) {
 			c.Write([]byte("first\n"))
 			io.Copy(io.Discard, c) // until chattyctl hangs up
-		}()
+		})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		// The interrupt arrives once the first line has been printed.
 		out := &cancelOnWrite{cancel: cancel}
 		var errOut bytes.Buffer
-		code := run(ctx, []string{"chattyctl", "watch", "--addr", ln.Addr().String()}, out, &errOut)
+		code := run(ctx, []string{"chattyctl", "watch", "--addr", addr}, out, &errOut)
 		if code != 0 || out.String() != "first\n" {
 			t.Fatalf("interrupted watch = %d, %q; stderr %s", code, out.String(), errOut.String())
 		}

@@ -3,46 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/chatty-dev/chatty/internal/ptytest"
 )
 
 // openPTY returns a pseudo-terminal's controlling side and its terminal,
 // set to pass output unchanged (no "\n" to "\r\n").
 func openPTY(t *testing.T) (ctl, term *os.File) {
 	t.Helper()
-	ctl, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { ctl.Close() })
-	fd := int(ctl.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	term, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { term.Close() })
-	tio, err := unix.IoctlGetTermios(int(term.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tio.Oflag &^= unix.OPOST
-	if err := unix.IoctlSetTermios(int(term.Fd()), unix.TCSETS, tio); err != nil {
-		t.Fatal(err)
-	}
+	ctl, term = ptytest.Open(t)
+	ptytest.PassOutput(t, term)
 	return ctl, term
 }
 

@@ -25,7 +25,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -215,7 +214,6 @@ func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallba
 	if err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(dir, "control.sock")
 	cfg := fmt.Sprintf(`version: 1
 broadcast:
   listen: %s
@@ -226,24 +224,7 @@ pool:
 log:
   level: warning
 `, addr, n+1000)
-	cfgPath := filepath.Join(dir, "chattyd.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(dir, "chattyd.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	d, err := chattydproc.Start(chattydproc.Options{
-		Bin:            bin,
-		ControlSocket:  sock,
-		Args:           []string{"--config", cfgPath},
-		Stdout:         logFile,
-		Stderr:         logFile,
-		KillWithParent: true,
-	})
+	d, files, err := chattydproc.StartInDir(bin, dir, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +235,7 @@ log:
 	}()
 	ctl := d.Control()
 	if _, err := d.Ready(ctx, 15*time.Second); err != nil {
-		log, _ := os.ReadFile(logPath)
+		log, _ := os.ReadFile(files.Log)
 		return nil, fmt.Errorf("%w: %s", err, log)
 	}
 	res := &Result{Conns: n, Requested: requested}

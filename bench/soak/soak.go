@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -92,8 +91,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	sock := filepath.Join(dir, "control.sock")
-	cfgPath := filepath.Join(dir, "chattyd.yaml")
 	yaml := fmt.Sprintf(`version: 1
 broadcast:
   listen: 127.0.0.1:0
@@ -110,24 +107,7 @@ pool:
     keepalive_min: 1s
     keepalive_max: 3s
 `, cfg.LifetimeMin, cfg.LifetimeMax)
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		return nil, err
-	}
-
-	logPath := filepath.Join(dir, "chattyd.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	d, err := chattydproc.Start(chattydproc.Options{
-		Bin:            cfg.Chattyd,
-		ControlSocket:  sock,
-		Args:           []string{"--config", cfgPath},
-		Stdout:         logFile,
-		Stderr:         logFile,
-		KillWithParent: true,
-	})
+	d, files, err := chattydproc.StartInDir(cfg.Chattyd, dir, yaml)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +119,7 @@ pool:
 	ctl := d.Control()
 	addrs, err := d.Addrs(ctx, 15*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("%w; see %s", err, logPath)
+		return nil, fmt.Errorf("%w; see %s", err, files.Log)
 	}
 	addr := addrs.Text
 	logf("chattyd pid %d listens on %s", d.PID(), addr)
@@ -171,7 +151,7 @@ pool:
 		subsWG.Go(s.run)
 	}
 
-	if err := chattyctl(cfg.Chattyctl, sock, "scale", strconv.Itoa(cfg.Workers)); err != nil {
+	if err := chattyctl(cfg.Chattyctl, files.Socket, "scale", strconv.Itoa(cfg.Workers)); err != nil {
 		return nil, err
 	}
 	logf("%d subscribers connected; scaled to %d workers; soaking for %s at %d lines/s", cfg.Subscribers, cfg.Workers, cfg.Duration, cfg.Rate)
@@ -200,14 +180,14 @@ loop:
 			break loop
 		case <-sendT.C:
 			rep.Sends++
-			if err := chattyctl(cfg.Chattyctl, sock, "send", "info", fmt.Sprintf("soak message %d", rep.Sends)); err != nil {
+			if err := chattyctl(cfg.Chattyctl, files.Socket, "send", "info", fmt.Sprintf("soak message %d", rep.Sends)); err != nil {
 				ctlErrs++
 				rep.problem("chattyctl send: %v", err)
 			}
 		case <-scaleT.C:
 			n := cfg.MinWorkers + rng.IntN(cfg.Workers-cfg.MinWorkers+1)
 			rep.Scales++
-			if err := chattyctl(cfg.Chattyctl, sock, "scale", strconv.Itoa(n)); err != nil {
+			if err := chattyctl(cfg.Chattyctl, files.Socket, "scale", strconv.Itoa(n)); err != nil {
 				ctlErrs++
 				rep.problem("chattyctl scale %d: %v", n, err)
 			}
@@ -245,7 +225,7 @@ loop:
 		}
 	}
 	// Back to idle: no workers, no subscribers.
-	if err := chattyctl(cfg.Chattyctl, sock, "scale", "0"); err != nil {
+	if err := chattyctl(cfg.Chattyctl, files.Socket, "scale", "0"); err != nil {
 		rep.problem("chattyctl scale 0: %v", err)
 	}
 	for _, s := range subs {
@@ -314,7 +294,7 @@ loop:
 		rep.Zombies = append(rep.Zombies, pid)
 	}
 	slices.Sort(rep.Zombies)
-	scanLog(logPath, rep)
+	scanLog(files.Log, rep)
 	rep.check(cfg)
 	return rep, nil
 }

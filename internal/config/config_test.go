@@ -664,59 +664,23 @@ broadcast:
 		{13, "broadcast.signed.tls.enabled", "must be true"},
 	})
 
-	const poolOverLimit = `version: 1
-identity:
-  generate: true
-broadcast:
-  signed:
-    listen: 127.0.0.1:1
-    auth: authorized_keys
-    max_unauthenticated: 16
-pool:
-  size: 20
-  worker:
-    protocol: signed
-`
-	_, err = Parse("pool.yaml", []byte(poolOverLimit))
-	checkProblems(t, "pool.yaml", err, []want{{8, "broadcast.signed.max_unauthenticated", "must be at least pool.size (20)"}})
-
-	const noIdentity = `version: 1
-broadcast:
-  tls:
-    listen: 127.0.0.1:2
-    self_signed: true
-`
-	_, err = Parse("noid.yaml", []byte(noIdentity))
-	checkProblems(t, "noid.yaml", err, []want{{5, "broadcast.tls.self_signed", "set identity.key_file"}})
-
-	const lockedOut = `version: 1
-identity:
-  generate: true
-broadcast:
-  signed:
-    listen: 127.0.0.1:1
-    auth: authorized_keys
-    tls:
-      enabled: true
-      cert_file: /c.pem
-      key_file: /k.pem
-pool:
-  worker:
-    protocol: signed
-`
-	_, err = Parse("locked.yaml", []byte(lockedOut))
-	checkProblems(t, "locked.yaml", err, []want{{14, "pool.worker.protocol", "self_signed: true"}})
-
-	const nobody = `version: 1
-identity:
-  generate: true
-broadcast:
-  signed:
-    listen: 127.0.0.1:1
-    auth: authorized_keys
-`
-	_, err = Parse("nobody.yaml", []byte(nobody))
-	checkProblems(t, "nobody.yaml", err, []want{{7, "broadcast.signed.auth", "no client could ever connect"}})
+	// Each of these is refused with the one problem named.
+	const signedAuth = "version: 1\nidentity:\n  generate: true\nbroadcast:\n  signed:\n    listen: 127.0.0.1:1\n    auth: authorized_keys\n"
+	for _, tc := range []struct {
+		file, yaml string
+		want       want
+	}{
+		{"pool.yaml", signedAuth + "    max_unauthenticated: 16\npool:\n  size: 20\n  worker:\n    protocol: signed\n",
+			want{8, "broadcast.signed.max_unauthenticated", "must be at least pool.size (20)"}},
+		{"noid.yaml", "version: 1\nbroadcast:\n  tls:\n    listen: 127.0.0.1:2\n    self_signed: true\n",
+			want{5, "broadcast.tls.self_signed", "set identity.key_file"}},
+		{"locked.yaml", signedAuth + "    tls:\n      enabled: true\n      cert_file: /c.pem\n      key_file: /k.pem\npool:\n  worker:\n    protocol: signed\n",
+			want{14, "pool.worker.protocol", "self_signed: true"}},
+		{"nobody.yaml", signedAuth, want{7, "broadcast.signed.auth", "no client could ever connect"}},
+	} {
+		_, err = Parse(tc.file, []byte(tc.yaml))
+		checkProblems(t, tc.file, err, []want{tc.want})
+	}
 }
 
 // metrics.listen is off by default; an address is checked like the

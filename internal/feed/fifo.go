@@ -98,17 +98,7 @@ func (s *FIFO) Run(ctx context.Context, h Handler) error {
 	defer fr.close()
 
 	// Interrupt a blocked read when ctx is done.
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-ctx.Done():
-			fr.stop()
-		case <-stop:
-		}
-	}()
-	defer func() { close(stop); <-stopped }()
+	defer interruptWhenDone(ctx, fr.stop)()
 
 	lr := NewLineReader(fr, s.max)
 	lr.OnDrop = dropCounter(&s.dropped, s.max, s.log)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/fifotest"
 	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -94,26 +95,13 @@ func startFIFO(t *testing.T, path string) *fifoRun {
 // openWriter opens path for writing once a reader has it open.
 func openWriter(t *testing.T, path string) *os.File {
 	t.Helper()
-	var w *os.File
-	poll.Eventually(t, waitFor, func() bool {
-		var err error
-		w, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-		return err == nil
-	}, "no reader opened "+path)
-	t.Cleanup(func() { w.Close() })
-	return w
+	return fifotest.OpenWriter(t, path, waitFor, "no reader opened "+path)
 }
 
 // write opens path, writes s and closes it, as `printf %s s > path` does.
 func write(t *testing.T, path, s string) {
 	t.Helper()
-	w := openWriter(t, path)
-	if _, err := w.WriteString(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	fifotest.Write(t, path, s, waitFor, "no reader opened "+path)
 }
 
 // A writer that closes without a final newline ends its line: the next

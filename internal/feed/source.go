@@ -61,19 +61,11 @@ func (s *Stream) Run(ctx context.Context, h Handler) error {
 
 	// Unblock the read when ctx is done. Pollable files honour the
 	// deadline; for the others, closing is the only way.
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-ctx.Done():
-			if f.SetReadDeadline(time.Now()) != nil {
-				f.Close()
-			}
-		case <-stop:
+	defer interruptWhenDone(ctx, func() {
+		if f.SetReadDeadline(time.Now()) != nil {
+			f.Close()
 		}
-	}()
-	defer func() { close(stop); <-stopped }()
+	})()
 
 	lr := NewLineReader(f, s.max)
 	lr.OnDrop = dropCounter(&s.dropped, s.max, s.log)

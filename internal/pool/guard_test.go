@@ -180,34 +180,7 @@ func TestRunGuard(t *testing.T) {
 // parent-death signal. Without a guard (TestWorkersDieWithTheDaemon) the
 // workers' children would live on.
 func TestGuardKillsGroupsWhenTheDaemonDies(t *testing.T) {
-	daemon := exec.Command(os.Args[0])
-	daemon.Env = append(os.Environ(), helperEnv+"=pool-guarded", "GORACE=atexit_sleep_ms=0")
-	out, err := daemon.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		daemon.Process.Kill()
-		daemon.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("the daemon did not report its workers: %v", err)
-	}
-	var pids []int
-	for _, f := range strings.Fields(strings.TrimPrefix(line, "workers ")) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatalf("daemon said %q", line)
-		}
-		pids = append(pids, pid)
-	}
-	if len(pids) != 3 {
-		t.Fatalf("daemon said %q, want 3 PIDs", line)
-	}
+	daemon, pids := startStandInDaemon(t, "pool-guarded")
 	t.Cleanup(func() {
 		for _, pid := range pids {
 			unix.Kill(-pid, syscall.SIGKILL)

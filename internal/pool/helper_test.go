@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -329,6 +330,18 @@ func (tp *testPool) waitRunning(t *testing.T, n int) map[int]SlotStatus {
 	return got
 }
 
+// waitReplaced polls until slot runs a worker other than the one in before,
+// and returns the running slots then.
+func (tp *testPool) waitReplaced(t *testing.T, before map[int]SlotStatus, slot int) map[int]SlotStatus {
+	t.Helper()
+	var after map[int]SlotStatus
+	poll.Eventually(t, wait, func() bool {
+		after = tp.running()
+		return after[slot].PID != 0 && after[slot].PID != before[slot].PID
+	}, fmt.Sprintf("slot %d runs a new worker", slot))
+	return after
+}
+
 // alive reports whether pid is a live process (zombies are dead).
 func alive(pid int) bool {
 	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
@@ -360,4 +373,51 @@ func groupMembers(pgid int) []int {
 		out = append(out, pid)
 	}
 	return out
+}
+
+// startStandInDaemon starts the test binary as a daemon running a pool of
+// three workers in mode ("pool" or "pool-guarded") and returns it with the
+// workers' PIDs, which it reports on its standard output. The daemon is
+// killed when the test ends; the workers are the caller's to clean up.
+func startStandInDaemon(t *testing.T, mode string) (*exec.Cmd, []int) {
+	t.Helper()
+	daemon := exec.Command(os.Args[0])
+	daemon.Env = append(os.Environ(), helperEnv+"="+mode, "GORACE=atexit_sleep_ms=0")
+	out, err := daemon.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	readerDone := make(chan struct{})
+	go func() { // ends when the daemon dies and the pipe closes
+		defer close(readerDone)
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		lines <- line
+	}()
+	t.Cleanup(func() {
+		daemon.Process.Kill()
+		daemon.Wait()
+		<-readerDone
+	})
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(wait):
+		t.Fatal("the daemon did not report its workers")
+	}
+	var pids []int
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "workers ")) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("daemon said %q", line)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("daemon said %q, want 3 PIDs", line)
+	}
+	return daemon, pids
 }

@@ -1,11 +1,9 @@
 package pool
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,11 +50,7 @@ func TestKilledWorkerIsRespawned(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
-	var after map[int]SlotStatus
-	poll.Eventually(t, wait, func() bool {
-		after = tp.running()
-		return after[2].PID != 0 && after[2].PID != before[2].PID
-	}, "slot 2 runs a new worker")
+	after := tp.waitReplaced(t, before, 2)
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1 changed from %d to %d; only slot 2 should restart", before[1].PID, after[1].PID)
 	}
@@ -242,11 +236,7 @@ func TestStoppedWorkerIsReplaced(t *testing.T) {
 		t.Errorf("killed %s after SIGSTOP, before the stop timeout %s", d, o.StopTimeout)
 	}
 	tp.logs.waitFor(t, 1, `^Process terminated \(killed by signal 9\) and was restarted$`, 2)
-	var after map[int]SlotStatus
-	poll.Eventually(t, wait, func() bool {
-		after = tp.running()
-		return after[2].PID != 0 && after[2].PID != before[2].PID
-	}, "slot 2 runs a new worker")
+	after := tp.waitReplaced(t, before, 2)
 	if after[1].PID != before[1].PID {
 		t.Errorf("slot 1, stopped for %s only, was replaced", o.StopTimeout/4)
 	}
@@ -295,44 +285,7 @@ func TestOutputIsLoggedWithTheSlot(t *testing.T) {
 }
 
 func TestWorkersDieWithTheDaemon(t *testing.T) {
-	daemon := exec.Command(os.Args[0])
-	daemon.Env = append(os.Environ(), helperEnv+"=pool", "GORACE=atexit_sleep_ms=0")
-	out, err := daemon.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		daemon.Process.Kill()
-		daemon.Wait()
-	})
-	lines := make(chan string, 1)
-	readerDone := make(chan struct{})
-	go func() { // ends when the daemon dies and the pipe closes
-		defer close(readerDone)
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		lines <- line
-	}()
-	t.Cleanup(func() { <-readerDone }) // runs after the daemon is killed
-	var line string
-	select {
-	case line = <-lines:
-	case <-time.After(wait):
-		t.Fatal("the daemon did not report its workers")
-	}
-	var pids []int
-	for _, f := range strings.Fields(strings.TrimPrefix(line, "workers ")) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			t.Fatalf("daemon said %q", line)
-		}
-		pids = append(pids, pid)
-	}
-	if len(pids) != 3 {
-		t.Fatalf("daemon said %q, want 3 PIDs", line)
-	}
+	daemon, pids := startStandInDaemon(t, "pool")
 	t.Cleanup(func() {
 		for _, pid := range pids {
 			unix.Kill(pid, syscall.SIGKILL)

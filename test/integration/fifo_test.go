@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/chatty-dev/chatty/internal/fifotest"
 	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/test/harness"
@@ -31,28 +32,13 @@ feed:
 // fifoOpen opens path for writing once chattyd has it open for reading.
 func fifoOpen(t *testing.T, path string) *os.File {
 	t.Helper()
-	var w *os.File
-	poll.Eventually(t, short, func() bool {
-		// Non-blocking: fails (ENXIO) while no reader has the FIFO open,
-		// and (ENOENT) while the path is missing.
-		var err error
-		w, err = os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0)
-		return err == nil
-	}, "chattyd never opened its FIFO "+path)
-	t.Cleanup(func() { w.Close() })
-	return w
+	return fifotest.OpenWriter(t, path, short, "chattyd never opened its FIFO "+path)
 }
 
 // fifoWrite writes s to the FIFO at path as one writer: open, write, close.
 func fifoWrite(t *testing.T, path, s string) {
 	t.Helper()
-	w := fifoOpen(t, path)
-	if _, err := w.WriteString(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	fifotest.Write(t, path, s, short, "chattyd never opened its FIFO "+path)
 }
 
 // A writer that closes the FIFO without a final newline (`printf %s x >

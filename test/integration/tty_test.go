@@ -12,40 +12,17 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/ptytest"
 	"github.com/chatty-dev/chatty/test/harness"
 	"golang.org/x/sys/unix"
 )
-
-// openPTY returns a pseudo-terminal's controlling side and its terminal.
-func openPTY(t *testing.T) (ctl, term *os.File) {
-	t.Helper()
-	ctl, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { ctl.Close() })
-	fd := int(ctl.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	term, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { term.Close() })
-	return ctl, term
-}
 
 // With a terminal as its feed (chattyd started by hand), lines typed are
 // broadcast, SIGTERM stops it at once rather than after the next Enter,
 // and the terminal is left as it was (not switched to non-blocking).
 func TestTerminalFeed(t *testing.T) {
 	t.Parallel()
-	ctl, term := openPTY(t)
+	ctl, term := ptytest.Open(t)
 	d := harness.StartDaemon(t, harness.Options{Stdin: term})
 	c := harness.Dial(t, d.Addr())
 	c.KeepAlive(short)
@@ -75,7 +52,7 @@ func TestTerminalFeed(t *testing.T) {
 func TestWatchTerminalAndLogEscapeControls(t *testing.T) {
 	t.Parallel()
 	d := harness.StartDaemon(t, harness.Options{Config: "version: 1\npool:\n  size: 0\nlog:\n  level: debug\n"})
-	ptyCtl, term := openPTY(t)
+	ptyCtl, term := ptytest.Open(t)
 	tio, err := unix.IoctlGetTermios(int(term.Fd()), unix.TCGETS)
 	if err != nil {
 		t.Fatal(err)
