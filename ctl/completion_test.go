@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/chatty-dev/chatty/internal/manpage/mantest"
 )
 
 // TestBashCompletionFlags runs the bash completion script in a real bash
@@ -83,48 +85,6 @@ func TestManPage(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("man: exit %d: %s", code, errOut)
 	}
-	_, syn, ok := strings.Cut(page, ".SH SYNOPSIS\n")
-	if !ok {
-		t.Fatalf("no SYNOPSIS in:\n%s", page)
-	}
-	syn, _, _ = strings.Cut(syn, ".SH ")
-	if strings.Contains(syn, "]=[value]") {
-		t.Errorf("SYNOPSIS writes flags as [--flag]=[value]:\n%s", syn)
-	}
-	for _, want := range []string{"chattyctl [--socket PATH] [--config FILE] [--verbose] COMMAND [ARGS]",
-		" status ", " watch ", " send TYPE MESSAGE...", " scale N", " top ", " completion bash|zsh"} {
-		if !strings.Contains(syn, want) {
-			t.Errorf("SYNOPSIS lacks %q:\n%s", want, syn)
-		}
-	}
-	if strings.Contains(syn, " man") {
-		t.Errorf("SYNOPSIS names the hidden man command:\n%s", syn)
-	}
-	manRenders(t, page)
-}
-
-// manRenders renders a roff page with man -l, if man-db is installed, and
-// fails on anything it says on standard error.
-func manRenders(t *testing.T, page string) {
-	t.Helper()
-	man, err := exec.LookPath("man")
-	if err != nil {
-		t.Log("man is not installed: the page is not rendered")
-		return
-	}
-	cmd := exec.Command(man, "--warnings", "-l", "-")
-	cmd.Stdin = strings.NewReader(page)
-	cmd.Env = append(os.Environ(), "MANWIDTH=80", "PAGER=cat")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("man -l: %v: %s", err, stderr.String())
-	}
-	if stderr.Len() > 0 {
-		t.Errorf("man -l warns:\n%s", stderr.String())
-	}
-	if !strings.Contains(string(out), "SYNOPSIS") {
-		t.Errorf("man -l rendered no SYNOPSIS:\n%s", out)
-	}
+	mantest.Check(t, page, []string{"chattyctl [--socket PATH] [--config FILE] [--verbose] COMMAND [ARGS]",
+		" status ", " watch ", " send TYPE MESSAGE...", " scale N", " top ", " completion bash|zsh"}, []string{" man"})
 }
