@@ -213,3 +213,30 @@ func TestMakeBuildStampsVersion(t *testing.T) {
 		}
 	}
 }
+
+// make run passes ARGS to chattyd and runs the demo at info level: the
+// debug lines of every line in and out come only with -v.
+func TestMakeRunTakesArgs(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		out, err := exec.Command("make", append([]string{"-s", "-n", "-C", root, "run"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("make -n run: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return lines[len(lines)-1]
+	}
+	if line := run(); strings.Contains(line, "--verbose") || strings.Contains(line, " -v") || !strings.Contains(line, "--demo") {
+		t.Errorf("make run runs %q, want the demo at info level", line)
+	}
+	if line := run("ARGS=--listen 127.0.0.1:6000 -v"); !strings.HasSuffix(line, "--demo --listen 127.0.0.1:6000 -v") {
+		t.Errorf("make run ARGS=... runs %q, want the flags passed to chattyd", line)
+	}
+}
