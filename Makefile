@@ -52,7 +52,7 @@ lint:
 bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
-	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./pkg/broadcast
+	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./internal/broadcast
 	$(MAKE) bench-scale
 
 # The signed listener end to end, subscribers verifying every message:
