@@ -23,7 +23,7 @@ func guardCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			l := logrus.New()
 			l.SetOutput(os.Stderr)
-			l.SetFormatter(&logging.TextFormatter{NoTime: logging.UnderJournal()})
+			l.SetFormatter(logging.NewFormatter(false, logging.UnderJournal()))
 			err := pool.RunGuard(os.Stdin, os.Stdout, logrus.NewEntry(l).WithField(logging.FieldComponent, "guard"))
 			if err != nil {
 				return cli.Exit("chattyd guard: "+err.Error(), 1)

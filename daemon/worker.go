@@ -45,7 +45,7 @@ func workerCommand() *cli.Command {
 			l := logrus.New()
 			l.SetOutput(os.Stderr)
 			// No timestamp: the pool logs each of these lines with its own.
-			l.SetFormatter(&logging.TextFormatter{NoTime: true})
+			l.SetFormatter(logging.NewFormatter(false, true))
 			if c.Bool("verbose") {
 				l.SetLevel(logrus.DebugLevel)
 			}

@@ -141,7 +141,7 @@ func (b backend) Scale(n int) (int, error) {
 	if b.d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", controlserver.ErrUnavailable)
 	}
-	return b.d.scale(n)
+	return b.d.pool.Scale(n) // the pool checks n and logs the change
 }
 
 // Identity implements controlserver.Backend.

@@ -298,9 +298,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.record(m)
 		err = m.err
 		if err != nil {
-			d.log.WithError(err).WithField("member", m.name).Error("Stopping: a part of the daemon failed")
+			d.log.WithError(err).Errorf("Stopping: the %s failed", partName(m.name))
 		} else {
-			d.log.Infof("Stopping: the %s ended", partName(m.name))
+			why := ""
+			if m.name == "feed" {
+				why = " (feed.on_eof: stop)"
+			}
+			d.log.Infof("Stopping: the %s ended%s", partName(m.name), why)
 		}
 	case sig := <-stopSignal:
 		d.log.WithField("signal", sig.String()).Info("Stopping: signal received; a second signal stops at once if it comes a second or more later")
@@ -331,7 +335,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 func partName(member string) string {
 	switch member {
 	case "feed":
-		return "feed (feed.on_eof: stop)"
+		return "feed"
 	case "pool":
 		return "worker pool"
 	case "control":

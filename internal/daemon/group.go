@@ -17,8 +17,7 @@ type group struct {
 	log     *logrus.Entry // logs each member's end at debug level
 	done    chan member
 	running map[string]bool
-	ended   []member // in the order they ended
-	stopped bool     // abort was seen
+	stopped bool // abort was seen
 }
 
 func (g *group) add(name string, fn func() error) {
@@ -36,7 +35,6 @@ func (g *group) record(m member) {
 		g.log.WithField("member", m.name).Debug("Part stopped")
 	}
 	delete(g.running, m.name)
-	g.ended = append(g.ended, m)
 }
 
 // next records the next member to end, and reports false when abort

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,12 +14,12 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 )
 
-// endedSource is a feed that ends at once.
-type endedSource struct{}
+// endedSource is a feed that ends at once, with err.
+type endedSource struct{ err error }
 
-func (endedSource) Name() string                                  { return "test" }
-func (endedSource) Dropped() uint64                               { return 0 }
-func (endedSource) Run(ctx context.Context, h feed.Handler) error { return nil }
+func (endedSource) Name() string                                    { return "test" }
+func (endedSource) Dropped() uint64                                 { return 0 }
+func (s endedSource) Run(ctx context.Context, h feed.Handler) error { return s.err }
 
 // The log says what an operator can read: one worker is "1 worker" and
 // "1 process", the identity's fingerprint is said once, a part that ends
@@ -60,7 +61,7 @@ func TestLogWording(t *testing.T) {
 		}
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"(1 process)", "Starting 1 worker", "Stopping: the feed (feed.on_eof: stop) ended", "Identity loaded"} {
+	for _, want := range []string{"(1 process)", "Starting 1 worker", "Stopping: the feed ended (feed.on_eof: stop)", "Identity loaded"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the log lacks %q:\n%s", want, all)
 		}
@@ -69,5 +70,32 @@ func TestLogWording(t *testing.T) {
 		if strings.Contains(all, bad) {
 			t.Errorf("the log says %q:\n%s", bad, all)
 		}
+	}
+}
+
+// A part that fails is named for an operator too, at error level.
+func TestLogWordingFailure(t *testing.T) {
+	logger, hook := test.NewNullLogger()
+	cfg := config.Default()
+	cfg.Broadcast.Listen = "127.0.0.1:0"
+	cfg.Control.Socket = filepath.Join(t.TempDir(), "control.sock")
+	cfg.Pool.Size = 0
+	cfg.Pool.Command = []string{"/bin/true"}
+	d, err := New(Options{Config: cfg, Logger: logger, Feed: endedSource{err: errors.New("read: broken")}, NoSignals: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Fatalf("Run = %v, want the feed's failure", err)
+	}
+	var found bool
+	for _, e := range hook.AllEntries() {
+		if _, ok := e.Data["member"]; ok && e.Level <= logrus.InfoLevel {
+			t.Errorf("an internal member name at %s: %q %v", e.Level, e.Message, e.Data)
+		}
+		found = found || e.Level == logrus.ErrorLevel && e.Message == "Stopping: the feed failed"
+	}
+	if !found {
+		t.Error("no error line \"Stopping: the feed failed\"")
 	}
 }

@@ -55,9 +55,3 @@ func dialAddr(a net.Addr) string {
 func workerEnv() []string {
 	return []string{"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES="}
 }
-
-// scale sets the number of workers and returns the previous number. The
-// pool checks n and logs the change.
-func (d *Daemon) scale(n int) (old int, err error) {
-	return d.pool.Scale(n)
-}

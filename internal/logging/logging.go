@@ -128,19 +128,6 @@ func UnderJournal() bool {
 	return stderrIs(dev, ino)
 }
 
-// SetFormat sets the logger's formatter by name ("text" or "json").
-func SetFormat(l *logrus.Logger, format string, journal bool) error {
-	switch format {
-	case "text", "":
-		l.SetFormatter(NewFormatter(false, journal))
-	case "json":
-		l.SetFormatter(NewFormatter(true, journal))
-	default:
-		return fmt.Errorf("unknown log format %q (want text or json)", format)
-	}
-	return nil
-}
-
 // jsonFormatter is logrus's JSON format with DEL and the C1 controls
 // escaped too: encoding/json escapes only U+0000 to U+001F.
 type jsonFormatter struct{ logrus.JSONFormatter }
