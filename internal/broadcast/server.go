@@ -165,9 +165,10 @@ type Server struct {
 	authFailed    atomic.Uint64
 	rateLimited   atomic.Uint64
 
-	refusedLog logLimiter // refusals over max_clients
-	unauthLog  logLimiter // refusals over max_unauthenticated
-	unknownLog logLimiter // the first unknown line of each client
+	refusedLog   logLimiter // refusals over max_clients
+	unauthLog    logLimiter // refusals over max_unauthenticated
+	unknownLog   logLimiter // the first unknown line of each client
+	keepAliveLog logLimiter // failures to set TCP keep-alive
 
 	readBufs sync.Pool // *[]byte of pollBufSize, for the poller's readers
 	rawIOs   sync.Pool // *rawIO, for reader passes and writer runs
@@ -456,11 +457,6 @@ const refusal = "ERROR too many clients (max_clients %d); try again later\n"
 func (s *Server) admit(conn net.Conn, listener net.Addr) {
 	lim := s.limits.Load()
 	needAuth := s.signed != nil && s.signed.auth
-	if err := setTCPKeepAlive(conn, lim.TCPKeepAlive); err != nil {
-		// The client is served all the same; only a vanished peer
-		// is noticed later, by the queue limits.
-		s.logger.WithError(err).WithField("remote", conn.RemoteAddr().String()).Warn("Cannot set TCP keep-alive on a connection")
-	}
 	s.mu.Lock()
 	if needAuth && lim.MaxUnauthenticated > 0 && s.authenticating >= lim.MaxUnauthenticated && !s.draining {
 		// Checked before max_clients: when both are reached, by a
@@ -490,6 +486,12 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 	}
 	s.connected.Add(1)
 	s.mu.Unlock()
+	// Only for an admitted client: a refused one is closed at once.
+	if err := setTCPKeepAlive(conn, lim.TCPKeepAlive); err != nil && s.keepAliveLog.allow() {
+		// The client is served all the same; only a vanished peer
+		// is noticed later, by the queue limits.
+		s.logger.WithError(err).WithField("remote", conn.RemoteAddr().String()).Warn("Cannot set TCP keep-alive on a connection")
+	}
 	s.accepted.Add(1)
 	c.log().Info("New connection established")
 	s.wg.Add(1) // done by the client's endHalf
