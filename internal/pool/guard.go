@@ -206,7 +206,6 @@ type guardProc struct {
 	cmd    *exec.Cmd
 	w      *os.File // the write end of its pipe
 	exited chan struct{}
-	broken bool // a write failed and it has been killed; guarded by guardian.mu
 }
 
 func newGuardian(command []string, log *logrus.Entry) *guardian {
@@ -318,15 +317,21 @@ func (g *guardian) update(pgid int, add bool) {
 	} else {
 		delete(g.groups, pgid)
 	}
-	if g.cur == nil || g.cur.broken {
+	if g.cur == nil {
 		return // the next guard is told every group when it starts
 	}
 	if err := writeRecords(g.cur.w, append(guardRecord(pgid, add), '\n')); err != nil {
 		// It is dead or stuck. Either way a new one, told everything,
-		// takes its place once watch has seen this one end.
+		// takes its place.
 		g.log.Errorf("Cannot tell the worker guard (process %d) about process group %d: %v; replacing it", g.cur.cmd.Process.Pid, pgid, err)
-		g.cur.broken = true
 		_ = g.cur.cmd.Process.Kill()
+		// It is no longer the guard: no worker starts under it, and its
+		// end, already reported here, is not reported again by watch.
+		g.cur = nil
+		select {
+		case g.lost <- struct{}{}:
+		default:
+		}
 	}
 }
 
