@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/chatty-dev/chatty/internal/config"
 	"gopkg.in/yaml.v3"
@@ -33,15 +34,15 @@ func configSocket(path string, warn io.Writer) (string, error) {
 		return "", fmt.Errorf("--config %s: cannot read control.socket from it: %w", path, err)
 	}
 	if _, err := config.Parse(path, data); err != nil {
-		fmt.Fprintf(warn, "chattyctl: warning: chattyd would refuse %s (%v); using only its control.socket\n", path, firstLine(err.Error()))
+		fmt.Fprintf(warn, "chattyctl: warning: chattyd would refuse %s (%v); using only its control.socket\n", path, firstLine(err))
 	}
 	return doc.Control.Socket, nil
 }
 
-// firstLine is s up to its first line break.
-func firstLine(s string) string {
-	if i := bytes.IndexByte([]byte(s), '\n'); i >= 0 {
-		return s[:i] + " ..."
+// firstLine is err's message up to its first line break.
+func firstLine(err error) string {
+	if line, _, more := strings.Cut(err.Error(), "\n"); more {
+		return line + " ..."
 	}
-	return s
+	return err.Error()
 }

@@ -288,9 +288,32 @@ func TestSocketFromEnvAndConfig(t *testing.T) {
 		if err := os.WriteFile(cfg, []byte("version: 1\ncontrol:\n  sockett: x\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		code, _, errOut := runCtl(t, "--config", cfg, "status")
-		if code != 1 || !strings.Contains(errOut, `unknown field "sockett"`) {
-			t.Fatalf("status with a bad config = %d: %s", code, errOut)
+		// The misspelt key is named in a warning, and chattyctl goes
+		// to the default socket, not to "x": whether a daemon answers
+		// there is not this test's business.
+		_, _, errOut := runCtl(t, "--config", cfg, "-v", "status")
+		if !strings.Contains(errOut, `unknown field "sockett"`) || !strings.Contains(errOut, "warning") {
+			t.Errorf("no warning naming the misspelt key: %q", errOut)
+		}
+		if strings.Contains(errOut, "control socket x") || !strings.Contains(errOut, "control socket /") {
+			t.Errorf("did not fall back to the default socket: %q", errOut)
+		}
+	})
+	t.Run("config unreadable", func(t *testing.T) {
+		t.Setenv("CHATTY_SOCKET", "")
+		dir := t.TempDir()
+		broken := filepath.Join(dir, "broken.yaml")
+		if err := os.WriteFile(broken, []byte("control: [socket\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ file, want string }{
+			{filepath.Join(dir, "missing.yaml"), "no such file"},
+			{broken, "cannot read control.socket"},
+		} {
+			code, _, errOut := runCtl(t, "--config", tc.file, "status")
+			if code != 1 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, tc.file) {
+				t.Errorf("--config %s: exit %d, %q; want 1 naming the file and %q", tc.file, code, errOut, tc.want)
+			}
 		}
 	})
 	// After a reload chattyd rejected, the same file still finds the

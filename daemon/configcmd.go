@@ -113,7 +113,7 @@ func checkConfigCommand() *cli.Command {
 		Name:      "check-config",
 		Usage:     "validate a configuration file and report every error",
 		ArgsUsage: "[FILE]",
-		Flags:     []cli.Flag{daemonFlags()[0]}, // --config, also after the command
+		Flags:     []cli.Flag{configFlag()}, // also after the command
 		Action: func(c *cli.Context) error {
 			path, err := fileArg(c)
 			if err != nil {

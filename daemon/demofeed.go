@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/chatty-dev/chatty/internal/demofeed"
+	"github.com/chatty-dev/chatty/internal/exitcode"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 )
@@ -35,7 +36,9 @@ func demoFeedCommand() *cli.Command {
 			signal.Ignore(syscall.SIGPIPE)
 			ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			if n := c.Int("wait-clients"); n > 0 {
+			if n := c.Int("wait-clients"); n < 0 {
+				return exitcode.Usagef("demo-feed: --wait-clients %d: want 0 (start at once) or a number of clients", n)
+			} else if n > 0 {
 				waitClients(ctx, c, n)
 				if ctx.Err() != nil {
 					return nil

@@ -67,7 +67,7 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 // accepted after the commands that read the configuration too.
 func daemonFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "YAML configuration `FILE` (default: the built-in configuration)", EnvVars: []string{"CHATTYD_CONFIG"}},
+		configFlag(),
 		&cli.BoolFlag{Name: "demo", Usage: "use the built-in demo configuration (a few short-lived workers) instead of the default"},
 		&cli.StringFlag{Name: "listen", Usage: "broadcast on `HOST:PORT` (overrides broadcast.listen)"},
 		&cli.StringFlag{Name: "ip", Usage: "broadcast on this `IP`, keeping the port (the original server's -ip)"},
@@ -77,4 +77,9 @@ func daemonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Usage: "log `FORMAT`: text or json (overrides log.format)"},
 		&cli.StringFlag{Name: "control-socket", Usage: "control socket `PATH` (overrides control.socket; default /run/chattyd/control.sock as root, $XDG_RUNTIME_DIR/chattyd/control.sock otherwise)"},
 	}
+}
+
+// configFlag is --config, for the daemon and check-config alike.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "YAML configuration `FILE` (default: the built-in configuration)", EnvVars: []string{"CHATTYD_CONFIG"}}
 }

@@ -69,3 +69,13 @@ func TestDemoFeedWaitsForClients(t *testing.T) {
 		t.Errorf("demo-feed with no chattyd said %q, want that it did not answer and it starts anyway", errOut)
 	}
 }
+
+// A negative number of clients to wait for is a usage error, not a start
+// at once.
+func TestDemoFeedRefusesNegativeWait(t *testing.T) {
+	t.Parallel()
+	r := harness.Run(t, short, "demo-feed", "--wait-clients", "-1", "--count", "1")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "--wait-clients -1") || r.Stdout != "" {
+		t.Errorf("demo-feed --wait-clients -1: exit %d, stdout %q, stderr %q; want exit 2, nothing printed, the flag named", r.Code, r.Stdout, r.Stderr)
+	}
+}
