@@ -27,6 +27,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/pool"
 	"github.com/chatty-dev/chatty/internal/pool/poolsize"
+	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/sirupsen/logrus"
 )
@@ -164,7 +165,7 @@ func New(opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.source = newSource(opts, cfg)
-	d.feedState.set("starting")
+	d.feedState.set(control.FeedStarting)
 
 	if d.pool, err = pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool")); err != nil {
 		return nil, fmt.Errorf("worker pool: %w", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/feed"
 	"github.com/chatty-dev/chatty/internal/logging"
+	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/sirupsen/logrus"
 )
 
@@ -35,7 +36,7 @@ func newSource(opts Options, cfg config.Config) feed.Source {
 func (d *Daemon) runFeed(ctx context.Context) error {
 	log := d.opts.Logger.WithField(logging.FieldComponent, "feed").WithField(logging.FieldScope, d.source.Name())
 	debug := func() bool { return d.opts.Logger.IsLevelEnabled(logrus.DebugLevel) }
-	d.feedState.set("reading")
+	d.feedState.set(control.FeedReading)
 	err := d.source.Run(ctx, feed.HandlerFunc(func(lines [][]byte) {
 		n := 0
 		for _, l := range lines {
@@ -51,14 +52,14 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 		d.listeners.publish(lines)
 	}))
 	if ctx.Err() != nil {
-		d.feedState.set("stopped")
+		d.feedState.set(control.FeedStopped)
 		return nil
 	}
 	if err != nil {
-		d.feedState.set("failed")
+		d.feedState.set(control.FeedFailed)
 		return fmt.Errorf("feed %s: %w", d.source.Name(), err)
 	}
-	d.feedState.set("eof")
+	d.feedState.set(control.FeedEOF)
 	if d.config().Feed.OnEOF == config.OnEOFStop {
 		log.Info("End of feed; stopping (feed.on_eof: stop)")
 		return nil
@@ -75,7 +76,7 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 // (a FIFO waiting for its path), what it waits for.
 func (d *Daemon) feedStatus() (state, detail string) {
 	state = d.feedState.get()
-	if r, ok := d.source.(feed.Reporter); ok && state == "reading" {
+	if r, ok := d.source.(feed.Reporter); ok && state == control.FeedReading {
 		return r.State()
 	}
 	return state, ""

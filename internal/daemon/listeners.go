@@ -79,7 +79,7 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 	}
 	l.bound = append(l.bound, ln)
 	l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
-	l.add("broadcast", "tcp", ln.Addr(), l.text)
+	l.add(control.ListenerBroadcast, "tcp", ln.Addr(), l.text)
 
 	if t := cfg.Broadcast.TLS; t.Listen != "" {
 		tln, err := l.bindTextTLS(t)
@@ -133,7 +133,7 @@ func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
 	}
 	l.textTLS = tc
 	l.text.AddListener(tls.NewListener(tln, tc.Config()))
-	l.add("broadcast-tls", "tls", tln.Addr(), l.text)
+	l.add(control.ListenerTLS, "tls", tln.Addr(), l.text)
 	return tln, nil
 }
 
@@ -200,7 +200,7 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 		return nil, err
 	}
 	l.signed, l.signedTLS, l.keys, l.startSigned = srv, tc, keys, sc
-	l.add("broadcast-signed", protocol, raw.Addr(), srv)
+	l.add(control.ListenerSigned, protocol, raw.Addr(), srv)
 	return raw, nil
 }
 
@@ -238,11 +238,11 @@ func (l *listeners) tlsFiles(c config.TLSFiles) (tlsconf.ServerFiles, error) {
 func (l *listeners) logBound() {
 	for _, e := range l.entries {
 		switch e.name {
-		case "broadcast":
+		case control.ListenerBroadcast:
 			l.log.Infof("The TCP server is listening on %s", e.addr)
-		case "broadcast-tls":
+		case control.ListenerTLS:
 			l.log.Infof("The TLS listener is on %s", e.addr)
-		case "broadcast-signed":
+		case control.ListenerSigned:
 			l.log.Infof("The signed listener is on %s", e.addr)
 		default:
 			l.log.Infof("The %s listener is on %s", e.name, e.addr)
@@ -257,7 +257,7 @@ func (l *listeners) memberName(s *broadcast.Server) string {
 			return e.name
 		}
 	}
-	return "broadcast"
+	return control.ListenerBroadcast
 }
 
 // run adds one member per server to the group.
@@ -346,6 +346,13 @@ func (l *listeners) clients() []broadcast.ClientInfo {
 func (l *listeners) nameOf(c broadcast.ClientInfo) string {
 	if c.Listener == nil {
 		return ""
+	}
+	// The address a listener's Accept reports is the one bound: the
+	// same value, so no string need be made for each client.
+	for _, e := range l.entries {
+		if e.addr == c.Listener {
+			return e.name
+		}
 	}
 	for _, e := range l.entries {
 		if e.addr.String() == c.Listener.String() {

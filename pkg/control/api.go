@@ -57,6 +57,10 @@ const (
 	FeedWaiting = "waiting" // for the FIFO's path to name a FIFO again
 	FeedEOF     = "eof"
 	FeedStopped = "stopped"
+	// FeedStarting and FeedFailed: before the feed is first read, and
+	// after it failed (the daemon then stops).
+	FeedStarting = "starting"
+	FeedFailed   = "failed"
 )
 
 // FeedStatus describes the feed the daemon reads lines from.
