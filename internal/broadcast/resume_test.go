@@ -242,6 +242,9 @@ func TestSequencedGapWhenRetentionIsExceeded(t *testing.T) {
 	}
 	c := dialStart(t, s, "START teststream 5")
 	c.expectLines(t, fmt.Sprintf("STREAM teststream %d", first), fmt.Sprintf("GAP 5 %d", first-1), seqLine(first))
+	if st := s.Stats(); st.Resumed != 1 || st.Gaps != 1 || st.GapLines != first-5 {
+		t.Errorf("resumed %d, gaps %d of %d lines; want 1, 1 of %d", st.Resumed, st.Gaps, st.GapLines, first-5)
+	}
 }
 
 func TestSequencedGapInTheStream(t *testing.T) {
