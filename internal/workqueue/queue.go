@@ -90,14 +90,14 @@ var ErrNoDeadLetter = errors.New("no dead letter with that sequence number")
 type item struct {
 	seq        uint64
 	line       []byte
-	deliveries int       // times handed out
+	deliveries int // times handed out
 	// failures counts the deliveries that ended without an ack while it
 	// was its worker's oldest unacknowledged line, the one the worker was
 	// handling: a lost worker, an ack timeout, a mismatched ack.
 	failures int
-	fed        time.Time // when it entered the queue
-	sent       time.Time // when last handed out
-	noAck      bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
+	fed      time.Time // when it entered the queue
+	sent     time.Time // when last handed out
+	noAck    bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
 }
 
 // DeadLetter is a line set aside after MaxDeliveries deliveries without an
@@ -467,11 +467,11 @@ type Stats struct {
 	OldestWaiting time.Duration // age of the line at the front of the queue
 	// FeedHeld reports whether Publish is waiting for room: the feed is
 	// not read.
-	FeedHeld bool
-	Published, Acked, Mismatched, Redeliveries uint64
-	AckTimeouts                                uint64
-	DeadLetters                                int // in the list now
-	DeadLettered, DeadLettersDropped           uint64
+	FeedHeld                                    bool
+	Published, Acked, Mismatched, Redeliveries  uint64
+	AckTimeouts                                 uint64
+	DeadLetters                                 int // in the list now
+	DeadLettered, DeadLettersDropped            uint64
 	Accepted, Refused, KeepAlives, UnknownLines uint64
 }
 

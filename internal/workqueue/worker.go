@@ -319,4 +319,3 @@ func (s *splitter) feed(p []byte, fn func(line []byte)) (tooLong bool) {
 	}
 	return false
 }
-
