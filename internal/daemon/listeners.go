@@ -12,6 +12,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/tlsconf"
+	"github.com/chatty-dev/chatty/internal/workqueue"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -37,7 +38,8 @@ type listeners struct {
 	// on several entries (the text server also takes the TLS listener).
 	servers []*broadcast.Server
 
-	text      *broadcast.Server // the original protocol; always there
+	text      *broadcast.Server // the original protocol; nil when queue serves it
+	queue     *workqueue.Queue  // the text listener as a work queue (broadcast.delivery: one); else nil
 	textTLS   *tlsconf.Server   // nil without broadcast.tls
 	signed    *broadcast.Server // nil without broadcast.signed
 	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
@@ -78,8 +80,14 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		}
 	}
 	l.bound = append(l.bound, ln)
-	l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
-	l.add(control.ListenerBroadcast, "tcp", ln.Addr(), l.text)
+	if cfg.Broadcast.Delivery == config.DeliveryOne {
+		// A work queue is its own data path: each line to one worker.
+		l.queue = workqueue.New(ln, queueOptions(cfg), logger.WithField(logging.FieldComponent, "workqueue"))
+		l.entries = append(l.entries, listenerEntry{name: control.ListenerBroadcast, protocol: "tcp", addr: ln.Addr()})
+	} else {
+		l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
+		l.add(control.ListenerBroadcast, "tcp", ln.Addr(), l.text)
+	}
 
 	if t := cfg.Broadcast.TLS; t.Listen != "" {
 		tln, err := l.bindTextTLS(t)
@@ -260,10 +268,13 @@ func (l *listeners) memberName(s *broadcast.Server) string {
 	return control.ListenerBroadcast
 }
 
-// run adds one member per server to the group.
+// run adds one member per server, and the work queue's, to the group.
 func (l *listeners) run(ctx context.Context, g *group) {
 	for _, s := range l.servers {
 		g.add(l.memberName(s), func() error { return s.Run(ctx) })
+	}
+	if l.queue != nil {
+		g.add(control.ListenerBroadcast, func() error { return l.queue.Run(ctx) })
 	}
 }
 
@@ -272,10 +283,14 @@ func (l *listeners) wait(g *group) {
 	for _, s := range l.servers {
 		g.wait(l.memberName(s))
 	}
+	if l.queue != nil {
+		g.wait(control.ListenerBroadcast)
+	}
 }
 
 // publish sends lines to the clients of every listener and returns the
-// text listener's sequence number of the last one.
+// text listener's sequence number of the last one. With a work queue it
+// waits while the queue is full, so that the feed is held back.
 func (l *listeners) publish(lines [][]byte) uint64 {
 	var seq uint64
 	for _, s := range l.servers {
@@ -283,26 +298,49 @@ func (l *listeners) publish(lines [][]byte) uint64 {
 			seq = n
 		}
 	}
+	if l.queue != nil {
+		seq = l.queue.Publish(lines)
+	}
 	return seq
 }
 
 // publishMessage sends a typed message to the clients of every listener,
 // each in its protocol, and returns the text listener's sequence number.
-func (l *listeners) publishMessage(m message.Message) uint64 {
+// A work queue takes the text line as one more line to hand out; when it
+// is full, nothing is sent anywhere and the error says so.
+func (l *listeners) publishMessage(m message.Message) (uint64, error) {
 	var seq uint64
+	if l.queue != nil {
+		var err error
+		if seq, err = l.queue.TryPublish([]byte(m.String())); err != nil {
+			return 0, err
+		}
+	}
 	for _, s := range l.servers {
 		if n := s.PublishMessage(m); s == l.text {
 			seq = n
 		}
 	}
-	return seq
+	return seq, nil
 }
 
-// setLimits applies the configuration's client limits to every server.
+// setLimits applies the configuration's client limits to every server,
+// and its work-queue settings to the queue.
 func (l *listeners) setLimits(cfg config.Config) {
 	for _, s := range l.servers {
 		s.SetLimits(limitsOf(cfg))
 	}
+	if l.queue != nil {
+		l.queue.SetOptions(queueOptions(cfg))
+	}
+}
+
+// textAddr is the text listener's address, where text workers connect.
+func (l *listeners) textAddr() net.Addr {
+	if l.queue != nil {
+		return l.queue.Addr()
+	}
+	return l.text.Addr()
 }
 
 // stats adds up every server's counters. A line is undelivered only when
@@ -428,7 +466,7 @@ func (l *listeners) reloadAuthorizedKeys(path string) {
 // text listener.
 func (l *listeners) workerTarget(protocol config.Protocol) (net.Addr, *SignedWorker) {
 	if protocol != config.ProtocolSigned || l.signed == nil {
-		return l.text.Addr(), nil
+		return l.textAddr(), nil
 	}
 	// The listener's TLS and authentication are as the daemon started,
 	// whatever the file says now.
@@ -461,6 +499,22 @@ func (l *listeners) workerKey(int) ([]byte, func(), error) {
 func (l *listeners) closeAll() {
 	for _, ln := range l.bound {
 		ln.Close()
+	}
+}
+
+// queueOptions derives the work queue's settings from a configuration.
+func queueOptions(cfg config.Config) workqueue.Options {
+	b := cfg.Broadcast
+	return workqueue.Options{
+		MaxInFlight:    b.WorkQueue.MaxInFlight,
+		AckTimeout:     b.WorkQueue.AckTimeout,
+		MaxDeliveries:  b.WorkQueue.MaxDeliveries,
+		MaxDeadLetters: b.WorkQueue.DeadLetters,
+		QueueLines:     b.QueueLines,
+		QueueBytes:     b.QueueBytes,
+		MaxClients:     b.MaxClients,
+		MaxClientLine:  b.MaxClientLine,
+		TCPKeepAlive:   net.KeepAliveConfig{Idle: b.TCPKeepAlive.Idle, Interval: b.TCPKeepAlive.Interval, Count: b.TCPKeepAlive.Count},
 	}
 }
 

@@ -122,7 +122,8 @@ type Queue struct {
 	mu      sync.Mutex // guards everything below
 	room    sync.Cond  // on mu: signalled when lines leave the queue or it closes
 	opts    Options
-	closed  bool // Run has ended or is ending: Publish no longer waits
+	closed  bool // Run has ended or is ending: no worker is admitted
+	release bool // Publish no longer waits for room (Release, or Run has ended)
 	pending ring[*item]
 	workers []*worker // connected, in the order they came
 	turn    int       // where the next search for the least loaded worker starts
@@ -194,7 +195,7 @@ loop:
 		<-accepted
 	}
 	q.mu.Lock()
-	q.closed = true
+	q.closed, q.release = true, true
 	ws := slices.Clone(q.workers)
 	q.room.Broadcast()
 	q.mu.Unlock()
@@ -240,13 +241,13 @@ func (q *Queue) acceptLoop(ctx context.Context) error {
 
 // Publish queues lines (copied) and returns the sequence number of the
 // last. While the queue is full it waits for room, so that the feed is not
-// read; once Run has ended it queues without waiting.
+// read; after Release, or once Run has ended, it queues without waiting.
 func (q *Queue) Publish(lines [][]byte) uint64 {
 	now := q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, l := range lines {
-		for !q.closed && !q.fitsLocked(len(l)) {
+		for !q.release && !q.fitsLocked(len(l)) {
 			q.dispatchLocked()
 			q.waiting++
 			q.room.Wait()
@@ -258,12 +259,22 @@ func (q *Queue) Publish(lines [][]byte) uint64 {
 	return q.seq
 }
 
+// Release makes Publish stop waiting for room, for a feed that stops: the
+// lines it is publishing are queued over the limits, and counted as
+// waiting.
+func (q *Queue) Release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.release = true
+	q.room.Broadcast()
+}
+
 // TryPublish queues one line if there is room, or returns ErrFull.
 func (q *Queue) TryPublish(line []byte) (uint64, error) {
 	now := q.now()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if !q.closed && !q.fitsLocked(len(line)) {
+	if !q.fitsLocked(len(line)) {
 		return 0, fmt.Errorf("%w (%d lines, %d bytes held); try again once workers have acknowledged lines", ErrFull, q.held, q.heldB)
 	}
 	q.addLocked(line, now)
