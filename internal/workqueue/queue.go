@@ -91,10 +91,15 @@ type item struct {
 	seq        uint64
 	line       []byte
 	deliveries int // times handed out
-	// failures counts the deliveries that ended without an ack while it
-	// was its worker's oldest unacknowledged line, the one the worker was
-	// handling: a lost worker, an ack timeout, a mismatched ack.
+	// failures counts the deliveries that ended without an ack: its
+	// worker lost (disconnected, dead, timed out) or a mismatched ack.
 	failures int
+	// suspect marks a line that has failed: it goes only to a worker
+	// that holds nothing else, and that worker gets nothing more until it
+	// is acknowledged, so that a line that kills its workers is the only
+	// one they hold and is told apart from the lines that were merely
+	// beside it.
+	suspect bool
 	fed      time.Time // when it entered the queue
 	sent     time.Time // when last handed out
 	noAck    bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
@@ -314,7 +319,7 @@ func (q *Queue) dispatchLocked() {
 	now := q.now()
 	var woken []*worker
 	for q.pending.len() > 0 {
-		w := q.pickLocked()
+		w := q.pickLocked(q.pending.at(0).suspect)
 		if w == nil {
 			break
 		}
@@ -337,15 +342,18 @@ func (q *Queue) dispatchLocked() {
 }
 
 // pickLocked returns the worker with the fewest lines in flight and room
-// for one more, the first such from q.turn on, or nil.
-func (q *Queue) pickLocked() *worker {
+// for one more, the first such from q.turn on, or nil. A suspect line
+// goes only to a worker that holds nothing, and a worker that holds one
+// gets nothing more.
+func (q *Queue) pickLocked(suspect bool) *worker {
 	n := len(q.workers)
 	var best *worker
 	bestAt := 0
 	for i := range n {
 		at := (q.turn + i) % n
 		w := q.workers[at]
-		if w.inflight.len() >= q.opts.MaxInFlight {
+		held := w.inflight.len()
+		if held >= q.opts.MaxInFlight || (held > 0 && (suspect || w.inflight.at(0).suspect)) {
 			continue
 		}
 		if best == nil || w.inflight.len() < best.inflight.len() {
@@ -410,7 +418,8 @@ func (q *Queue) DeadLetters() []DeadLetter {
 }
 
 // Retry puts the dead letter seq back at the front of the queue with its
-// deliveries counted from 0 again. It does not wait for room: the line
+// deliveries counted from 0 again, to be handed to a worker that holds
+// nothing else. It does not wait for room: the line
 // was in the queue before.
 func (q *Queue) Retry(seq uint64) error {
 	q.mu.Lock()
@@ -421,7 +430,8 @@ func (q *Queue) Retry(seq uint64) error {
 	}
 	d := q.dead[i]
 	q.dead = slices.Delete(q.dead, i, i+1)
-	it := &item{seq: d.Seq, line: d.Line, fed: q.now(), noAck: string(d.Line) == wire.KeepAliveAck}
+	// A suspect still: it goes to a worker that holds nothing else.
+	it := &item{seq: d.Seq, line: d.Line, fed: q.now(), suspect: true, noAck: string(d.Line) == wire.KeepAliveAck}
 	q.pending.pushFront([]*item{it})
 	q.held++
 	q.heldB += len(it.line)

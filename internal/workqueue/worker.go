@@ -99,16 +99,16 @@ func (q *Queue) dropLocked(w *worker, reason string, fields logrus.Fields) {
 		q.turn = 0
 	}
 	lost := w.inflight.takeAll()
-	// Lines never written to it were not delivered. The worker handles
-	// its lines in order, so the oldest written one is the line it was
-	// handling: it alone counts a failed delivery, so that lines behind a
-	// line that kills its workers are not set aside with it.
-	for _, it := range lost[w.written:] {
-		it.deliveries--
-		w.delivered--
-	}
-	if w.written > 0 && !lost[0].noAck {
-		lost[0].failures++
+	// Lines never written to it were not delivered; the others failed
+	// and are suspects from now on (see item.suspect).
+	for i, it := range lost {
+		if i >= w.written {
+			it.deliveries--
+			w.delivered--
+			continue
+		}
+		it.failures++
+		it.suspect = true
 	}
 	f := logrus.Fields{"reason": reason, "acks_good": w.acked, "acks_mismatched": w.mismatched, "lines_delivered": w.delivered}
 	for k, v := range fields {
@@ -275,6 +275,7 @@ func (w *worker) apply(acks []int64, keepAlives, unknown int) {
 		w.mismatched++
 		q.counts.mismatched++
 		it.failures++
+		it.suspect = true
 		back = append(back, it)
 	}
 	w.completeNoAckLocked()
