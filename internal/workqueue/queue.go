@@ -100,9 +100,9 @@ type item struct {
 	// one they hold and is told apart from the lines that were merely
 	// beside it.
 	suspect bool
-	fed      time.Time // when it entered the queue
-	sent     time.Time // when last handed out
-	noAck    bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
+	fed     time.Time // when it entered the queue
+	sent    time.Time // when last handed out
+	noAck   bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
 }
 
 // DeadLetter is a line set aside after MaxDeliveries deliveries without an
