@@ -127,6 +127,9 @@ func (l *listeners) add(name, protocol string, addr net.Addr, s *broadcast.Serve
 // bindTextTLS adds the TLS listener to the text server: its clients share
 // the text feed.
 func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
+	if l.text == nil {
+		return nil, errors.New("broadcast.tls.listen: the work queue (broadcast.delivery: one) serves the plain TCP listener only; remove broadcast.tls or set broadcast.delivery: all")
+	}
 	files, err := l.tlsFiles(t.TLSFiles)
 	if err != nil {
 		return nil, err

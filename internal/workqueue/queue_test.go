@@ -181,6 +181,17 @@ func TestWindowAndLeastLoaded(t *testing.T) {
 			t.Fatalf("b, line %d: %q", i+1, l)
 		}
 	}
+	// b takes one more; then both windows are full and lines wait,
+	// until a reload widens the windows.
+	q.Publish(lines("more", 3))
+	if st := q.Stats(); st.Waiting != 2 || st.InFlight != 6 {
+		t.Fatalf("in flight %d, waiting %d; want 6 and 2", st.InFlight, st.Waiting)
+	}
+	opts.MaxInFlight = 4
+	q.SetOptions(opts)
+	if st := q.Stats(); st.Waiting != 0 || st.InFlight != 8 {
+		t.Fatalf("after SetOptions: in flight %d, waiting %d; want 8 and 0", st.InFlight, st.Waiting)
+	}
 }
 
 // A worker that disconnects loses its unacknowledged lines, in order, to
