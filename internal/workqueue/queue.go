@@ -136,6 +136,7 @@ type Queue struct {
 	seq     uint64 // last sequence number given
 	held    int    // lines waiting or in flight
 	heldB   int    // their bytes
+	waitB   int    // the bytes of the lines in pending
 	waiting int    // Publish calls waiting for room
 	counts  counters
 }
@@ -297,6 +298,7 @@ func (q *Queue) addLocked(l []byte, now time.Time) {
 	q.seq++
 	it := &item{seq: q.seq, line: bytes.Clone(l), fed: now, noAck: string(l) == wire.KeepAliveAck}
 	q.pending.pushBack(it)
+	q.waitB += len(l)
 	q.held++
 	q.heldB += len(l)
 	q.counts.published++
@@ -324,6 +326,7 @@ func (q *Queue) dispatchLocked() {
 			break
 		}
 		it := q.pending.popFront()
+		q.waitB -= len(it.line)
 		if it.deliveries > 0 {
 			q.counts.redeliveries++
 		}
@@ -381,6 +384,9 @@ func (q *Queue) requeueLocked(items []*item, now time.Time) {
 		back = append(back, it)
 	}
 	q.pending.pushFront(back)
+	for _, it := range back {
+		q.waitB += len(it.line)
+	}
 }
 
 // deadLetterLocked sets a line aside.
@@ -433,6 +439,7 @@ func (q *Queue) Retry(seq uint64) error {
 	// A suspect still: it goes to a worker that holds nothing else.
 	it := &item{seq: d.Seq, line: d.Line, fed: q.now(), suspect: true, noAck: string(d.Line) == wire.KeepAliveAck}
 	q.pending.pushFront([]*item{it})
+	q.waitB += len(it.line)
 	q.held++
 	q.heldB += len(it.line)
 	q.log.WithField("seq", seq).Infof("Dead letter %d queued again", seq)
@@ -518,9 +525,7 @@ func (q *Queue) Stats() Stats {
 		KeepAlives:         q.counts.keepAlives,
 		UnknownLines:       q.counts.unknown,
 	}
-	for i := range q.pending.len() {
-		st.WaitingBytes += len(q.pending.at(i).line)
-	}
+	st.WaitingBytes = q.waitB
 	if q.pending.len() > 0 {
 		st.OldestWaiting = q.now().Sub(q.pending.at(0).fed)
 	}

@@ -388,6 +388,13 @@ func TestFullQueueHoldsPublisher(t *testing.T) {
 		t.Fatal("Publish returned with the queue full")
 	default:
 	}
+	want := 0
+	for _, l := range ls[:10] {
+		want += len(l)
+	}
+	if st := q.Stats(); st.WaitingBytes != want || st.OldestWaiting <= 0 {
+		t.Errorf("waiting bytes %d, oldest %s; want %d and more than 0", st.WaitingBytes, st.OldestWaiting, want)
+	}
 	if _, err := q.TryPublish([]byte("sent")); err == nil {
 		t.Error("TryPublish succeeded on a full queue")
 	}
