@@ -14,14 +14,16 @@ import (
 type collector struct {
 	b Backend
 
-	buildInfo, uptime                              *prometheus.Desc
-	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
-	connected, accepted, refused, slow, idleClosed *prometheus.Desc
-	authenticating, unauthRefused                  *prometheus.Desc
-	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
-	tlsFailed, authFailed, rateLimited             *prometheus.Desc
-	unknownLines                                   *prometheus.Desc
-	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
+	buildInfo, uptime                               *prometheus.Desc
+	feedLines, feedBytes, feedDropped, feedUndeliv  *prometheus.Desc
+	connected, accepted, refused, slow, idleClosed  *prometheus.Desc
+	authenticating, unauthRefused                   *prometheus.Desc
+	acksGood, acksMismatched, keepAlives, rejected  *prometheus.Desc
+	tlsFailed, authFailed, rateLimited              *prometheus.Desc
+	unknownLines                                    *prometheus.Desc
+	poolDesired, poolRunning, poolRestarts          *prometheus.Desc
+	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
+	resumed, resumeGaps, resumeGapLines             *prometheus.Desc
 	// The work queue's, reported only with broadcast.delivery: one.
 	qWaiting, qInFlight, qOldest, qHeld          *prometheus.Desc
 	qQueued, qAcked, qRedelivered, qAckTimeouts  *prometheus.Desc
@@ -70,6 +72,13 @@ func newCollector(b Backend) *collector {
 		qDeadLetters:    d("queue_dead_letters", "Work queue: poison lines in the dead-letter list."),
 		qDeadLettered:   d("queue_dead_lettered_total", "Work queue: poison lines set aside after max_deliveries."),
 		qWorkerInFlight: d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged.", "client"),
+		resumed:         d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumeGaps:      d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
+		resumeGapLines:  d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
+		retainedBytes:   d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
+		retainedLines:   d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
+		firstSeq:        d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
+		lastSeq:         d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
 	}
 }
 
@@ -87,6 +96,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.qWaiting, c.qInFlight, c.qOldest, c.qHeld,
 		c.qQueued, c.qAcked, c.qRedelivered, c.qAckTimeouts,
 		c.qDeadLetters, c.qDeadLettered, c.qWorkerInFlight,
+		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
+		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
 		ch <- d
 	}
@@ -125,6 +136,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)
+	counter(c.resumed, st.Clients.Resumed)
+	counter(c.resumeGaps, st.Clients.ResumeGaps)
+	counter(c.resumeGapLines, st.Clients.ResumeGapLines)
+	gauge(c.retainedBytes, float64(st.Stream.Bytes))
+	gauge(c.retainedLines, float64(st.Stream.Lines))
+	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
+	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
 	q := st.Queue
 	if q == nil {
 		return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/broadcast"
@@ -38,8 +39,15 @@ type listeners struct {
 	// on several entries (the text server also takes the TLS listener).
 	servers []*broadcast.Server
 
+	stream string // the stream's identity, the same on every server
+
+	// pubMu serialises publishing, so that every server, and the work
+	// queue, number the feed's lines and messages alike, in one order.
+	pubMu sync.Mutex
+
 	text      *broadcast.Server // the original protocol; nil when queue serves it
 	queue     *workqueue.Queue  // the text listener as a work queue (broadcast.delivery: one); else nil
+	sequenced *broadcast.Server // nil without broadcast.sequenced
 	textTLS   *tlsconf.Server   // nil without broadcast.tls
 	signed    *broadcast.Server // nil without broadcast.signed
 	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
@@ -66,6 +74,7 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		log:    logger.WithField(logging.FieldComponent, "daemon"),
 		logger: logger,
 		id:     id,
+		stream: broadcast.NewStreamID(),
 	}
 	defer func() {
 		if err != nil {
@@ -104,11 +113,24 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		l.bound = append(l.bound, sln)
 	}
 
+	if q := cfg.Broadcast.Sequenced.Listen; q != "" {
+		qln, err := broadcast.Listen(q)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.sequenced.listen: %w", err)
+		}
+		l.bound = append(l.bound, qln)
+		l.sequenced = broadcast.NewSequenced(qln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast-sequenced"))
+		l.add(control.ListenerSequenced, "sequenced", qln.Addr(), l.sequenced)
+	}
+
 	// One numbering for the clients of every listener, so that chattyctl
-	// clients never shows an id twice.
+	// clients never shows an id twice; one stream, whose sequence numbers
+	// every listener shares.
 	ids := new(broadcast.ClientIDs)
 	for _, s := range l.servers {
 		s.SetClientIDs(ids)
+		s.SetStream(l.stream)
+		s.SetRetention(retentionOf(cfg))
 	}
 	return l, nil
 }
@@ -293,16 +315,34 @@ func (l *listeners) wait(g *group) {
 
 // publish sends lines to the clients of every listener and returns the
 // text listener's sequence number of the last one. With a work queue it
-// waits while the queue is full, so that the feed is held back.
+// waits while the queue is full, so that the feed is held back: then
+// the lines go out as the queue takes them, and the wait holds no lock,
+// so that chattyctl send is answered meanwhile.
 func (l *listeners) publish(lines [][]byte) uint64 {
-	var seq uint64
-	for _, s := range l.servers {
-		if n := s.Publish(lines); s == l.text {
-			seq = n
+	if l.queue == nil {
+		l.pubMu.Lock()
+		defer l.pubMu.Unlock()
+		var seq uint64
+		for _, s := range l.servers {
+			if n := s.Publish(lines); s == l.text {
+				seq = n
+			}
 		}
+		return seq
 	}
-	if l.queue != nil {
-		seq = l.queue.Publish(lines)
+	var seq uint64
+	for len(lines) > 0 {
+		l.queue.WaitRoom(lines[0])
+		l.pubMu.Lock()
+		n, last := l.queue.PublishFit(lines)
+		if n > 0 {
+			for _, s := range l.servers {
+				s.Publish(lines[:n])
+			}
+			seq = last
+		}
+		l.pubMu.Unlock()
+		lines = lines[n:]
 	}
 	return seq
 }
@@ -312,6 +352,8 @@ func (l *listeners) publish(lines [][]byte) uint64 {
 // A work queue takes the text line as one more line to hand out; when it
 // is full, nothing is sent anywhere and the error says so.
 func (l *listeners) publishMessage(m message.Message) (uint64, error) {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
 	var seq uint64
 	if l.queue != nil {
 		var err error
@@ -332,6 +374,7 @@ func (l *listeners) publishMessage(m message.Message) (uint64, error) {
 func (l *listeners) setLimits(cfg config.Config) {
 	for _, s := range l.servers {
 		s.SetLimits(limitsOf(cfg))
+		s.SetRetention(retentionOf(cfg))
 	}
 	if l.queue != nil {
 		l.queue.SetOptions(queueOptions(cfg))
@@ -344,6 +387,35 @@ func (l *listeners) textAddr() net.Addr {
 		return l.queue.Addr()
 	}
 	return l.text.Addr()
+}
+
+// retentionOf is the configuration's retention, for every server.
+func retentionOf(cfg config.Config) broadcast.Retention {
+	r := cfg.Broadcast.Retain
+	return broadcast.Retention{Bytes: r.Bytes, Lines: r.Lines, Age: r.Age}
+}
+
+// retained reports the stream and what of it every listener can still
+// send: from the latest first line of any server.
+func (l *listeners) retained() control.StreamStatus {
+	out := control.StreamStatus{ID: l.stream}
+	if len(l.servers) == 0 {
+		// Only a work queue, which retains nothing once acknowledged.
+		last := l.queue.LastSeq()
+		return control.StreamStatus{ID: l.stream, First: last + 1, Last: last}
+	}
+	for i, s := range l.servers {
+		r := s.Retained()
+		if i == 0 || r.First > out.First {
+			out.First = r.First
+		}
+		out.Last = r.Last
+		out.Bytes += r.Bytes
+	}
+	if out.First <= out.Last {
+		out.Lines = int64(out.Last - out.First + 1)
+	}
+	return out
 }
 
 // stats adds up every server's counters. A line is undelivered only when

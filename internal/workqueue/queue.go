@@ -265,6 +265,37 @@ func (q *Queue) Publish(lines [][]byte) uint64 {
 	return q.seq
 }
 
+// WaitRoom waits until next fits in the queue, or Release, for a caller
+// that publishes with PublishFit and must not wait while holding a lock
+// of its own.
+func (q *Queue) WaitRoom(next []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.release && !q.fitsLocked(len(next)) {
+		q.waiting++
+		q.room.Wait()
+		q.waiting--
+	}
+}
+
+// PublishFit queues the lines of the longest prefix of lines that fits
+// (all of them after Release) without waiting, and returns how many and
+// the sequence number of the last.
+func (q *Queue) PublishFit(lines [][]byte) (n int, seq uint64) {
+	now := q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, l := range lines {
+		if !q.release && !q.fitsLocked(len(l)) {
+			break
+		}
+		q.addLocked(l, now)
+		n++
+	}
+	q.dispatchLocked()
+	return n, q.seq
+}
+
 // Release makes Publish stop waiting for room, for a feed that stops: the
 // lines it is publishing are queued over the limits, and counted as
 // waiting.
@@ -414,6 +445,13 @@ func (q *Queue) dropDeadLocked(n int) {
 	}
 	q.counts.deadDropped += uint64(n)
 	q.dead = slices.Delete(q.dead, 0, n)
+}
+
+// LastSeq returns the sequence number of the last line queued.
+func (q *Queue) LastSeq() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.seq
 }
 
 // DeadLetters returns the dead letters, oldest first.
