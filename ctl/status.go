@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -85,6 +86,19 @@ func printStatus(out io.Writer, st control.Status) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	if q := st.Queue; q != nil {
+		held := ""
+		if q.FeedHeld {
+			held = "; full, the feed is held back"
+		}
+		fmt.Fprintf(w, "work queue\t%d waiting, %d in flight\toldest waiting %.1fs%s; %d queued, %d acked, %d redelivered, %d ack timeouts; %d dead letters (%d set aside, %d dropped)\n",
+			q.Waiting, q.InFlight, q.OldestWaitingSeconds, held, q.Queued, q.Acked, q.Redeliveries, q.AckTimeouts,
+			q.DeadLetters, q.DeadLettered, q.DeadLettersDropped)
+		for _, qw := range q.Workers {
+			fmt.Fprintf(w, "  worker %d\t%s\t%d in flight, %d delivered, %d acked, %d mismatched\n",
+				qw.ID, qw.Remote, qw.InFlight, qw.Delivered, qw.Acked, qw.Mismatched)
+		}
+	}
 	if r := st.Stream; r.ID != "" {
 		if r.Lines > 0 {
 			fmt.Fprintf(w, "stream\t%s\tlines %d to %d retained (%d lines, %d bytes)\n", r.ID, r.First, r.Last, r.Lines, r.Bytes)
@@ -130,6 +144,19 @@ func printClients(out io.Writer, cs []control.Client) error {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Remote,
 			c.ConnectedAt.UTC().Format("2006-01-02 15:04:05"), c.QueueLines, c.QueueBytes, c.AckLag,
 			c.LinesSent, c.AcksGood, c.AcksMismatched, c.KeepAlives, c.UnknownLines, key)
+	}
+	return w.Flush()
+}
+
+func printDeadLetters(out io.Writer, ds []control.DeadLetter) error {
+	if len(ds) == 0 {
+		_, err := fmt.Fprintln(out, "no dead letters")
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SEQ\tDELIVERIES\tSET ASIDE\tLINE")
+	for _, d := range ds {
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\n", d.Seq, d.Deliveries, d.At.UTC().Format("2006-01-02 15:04:05"), strconv.QuoteToGraphic(d.Line))
 	}
 	return w.Flush()
 }

@@ -101,6 +101,21 @@ func (s Source) String() string                    { return sources.name(s) }
 func (s Source) MarshalYAML() (any, error)         { return sources.marshal(s) }
 func (s *Source) UnmarshalYAML(n *yaml.Node) error { return sources.unmarshal(n, s) }
 
+// Delivery is broadcast.delivery: all (broadcast) or one (work queue).
+type Delivery uint8
+
+// The values of broadcast.delivery.
+const (
+	DeliveryAll Delivery = iota + 1
+	DeliveryOne
+)
+
+var deliveries = choices[Delivery]{{"all", DeliveryAll}, {"one", DeliveryOne}}
+
+func (d Delivery) String() string                    { return deliveries.name(d) }
+func (d Delivery) MarshalYAML() (any, error)         { return deliveries.marshal(d) }
+func (d *Delivery) UnmarshalYAML(n *yaml.Node) error { return deliveries.unmarshal(n, d) }
+
 // OnEOF is feed.on_eof: keep (run on when the feed ends) or stop.
 type OnEOF uint8
 
