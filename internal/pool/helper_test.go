@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -71,6 +72,15 @@ func helper(mode string) int {
 		return untilTerm()
 	case "exit3":
 		return 3
+	case "dial":
+		// A worker: connects to its address and holds the connection.
+		c, err := net.Dial("tcp", os.Getenv("CHATTY_ADDR"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			return 1
+		}
+		defer c.Close()
+		return untilTerm()
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		ready()
