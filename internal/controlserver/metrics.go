@@ -21,6 +21,8 @@ type collector struct {
 	tlsFailed, authFailed, rateLimited             *prometheus.Desc
 	unknownLines                                   *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
+	replayIdentified, replayResumed, replayGaps    *prometheus.Desc
+	replayGapLines, replayDuplicates               *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -53,6 +55,12 @@ func newCollector(b Backend) *collector {
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+
+		replayIdentified: d("pool_replay_identified_total", "Connections recognised as a pool slot's worker."),
+		replayResumed:    d("pool_replay_resumed_total", "Workers that started after their slot's last acknowledged line (pool.replay: unacked)."),
+		replayGaps:       d("pool_replay_gaps_total", "Workers that could not start after their slot's last acknowledged line: retention no longer held it."),
+		replayGapLines:   d("pool_replay_gap_lines_total", "Lines that slots never got because retention no longer held them."),
+		replayDuplicates: d("pool_replay_duplicate_lines_total", "Lines sent to a worker that ended without acknowledging them, and so sent again to its successor."),
 	}
 }
 
@@ -67,6 +75,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
+		c.replayIdentified, c.replayResumed, c.replayGaps, c.replayGapLines, c.replayDuplicates,
 	} {
 		ch <- d
 	}
@@ -105,6 +114,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)
+	r := st.Pool.ReplayTotals
+	counter(c.replayIdentified, r.Identified)
+	counter(c.replayResumed, r.Resumed)
+	counter(c.replayGaps, r.Gaps)
+	counter(c.replayGapLines, r.GapLines)
+	counter(c.replayDuplicates, r.Duplicates)
 }
 
 // metricsHandler serves a private registry: the backend's metrics and the
