@@ -84,6 +84,13 @@ func printStatus(out io.Writer, st control.Status) error {
 			st.Pool.Replay, r.Identified, r.Resumed, r.Gaps, r.GapLines, r.Duplicates)
 	}
 	fmt.Fprintln(w)
+	if r := st.Stream; r.ID != "" {
+		if r.Lines > 0 {
+			fmt.Fprintf(w, "stream\t%s\tlines %d to %d retained (%d lines, %d bytes)\n", r.ID, r.First, r.Last, r.Lines, r.Bytes)
+		} else {
+			fmt.Fprintf(w, "stream\t%s\tnothing retained; next line %d\n", r.ID, r.Last+1)
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}

@@ -13,16 +13,17 @@ import (
 type collector struct {
 	b Backend
 
-	buildInfo, uptime                              *prometheus.Desc
-	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
-	connected, accepted, refused, slow, idleClosed *prometheus.Desc
-	authenticating, unauthRefused                  *prometheus.Desc
-	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
-	tlsFailed, authFailed, rateLimited             *prometheus.Desc
-	unknownLines                                   *prometheus.Desc
-	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
-	replayIdentified, replayResumed, replayGaps    *prometheus.Desc
-	replayGapLines, replayDuplicates               *prometheus.Desc
+	buildInfo, uptime                               *prometheus.Desc
+	feedLines, feedBytes, feedDropped, feedUndeliv  *prometheus.Desc
+	connected, accepted, refused, slow, idleClosed  *prometheus.Desc
+	authenticating, unauthRefused                   *prometheus.Desc
+	acksGood, acksMismatched, keepAlives, rejected  *prometheus.Desc
+	tlsFailed, authFailed, rateLimited              *prometheus.Desc
+	unknownLines                                    *prometheus.Desc
+	poolDesired, poolRunning, poolRestarts          *prometheus.Desc
+	replayIdentified, replayResumed, replayGaps     *prometheus.Desc
+	replayGapLines, replayDuplicates                *prometheus.Desc
+	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -61,6 +62,10 @@ func newCollector(b Backend) *collector {
 		replayGaps:       d("pool_replay_gaps_total", "Workers that could not start after their slot's last acknowledged line: retention no longer held it."),
 		replayGapLines:   d("pool_replay_gap_lines_total", "Lines that slots never got because retention no longer held them."),
 		replayDuplicates: d("pool_replay_duplicate_lines_total", "Lines sent to a worker that ended without acknowledging them, and so sent again to its successor."),
+		retainedBytes:    d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
+		retainedLines:    d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
+		firstSeq:         d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
+		lastSeq:          d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
 	}
 }
 
@@ -76,6 +81,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 		c.replayIdentified, c.replayResumed, c.replayGaps, c.replayGapLines, c.replayDuplicates,
+		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
 	} {
 		ch <- d
 	}
@@ -120,6 +126,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.replayGaps, r.Gaps)
 	counter(c.replayGapLines, r.GapLines)
 	counter(c.replayDuplicates, r.Duplicates)
+	gauge(c.retainedBytes, float64(st.Stream.Bytes))
+	gauge(c.retainedLines, float64(st.Stream.Lines))
+	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
+	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
 }
 
 // metricsHandler serves a private registry: the backend's metrics and the

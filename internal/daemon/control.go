@@ -75,6 +75,7 @@ func (b backend) Status() control.Status {
 			ReplayTotals: replayCounters(d.pool.ReplayTotals()),
 			Slots:        slots,
 		},
+		Stream: d.listeners.retained(),
 	}
 }
 
