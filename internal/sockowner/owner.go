@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"strconv"
@@ -85,28 +84,34 @@ func Owner(inode uint64, candidates []int) (int, error) {
 
 // holds reports whether process pid has a descriptor whose link reads
 // target. A process that has gone is not an error; one whose descriptors
-// may not be read is.
+// may not be read is. It uses the system calls directly, as it runs once
+// per candidate on the broadcaster's accepting goroutine: one open, the
+// directory read, one readlinkat per descriptor.
 func holds(pid int, target, buf []byte) (bool, error) {
-	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	f, err := os.Open(dir)
+	dirfd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
 			return false, nil
 		}
 		return false, fmt.Errorf("read the descriptors of process %d: %w", pid, err)
 	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return false, nil // it exited while being read
-	}
-	for _, n := range names {
-		k, err := unix.Readlink(dir+n, buf)
-		if err != nil || k != len(target) {
+	defer unix.Close(dirfd)
+	var dents [4096]byte
+	var names []string
+	for {
+		n, err := unix.Getdents(dirfd, dents[:])
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if bytes.Equal(buf[:k], target) {
-			return true, nil
+		if err != nil || n <= 0 {
+			break // the end, or the process exited while being read
+		}
+		_, _, names = unix.ParseDirent(dents[:n], -1, names[:0])
+		for _, name := range names {
+			k, err := unix.Readlinkat(dirfd, name, buf)
+			if err == nil && k == len(target) && bytes.Equal(buf[:k], target) {
+				return true, nil
+			}
 		}
 	}
 	return false, nil
