@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed bench-slots soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -53,6 +53,7 @@ bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./internal/broadcast
+	$(MAKE) bench-slots
 	$(MAKE) bench-scale
 
 # The signed listener end to end, subscribers verifying every message:
@@ -78,6 +79,13 @@ bench-signed: build
 bench-scale: build
 	$(GO) build -o $(BIN)/manyconns ./bench/manyconns
 	$(BIN)/manyconns -bin $(BIN)/chattyd $(BENCH_SCALE_FLAGS)
+
+# Slot identification (pool.replay): p99 added to a worker's connect-to-
+# first-line time with 200 workers respawning, replay on against off;
+# see docs/benchmarks.md.
+bench-slots:
+	$(GO) test -run '^$$' -bench 'SlotIdentification' -benchtime 2000x ./internal/pool
+	$(GO) test -run '^$$' -bench 'Find|Inode' -benchtime 2000x ./internal/sockowner
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds
