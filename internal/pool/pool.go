@@ -10,6 +10,11 @@
 // Options.Guard so does everything left in their groups, however chattyd
 // died (see guard.go). Their output is logged line by line with the slot
 // as the "process" field.
+//
+// With Options.Replay a slot carries on where its last worker stopped:
+// the broadcaster asks Claim about each new connection while a slot
+// awaits its worker, and the worker's connection starts after the last
+// line its predecessor acknowledged (see replay.go).
 package pool
 
 import (

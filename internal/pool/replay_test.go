@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chatty-dev/chatty/internal/poll"
 )
 
 // claimed is one connection accepted by a test broadcaster, with what the
@@ -207,4 +209,41 @@ func slotStatus(t *testing.T, p *Pool, n int) SlotStatus {
 	}
 	t.Fatalf("no slot %d", n)
 	return SlotStatus{}
+}
+
+// TestReplayNextWaitsForTheEnd: a slot's next worker is started only once
+// the broadcaster has reported its predecessor's connection ended, so
+// that it starts after what that connection really acknowledged.
+func TestReplayNextWaitsForTheEnd(t *testing.T) {
+	o, ln := replayOptions(t, 1, false)
+	tp := newPool(t, o)
+	claims := acceptClaims(t, ln, tp.Pool)
+	tp.run(t)
+	c := nextClaim(t, claims)
+	if !c.ok {
+		t.Fatal("not claimed")
+	}
+	c.claim.Started(1)
+	before := tp.running()
+	if err := unix.Kill(before[1].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll.Eventually(t, wait, func() bool { return !alive(before[1].PID) }, "the worker is dead")
+	// The connection has not been reported ended: for a while, no new
+	// worker may start (a bounded look, not a synchronisation).
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if st := slotStatus(t, tp.Pool, 1); st.PID != 0 && st.PID != before[1].PID {
+			t.Fatalf("a new worker (pid %d) started before the last one's connection was reported ended", st.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(tp.logs.matching(`^Process terminated`, 1)); n != 0 {
+		t.Fatalf("the exit was logged as restarted before the connection ended")
+	}
+	c.claim.Ended(300, 310)
+	next := nextClaim(t, claims)
+	if !next.ok || next.claim.From != 301 {
+		t.Fatalf("next worker: claimed %v from %d, want from 301", next.ok, next.claim.From)
+	}
 }
