@@ -24,6 +24,7 @@ type collector struct {
 	replayIdentified, replayResumed, replayGaps     *prometheus.Desc
 	replayGapLines, replayDuplicates                *prometheus.Desc
 	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
+	resumed, resumeGaps, resumeGapLines             *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -66,6 +67,9 @@ func newCollector(b Backend) *collector {
 		retainedLines:    d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
 		firstSeq:         d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
 		lastSeq:          d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
+		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumeGaps:       d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
+		resumeGapLines:   d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
 	}
 }
 
@@ -82,6 +86,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 		c.replayIdentified, c.replayResumed, c.replayGaps, c.replayGapLines, c.replayDuplicates,
 		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
+		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
 		ch <- d
 	}
@@ -126,6 +131,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.replayGaps, r.Gaps)
 	counter(c.replayGapLines, r.GapLines)
 	counter(c.replayDuplicates, r.Duplicates)
+	counter(c.resumed, st.Clients.Resumed)
+	counter(c.resumeGaps, st.Clients.ResumeGaps)
+	counter(c.resumeGapLines, st.Clients.ResumeGapLines)
 	gauge(c.retainedBytes, float64(st.Stream.Bytes))
 	gauge(c.retainedLines, float64(st.Stream.Lines))
 	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
