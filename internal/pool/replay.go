@@ -90,8 +90,7 @@ type replayState struct {
 // claimedConn is the connection of a slot's worker, once identified.
 type claimedConn struct {
 	from    uint64
-	first   uint64
-	started bool
+	started bool          // Started has been called
 	ended   chan struct{} // closed by Ended
 }
 
@@ -177,7 +176,7 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 func (p *Pool) connStarted(s *slot, c *claimedConn, first uint64) {
 	r := &p.rep
 	r.mu.Lock()
-	c.started, c.first = true, first
+	c.started = true
 	var d ReplayStats
 	if c.from > 0 {
 		d.Resumed = 1
