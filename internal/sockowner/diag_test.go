@@ -147,3 +147,29 @@ func FuzzScanProcNet(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePIDs: a children file parses without panic into positive pids
+// only, each one of its words.
+func FuzzParsePIDs(f *testing.F) {
+	f.Add([]byte("123 456 \n"))
+	f.Add([]byte(""))
+	f.Add([]byte("-1 0 99999999999999999999 7"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pids := parsePIDs(b)
+		if len(pids) > len(bytes.Fields(b)) {
+			t.Fatalf("%d pids from %d words", len(pids), len(bytes.Fields(b)))
+		}
+		for _, p := range pids {
+			if p <= 0 {
+				t.Fatalf("pid %d from %q", p, b)
+			}
+		}
+	})
+}
+
+func TestParsePIDs(t *testing.T) {
+	got := parsePIDs([]byte("12 7 x -3 0 40\n"))
+	if len(got) != 3 || got[0] != 12 || got[1] != 7 || got[2] != 40 {
+		t.Fatalf("parsePIDs = %v, want [12 7 40]", got)
+	}
+}
