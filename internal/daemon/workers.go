@@ -32,7 +32,9 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		BackoffMax:     cfg.Pool.BackoffMax,
 		StopTimeout:    cfg.Pool.StopTimeout,
 		Guard:          d.opts.GuardCommand,
-		Replay:         cfg.Pool.Replay == config.ReplayUnacked,
+		// Only the text listener places workers: signed workers would
+		// keep their slots awaiting, for nothing.
+		Replay: cfg.Pool.Replay == config.ReplayUnacked && sw == nil,
 	}
 }
 
