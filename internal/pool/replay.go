@@ -32,6 +32,12 @@ import (
 // once, so this is reached only when the broadcaster is stuck.
 const connEndWait = 2 * time.Second
 
+// awaitWindow (a variable for tests) bounds how long a slot awaits its worker's connection:
+// a worker that never connects to the broadcaster (a pool.command of
+// another kind) would otherwise make every loopback connection look at
+// its descriptors for as long as it lives.
+var awaitWindow = 30 * time.Second
+
 // Claim is what the pool says about a connection that is the awaited
 // worker of a slot: where the broadcaster should start it and what to
 // call back.
@@ -77,8 +83,9 @@ func (r *ReplayStats) add(o ReplayStats) {
 
 // replayState is one slot's replay bookkeeping, guarded by Pool.rep.mu.
 type replayState struct {
-	pid      int  // the running worker's pid; 0 when none runs
-	awaiting bool // pid's connection has not been identified yet
+	pid      int       // the running worker's pid; 0 when none runs
+	awaiting bool      // pid's connection has not been identified yet
+	since    time.Time // when the slot began to await
 	conn     *claimedConn
 	// lastAcked is the last line the slot's workers acknowledged, known
 	// once a worker's connection has ended after starting.
@@ -124,10 +131,21 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 	r := &p.rep
 	r.mu.Lock()
 	candidates := make([]int, 0, len(r.waiting))
+	var late []*slot
 	for _, s := range r.waiting {
+		if time.Since(s.rep.since) > awaitWindow {
+			late = append(late, s)
+			continue
+		}
 		candidates = append(candidates, s.rep.pid)
 	}
+	for _, s := range late {
+		r.unawaitLocked(s)
+	}
 	r.mu.Unlock()
+	for _, s := range late {
+		p.log.WithField("process", s.num).Warnf("The worker has not connected within %s of its start; its slot no longer awaits it, and a connection it makes later starts live", awaitWindow)
+	}
 	if len(candidates) == 0 {
 		return Claim{}, false
 	}
@@ -224,7 +242,7 @@ func (p *Pool) awaitWorker(s *slot, pid int) {
 func (r *replay) awaitLocked(s *slot, pid int) {
 	s.rep.pid = pid
 	if !s.rep.awaiting {
-		s.rep.awaiting = true
+		s.rep.awaiting, s.rep.since = true, time.Now()
 		r.waiting = append(r.waiting, s)
 		r.awaitingN.Add(1)
 	}

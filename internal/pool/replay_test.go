@@ -247,3 +247,32 @@ func TestReplayNextWaitsForTheEnd(t *testing.T) {
 		t.Fatalf("next worker: claimed %v from %d, want from 301", next.ok, next.claim.From)
 	}
 }
+
+// TestReplayAwaitEnds: a worker that never connects keeps its slot
+// awaiting only for awaitWindow, so that it does not make every later
+// connection look at its descriptors.
+func TestReplayAwaitEnds(t *testing.T) {
+	defer func(w time.Duration) { awaitWindow = w }(awaitWindow)
+	awaitWindow = 100 * time.Millisecond
+	o, ln := replayOptions(t, 1, false)
+	o.Env[0] = helperEnv + "=sleep" // never connects
+	tp := newPool(t, o)
+	claims := acceptClaims(t, ln, tp.Pool)
+	tp.run(t)
+	tp.waitRunning(t, 1)
+	if !tp.Awaiting() {
+		t.Fatal("the slot does not await its new worker")
+	}
+	poll.Eventually(t, wait, func() bool {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if cl := nextClaim(t, claims); cl.ok {
+			t.Fatal("an ordinary client was claimed")
+		}
+		return !tp.Awaiting()
+	}, "the slot stops awaiting a worker that does not connect")
+	tp.logs.waitFor(t, 1, `^The worker has not connected within 100ms of its start`, 1)
+}
