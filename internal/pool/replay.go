@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/sockowner"
 )
 
@@ -144,7 +145,7 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 	}
 	r.mu.Unlock()
 	for _, s := range late {
-		p.log.WithField("process", s.num).Warnf("The worker has not connected within %s of its start; its slot no longer awaits it, and a connection it makes later starts live", awaitWindow)
+		p.log.WithField(logging.FieldProcess, s.num).Warnf("The worker has not connected within %s of its start; its slot no longer awaits it, and a connection it makes later starts live", awaitWindow)
 	}
 	if len(candidates) == 0 {
 		return Claim{}, false
@@ -205,7 +206,7 @@ func (p *Pool) connStarted(s *slot, c *claimedConn, first uint64) {
 	r.countLocked(s, d)
 	r.mu.Unlock()
 	if d.Gaps > 0 {
-		p.log.WithField("process", s.num).Warnf("Lines %d to %d were no longer retained; the slot's worker starts at line %d and never gets them (raise broadcast.retain to keep more)", c.from, first-1, first)
+		p.log.WithField(logging.FieldProcess, s.num).Warnf("Lines %d to %d were no longer retained; the slot's worker starts at line %d and never gets them (raise broadcast.retain to keep more)", c.from, first-1, first)
 	}
 }
 
@@ -282,7 +283,7 @@ func (p *Pool) workerGone(s *slot, stop <-chan struct{}) {
 	case <-c.ended:
 	case <-stop:
 	case <-t.C:
-		p.log.WithField("process", s.num).Warnf("The broadcaster has not seen the end of the exited worker's connection within %s; the next worker starts after line %d, the last one known acknowledged", connEndWait, last)
+		p.log.WithField(logging.FieldProcess, s.num).Warnf("The broadcaster has not seen the end of the exited worker's connection within %s; the next worker starts after line %d, the last one known acknowledged", connEndWait, last)
 	}
 }
 
