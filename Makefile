@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -55,6 +55,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./internal/broadcast
 	$(MAKE) bench-queue
 	$(MAKE) bench-retain
+	$(MAKE) bench-slots
 	$(MAKE) bench-scale
 
 # Retention and resume: a client catching up 1,000,000 lines against a
@@ -95,6 +96,12 @@ bench-scale: build
 bench-queue: build
 	$(GO) run ./bench/queuebench -bin $(BIN)/chattyd $(BENCH_QUEUE_FLAGS)
 	$(GO) test -run '^$$' -bench 'Queue' -benchtime 2000000x ./internal/workqueue
+# Slot identification (pool.replay): p99 added to a worker's connect-to-
+# first-line time with 200 workers respawning, replay on against off;
+# see docs/benchmarks.md.
+bench-slots:
+	$(GO) test -run '^$$' -bench 'SlotIdentification' -benchtime 2000x ./internal/pool
+	$(GO) test -run '^$$' -bench 'Find|Inode' -benchtime 2000x ./internal/sockowner
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds

@@ -36,9 +36,12 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 1},
 		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5, KeepAlives: 6, Authenticating: 1, UnauthenticatedRefused: 4, UnknownLines: 9},
-		Pool: control.PoolStatus{Running: 1, Slots: []control.Worker{
-			{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2"},
-		}},
+		Pool: control.PoolStatus{Running: 1, Replay: "unacked",
+			ReplayTotals: control.ReplayCounters{Identified: 3, Resumed: 2, Gaps: 1, GapLines: 40, Duplicates: 7},
+			Slots: []control.Worker{
+				{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2",
+					LastAcked: 1234, Replay: control.ReplayCounters{Resumed: 2, Gaps: 1, GapLines: 40, Duplicates: 7}},
+			}},
 	}
 	b.ClientsValue = []control.Client{
 		{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10, KeepAlives: 3, UnknownLines: 5},
@@ -75,7 +78,9 @@ func TestCommands(t *testing.T) {
 	}{
 		{name: "status", args: []string{"status"}, wantCode: 0,
 			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "; 6 keep-alives answered", "; 1 authenticating", "; 4 refused with too many authenticating", "; 9 unknown client lines", "1 of 4 running",
-				"SLOT", "4242", "exited with code 2"},
+				"SLOT", "4242", "exited with code 2",
+				"replay unacked: 3 workers identified, 2 resumed, 1 gaps (40 lines), 7 duplicate lines",
+				"LAST ACKED", "1234", "1 (40 lines)"},
 			wantCalls: []string{"status"}},
 		{name: "status of a work queue", args: []string{"status"}, wantCode: 0,
 			wantOut: []string{"work queue", "3 waiting, 2 in flight", "oldest waiting 1.5s; full, the feed is held back", "4 redelivered", "1 dead letters",

@@ -85,7 +85,12 @@ func printStatus(out io.Writer, st control.Status) error {
 		fmt.Fprintf(w, "; %d told of a gap (%d lines no longer retained)", cs.ResumeGaps, cs.ResumeGapLines)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	if r := st.Pool.ReplayTotals; st.Pool.Replay != "" {
+		fmt.Fprintf(w, "; replay %s: %d workers identified, %d resumed, %d gaps (%d lines), %d duplicate lines",
+			st.Pool.Replay, r.Identified, r.Resumed, r.Gaps, r.GapLines, r.Duplicates)
+	}
+	fmt.Fprintln(w)
 	if q := st.Queue; q != nil {
 		held := ""
 		if q.FeedHeld {
@@ -118,7 +123,7 @@ func printStatus(out io.Writer, st control.Status) error {
 
 func printWorkers(out io.Writer, ws []control.Worker) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SLOT\tPID\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
+	fmt.Fprintln(w, "SLOT\tPID\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT\tLAST ACKED\tRESUMED\tGAPS\tDUPLICATES")
 	for _, s := range ws {
 		pid := "-"
 		if s.PID > 0 {
@@ -128,7 +133,13 @@ func printWorkers(out io.Writer, ws []control.Worker) error {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", s.Slot, pid, s.State, seconds(s.UptimeSeconds), s.Restarts, last)
+		acked := "-"
+		if s.LastAcked > 0 {
+			acked = fmt.Sprint(s.LastAcked)
+		}
+		r := s.Replay
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d (%d lines)\t%d\n", s.Slot, pid, s.State, seconds(s.UptimeSeconds), s.Restarts, last,
+			acked, r.Resumed, r.Gaps, r.GapLines, r.Duplicates)
 	}
 	return w.Flush()
 }

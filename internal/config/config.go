@@ -231,6 +231,10 @@ type Pool struct {
 	BackoffMax time.Duration `yaml:"backoff_max"`
 	// StopTimeout is how long a worker has between SIGTERM and SIGKILL.
 	StopTimeout time.Duration `yaml:"stop_timeout"`
+	// Replay is unacked (a slot's next worker starts after the last line
+	// its previous worker acknowledged, from retention) or none (it
+	// starts live, as the original did).
+	Replay Replay `yaml:"replay"`
 	// Worker configures the built-in worker.
 	Worker Worker `yaml:"worker"`
 }
@@ -368,6 +372,7 @@ func Default() Config {
 			BackoffInitial: 100 * time.Millisecond,
 			BackoffMax:     30 * time.Second,
 			StopTimeout:    10 * time.Second,
+			Replay:         ReplayUnacked,
 			Worker: Worker{
 				LifetimeMin:      60 * time.Second,
 				LifetimeMax:      119 * time.Second,
@@ -603,6 +608,9 @@ func (c *Config) Validate() []Problem {
 		bad("pool.backoff_max", "must be at least pool.backoff_initial (%s), got %s", p.BackoffInitial, p.BackoffMax)
 	}
 	positiveDur("pool.stop_timeout", p.StopTimeout)
+	if !replays.valid(p.Replay) {
+		bad("pool.replay", "must be %s", replays)
+	}
 	w := &p.Worker
 	positiveDur("pool.worker.lifetime_min", w.LifetimeMin)
 	if w.LifetimeMax < w.LifetimeMin {

@@ -607,6 +607,28 @@ func TestWorkerProtocol(t *testing.T) {
 	}
 }
 
+func TestPoolReplay(t *testing.T) {
+	if Default().Pool.Replay != ReplayUnacked {
+		t.Error("slots replay unacked lines by default")
+	}
+	_, err := Parse("r.yaml", []byte("version: 1\npool:\n  replay: all\n"))
+	checkProblems(t, "r.yaml", err, []want{{3, "pool.replay", `must be unacked or none, got "all"`}})
+	for _, tc := range []struct {
+		name string
+		want Replay
+	}{{"none", ReplayNone}, {"unacked", ReplayUnacked}} {
+		cfg, err := Parse("ok.yaml", []byte("version: 1\npool:\n  replay: "+tc.name+"\n"))
+		if err != nil || cfg.Pool.Replay != tc.want {
+			t.Fatalf("replay %s: got %v, %v", tc.name, cfg.Pool.Replay, err)
+		}
+	}
+	prev, next := Default(), Default()
+	next.Pool.Replay = ReplayNone
+	if got := RestartOnlyChanges(prev, next); len(got) != 0 {
+		t.Errorf("pool.replay is live, but a reload reports %v as restart-only", got)
+	}
+}
+
 func TestAuthorizedKeysNeedsSignedListener(t *testing.T) {
 	_, err := Parse("a.yaml", []byte("version: 1\nidentity:\n  generate: true\n  authorized_keys: /etc/chattyd/clients\n"))
 	checkProblems(t, "a.yaml", err, []want{{4, "identity.authorized_keys", "broadcast.signed.listen"}})

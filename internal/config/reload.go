@@ -93,6 +93,7 @@ var reloadRules = map[string]reloadRule{
 	"pool.backoff_initial":          live,
 	"pool.backoff_max":              live,
 	"pool.stop_timeout":             live,
+	"pool.replay":                   live, // from each slot's next worker
 	"pool.worker.lifetime_min":      live,
 	"pool.worker.lifetime_max":      live,
 	"pool.worker.keepalive_min":     live,

@@ -146,6 +146,22 @@ func (p Protocol) String() string                    { return protocols.name(p) 
 func (p Protocol) MarshalYAML() (any, error)         { return protocols.marshal(p) }
 func (p *Protocol) UnmarshalYAML(n *yaml.Node) error { return protocols.unmarshal(n, p) }
 
+// Replay is pool.replay: unacked (a slot's next worker gets the lines its
+// last worker did not acknowledge) or none (it starts live).
+type Replay uint8
+
+// The values of pool.replay.
+const (
+	ReplayUnacked Replay = iota + 1
+	ReplayNone
+)
+
+var replays = choices[Replay]{{"unacked", ReplayUnacked}, {"none", ReplayNone}}
+
+func (r Replay) String() string                    { return replays.name(r) }
+func (r Replay) MarshalYAML() (any, error)         { return replays.marshal(r) }
+func (r *Replay) UnmarshalYAML(n *yaml.Node) error { return replays.unmarshal(n, r) }
+
 // LogLevel is log.level: debug, info, warning (or warn) or error.
 type LogLevel uint8
 

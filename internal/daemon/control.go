@@ -9,6 +9,7 @@ import (
 
 	"github.com/chatty-dev/chatty/internal/controlserver"
 
+	"github.com/chatty-dev/chatty/internal/pool"
 	"github.com/chatty-dev/chatty/internal/version"
 	"github.com/chatty-dev/chatty/internal/workqueue"
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -74,10 +75,12 @@ func (b backend) Status() control.Status {
 			ResumeGapLines: st.GapLines,
 		},
 		Pool: control.PoolStatus{
-			Desired:  d.pool.Size(),
-			Running:  running,
-			Restarts: d.pool.Restarts(),
-			Slots:    slots,
+			Desired:      d.pool.Size(),
+			Running:      running,
+			Restarts:     d.pool.Restarts(),
+			Replay:       d.config().Pool.Replay.String(),
+			ReplayTotals: replayCounters(d.pool.ReplayTotals()),
+			Slots:        slots,
 		},
 		Stream: d.listeners.retained(),
 	}
@@ -169,6 +172,9 @@ func (b backend) Workers() []control.Worker {
 			StartedAt: s.Started,
 			Restarts:  s.Restarts,
 			LastExit:  s.LastExit,
+			Awaiting:  s.Replay.Awaiting,
+			LastAcked: s.Replay.LastAcked,
+			Replay:    replayCounters(s.Replay.ReplayStats),
 		}
 		if !s.Started.IsZero() {
 			w.UptimeSeconds = now.Sub(s.Started).Seconds()
@@ -262,4 +268,14 @@ func logLevel(t message.Type) logrus.Level {
 		return logrus.DebugLevel
 	}
 	return logrus.InfoLevel
+}
+
+func replayCounters(r pool.ReplayStats) control.ReplayCounters {
+	return control.ReplayCounters{
+		Identified: r.Identified,
+		Resumed:    r.Resumed,
+		Gaps:       r.Gaps,
+		GapLines:   r.GapLines,
+		Duplicates: r.Duplicates,
+	}
 }

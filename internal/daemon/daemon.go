@@ -170,6 +170,9 @@ func New(opts Options) (_ *Daemon, err error) {
 	if d.pool, err = pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool")); err != nil {
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
+	// Slots whose workers carry on (pool.replay: unacked) are found by
+	// the text listener as it accepts.
+	d.listeners.text.SetPlacer(d.placeWorker)
 	if addr := cfg.Metrics.Listen; addr != "" {
 		if d.metrics, err = bindMetrics(addr, opts.Logger.WithField(logging.FieldComponent, "metrics")); err != nil {
 			return nil, err // it names metrics.listen

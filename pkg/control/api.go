@@ -219,8 +219,30 @@ type PoolStatus struct {
 	Running int `json:"running"`
 	// Restarts counts worker restarts since the daemon started, over every
 	// slot there ever was; it never decreases.
-	Restarts uint64   `json:"restarts"`
-	Slots    []Worker `json:"slots"`
+	Restarts uint64 `json:"restarts"`
+	// Replay is pool.replay: "unacked" or "none".
+	Replay string `json:"replay"`
+	// ReplayTotals adds up the replay counters of every slot there ever
+	// was; they never decrease.
+	ReplayTotals ReplayCounters `json:"replay_totals"`
+	Slots        []Worker       `json:"slots"`
+}
+
+// ReplayCounters count how a slot's workers carried on where the
+// previous one stopped (pool.replay: unacked).
+type ReplayCounters struct {
+	// Identified counts connections recognised as a slot's worker.
+	Identified uint64 `json:"identified"`
+	// Resumed counts workers that started after the last line their
+	// predecessor acknowledged rather than live.
+	Resumed uint64 `json:"resumed"`
+	// Gaps counts workers that could not start there because retention
+	// no longer held it; GapLines counts the lines they never got.
+	Gaps     uint64 `json:"gaps"`
+	GapLines uint64 `json:"gap_lines"`
+	// Duplicates counts lines sent to a worker that ended without
+	// acknowledging them; its successor is sent them again.
+	Duplicates uint64 `json:"duplicates"`
 }
 
 // Client is one connected client of the broadcaster.
@@ -257,6 +279,13 @@ type Worker struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Restarts      int       `json:"restarts"`
 	LastExit      string    `json:"last_exit"` // such as "exited with code 2"
+	// Awaiting reports whether the slot's worker has started and its
+	// connection is not identified yet.
+	Awaiting bool `json:"awaiting,omitempty"`
+	// LastAcked is the last line the slot's workers acknowledged, once
+	// a worker's connection has ended (0 before).
+	LastAcked uint64         `json:"last_acked"`
+	Replay    ReplayCounters `json:"replay"`
 }
 
 // SendRequest asks the daemon to broadcast a typed message. Its body has
