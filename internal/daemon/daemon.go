@@ -171,8 +171,11 @@ func New(opts Options) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
 	// Slots whose workers carry on (pool.replay: unacked) are found by
-	// the text listener as it accepts.
-	d.listeners.text.SetPlacer(d.placeWorker)
+	// the text listener as it accepts; with delivery one the work queue
+	// serves that address instead.
+	if d.listeners.text != nil {
+		d.listeners.text.SetPlacer(d.placeWorker)
+	}
 	if addr := cfg.Metrics.Listen; addr != "" {
 		if d.metrics, err = bindMetrics(addr, opts.Logger.WithField(logging.FieldComponent, "metrics")); err != nil {
 			return nil, err // it names metrics.listen

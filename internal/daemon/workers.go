@@ -33,8 +33,10 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		StopTimeout:    cfg.Pool.StopTimeout,
 		Guard:          d.opts.GuardCommand,
 		// Only the text listener places workers: signed workers would
-		// keep their slots awaiting, for nothing.
-		Replay: cfg.Pool.Replay == config.ReplayUnacked && sw == nil,
+		// keep their slots awaiting, for nothing, and so would workers
+		// of the work queue (delivery one), which hands out lines of its
+		// own.
+		Replay: cfg.Pool.Replay == config.ReplayUnacked && sw == nil && cfg.Broadcast.Delivery != config.DeliveryOne,
 	}
 }
 
