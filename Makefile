@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man nats-test \
 	package package-files verify-units systemd-test
 
 all: build
@@ -58,6 +58,12 @@ bench: build
 # The signed listener end to end, subscribers verifying every message:
 # per-message and chained at full speed, and their latency against the
 # text listener's (also part of `make bench`); see docs/benchmarks.md.
+# nats-test runs the shared-feed tests in full against a real three-node
+# nats-server cluster on loopback, which the tests install into the user's
+# cache (docs/scale-out.md); `make test` runs a short version.
+nats-test:
+	CHATTY_NATS_FULL=1 $(GO) test -race -count=1 -v -timeout 20m ./test/natscluster/
+
 # fuzz runs every fuzz target (go test -fuzz) for FUZZTIME each.
 FUZZTIME ?= 10s
 fuzz:

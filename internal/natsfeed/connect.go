@@ -68,7 +68,10 @@ func Connect(cfg config.NATS, o ConnOptions, log *logrus.Entry) (*Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // closed on purpose
+			}
 			c.disconnects.Add(1)
 			log.WithError(err).Warn("NATS: disconnected; reconnecting")
 		}),

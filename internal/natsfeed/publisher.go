@@ -47,7 +47,7 @@ type PublisherStats struct {
 	Retries    uint64 // batches published again after a failure
 	Resyncs    uint64 // reads of the stream's numbering
 	HeldBack   uint64 // Publish calls that waited for room
-	Abandoned  uint64 // lines given up when Run ended before their acknowledgement
+	Abandoned  uint64 // lines not acknowledged when Run ended (some may be stored)
 }
 
 // Publisher puts feed lines into the stream, numbered as the package
@@ -61,7 +61,8 @@ type Publisher struct {
 	log    *logrus.Entry
 	id     string
 
-	mu       sync.Mutex    // guards buf, bufBytes and room
+	mu       sync.Mutex    // guards buf, bufBytes, room and stopped
+	stopped  bool          // Run has ended: Publish takes nothing more
 	buf      [][]byte      // lines taken, not yet in a batch
 	bufBytes int           // bytes of buf, queue and inflight
 	room     chan struct{} // closed when bufBytes shrinks, then replaced
@@ -117,10 +118,13 @@ func newPublisher(js jetstream.JetStream, g msgGetter, info func(context.Context
 // ID returns the publisher's id, the prefix of its message ids.
 func (p *Publisher) ID() string { return p.id }
 
+// ErrStopped is Publish's error once Run has ended.
+var ErrStopped = errors.New("the NATS publisher has stopped")
+
 // Publish queues lines for the stream; it copies them. While the lines
 // not yet acknowledged would exceed BufferBytes it waits (the feed is
-// held back), until ctx is done. A batch larger than BufferBytes is
-// taken once nothing else is held.
+// held back), until ctx is done or Run ends. A batch larger than
+// BufferBytes is taken once nothing else is held.
 func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 	n := 0
 	for _, l := range lines {
@@ -128,7 +132,7 @@ func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 	}
 	p.mu.Lock()
 	counted := false
-	for p.bufBytes > 0 && p.bufBytes+n > p.opts.BufferBytes {
+	for !p.stopped && p.bufBytes > 0 && p.bufBytes+n > p.opts.BufferBytes {
 		if !counted {
 			p.stats.heldBack.Add(1)
 			counted = true
@@ -141,6 +145,10 @@ func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 			return ctx.Err()
 		}
 		p.mu.Lock()
+	}
+	if p.stopped {
+		p.mu.Unlock()
+		return ErrStopped
 	}
 	arena := make([]byte, 0, n)
 	for _, l := range lines {
@@ -233,7 +241,7 @@ func (p *Publisher) loop(ctx context.Context, stop <-chan struct{}) {
 				case <-ctx.Done():
 				case <-time.After(wait):
 				}
-				wait = min(2*wait, 2*time.Second)
+				wait = min(2*wait, time.Second)
 				continue
 			}
 		}
@@ -383,7 +391,9 @@ func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
 // sync reads the stream's numbering: its last message, the line it ends
 // with, and which batches to publish again are stored already.
 func (p *Publisher) sync(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Short attempts, retried: a request to a leader that just died
+	// waits for its whole timeout.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	p.stats.resyncs.Add(1)
 	info, err := p.info(ctx)
@@ -458,6 +468,9 @@ func (p *Publisher) abandon() {
 	p.mu.Lock()
 	n += len(p.buf)
 	p.buf = nil
+	p.stopped = true
+	close(p.room) // wakes Publish calls waiting for room
+	p.room = make(chan struct{})
 	p.mu.Unlock()
 	p.inflight, p.queue = nil, nil
 	if n > 0 {
