@@ -178,7 +178,7 @@ func (c *client) trimAcks(written cursor) {
 	lim := c.srv.limits.Load()
 	c.acks.mu.Lock()
 	defer c.acks.mu.Unlock()
-	if c.srv.signed != nil {
+	if c.srv.signed != nil || c.srv.sequenced {
 		if written.seq-c.acks.nextSeq.Load() > uint64(lim.QueueLines) {
 			c.acks.nextSeq.Store(written.seq)
 		}

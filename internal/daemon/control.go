@@ -65,6 +65,10 @@ func (b backend) Status() control.Status {
 
 			Authenticating:         st.Authenticating,
 			UnauthenticatedRefused: st.UnauthenticatedRefused,
+
+			Resumed:        st.Resumed,
+			ResumeGaps:     st.Gaps,
+			ResumeGapLines: st.GapLines,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),
@@ -72,6 +76,7 @@ func (b backend) Status() control.Status {
 			Restarts: d.pool.Restarts(),
 			Slots:    slots,
 		},
+		Stream: d.listeners.retained(),
 	}
 }
 
