@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -77,7 +78,16 @@ func (b backend) Status() control.Status {
 			Slots:    slots,
 		},
 		Stream: d.listeners.retained(),
+		NATS:   d.natsStatus(),
 	}
+}
+
+// natsStatus reports the shared feed; nil without one.
+func (d *Daemon) natsStatus() *control.NATSStatus {
+	if d.shared == nil {
+		return nil
+	}
+	return d.shared.status()
 }
 
 // Clients implements controlserver.Backend.
@@ -126,6 +136,10 @@ func (b backend) Workers() []control.Worker {
 	return out
 }
 
+// sendHoldTimeout bounds how long chattyctl send waits for room in the
+// NATS publisher's buffer (NATS unreachable and the buffer full).
+const sendHoldTimeout = 10 * time.Second
+
 // Send implements controlserver.Backend: the message goes through the same logs
 // as feed lines, so it is ordered with them and lossless the same way; the
 // text listener sends its text line, the signed listener the message with
@@ -135,7 +149,18 @@ func (b backend) Send(m message.Message) (uint64, error) {
 	if d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", controlserver.ErrUnavailable)
 	}
-	seq := d.listeners.publishMessage(m)
+	var seq uint64
+	if d.shared != nil {
+		// Into the stream as its text line: the stream numbers it, and
+		// every edge broadcasts it as a feed line.
+		ctx, cancel := context.WithTimeout(context.Background(), sendHoldTimeout)
+		defer cancel()
+		if err := d.shared.publisher.Publish(ctx, [][]byte{m.AppendText(nil)}); err != nil {
+			return 0, fmt.Errorf("%w: %v", controlserver.ErrUnavailable, err)
+		}
+	} else {
+		seq = d.listeners.publishMessage(m)
+	}
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
 		Log(logLevel(m.Type), "Message sent: "+m.Text)
 	return seq, nil
