@@ -71,6 +71,13 @@ bench-retain:
 nats-test:
 	CHATTY_NATS_FULL=1 $(GO) test -race -count=1 -v -timeout 20m ./test/natscluster/
 
+# The shared feed through a three-node NATS cluster on loopback (R3
+# stream): publishing batched and not, fan-out and latency through the
+# stream against stdin, and the stall when the stream leader is killed;
+# see docs/benchmarks.md. BENCH_NATS_FLAGS adds flags, such as -json FILE.
+bench-nats: build
+	$(GO) run ./bench/natsbench -bin $(BIN)/chattyd $(BENCH_NATS_FLAGS)
+
 # fuzz runs every fuzz target (go test -fuzz) for FUZZTIME each.
 FUZZTIME ?= 10s
 fuzz:

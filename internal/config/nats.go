@@ -217,13 +217,13 @@ func defaultNATS() NATS {
 		},
 		Publish: NATSPublish{
 			Window:      64,
-			AckTimeout:  5 * time.Second,
+			AckTimeout:  2 * time.Second,
 			BufferBytes: 64 << 20,
 			BatchLines:  512,
 			BatchBytes:  256 << 10,
 		},
 		Consume: NATSConsume{
-			Heartbeat: 5 * time.Second,
+			Heartbeat: 2 * time.Second,
 			Start:     StartNew,
 		},
 		Embedded: NATSEmbedded{

@@ -77,6 +77,21 @@ func doInstall() (string, error) {
 	return bin, nil
 }
 
+// T is what the cluster needs of its owner: a *testing.T, or Main for a
+// program such as a benchmark.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+	Failed() bool
+}
+
+var _ T = testing.TB(nil)
+
 // Node is one nats-server of the cluster.
 type Node struct {
 	Name       string
@@ -94,14 +109,14 @@ type Node struct {
 // Cluster is three nats-server nodes with routes to each other.
 type Cluster struct {
 	Nodes []*Node
-	tb    testing.TB
+	tb    T
 	bin   string
 	pids  []int // every process started, for the end's check
 	mu    sync.Mutex
 }
 
 // freePort returns a loopback address that nothing listens on now.
-func freePort(tb testing.TB) string {
+func freePort(tb T) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +131,7 @@ func freePort(tb testing.TB) string {
 // once every node takes clients; the cluster may still be electing its
 // meta leader. When the test ends every node is killed and reaped, and
 // the test fails if any of its processes is left.
-func Start(tb testing.TB) *Cluster {
+func Start(tb T) *Cluster {
 	tb.Helper()
 	bin, err := Install()
 	if err != nil {
