@@ -2,9 +2,12 @@ package natsfeed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -398,5 +401,33 @@ func TestUnnumberedMessagesContinueNumbering(t *testing.T) {
 	first, lines, bad := col.snapshot()
 	if want := []string{"cli 1", "cli 2", "q 0", "q 1"}; first != 5 || !equal(lines, want) || len(bad) > 0 {
 		t.Errorf("consumed %q from %d (%q), want %q from 5", lines, first, bad, want)
+	}
+}
+
+// A credentials or NKey file that others may read is refused, naming the
+// file and the fix, before anything connects.
+func TestSecretFilesModeChecked(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		field string
+		set   func(*config.NATS, string)
+	}{
+		{"nats.credentials_file", func(n *config.NATS, p string) { n.CredentialsFile = p }},
+		{"nats.nkey_file", func(n *config.NATS, p string) { n.NKeyFile = p }},
+		{"nats.tls.key_file", func(n *config.NATS, p string) { n.TLS.CertFile, n.TLS.KeyFile = p, p }},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.field, ".", "_"))
+			if err := os.WriteFile(path, []byte("secret\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := config.Default().NATS
+			cfg.URLs = []string{"nats://127.0.0.1:1"}
+			tc.set(&cfg, path)
+			_, err := Connect(cfg, ConnOptions{}, testLog(t))
+			if !errors.Is(err, ErrInsecureMode) || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), "chmod 600 "+path) {
+				t.Errorf("Connect with %s mode 0644: %v; want ErrInsecureMode naming the field and chmod 600", tc.field, err)
+			}
+		})
 	}
 }
