@@ -31,8 +31,16 @@ func NewEmbedded(e config.NATSEmbedded, log *logrus.Entry) (*Embedded, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("nats.embedded.store_dir: %w", err)
 	}
+	name := e.ServerName
+	if name == "" {
+		// A name that stays across restarts: nats-server would take its
+		// random id, and a JetStream cluster would see a new peer.
+		if name, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("nats.embedded.server_name is empty and the host has no name: %w", err)
+		}
+	}
 	opts := &server.Options{
-		ServerName: e.ServerName,
+		ServerName: name,
 		Host:       host,
 		Port:       port,
 		JetStream:  true,

@@ -431,3 +431,52 @@ func TestSecretFilesModeChecked(t *testing.T) {
 		})
 	}
 }
+
+// Three embedded servers joined by nats.embedded's cluster settings
+// form a cluster that keeps an R3 stream.
+func TestEmbeddedCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a cluster election takes seconds")
+	}
+	var routes, clients []string
+	for range 3 {
+		routes = append(routes, freeAddr(t))
+		clients = append(clients, freeAddr(t))
+	}
+	var servers []*Embedded
+	for i := range 3 {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, "nats://"+r)
+			}
+		}
+		e, err := NewEmbedded(config.NATSEmbedded{
+			Enabled: true, Listen: clients[i], ServerName: fmt.Sprintf("s%d", i+1), StoreDir: t.TempDir(),
+			ClusterName: "test", ClusterListen: routes[i], Routes: others,
+		}, testLog(t).WithField("server", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Shutdown)
+		servers = append(servers, e)
+	}
+	s := testStream()
+	s.Replicas = 3
+	c, st := connect(t, servers[0].ClientURL(), s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Cluster == nil || info.Cluster.Name != "test" || len(info.Cluster.Replicas) != 2 {
+		t.Fatalf("stream cluster %+v, want cluster test with 2 replicas besides the leader", info.Cluster)
+	}
+	p, _ := runPublisher(t, c, st, PublisherOptions{})
+	publishLines(t, p, "r", 0, 10)
+	poll.Eventually(t, 10*time.Second, func() bool { return p.Stats().Lines == 10 }, "10 lines acknowledged by the R3 stream")
+}
