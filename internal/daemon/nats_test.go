@@ -47,6 +47,8 @@ func TestInProcessSharedFeedThroughEmbeddedNATS(t *testing.T) {
 			t.Fatalf("line %d = %q, want %q", i, l, want)
 		}
 	}
+	// The consumer counts a batch once the listeners have it.
+	waitUntil(t, "the consumer's count", func() bool { return p.d.shared.consumer.Stats().LastSeq == 51 })
 	st, err := p.ctl.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)

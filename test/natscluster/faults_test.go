@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -186,7 +187,7 @@ func (s *subscriber) session(ctx context.Context) {
 func TestFaultsNothingLost(t *testing.T) {
 	c := Start(t)
 	_, st := connect(t, c) // the stream, once the cluster has elected
-	rate, seconds := 1000, 8
+	rate, seconds := 1000, 15
 	if full() {
 		rate, seconds = 2000, 20
 	}
@@ -211,6 +212,7 @@ func TestFaultsNothingLost(t *testing.T) {
 	}
 
 	fed := make(chan struct{})
+	var nfed atomic.Int64
 	go func() {
 		defer close(fed)
 		w := pub.daemon().FeedWriter()
@@ -229,11 +231,14 @@ func TestFaultsNothingLost(t *testing.T) {
 				t.Errorf("feed: %v", err)
 				return
 			}
+			nfed.Store(int64(min(i+chunk, n)))
 		}
 	}()
+	// Faults come at points of the feed, which runs at its rate
+	// whatever they do to delivery.
 	at := func(frac float64) {
-		want := uint64(float64(n) * frac)
-		poll.Eventually(t, 60*time.Second, func() bool { return subs[0].got() >= want }, fmt.Sprintf("%d lines at the publisher's subscriber", want))
+		want := int64(float64(n) * frac)
+		poll.Eventually(t, 60*time.Second, func() bool { return nfed.Load() >= want }, fmt.Sprintf("%d lines fed", want))
 	}
 
 	at(0.2)
@@ -249,6 +254,13 @@ func TestFaultsNothingLost(t *testing.T) {
 	b.daemon().Signal(syscall.SIGKILL)
 	b.daemon().Wait(10 * time.Second)
 	b.start(t)
+	// Its subscriber resumes there, for lines fed after the kill.
+	poll.Eventually(t, 30*time.Second, func() bool {
+		s := subs[2]
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.resumed > 0
+	}, "edge-b's subscriber resumed on the restarted edge")
 
 	at(0.6)
 	server := pub.status(t).NATS.Server
@@ -274,9 +286,6 @@ func TestFaultsNothingLost(t *testing.T) {
 		s.mu.Lock()
 		if len(s.bad) > 0 || s.next != uint64(n)+1 {
 			t.Errorf("%s's subscriber: %d lines, problems %q", edges[i].name, s.next-1, s.bad)
-		}
-		if edges[i] == b && s.resumed == 0 {
-			t.Errorf("edge-b's subscriber never resumed: the edge kill tested nothing")
 		}
 		s.mu.Unlock()
 	}
