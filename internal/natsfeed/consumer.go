@@ -58,7 +58,8 @@ type Consumer struct {
 	stream msgGetter // for the numbering of a message without Chatty-Seq; set in Run
 
 	// Owned by Run.
-	want uint64 // line sequence of the next line; 0 when unknown
+	want          uint64    // line sequence of the next line; 0 when unknown
+	overlapLogged time.Time // when skipped lines were last logged
 
 	stats struct {
 		streamSeq, lastSeq, messages, lines atomic.Uint64
@@ -199,6 +200,10 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.WithFields(logrus.Fields{"from": c.want, "to": first - 1}).Errorf("NATS: gap: %d lines are not in the stream any more", n)
 	case first < c.want:
 		skip := c.want - first
+		if time.Since(c.overlapLogged) > 10*time.Second {
+			c.overlapLogged = time.Now()
+			log.WithFields(logrus.Fields{"first": first, "want": c.want}).Error("NATS: lines numbered before the last one broadcast are skipped; if the stream was deleted and made again, restart chattyd")
+		}
 		if skip >= uint64(len(lines)) {
 			c.stats.overlaps.Add(uint64(len(lines)))
 			c.stats.streamSeq.Store(seq)
