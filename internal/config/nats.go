@@ -241,6 +241,9 @@ func (c *Config) validateNATS(bad func(field, format string, args ...any)) {
 			bad("nats.urls", "element %d: %q is not a NATS URL (for example nats://127.0.0.1:4222)", i, u)
 		}
 	}
+	if n.Enabled() && c.Broadcast.Delivery == DeliveryOne {
+		bad("broadcast.delivery", "one (a work queue) does not take a shared feed through NATS; set broadcast.delivery: all, or remove the nats section")
+	}
 	if n.CredentialsFile != "" && n.NKeyFile != "" {
 		bad("nats.nkey_file", "excludes nats.credentials_file (which holds its own NKey); choose one")
 	}
