@@ -298,5 +298,21 @@ func TestFaultsNothingLost(t *testing.T) {
 			t.Errorf("%s consumed up to %d with %d gaps; want %d and none", e.name, cs.LastSeq, cs.Gaps, n)
 		}
 	}
+	// A number got from one edge means the same line on another: a
+	// client of the publisher's resumes on edge-a.
+	conn, err := net.DialTimeout("tcp", edges[1].seqAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	from := uint64(n / 2)
+	fmt.Fprintf(conn, "START %s %d\n", stream, from)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	for _, want := range []string{fmt.Sprintf("STREAM %s %d\n", stream, from), fmt.Sprintf("%d %s\n", from, line("l", int(from-1)))} {
+		if got, err := r.ReadString('\n'); got != want {
+			t.Errorf("resuming on edge-a: got %q (%v), want %q", got, err, want)
+		}
+	}
 	t.Logf("publisher: %+v", ps.Publish)
 }
