@@ -396,6 +396,9 @@ func (p *Publisher) sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	p.stats.resyncs.Add(1)
+	// Info may be stale while the stream elects a leader. That costs a
+	// retry, never a number: a publish after a stale last sequence is
+	// refused by the stream's expected-last checks, and read again.
 	info, err := p.info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream info: %w", err)
