@@ -41,6 +41,7 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Identity  Identity  `yaml:"identity"`
 	Log       Log       `yaml:"log"`
+	NATS      NATS      `yaml:"nats"`
 }
 
 // Broadcast configures the TCP listener that fans feed lines out to clients.
@@ -382,7 +383,8 @@ func Default() Config {
 				Protocol:         ProtocolText,
 			},
 		},
-		Log: Log{Level: LevelInfo, Format: FormatText},
+		Log:  Log{Level: LevelInfo, Format: FormatText},
+		NATS: defaultNATS(),
 	}
 }
 
@@ -673,6 +675,7 @@ func (c *Config) Validate() []Problem {
 	if c.Log.SummaryInterval != 0 && c.Log.SummaryInterval < time.Second {
 		bad("log.summary_interval", "must be 0 (off) or at least 1s, got %s", c.Log.SummaryInterval)
 	}
+	c.validateNATS(bad)
 	return ps
 }
 

@@ -67,6 +67,7 @@ var restartNames = map[string][]string{
 	"metrics.listen":       {"metrics.listen"},
 	"log.file":             {"log.file"},
 	"log.summary_interval": {"log.summary_interval"},
+	"nats":                 {"nats.urls", "nats.credentials_file", "nats.nkey_file", "nats.tls.ca_file", "nats.tls.cert_file", "nats.tls.key_file", "nats.stream.name", "nats.stream.subjects", "nats.stream.create", "nats.stream.replicas", "nats.stream.storage", "nats.stream.max_msgs", "nats.stream.max_bytes", "nats.stream.max_age", "nats.stream.duplicate_window", "nats.publish.window", "nats.publish.ack_timeout", "nats.publish.buffer_bytes", "nats.publish.batch_lines", "nats.publish.batch_bytes", "nats.consume.heartbeat", "nats.consume.start", "nats.embedded.enabled", "nats.embedded.listen", "nats.embedded.server_name", "nats.embedded.store_dir", "nats.embedded.cluster_name", "nats.embedded.cluster_listen", "nats.embedded.routes"},
 }
 
 // A change of one setting is reported under its name when it needs a

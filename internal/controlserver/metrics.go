@@ -30,6 +30,21 @@ type collector struct {
 	qWaiting, qInFlight, qOldest, qHeld          *prometheus.Desc
 	qQueued, qAcked, qRedelivered, qAckTimeouts  *prometheus.Desc
 	qDeadLetters, qDeadLettered, qWorkerInFlight *prometheus.Desc
+	nats                                         natsDescs
+}
+
+// natsDescs are the shared feed's metrics, reported with a nats: section.
+type natsDescs struct {
+	connected, reconnects                                   *prometheus.Desc
+	window, pending, buffered, lines, lastSeq               *prometheus.Desc
+	retries, resyncs, duplicates, heldBack, abandoned       *prometheus.Desc
+	consumedLines, consumedSeq, gaps, gapLines, invalid, cr *prometheus.Desc
+}
+
+func (n natsDescs) all() []*prometheus.Desc {
+	return []*prometheus.Desc{n.connected, n.reconnects, n.window, n.pending, n.buffered, n.lines, n.lastSeq,
+		n.retries, n.resyncs, n.duplicates, n.heldBack, n.abandoned,
+		n.consumedLines, n.consumedSeq, n.gaps, n.gapLines, n.invalid, n.cr}
 }
 
 func newCollector(b Backend) *collector {
@@ -86,6 +101,26 @@ func newCollector(b Backend) *collector {
 		replayGaps:       d("pool_replay_gaps_total", "Workers that could not start after their slot's last acknowledged line: retention no longer held it."),
 		replayGapLines:   d("pool_replay_gap_lines_total", "Lines that slots never got because retention no longer held them."),
 		replayDuplicates: d("pool_replay_duplicate_lines_total", "Lines sent to a worker that ended without acknowledging them, and so sent again to its successor."),
+		nats: natsDescs{
+			connected:     d("nats_connected", "1 while the connection to NATS is up, else 0.", "stream"),
+			reconnects:    d("nats_reconnects_total", "Reconnections to NATS."),
+			window:        d("nats_publish_window", "Most batches published into the stream and not yet acknowledged."),
+			pending:       d("nats_publish_pending_acks", "Batches published into the stream and not yet acknowledged."),
+			buffered:      d("nats_publish_buffered_bytes", "Bytes of feed lines taken and not yet acknowledged by the stream."),
+			lines:         d("nats_published_lines_total", "Feed lines acknowledged by the stream."),
+			lastSeq:       d("nats_published_last_seq", "Sequence number of the last line the stream acknowledged from this chattyd."),
+			retries:       d("nats_publish_retries_total", "Batches published again after a failure."),
+			resyncs:       d("nats_publish_resyncs_total", "Reads of the stream's numbering (at start and after failures)."),
+			duplicates:    d("nats_publish_duplicates_total", "Retried batches the stream had stored already."),
+			heldBack:      d("nats_publish_held_back_total", "Times the feed waited for room in the publisher's buffer."),
+			abandoned:     d("nats_publish_abandoned_lines_total", "Lines not acknowledged when publishing stopped."),
+			consumedLines: d("nats_consumed_lines_total", "Lines broadcast from the stream."),
+			consumedSeq:   d("nats_consumed_stream_seq", "Stream sequence of the last message broadcast."),
+			gaps:          d("nats_gaps_total", "Times lines this chattyd needed were no longer in the stream."),
+			gapLines:      d("nats_gap_lines_total", "Lines this chattyd needed that were no longer in the stream."),
+			invalid:       d("nats_invalid_messages_total", "Stream messages skipped for not being chatty feed messages."),
+			cr:            d("nats_consumer_restarts_total", "Consumers of the stream created again after an error."),
+		},
 	}
 }
 
@@ -107,6 +142,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
 		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
+		ch <- d
+	}
+	for _, d := range c.nats.all() {
 		ch <- d
 	}
 }
@@ -157,6 +195,30 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.retainedLines, float64(st.Stream.Lines))
 	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
 	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
+	if n := st.NATS; n != nil {
+		up := 0.0
+		if n.State == "connected" {
+			up = 1
+		}
+		gauge(c.nats.connected, up, n.Stream)
+		counter(c.nats.reconnects, n.Reconnects)
+		gauge(c.nats.window, float64(n.Publish.Window))
+		gauge(c.nats.pending, float64(n.Publish.Pending))
+		gauge(c.nats.buffered, float64(n.Publish.Buffered))
+		counter(c.nats.lines, n.Publish.Lines)
+		gauge(c.nats.lastSeq, float64(n.Publish.LastSeq))
+		counter(c.nats.retries, n.Publish.Retries)
+		counter(c.nats.resyncs, n.Publish.Resyncs)
+		counter(c.nats.duplicates, n.Publish.Duplicates)
+		counter(c.nats.heldBack, n.Publish.HeldBack)
+		counter(c.nats.abandoned, n.Publish.Abandoned)
+		counter(c.nats.consumedLines, n.Consume.Lines)
+		gauge(c.nats.consumedSeq, float64(n.Consume.StreamSeq))
+		counter(c.nats.gaps, n.Consume.Gaps)
+		counter(c.nats.gapLines, n.Consume.GapLines)
+		counter(c.nats.invalid, n.Consume.Invalid)
+		counter(c.nats.cr, n.Consume.Restarts)
+	}
 	q := st.Queue
 	if q == nil {
 		return
