@@ -132,6 +132,7 @@ type Server struct {
 	logger *logrus.Entry
 	start  uint64        // sequence number of the first line
 	signed *signedServer // set on a server of the signed protocol
+	ws     *wsServer     // set on a server of WebSocket clients
 	ids    *ClientIDs    // numbers the clients; may be shared with other servers
 	poller *poller       // set by Run; nil if the epoll instance could not be made
 
@@ -517,7 +518,11 @@ func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 	go func() {
 		defer s.wg.Done()
 		conn.SetDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(conn, refusal, maxClients)
+		if s.ws != nil {
+			conn.Write(wsRefusal(draining, maxClients))
+		} else {
+			fmt.Fprintf(conn, refusal, maxClients)
+		}
 		conn.Close()
 	}()
 }
