@@ -164,6 +164,7 @@ func New(opts Options) (_ *Daemon, err error) {
 	if d.listeners, err = bindListeners(cfg, opts.Activation.Broadcast, d.id, opts.Logger); err != nil {
 		return nil, err
 	}
+	d.listeners.setStatus(backend{d}.Status)
 	d.source = newSource(opts, cfg)
 	d.feedState.set(control.FeedStarting)
 

@@ -39,16 +39,18 @@ type Status struct {
 
 // Listener is one address the daemon listens on.
 type Listener struct {
-	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS or ListenerSigned
+	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS, ListenerSigned or ListenerWebSocket
 	Addr     string `json:"addr"`     // the bound address, such as "127.0.0.1:54321"
 	Protocol string `json:"protocol"` // such as "tcp"
+	Clients  int    `json:"clients"`  // clients connected to it now
 }
 
 // The names of the daemon's listeners in Status.Listeners.
 const (
-	ListenerBroadcast = "broadcast"        // the text protocol: broadcast.listen
-	ListenerTLS       = "broadcast-tls"    // the text protocol over TLS: broadcast.tls
-	ListenerSigned    = "broadcast-signed" // the signed protocol: broadcast.signed
+	ListenerBroadcast = "broadcast"           // the text protocol: broadcast.listen
+	ListenerTLS       = "broadcast-tls"       // the text protocol over TLS: broadcast.tls
+	ListenerSigned    = "broadcast-signed"    // the signed protocol: broadcast.signed
+	ListenerWebSocket = "broadcast-websocket" // WebSocket clients and the web page: broadcast.websocket
 )
 
 // The states of the feed.
