@@ -68,7 +68,8 @@ type client struct {
 	// raw is a plain TCP client's connection, read without blocking by
 	// the poller (poll.go); nil for clients read by a blocked goroutine.
 	raw     syscall.RawConn
-	session signed.Session // a signed client's, from its anchor
+	session signed.Session  // a signed client's, from its anchor
+	ended   func(ClientEnd) // told when the client has ended (Placement.Ended); may be nil
 
 	// The client's end, for any goroutine.
 	reason     atomic.Int32 // closeReason, set once by markClosed (or closeWS)
@@ -197,9 +198,10 @@ type clientAcks struct {
 	firstUnacked int64
 
 	// Loaded by anyone.
-	nextSeq atomic.Uint64 // the sequence number of next (or of a signed client's next ack)
-	good    atomic.Uint64 // acks matching their line
-	bad     atomic.Uint64 // acks of a wrong length or for nothing sent
+	nextSeq  atomic.Uint64 // the sequence number of next (or of a signed client's next ack)
+	lastGood atomic.Uint64 // the last line acknowledged (good), or the first's minus one
+	good     atomic.Uint64 // acks matching their line
+	bad      atomic.Uint64 // acks of a wrong length or for nothing sent
 }
 
 // clientAuth is a signed client's authentication, on a server that
@@ -213,8 +215,17 @@ type clientAuth struct {
 	key     atomic.Pointer[peerKey] // the key the client authenticated with
 }
 
-func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
-	start, j, err := s.lines.join()
+func newClient(s *Server, id uint64, conn net.Conn, at *seekStart, other string) (*client, error) {
+	var (
+		start cursor
+		j     joined
+		err   error
+	)
+	if at != nil {
+		start, j, _, err = s.lines.joinAt(*at, other)
+	} else {
+		start, j, err = s.lines.join()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +247,11 @@ func newClient(s *Server, id uint64, conn net.Conn) (*client, error) {
 	c.w.sentPos.Store(start.pos())
 	c.w.writingSeq.Store(start.seq)
 	c.acks.nextSeq.Store(start.seq)
-	if s.signed != nil {
+	c.acks.lastGood.Store(start.seq - 1)
+	if s.signed != nil || s.sequenced {
 		c.acks.next = cursor{} // acks go by sequence number; do not pin the log
+	}
+	if s.signed != nil {
 		c.auth.needed = s.signed.auth
 	}
 	if s.ws != nil {

@@ -181,6 +181,9 @@ func (c *client) handleLine(line []byte, maxUnknown int, debug bool) bool {
 	if debug {
 		c.log().Debugf("<< %s", line)
 	}
+	if c.srv.sequenced {
+		return c.handleSeqLine(line, maxUnknown)
+	}
 	switch kind, n := wire.ParseClientLine(line); kind {
 	case wire.KeepAliveLine:
 		c.keepAlive(keepAliveAck)
@@ -190,6 +193,20 @@ func (c *client) handleLine(line []byte, maxUnknown int, debug bool) bool {
 		return c.unknownLine(line, maxUnknown)
 	}
 	return true
+}
+
+// handleSeqLine handles one line of a sequenced client: a cumulative
+// ACK <seq>, or a keep-alive.
+func (c *client) handleSeqLine(line []byte, maxUnknown int) bool {
+	if seq, ok := wire.ParseSeqAck(line); ok {
+		c.handleSeqAck(seq)
+		return true
+	}
+	if string(wire.TrimCR(line)) == wire.KeepAlive {
+		c.keepAlive(keepAliveAck)
+		return true
+	}
+	return c.unknownLine(line, maxUnknown)
 }
 
 // maxLoggedLine is how much of an unknown client line is logged.
@@ -248,6 +265,7 @@ func (c *client) handleAck(n int64) {
 			continue
 		}
 		if int64(len(line)) == n {
+			c.acks.lastGood.Store(cur.seq)
 			c.acks.good.Add(1)
 		} else {
 			c.acks.bad.Add(1)

@@ -193,7 +193,7 @@ func (c *client) trimAcks(written cursor) {
 		c.acks.nextSeq.Store(written.seq) // nothing to acknowledge
 		return
 	}
-	if c.srv.signed != nil {
+	if c.srv.signed != nil || c.srv.sequenced {
 		if written.seq-c.acks.nextSeq.Load() > uint64(lim.QueueLines) {
 			c.acks.nextSeq.Store(written.seq)
 		}

@@ -1,7 +1,10 @@
 package broadcast
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,16 +23,50 @@ type codec interface {
 	maxSize(n int) int
 	// encodeLocked appends line's encoding to dst, which has maxSize room,
 	// and reports whether the line was encoded (it takes a sequence number).
-	encodeLocked(dst, line []byte) ([]byte, bool)
+	// seq is the line's sequence number.
+	encodeLocked(dst, line []byte, seq uint64) ([]byte, bool)
 	// encodeMessageLocked is encodeLocked for a typed message; dst grows
 	// as needed.
-	encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool)
+	encodeMessageLocked(dst []byte, m *message.Message, seq uint64) ([]byte, bool)
 	// appendedLocked runs after every append.
 	appendedLocked(l *log)
 	// closingLocked runs once, before the log is closed.
 	closingLocked(l *log)
 	// joinLocked returns what a client starting at the log's end needs.
 	joinLocked() (joined, error)
+	// resumeLocked returns what a client starting at cur needs, cur
+	// being where seekLocked put it, and told of the gap when set.
+	resumeLocked(l *log, cur cursor, gap gapRange, other string) (joined, error)
+	// skip returns the offset in buf, encoded lines from a chunk's start,
+	// after its first n lines.
+	skip(buf []byte, n uint64) int
+	// gapLocked runs when the log's sequence numbers jump (appendAt):
+	// lines from through to were never appended.
+	gapLocked(l *log, from, to uint64)
+}
+
+// gapRange is lines a resuming client asked for that the log does not
+// hold; empty when To < From.
+type gapRange struct{ From, To uint64 }
+
+func (g gapRange) empty() bool { return g.To < g.From }
+
+// skipLines returns the offset in buf after its first n lines, each
+// ended by "\n", passing over the lines for which raw reports true: those
+// take no sequence number.
+func skipLines(buf []byte, n uint64, raw func(line []byte) bool) int {
+	off := 0
+	for n > 0 {
+		i := bytes.IndexByte(buf[off:], '\n')
+		if i < 0 {
+			return len(buf)
+		}
+		if raw == nil || !raw(buf[off:off+i]) {
+			n--
+		}
+		off += i + 1
+	}
+	return off
 }
 
 // joined is what a client gets from the codec when it starts.
@@ -45,18 +82,27 @@ type textCodec struct{}
 
 func (textCodec) maxSize(n int) int { return n + 1 }
 
-func (textCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
+func (textCodec) encodeLocked(dst, line []byte, _ uint64) ([]byte, bool) {
 	return append(append(dst, line...), '\n'), true
 }
 
 // encodeMessageLocked sends a typed message as its text line.
-func (textCodec) encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool) {
+func (textCodec) encodeMessageLocked(dst []byte, m *message.Message, _ uint64) ([]byte, bool) {
 	return append(m.AppendText(dst), '\n'), true
 }
 
-func (textCodec) appendedLocked(*log)         {}
-func (textCodec) closingLocked(*log)          {}
-func (textCodec) joinLocked() (joined, error) { return joined{}, nil }
+func (textCodec) appendedLocked(*log)            {}
+func (textCodec) closingLocked(*log)             {}
+func (textCodec) joinLocked() (joined, error)    { return joined{}, nil }
+func (textCodec) gapLocked(*log, uint64, uint64) {}
+
+func (textCodec) skip(buf []byte, n uint64) int { return skipLines(buf, n, nil) }
+
+// resumeLocked: the original protocol has nothing to say; a pool slot's
+// worker is just sent the lines from where its slot stopped.
+func (textCodec) resumeLocked(*log, cursor, gapRange, string) (joined, error) {
+	return joined{}, nil
+}
 
 // SignedOptions configure a server of the signed protocol (docs/protocol.md).
 type SignedOptions struct {
@@ -125,7 +171,7 @@ func newSignedCodec(o SignedOptions, logger *logrus.Entry) (*signedCodec, error)
 
 func (*signedCodec) maxSize(n int) int { return signed.MaxAppendSize(n) }
 
-func (sc *signedCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
+func (sc *signedCodec) encodeLocked(dst, line []byte, _ uint64) ([]byte, bool) {
 	out, _, err := sc.enc.Append(dst, sc.feedType, time.Now(), line)
 	if err != nil {
 		// Only a payload over signed.MaxPayload; the configuration keeps
@@ -138,7 +184,7 @@ func (sc *signedCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
 
 // encodeMessageLocked signs m with its type and time; its text is the
 // payload.
-func (sc *signedCodec) encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool) {
+func (sc *signedCodec) encodeMessageLocked(dst []byte, m *message.Message, _ uint64) ([]byte, bool) {
 	out, _, err := sc.enc.Append(dst, m.Type, m.Time, []byte(m.Text))
 	if err != nil {
 		// Only an invalid message: senders validate theirs.
@@ -179,6 +225,28 @@ func (sc *signedCodec) closingLocked(l *log) {
 		sc.timer = nil
 	}
 	sc.checkpointLocked(l)
+}
+
+// skip passes over n message frames; checkpoints take no sequence
+// number.
+func (*signedCodec) skip(buf []byte, n uint64) int {
+	off := 0
+	for n > 0 && off+signed.HeaderSize <= len(buf) {
+		kind := signed.Kind(buf[off+1])
+		off += signed.HeaderSize + int(binary.BigEndian.Uint32(buf[off+2:]))
+		if kind == signed.KindMessage || kind == signed.KindChained {
+			n--
+		}
+	}
+	return min(off, len(buf))
+}
+
+func (*signedCodec) gapLocked(*log, uint64, uint64) {}
+
+// resumeLocked: a signed client cannot resume yet; it is refused with a
+// reason rather than sent frames its anchor does not cover.
+func (*signedCodec) resumeLocked(*log, cursor, gapRange, string) (joined, error) {
+	return joined{}, errors.New("the signed listener does not resume from a sequence number")
 }
 
 func (sc *signedCodec) joinLocked() (joined, error) {

@@ -2,8 +2,10 @@ package broadcast
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/chatty-dev/chatty/pkg/message"
 )
@@ -15,11 +17,16 @@ const chunkSize = 256 << 10
 // chunk is one block of the shared log: encoded lines (by the log's codec:
 // "line\n" each, or signed frames), never split across chunks. Bytes below the published length are immutable, so
 // client writers read them without locks; the appender writes only above it.
-// A chunk is freed by the garbage collector once no cursor points into it.
+// A chunk is freed by the garbage collector once neither the log's
+// retention nor any cursor holds it.
 type chunk struct {
 	buf      []byte // fixed length, never resliced or reallocated
 	firstSeq uint64 // sequence number of the first line in buf
 	startPos uint64 // log position (bytes since start) of buf[0]
+
+	// lastAt is when a line was last appended to the chunk, in Unix
+	// nanoseconds; the log's retention reads it. Guarded by the log's mu.
+	lastAt int64
 
 	// state packs the published length (high 32 bits) and the number of
 	// published lines (low 32 bits), so readers load both consistently.
@@ -61,14 +68,25 @@ func (cur cursor) pos() uint64 { return cur.c.startPos + uint64(cur.off) }
 
 // log is the append-only shared log of encoded lines. One writer at a time
 // appends (under mu); any number of readers follow it with cursors.
+//
+// The log keeps its most recent chunks, from tail to head, within its
+// retention (retain.go), so that clients can resume from a sequence
+// number; older chunks are freed once no cursor points into them.
 type log struct {
-	mu    sync.Mutex // guards head's unpublished tail and the codec's state; serialises appenders
-	head  *chunk
-	codec codec
+	mu     sync.Mutex // guards head's unpublished tail, tail, retain and the codec's state; serialises appenders
+	head   *chunk
+	tail   *chunk    // the oldest chunk retained; head when retention is off
+	retain Retention // the retention's limits
+	codec  codec
+	stream string // the stream's identity; set before the log is used
 
 	// endPos and endSeq are the log's published end, for lag accounting.
 	endPos atomic.Uint64
 	endSeq atomic.Uint64
+	// tailPos is the start of the retained part (tail), and retaining
+	// whether retention is on, for the slow-consumer scan.
+	tailPos   atomic.Uint64
+	retaining atomic.Bool
 
 	// wake, when set, runs after every publish and at close, with mu
 	// unlocked: it runs the writers parked at the log's old end, given
@@ -79,6 +97,7 @@ type log struct {
 
 func newLog(cd codec) *log {
 	l := &log{head: newChunk(chunkSize, 1, 0), codec: cd}
+	l.tail = l.head
 	l.endSeq.Store(1)
 	return l
 }
@@ -95,7 +114,7 @@ func (l *log) append(lines [][]byte) (first uint64) {
 		l.reserveLocked(l.codec.maxSize(len(line)))
 		h := l.head
 		n, count := h.published()
-		out, ok := l.codec.encodeLocked(h.buf[n:n:len(h.buf)], line)
+		out, ok := l.codec.encodeLocked(h.buf[n:n:len(h.buf)], line, h.firstSeq+count)
 		if !ok {
 			continue
 		}
@@ -106,6 +125,41 @@ func (l *log) append(lines [][]byte) (first uint64) {
 	return first
 }
 
+// appendAt is append for lines whose first has sequence number first,
+// which must not be behind the log's end: a first beyond it leaves a gap,
+// which the log starts a fresh chunk for (so a chunk's lines are always
+// consecutive) and the codec may mark (gapLocked).
+func (l *log) appendAt(first uint64, lines [][]byte) error {
+	l.mu.Lock()
+	next := l.endSeq.Load()
+	if first < next {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: line %d published, the log is at %d", ErrSequence, first, next)
+	}
+	if first > next {
+		l.skipToLocked(first)
+	}
+	l.mu.Unlock()
+	l.append(lines)
+	return nil
+}
+
+// skipToLocked moves the log's end to sequence number seq, past lines it
+// never had.
+func (l *log) skipToLocked(seq uint64) {
+	from := l.endSeq.Load()
+	// The codec's mark goes before the jump, so that a client resuming
+	// after it is not told of the gap twice.
+	l.codec.gapLocked(l, from, seq-1)
+	h := l.head
+	n, _ := h.published()
+	next := newChunk(chunkSize, seq, h.startPos+uint64(n))
+	next.lastAt = h.lastAt
+	h.next.Store(next)
+	l.head = next
+	l.publishLocked()
+}
+
 // appendMessage encodes a typed message into the log and publishes it,
 // like append. It encodes into a buffer of its own first, which costs an
 // allocation that the feed's lines do not pay.
@@ -113,7 +167,7 @@ func (l *log) appendMessage(m *message.Message) (seq uint64) {
 	l.mu.Lock()
 	defer l.wakeWriters(l.endPos.Load())
 	defer l.mu.Unlock()
-	enc, ok := l.codec.encodeMessageLocked(nil, m)
+	enc, ok := l.codec.encodeMessageLocked(nil, m, l.endSeq.Load())
 	l.reserveLocked(len(enc))
 	h := l.head
 	n, count := h.published()
@@ -153,6 +207,7 @@ func (l *log) reserveLocked(need int) {
 		return
 	}
 	next := newChunk(max(chunkSize, need), h.firstSeq+count, h.startPos+uint64(n))
+	next.lastAt = h.lastAt
 	h.next.Store(next)
 	l.head = next
 }
@@ -164,6 +219,9 @@ func (l *log) publishLocked() {
 	n, count := h.published()
 	l.endPos.Store(h.startPos + uint64(n))
 	l.endSeq.Store(h.firstSeq + count)
+	now := time.Now().UnixNano()
+	h.lastAt = now
+	l.trimLocked(now)
 }
 
 // wakeWriters wakes every writer waiting for data, telling it how much

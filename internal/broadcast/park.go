@@ -263,5 +263,8 @@ func (c *client) endHalf() {
 	}
 	c.srv.remove(c)
 	c.logClosed()
+	if c.ended != nil {
+		c.ended(ClientEnd{Acked: c.acks.lastGood.Load(), Sent: c.w.sentSeq.Load() - 1})
+	}
 	c.srv.wg.Done()
 }

@@ -133,8 +133,12 @@ type Server struct {
 	start  uint64        // sequence number of the first line
 	signed *signedServer // set on a server of the signed protocol
 	ws     *wsServer     // set on a server of WebSocket clients
-	ids    *ClientIDs    // numbers the clients; may be shared with other servers
-	poller *poller       // set by Run; nil if the epoll instance could not be made
+	// sequenced is set on a server of the sequenced protocol: its
+	// clients start where their START asks (resume.go).
+	sequenced bool
+	placer    func(net.Conn) Placement // where text clients start; nil: live
+	ids       *ClientIDs               // numbers the clients; may be shared with other servers
+	poller    *poller                  // set by Run; nil if the epoll instance could not be made
 
 	lines  *log                   // the shared log; its own lock
 	limits atomic.Pointer[Limits] // replaced whole by SetLimits
@@ -146,6 +150,7 @@ type Server struct {
 	scanPos  uint64 // log position of the last slow-consumer scan
 	scanSeq  uint64 // log sequence of the last slow-consumer scan
 	draining bool
+	starting int // sequenced clients whose START is awaited (awaitStart)
 	// authenticating counts the clients whose auth.counted is set: those
 	// admitted by a server that requires authentication, until they
 	// authenticate or end.
@@ -318,6 +323,12 @@ const (
 // maybeScan disconnects clients lagging beyond their limits. It runs at
 // most once per scanEvery bytes or lines published, so its cost per line
 // is small whatever the number of clients.
+//
+// With retention on, a client still inside the retained part of the log
+// costs no memory of its own, so it is a slow consumer only once it lags
+// beyond its queue limits and has fallen behind the retained part too: a
+// client that resumed far back catches up at its own speed, and none
+// pins more than the retention plus a scan's worth of lines.
 func (s *Server) maybeScan() {
 	endPos, endSeq := s.lines.endPos.Load(), s.lines.endSeq.Load()
 	s.mu.Lock()
@@ -328,6 +339,7 @@ func (s *Server) maybeScan() {
 	}
 	s.scanPos, s.scanSeq = max(s.scanPos, endPos), max(s.scanSeq, endSeq)
 	lim := s.limits.Load()
+	tailPos := s.lines.retainedFrom()
 	for _, c := range s.clients {
 		if c.authPending() {
 			// Its writer may not move before the client authenticates,
@@ -336,7 +348,7 @@ func (s *Server) maybeScan() {
 		}
 		lagBytes := lag(endPos, c.w.sentPos.Load())
 		lagLines := lag(endSeq, c.w.sentSeq.Load())
-		if lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines) {
+		if (lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines)) && !c.withinRetention(tailPos) {
 			if c.disconnect(closeSlow) {
 				s.slow.Add(1)
 				c.log().WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
@@ -456,6 +468,43 @@ func (s *Server) acceptLoop(ln net.Listener, stop <-chan struct{}) error {
 const refusal = "ERROR too many clients (max_clients %d); try again later\n"
 
 func (s *Server) admit(conn net.Conn, listener net.Addr) {
+	if s.sequenced {
+		s.beginStart(conn, listener)
+		return
+	}
+	var pl Placement
+	if s.placer != nil {
+		pl = s.placer(conn)
+	}
+	var at *seekStart
+	if pl.From != 0 {
+		at = &seekStart{seq: pl.From}
+	}
+	s.admitAt(conn, listener, at, "", pl)
+}
+
+// beginStart admits a sequenced client as far as reading its START, on a
+// goroutine of its own (awaitStart). Clients awaited count against
+// max_clients like those admitted.
+func (s *Server) beginStart(conn net.Conn, listener net.Addr) {
+	lim := s.limits.Load()
+	s.mu.Lock()
+	if s.draining || (lim.MaxClients > 0 && len(s.clients)+s.starting >= lim.MaxClients) {
+		draining := s.draining
+		s.mu.Unlock()
+		s.refuse(conn, draining, lim.MaxClients)
+		return
+	}
+	s.starting++
+	s.wg.Add(1) // done by awaitStart
+	s.mu.Unlock()
+	go s.awaitStart(conn, listener, s.lines.endSeq.Load())
+}
+
+// admitAt admits a client that starts at the log's end, or where at says
+// (a resuming client; other is the stream its numbers belonged to, when
+// not this one).
+func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other string, pl Placement) {
 	lim := s.limits.Load()
 	needAuth := s.signed != nil && s.signed.auth
 	s.mu.Lock()
@@ -466,20 +515,26 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 		s.refuseUnauthenticated(conn, lim.MaxUnauthenticated)
 		return
 	}
-	if s.draining || (lim.MaxClients > 0 && len(s.clients) >= lim.MaxClients) {
+	if s.draining || (lim.MaxClients > 0 && len(s.clients)+s.starting >= lim.MaxClients) {
 		draining := s.draining
 		s.mu.Unlock()
 		s.refuse(conn, draining, lim.MaxClients)
 		return
 	}
-	c, err := newClient(s, s.ids.next(), conn)
+	c, err := newClient(s, s.ids.next(), conn, at, other)
 	if err != nil {
 		s.mu.Unlock()
-		s.logger.WithError(err).Error("Cannot start a connection; closing it")
+		s.logger.WithError(err).WithField("remote", conn.RemoteAddr().String()).Error("Cannot start a connection; closing it")
+		if s.sequenced {
+			s.protocol.Add(1)
+			conn.SetDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(conn, "ERROR %s\n", err)
+		}
 		conn.Close()
 		return
 	}
 	c.listener = listener
+	c.ended = pl.Ended
 	s.clients[c.id] = c
 	if c.auth.needed {
 		c.auth.counted = true
@@ -487,6 +542,9 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 	}
 	s.connected.Add(1)
 	s.mu.Unlock()
+	if pl.Started != nil {
+		pl.Started(c.firstSeq)
+	}
 	// Only for an admitted client: a refused one is closed at once.
 	if err := setTCPKeepAlive(conn, lim.TCPKeepAlive); err != nil && s.keepAliveLog.allow() {
 		// The client is served all the same; only a vanished peer
@@ -494,7 +552,11 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 		s.logger.WithError(err).WithField("remote", conn.RemoteAddr().String()).Warn("Cannot set TCP keep-alive on a connection")
 	}
 	s.accepted.Add(1)
-	c.log().Info("New connection established")
+	entry := c.log()
+	if c.firstSeq != s.lines.endSeq.Load() || at != nil {
+		entry = entry.WithField("from", c.firstSeq)
+	}
+	entry.Info("New connection established")
 	s.wg.Add(1) // done by the client's endHalf
 	c.start()
 }

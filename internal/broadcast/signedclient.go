@@ -265,8 +265,9 @@ func (c *client) rejectFrame(err error) {
 	}
 }
 
-// handleSeqAck counts an ACK of message seq: good when it was sent and not
-// acknowledged before (acks may skip messages, never go back).
+// handleSeqAck counts an ACK of message seq (signed and sequenced
+// clients): good when it was sent and not acknowledged before (acks are
+// cumulative: they may skip messages, never go back).
 func (c *client) handleSeqAck(seq uint64) {
 	c.acks.mu.Lock()
 	defer c.acks.mu.Unlock()
@@ -275,5 +276,6 @@ func (c *client) handleSeqAck(seq uint64) {
 		return
 	}
 	c.acks.nextSeq.Store(seq + 1)
+	c.acks.lastGood.Store(seq)
 	c.acks.good.Add(1)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -65,7 +66,7 @@ type wsCodec struct{}
 
 func (wsCodec) maxSize(n int) int { return n + wsMaxHeader }
 
-func (wsCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
+func (wsCodec) encodeLocked(dst, line []byte, _ uint64) ([]byte, bool) {
 	op := byte(wsText)
 	if !utf8.Valid(line) {
 		op = wsBinary
@@ -74,13 +75,68 @@ func (wsCodec) encodeLocked(dst, line []byte) ([]byte, bool) {
 }
 
 // encodeMessageLocked sends a typed message as its text line.
-func (wsCodec) encodeMessageLocked(dst []byte, m *message.Message) ([]byte, bool) {
-	return wsCodec{}.encodeLocked(dst, m.AppendText(nil))
+func (wsCodec) encodeMessageLocked(dst []byte, m *message.Message, seq uint64) ([]byte, bool) {
+	return wsCodec{}.encodeLocked(dst, m.AppendText(nil), seq)
 }
 
 func (wsCodec) appendedLocked(*log)         {}
 func (wsCodec) closingLocked(*log)          {}
 func (wsCodec) joinLocked() (joined, error) { return joined{}, nil }
+
+// The server's own messages, the preamble of a resuming client and the
+// gap a live client reads past, are JSON text messages ended by a
+// newline, which no feed line holds; they take no sequence number.
+
+// resumeLocked makes a resuming client's preamble: the stream and the
+// sequence number of the first line to come, the lines asked for that the
+// log no longer holds, and the stream the client's numbers belonged to,
+// when another.
+func (wsCodec) resumeLocked(l *log, cur cursor, gap gapRange, other string) (joined, error) {
+	b := strconv.AppendQuote([]byte(`{"stream":`), l.stream)
+	b = strconv.AppendUint(append(b, `,"first":`...), cur.seq, 10)
+	if !gap.empty() {
+		b = appendGapJSON(append(b, ','), gap)
+	}
+	if other != "" {
+		b = strconv.AppendQuote(append(b, `,"changed_from":`...), other)
+	}
+	b = append(b, "}\n"...)
+	return joined{preamble: appendWSFrame(nil, wsText, b)}, nil
+}
+
+func appendGapJSON(b []byte, g gapRange) []byte {
+	b = strconv.AppendUint(append(b, `"gap":{"from":`...), g.From, 10)
+	b = strconv.AppendUint(append(b, `,"to":`...), g.To, 10)
+	return append(b, '}')
+}
+
+// gapLocked tells the clients reading past a jump of the log's sequence
+// numbers which lines were never published.
+func (wsCodec) gapLocked(l *log, from, to uint64) {
+	msg := append(appendGapJSON([]byte("{"), gapRange{from, to}), "}\n"...)
+	l.appendRawLocked(wsMaxHeader+len(msg), func(dst []byte) []byte { return appendWSFrame(dst, wsText, msg) })
+}
+
+// skip returns the offset in buf, frames from a chunk's start, after its
+// first n lines' frames, passing over the server's own messages.
+func (wsCodec) skip(buf []byte, n uint64) int {
+	off := 0
+	for n > 0 && off+2 <= len(buf) {
+		size, hdr := int(buf[off+1]&0x7f), 2
+		switch size {
+		case 126:
+			size, hdr = int(binary.BigEndian.Uint16(buf[off+2:])), 4
+		case 127:
+			size, hdr = int(binary.BigEndian.Uint64(buf[off+2:])), 10
+		}
+		end := off + hdr + size
+		if buf[off]&0x0f != wsText || size == 0 || buf[end-1] != '\n' {
+			n--
+		}
+		off = end
+	}
+	return min(off, len(buf))
+}
 
 // wsReader is the reader's state of a WebSocket client.
 type wsReader struct {
