@@ -79,6 +79,13 @@ func printStatus(out io.Writer, st control.Status) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	if r := st.Stream; r.ID != "" {
+		if r.Lines > 0 {
+			fmt.Fprintf(w, "stream\t%s\tlines %d to %d retained (%d lines, %d bytes)\n", r.ID, r.First, r.Last, r.Lines, r.Bytes)
+		} else {
+			fmt.Fprintf(w, "stream\t%s\tnothing retained; next line %d\n", r.ID, r.Last+1)
+		}
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}

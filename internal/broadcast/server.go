@@ -472,6 +472,11 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 		s.beginStart(conn, listener)
 		return
 	}
+	if s.ws != nil {
+		at, other := s.wsStart(conn)
+		s.admitAt(conn, listener, at, other, Placement{})
+		return
+	}
 	var pl Placement
 	if s.placer != nil {
 		pl = s.placer(conn)
@@ -529,6 +534,11 @@ func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other 
 			s.protocol.Add(1)
 			conn.SetDeadline(time.Now().Add(time.Second))
 			fmt.Fprintf(conn, "ERROR %s\n", err)
+		}
+		if s.ws != nil {
+			s.protocol.Add(1)
+			conn.SetDeadline(time.Now().Add(time.Second))
+			conn.Write(wsCloseFrame(wsPolicy, err.Error()))
 		}
 		conn.Close()
 		return

@@ -33,6 +33,14 @@ type WebSocketOptions struct {
 	// PingInterval is how often every client is pinged; zero means
 	// DefaultPingInterval.
 	PingInterval time.Duration
+	// Start, when set, tells where a newly accepted client asked to
+	// start: from is "" (live, as without Start), "next" (live, told
+	// the stream and the next sequence number first), "first" (the
+	// oldest line retained) or a sequence number; stream is the stream
+	// that number belongs to, "" for this one. A resuming client's first
+	// message is its preamble (resumeLocked). Start runs on the accepting
+	// goroutine.
+	Start func(conn net.Conn) (from, stream string)
 }
 
 // DefaultPingInterval is how often a WebSocket client is pinged by
@@ -45,7 +53,8 @@ var wsCloseGrace = 5 * time.Second
 
 // wsServer is what a WebSocket server's clients share.
 type wsServer struct {
-	ping time.Duration
+	ping  time.Duration
+	start func(net.Conn) (from, stream string)
 
 	lastPing time.Time // owned by the idle sweep
 }
@@ -57,8 +66,37 @@ func NewWebSocket(ln net.Listener, limits Limits, o WebSocketOptions, logger *lo
 	if o.PingInterval <= 0 {
 		o.PingInterval = DefaultPingInterval
 	}
-	s.ws = &wsServer{ping: o.PingInterval, lastPing: time.Now()}
+	s.ws = &wsServer{ping: o.PingInterval, start: o.Start, lastPing: time.Now()}
 	return s
+}
+
+// wsStart returns where a newly accepted client starts, nil for live
+// without a preamble, and the stream its numbers belonged to when not
+// this one: as the sequenced protocol's START, numbers of another stream
+// start the client at the oldest line retained, and it is told.
+func (s *Server) wsStart(conn net.Conn) (*seekStart, string) {
+	if s.ws.start == nil {
+		return nil, ""
+	}
+	from, stream := s.ws.start(conn)
+	if from == "" {
+		return nil, ""
+	}
+	var other string
+	if stream != "" && stream != s.lines.stream {
+		other = stream
+	}
+	switch {
+	case from == "next":
+		return &seekStart{seq: s.lines.endSeq.Load()}, other
+	case from == "first" || other != "":
+		return &seekStart{first: true}, other
+	}
+	seq, err := strconv.ParseUint(from, 10, 64)
+	if err != nil || seq == 0 {
+		return &seekStart{first: true}, other
+	}
+	return &seekStart{seq: seq}, other
 }
 
 // wsCodec frames each line as one unfragmented message.

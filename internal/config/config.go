@@ -78,6 +78,12 @@ type Broadcast struct {
 	// Signed configures an optional listener of the signed protocol
 	// (docs/protocol.md), which needs an identity.
 	Signed Signed `yaml:"signed"`
+	// Sequenced configures an optional listener of the sequenced line
+	// protocol, whose clients resume from a sequence number.
+	Sequenced Sequenced `yaml:"sequenced"`
+	// Retain bounds the part of the feed each listener keeps for clients
+	// that resume and for pool slots whose next worker carries on.
+	Retain Retain `yaml:"retain"`
 	// WebSocket configures an optional listener of WebSocket clients,
 	// which also serves the web page (docs/protocol.md, "WebSocket").
 	WebSocket WebSocket `yaml:"websocket"`
@@ -102,6 +108,24 @@ type WebSocket struct {
 	TokenFile string `yaml:"token_file"`
 	// TLS serves HTTPS and wss:// with TLS 1.3.
 	TLS SignedTLS `yaml:"tls"`
+}
+
+// Sequenced configures the sequenced listener (docs/protocol.md, "The
+// sequenced listener").
+type Sequenced struct {
+	// Listen is its host:port; empty runs none.
+	Listen string `yaml:"listen"`
+}
+
+// Retain bounds what each listener keeps of the most recent feed, by
+// whichever limit is hit first; whole chunks of 256 KiB are released.
+type Retain struct {
+	// Bytes is the most bytes kept; 0 turns retention off.
+	Bytes int64 `yaml:"bytes"`
+	// Lines is the most lines kept; 0 means no limit by lines.
+	Lines int64 `yaml:"lines"`
+	// Age releases lines older than this; 0 means no limit by age.
+	Age time.Duration `yaml:"age"`
 }
 
 // TCPKeepAlive is the TCP keep-alive of accepted connections: the first
@@ -319,6 +343,7 @@ func Default() Config {
 			QueueBytes:    16 << 20,
 			QueueLines:    1 << 18,
 			DrainTimeout:  5 * time.Second,
+			Retain:        Retain{Bytes: 64 << 20},
 			Signed: Signed{
 				Mode:               SignChained,
 				CheckpointEvery:    signed.DefaultCheckpointEvery,
@@ -472,20 +497,17 @@ func (c *Config) Validate() []Problem {
 	if t := b.TLS; t.Listen != "" {
 		if _, port, err := net.SplitHostPort(t.Listen); err != nil || port == "" {
 			bad("broadcast.tls.listen", "%q is not a host:port address (for example 0.0.0.0:54322)", t.Listen)
-		} else if t.Listen == b.Listen {
-			bad("broadcast.tls.listen", "must differ from broadcast.listen (%s)", b.Listen)
 		}
 		checkTLSSource(bad, "broadcast.tls", t.TLSFiles, c.Identity.Enabled())
 	} else if t.Given() {
 		bad("broadcast.tls.listen", "required when TLS settings are given; set the TLS listener's host:port")
 	}
 
+	distinctListeners(bad, c.listenAddrs())
 	sg := &b.Signed
 	if sg.Listen != "" {
 		if _, port, err := net.SplitHostPort(sg.Listen); err != nil || port == "" {
 			bad("broadcast.signed.listen", "%q is not a host:port address (for example 127.0.0.1:54323)", sg.Listen)
-		} else if sg.Listen == b.Listen || sg.Listen == b.TLS.Listen {
-			bad("broadcast.signed.listen", "must differ from broadcast.listen and broadcast.tls.listen")
 		}
 		if !c.Identity.Enabled() {
 			bad("broadcast.signed.listen", "needs an identity to sign with; set identity.key_file or identity.generate: true")
@@ -494,6 +516,18 @@ func (c *Config) Validate() []Problem {
 			bad("feed.max_line_bytes", "must be at most %d (the signed protocol's largest payload) with broadcast.signed.listen, got %d", signed.MaxPayload, c.Feed.MaxLineBytes)
 		}
 	}
+	if q := b.Sequenced.Listen; q != "" {
+		if _, port, err := net.SplitHostPort(q); err != nil || port == "" {
+			bad("broadcast.sequenced.listen", "%q is not a host:port address (for example 127.0.0.1:54324)", q)
+		}
+	}
+	if b.Retain.Bytes < 0 {
+		bad("broadcast.retain.bytes", "must be 0 (off) or more, got %d", b.Retain.Bytes)
+	}
+	if b.Retain.Lines < 0 {
+		bad("broadcast.retain.lines", "must be 0 (no limit) or more, got %d", b.Retain.Lines)
+	}
+	nonNegativeDur("broadcast.retain.age", b.Retain.Age)
 	if !signModes.valid(sg.Mode) {
 		bad("broadcast.signed.mode", "must be %s", signModes)
 	}
@@ -521,8 +555,6 @@ func (c *Config) Validate() []Problem {
 	if ws.Listen != "" {
 		if _, port, err := net.SplitHostPort(ws.Listen); err != nil || port == "" {
 			bad("broadcast.websocket.listen", "%q is not a host:port address (for example 127.0.0.1:8080)", ws.Listen)
-		} else if ws.Listen == b.Listen || ws.Listen == b.TLS.Listen || ws.Listen == sg.Listen {
-			bad("broadcast.websocket.listen", "must differ from broadcast.listen, broadcast.tls.listen and broadcast.signed.listen")
 		}
 	}
 	for i, o := range ws.AllowedOrigins {
@@ -604,8 +636,6 @@ func (c *Config) Validate() []Problem {
 	if m := c.Metrics.Listen; m != "" {
 		if _, port, err := net.SplitHostPort(m); err != nil || port == "" {
 			bad("metrics.listen", "%q is not a host:port address (for example 127.0.0.1:9464); leave it empty to serve metrics on the control socket only", m)
-		} else if port != "0" && (m == b.Listen || m == b.TLS.Listen || m == sg.Listen) {
-			bad("metrics.listen", "must differ from broadcast.listen, broadcast.tls.listen and broadcast.signed.listen")
 		}
 	}
 
@@ -674,4 +704,41 @@ func checkOrigin(o string) string {
 		return "must be an origin: scheme://host[:port], no path, query or user (such as https://example.com:8443)"
 	}
 	return ""
+}
+
+// namedAddr is a listener's address with the setting that gives it.
+type namedAddr struct{ name, addr string }
+
+// listenAddrs returns the address of every TCP listener configured, in the
+// order of the file. A listener added to Config belongs here, so that two
+// never share an address.
+func (c *Config) listenAddrs() []namedAddr {
+	b := &c.Broadcast
+	return []namedAddr{
+		{"broadcast.listen", b.Listen},
+		{"broadcast.tls.listen", b.TLS.Listen},
+		{"broadcast.signed.listen", b.Signed.Listen},
+		{"broadcast.sequenced.listen", b.Sequenced.Listen},
+		{"broadcast.websocket.listen", b.WebSocket.Listen},
+		{"metrics.listen", c.Metrics.Listen},
+	}
+}
+
+// distinctListeners reports every listener whose address an earlier one
+// has already; port 0 (any free port) never collides.
+func distinctListeners(bad func(field, format string, args ...any), addrs []namedAddr) {
+	seen := map[string]string{}
+	for _, a := range addrs {
+		if a.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "0" {
+			continue
+		}
+		if first, ok := seen[a.addr]; ok {
+			bad(a.name, "must differ from %s (both %s)", first, a.addr)
+			continue
+		}
+		seen[a.addr] = a.name
+	}
 }

@@ -67,6 +67,13 @@ var reloadRules = map[string]reloadRule{
 	"broadcast.signed.tls.self_signed":     restartAs("broadcast.signed"),
 	"broadcast.signed.tls.client_ca_file":  live,
 
+	// The sequenced listener is bound at start; retention applies at
+	// once to every listener's log.
+	"broadcast.sequenced.listen": restartOnly,
+	"broadcast.retain.bytes":     live,
+	"broadcast.retain.lines":     live,
+	"broadcast.retain.age":       live,
+
 	// The WebSocket listener is set up at start, but for its
 	// certificate files, read again, like the signed listener's.
 	"broadcast.websocket.listen":             restartAs("broadcast.websocket"),

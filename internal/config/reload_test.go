@@ -52,8 +52,9 @@ func change(t *testing.T, v reflect.Value) {
 // that need a restart: broadcast.signed is every setting of the signed
 // listener but its certificate files and max_unauthenticated.
 var restartNames = map[string][]string{
-	"broadcast.listen":     {"broadcast.listen"},
-	"broadcast.tls.listen": {"broadcast.tls.listen"},
+	"broadcast.listen":           {"broadcast.listen"},
+	"broadcast.tls.listen":       {"broadcast.tls.listen"},
+	"broadcast.sequenced.listen": {"broadcast.sequenced.listen"},
 	"broadcast.signed": {"broadcast.signed.listen", "broadcast.signed.mode", "broadcast.signed.checkpoint_every",
 		"broadcast.signed.checkpoint_interval", "broadcast.signed.timestamp_window", "broadcast.signed.feed_type",
 		"broadcast.signed.auth", "broadcast.signed.upstream_rate", "broadcast.signed.upstream_burst",

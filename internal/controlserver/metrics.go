@@ -13,14 +13,15 @@ import (
 type collector struct {
 	b Backend
 
-	buildInfo, uptime                              *prometheus.Desc
-	feedLines, feedBytes, feedDropped, feedUndeliv *prometheus.Desc
-	connected, accepted, refused, slow, idleClosed *prometheus.Desc
-	authenticating, unauthRefused                  *prometheus.Desc
-	acksGood, acksMismatched, keepAlives, rejected *prometheus.Desc
-	tlsFailed, authFailed, rateLimited             *prometheus.Desc
-	unknownLines                                   *prometheus.Desc
-	poolDesired, poolRunning, poolRestarts         *prometheus.Desc
+	buildInfo, uptime                               *prometheus.Desc
+	feedLines, feedBytes, feedDropped, feedUndeliv  *prometheus.Desc
+	connected, accepted, refused, slow, idleClosed  *prometheus.Desc
+	authenticating, unauthRefused                   *prometheus.Desc
+	acksGood, acksMismatched, keepAlives, rejected  *prometheus.Desc
+	tlsFailed, authFailed, rateLimited              *prometheus.Desc
+	unknownLines                                    *prometheus.Desc
+	poolDesired, poolRunning, poolRestarts          *prometheus.Desc
+	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -53,6 +54,10 @@ func newCollector(b Backend) *collector {
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+		retainedBytes:  d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
+		retainedLines:  d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
+		firstSeq:       d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
+		lastSeq:        d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
 	}
 }
 
@@ -67,6 +72,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
+		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
 	} {
 		ch <- d
 	}
@@ -105,6 +111,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)
+	gauge(c.retainedBytes, float64(st.Stream.Bytes))
+	gauge(c.retainedLines, float64(st.Stream.Lines))
+	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
+	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
 }
 
 // metricsHandler serves a private registry: the backend's metrics and the

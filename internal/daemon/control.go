@@ -72,6 +72,7 @@ func (b backend) Status() control.Status {
 			Restarts: d.pool.Restarts(),
 			Slots:    slots,
 		},
+		Stream: d.listeners.retained(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/broadcast"
@@ -38,7 +39,14 @@ type listeners struct {
 	// on several entries (the text server also takes the TLS listener).
 	servers []*broadcast.Server
 
+	stream string // the stream's identity, the same on every server
+
+	// pubMu serialises publishing, so that every server numbers the
+	// feed's lines and messages alike, in one order.
+	pubMu sync.Mutex
+
 	text      *broadcast.Server // the original protocol; always there
+	sequenced *broadcast.Server // nil without broadcast.sequenced
 	textTLS   *tlsconf.Server   // nil without broadcast.tls
 	signed    *broadcast.Server // nil without broadcast.signed
 	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
@@ -71,6 +79,7 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		log:    logger.WithField(logging.FieldComponent, "daemon"),
 		logger: logger,
 		id:     id,
+		stream: broadcast.NewStreamID(),
 	}
 	defer func() {
 		if err != nil {
@@ -110,11 +119,24 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		l.bound = append(l.bound, wln)
 	}
 
+	if q := cfg.Broadcast.Sequenced.Listen; q != "" {
+		qln, err := broadcast.Listen(q)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.sequenced.listen: %w", err)
+		}
+		l.bound = append(l.bound, qln)
+		l.sequenced = broadcast.NewSequenced(qln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast-sequenced"))
+		l.add(control.ListenerSequenced, "sequenced", qln.Addr(), l.sequenced)
+	}
+
 	// One numbering for the clients of every listener, so that chattyctl
-	// clients never shows an id twice.
+	// clients never shows an id twice; one stream, whose sequence numbers
+	// every listener shares.
 	ids := new(broadcast.ClientIDs)
 	for _, s := range l.servers {
 		s.SetClientIDs(ids)
+		s.SetStream(l.stream)
+		s.SetRetention(retentionOf(cfg))
 	}
 	return l, nil
 }
@@ -247,7 +269,7 @@ func (l *listeners) bindWebSocket(cfg config.Config, wc config.WebSocket) (net.L
 	}
 	log := l.logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "websocket")
 	l.web = webfeed.New(raw, o, log)
-	l.webWS = broadcast.NewWebSocket(l.web.Feed(), limitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval}, log)
+	l.webWS = broadcast.NewWebSocket(l.web.Feed(), limitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval, Start: l.web.Start}, log)
 	l.startWeb = wc
 	l.add(control.ListenerWebSocket, protocol, raw.Addr(), l.webWS)
 	return raw, nil
@@ -350,6 +372,8 @@ func (l *listeners) wait(g *group) {
 // publish sends lines to the clients of every listener and returns the
 // text listener's sequence number of the last one.
 func (l *listeners) publish(lines [][]byte) uint64 {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
 	var seq uint64
 	for _, s := range l.servers {
 		if n := s.Publish(lines); s == l.text {
@@ -362,6 +386,8 @@ func (l *listeners) publish(lines [][]byte) uint64 {
 // publishMessage sends a typed message to the clients of every listener,
 // each in its protocol, and returns the text listener's sequence number.
 func (l *listeners) publishMessage(m message.Message) uint64 {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
 	var seq uint64
 	for _, s := range l.servers {
 		if n := s.PublishMessage(m); s == l.text {
@@ -375,7 +401,32 @@ func (l *listeners) publishMessage(m message.Message) uint64 {
 func (l *listeners) setLimits(cfg config.Config) {
 	for _, s := range l.servers {
 		s.SetLimits(limitsOf(cfg))
+		s.SetRetention(retentionOf(cfg))
 	}
+}
+
+// retentionOf is the configuration's retention, for every server.
+func retentionOf(cfg config.Config) broadcast.Retention {
+	r := cfg.Broadcast.Retain
+	return broadcast.Retention{Bytes: r.Bytes, Lines: r.Lines, Age: r.Age}
+}
+
+// retained reports the stream and what of it every listener can still
+// send: from the latest first line of any server.
+func (l *listeners) retained() control.StreamStatus {
+	out := control.StreamStatus{ID: l.stream}
+	for i, s := range l.servers {
+		r := s.Retained()
+		if i == 0 || r.First > out.First {
+			out.First = r.First
+		}
+		out.Last = r.Last
+		out.Bytes += r.Bytes
+	}
+	if out.First <= out.Last {
+		out.Lines = int64(out.Last - out.First + 1)
+	}
+	return out
 }
 
 // stats adds up every server's counters. A line is undelivered only when

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,9 +64,9 @@ type Server struct {
 
 	// status is set before Run, read-only after.
 	status func() control.Status
-	// froms holds the from= parameter of each upgraded connection until
-	// the broadcast server places it (From).
-	froms sync.Map // net.Conn -> string
+	// starts holds where each upgraded connection asked to start until
+	// the broadcast server admits it (Start).
+	starts sync.Map // net.Conn -> start
 }
 
 // New returns a server that will serve on ln.
@@ -118,14 +119,19 @@ func (s *Server) Feed() net.Listener { return s.feed }
 // Addr returns the address served.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// From returns, once, the from parameter with which conn, an upgraded
-// connection of Feed, asked for the feed ("" when none).
-func (s *Server) From(conn net.Conn) string {
-	v, ok := s.froms.LoadAndDelete(conn)
+// start is where a client asked to start: ?from=...&stream=...
+type start struct{ from, stream string }
+
+// Start returns, once, the from and stream parameters with which conn,
+// an upgraded connection of Feed, asked for the feed ("" when none), for
+// broadcast.WebSocketOptions.Start.
+func (s *Server) Start(conn net.Conn) (from, stream string) {
+	v, ok := s.starts.LoadAndDelete(conn)
 	if !ok {
-		return ""
+		return "", ""
 	}
-	return v.(string)
+	st := v.(start)
+	return st.from, st.stream
 }
 
 // Run serves until ctx is done, then stops accepting and closes Feed; it
@@ -189,9 +195,14 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	from := r.URL.Query().Get("from")
-	if from != "" && from != "first" && !isDigits(from) {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("from=%q: give a sequence number or \"first\"", from))
+	q := r.URL.Query()
+	st := start{from: q.Get("from"), stream: q.Get("stream")}
+	if st.from != "" && st.from != "first" && st.from != "next" && !isSeq(st.from) {
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("from=%q: give a sequence number (from 1), \"first\" or \"next\"", st.from))
+		return
+	}
+	if len(st.stream) > 64 {
+		httpError(w, http.StatusBadRequest, "stream: longer than 64 characters")
 		return
 	}
 	ws, err := s.up.Upgrade(w, r, nil)
@@ -200,11 +211,11 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request) {
 	}
 	conn := ws.NetConn()
 	conn.SetDeadline(time.Time{}) // the HTTP server's and the handshake's
-	if from != "" {
-		s.froms.Store(conn, from)
+	if st.from != "" {
+		s.starts.Store(conn, st)
 	}
 	if !s.feed.hand(conn) {
-		s.froms.Delete(conn)
+		s.starts.Delete(conn)
 		conn.SetWriteDeadline(time.Now().Add(time.Second))
 		conn.Write(closeFrame(1001, "server shutting down"))
 		conn.Close()
@@ -256,13 +267,10 @@ func (s *Server) originOK(o string, r *http.Request) bool {
 	return strings.EqualFold(u.Scheme, scheme) && strings.EqualFold(u.Host, r.Host)
 }
 
-func isDigits(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return len(s) > 0 && len(s) <= 20
+// isSeq reports whether s is a sequence number: digits, not 0.
+func isSeq(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 64)
+	return err == nil && n > 0
 }
 
 // httpError answers with status and {"error": msg}, as the control API.

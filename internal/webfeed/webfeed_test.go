@@ -52,7 +52,10 @@ func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadca
 	logger.SetOutput(io.Discard)
 	log := logrus.NewEntry(logger)
 	web := webfeed.New(ln, o, log)
-	web.SetStatus(func() control.Status { return control.Status{Version: "test", Pool: control.PoolStatus{Desired: 3, Running: 3}} })
+	web.SetStatus(func() control.Status {
+		return control.Status{Version: "test", Pool: control.PoolStatus{Desired: 3, Running: 3}}
+	})
+	wo.Start = web.Start
 	bc := broadcast.NewWebSocket(web.Feed(), lim, wo, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

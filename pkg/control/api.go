@@ -35,6 +35,22 @@ type Status struct {
 	Feed          FeedStatus     `json:"feed"`
 	Clients       ClientsSummary `json:"clients"`
 	Pool          PoolStatus     `json:"pool"`
+	Stream        StreamStatus   `json:"stream"`
+}
+
+// StreamStatus names the stream the feed's sequence numbers belong to and
+// the part of it the listeners retain for clients that resume.
+type StreamStatus struct {
+	// ID is the stream's identity, chosen at random when chattyd starts:
+	// a sequence number means something only with it.
+	ID string `json:"id"`
+	// First and Last are the oldest and newest lines every listener can
+	// still send; First is Last+1 when none is retained.
+	First uint64 `json:"first_seq"`
+	Last  uint64 `json:"last_seq"`
+	// Bytes and Lines are what the listeners retain, over them all.
+	Bytes int64 `json:"retained_bytes"`
+	Lines int64 `json:"retained_lines"`
 }
 
 // Listener is one address the daemon listens on.
@@ -50,6 +66,7 @@ const (
 	ListenerBroadcast = "broadcast"           // the text protocol: broadcast.listen
 	ListenerTLS       = "broadcast-tls"       // the text protocol over TLS: broadcast.tls
 	ListenerSigned    = "broadcast-signed"    // the signed protocol: broadcast.signed
+	ListenerSequenced = "broadcast-sequenced" // the sequenced protocol: broadcast.sequenced
 	ListenerWebSocket = "broadcast-websocket" // WebSocket clients and the web page: broadcast.websocket
 )
 
