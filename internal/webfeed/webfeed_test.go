@@ -42,7 +42,7 @@ type feedServer struct {
 	addr string
 }
 
-func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadcast.WebSocketOptions) *feedServer {
+func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadcast.WebSocketOptions, setup ...func(*broadcast.Server)) *feedServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,6 +57,9 @@ func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadca
 	})
 	wo.Start = web.Start
 	bc := broadcast.NewWebSocket(web.Feed(), lim, wo, log)
+	for _, f := range setup {
+		f(bc)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
@@ -531,5 +534,90 @@ func TestLoadToken(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// readText reads one message and fails the test unless it is text.
+func readText(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, m, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if typ != websocket.TextMessage {
+		t.Fatalf("message %q of type %d", m, typ)
+	}
+	return string(m)
+}
+
+// A client that asks with from= gets a preamble naming the stream and the
+// first sequence number, then every line from there, the live ones
+// following; a gap in the numbers is a message too.
+func TestResume(t *testing.T) {
+	f := startFeed(t, testLimits(), webfeed.Options{}, broadcast.WebSocketOptions{}, func(s *broadcast.Server) {
+		s.SetStream("s1")
+		s.SetRetention(broadcast.Retention{Bytes: 64 << 20})
+	})
+	var lines [][]byte
+	for i := 1; i <= 10; i++ {
+		l := fmt.Appendf(nil, "line %d", i)
+		if i == 4 {
+			l = append(l, bytes.Repeat([]byte("-"), 70000)...) // a 64-bit length
+		}
+		lines = append(lines, l)
+	}
+	f.bc.Publish(lines)
+
+	for _, tc := range []struct {
+		name, query, preamble string
+		first                 int
+	}{
+		{"first", "from=first", `{"stream":"s1","first":1}`, 1},
+		{"seq", "from=5&stream=s1", `{"stream":"s1","first":5}`, 5},
+		{"next", "from=next", `{"stream":"s1","first":11}`, 11},
+		{"other stream", "from=7&stream=old", `{"stream":"s1","first":1,"changed_from":"old"}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := f.dial(t, tc.query, nil)
+			if got := readText(t, c); got != tc.preamble+"\n" {
+				t.Fatalf("preamble %q, want %q", got, tc.preamble+"\n")
+			}
+			for i := tc.first; i <= 10; i++ {
+				if got := readText(t, c); got != string(lines[i-1]) {
+					t.Fatalf("line %d: %.40q", i, got)
+				}
+			}
+		})
+	}
+	live := f.dial(t, "", nil)
+	f.waitClients(t, 1)
+	if err := f.bc.PublishAt(20, [][]byte{[]byte("line 20")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readText(t, live); got != `{"gap":{"from":11,"to":19}}`+"\n" {
+		t.Errorf("a live client's gap: %q", got)
+	}
+	if got := readText(t, live); got != "line 20" {
+		t.Errorf("after the gap: %q", got)
+	}
+	c := f.dial(t, "from=12", nil)
+	if got := readText(t, c); got != `{"stream":"s1","first":20,"gap":{"from":12,"to":19}}`+"\n" {
+		t.Errorf("resuming into the gap: %q", got)
+	}
+	if got := readText(t, c); got != "line 20" {
+		t.Errorf("after the gap: %q", got)
+	}
+
+	// Ahead of the stream: refused with a reason.
+	c = f.dial(t, "from=99", nil)
+	_, _, err := c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "ahead") {
+		t.Errorf("from=99: %v, want close 1008 saying it is ahead", err)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(f.url("from=0"), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("from=0: %v (%s), want 400", err, body(resp))
 	}
 }
