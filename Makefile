@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed bench-websocket soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -70,6 +70,12 @@ fuzz:
 
 bench-signed: build
 	./bench/run.sh -only signed-per-message,signed-chained,signed-latency $(BENCH_FLAGS)
+
+# 1,000 WebSocket subscribers against 1,000 TCP subscribers in the same
+# run, and the idle memory of each (also part of `make bench`); see
+# docs/benchmarks.md.
+bench-websocket: build
+	./bench/run.sh -only websocket $(BENCH_FLAGS)
 
 # 50,000 idle clients on one chattyd: resident memory per connection,
 # keep-alives answered, time for a line to reach them all. Dials from
