@@ -559,7 +559,7 @@ func (c *Config) Validate() []Problem {
 	}
 	for i, o := range ws.AllowedOrigins {
 		if msg := checkOrigin(o); msg != "" {
-			bad(fmt.Sprintf("broadcast.websocket.allowed_origins[%d]", i), "%q %s", o, msg)
+			bad("broadcast.websocket.allowed_origins", "entry %d, %q, %s", i+1, o, msg)
 		}
 	}
 	positiveDur("broadcast.websocket.ping_interval", ws.PingInterval)

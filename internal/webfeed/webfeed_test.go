@@ -3,6 +3,8 @@ package webfeed_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/broadcast"
+	"github.com/chatty-dev/chatty/internal/tlsconf"
 	"github.com/chatty-dev/chatty/internal/webfeed"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/gorilla/websocket"
@@ -620,4 +623,52 @@ func TestResume(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("from=0: %v (%s), want 400", err, body(resp))
 	}
+}
+
+// Over TLS: the page, the lines and the close frames as over TCP.
+func TestTLS(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tlsconf.SelfSigned(priv, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := testLimits()
+	lim.MaxClientLine = 100
+	f := startFeed(t, lim, webfeed.Options{TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}}, broadcast.WebSocketOptions{})
+	insecure := &tls.Config{InsecureSkipVerify: true} // the test's own certificate
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure}}
+	resp, err := hc.Get("https://" + f.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("page over TLS: %d", resp.StatusCode)
+	}
+	d := websocket.Dialer{TLSClientConfig: insecure, HandshakeTimeout: 5 * time.Second}
+	h := http.Header{"Origin": {"https://" + f.addr}} // same origin, over https
+	c, resp, err := d.Dial("wss://"+f.addr+webfeed.PathFeed, h)
+	if err != nil {
+		t.Fatalf("dial: %v (%s)", err, body(resp))
+	}
+	defer c.Close()
+	f.waitClients(t, 1)
+	f.bc.Publish([][]byte{[]byte("one"), []byte("two")})
+	for _, want := range []string{"one", "two"} {
+		if got := readText(t, c); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	if err := c.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("z"), 101)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+		t.Fatalf("after an oversized message: %v, want close 1009", err)
+	}
+	f.waitClients(t, 0)
 }
