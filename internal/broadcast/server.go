@@ -1,6 +1,7 @@
 // Package broadcast fans feed lines out to TCP clients with the original
 // chatty server's text protocol (see package wire) or, on a server made by
-// NewSigned, as frames of the signed protocol (see package signed).
+// NewSigned, as frames of the signed protocol (see package signed), or, on
+// one made by NewWebSocket, as WebSocket messages (websocket.go).
 //
 // Lines are encoded once into a shared append-only log; every client has a
 // cursor into it and a writer that sends everything between its cursor and

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -101,7 +102,7 @@ func New(ln net.Listener, o Options, logger *logrus.Entry) *Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(debugWriter{logger}, "", 0), // failed TLS handshakes, bad requests
 		// No HTTP/2: a WebSocket is an HTTP/1.1 upgrade.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
@@ -286,6 +287,15 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 // closeFrame is a server's close frame with code and reason.
 func closeFrame(code int, reason string) []byte {
 	return append([]byte{0x88, byte(2 + len(reason)), byte(code >> 8), byte(code)}, reason...)
+}
+
+// debugWriter logs what the HTTP server reports at debug level: a
+// stranger's failed handshake is no operator's concern.
+type debugWriter struct{ log *logrus.Entry }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // connListener is the net.Listener of the upgraded connections.
