@@ -345,10 +345,14 @@ func (c *client) markClosed(reason closeReason) bool {
 	return true
 }
 
-// closeConn closes the connection; whichever half is blocked on it fails.
-func (c *client) closeConn() {
-	c.connClosed.Store(true)
+// closeConn closes the connection, once: whichever half is blocked on it
+// fails. It reports whether this call closed it.
+func (c *client) closeConn() bool {
+	if c.connClosed.Swap(true) {
+		return false
+	}
 	c.conn.Close()
+	return true
 }
 
 // start runs the client's two halves: parked, or on goroutines when they

@@ -245,10 +245,9 @@ func (c *client) endWriterRun(end writerEnd) {
 		c.lingerUntilDelivered(time.Now().Add(linger))
 	}
 	c.disconnect(closeDrained)
-	if c.srv.ws != nil {
+	if c.srv.ws != nil && c.closeConn() {
 		// The writer closes a WebSocket client's connection, after its
 		// close frame; a reader parked in the poller is not told.
-		c.closeConn()
 		c.wakeReader()
 	}
 	c.endHalf()

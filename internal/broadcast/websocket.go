@@ -361,15 +361,13 @@ func (c *client) wsFinish(cur cursor, rio *rawIO, nowait, debug bool) writerEnd 
 	if nowait {
 		rest, err := rio.writeNow(c.raw, bufs)
 		if err != nil {
-			c.closeConn()
-			return writerClosed
+			return writerClosed // endWriterRun closes the connection
 		}
 		if len(rest) > 0 {
 			go c.finishWrite(rio, rest, w, debug) // it comes back here, and ends
 			return writerHandedOff
 		}
 	} else if _, err := bufs.WriteTo(c.conn); err != nil {
-		c.closeConn()
 		return writerClosed
 	}
 	c.wrote(w, debug)

@@ -70,13 +70,18 @@ func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadca
 	wg.Go(func() { errs <- bc.Run(ctx) })
 	t.Cleanup(func() {
 		cancel()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Errorf("Run: %v", err)
+		for range 2 {
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("Run did not return: a client was left behind")
+				return
 			}
 		}
+		wg.Wait()
 	})
 	return &feedServer{web: web, bc: bc, addr: ln.Addr().String()}
 }
@@ -669,6 +674,29 @@ func TestTLS(t *testing.T) {
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
 		t.Fatalf("after an oversized message: %v, want close 1009", err)
+	}
+	f.waitClients(t, 0)
+}
+
+// A slow consumer that never reads again cannot be sent its close frame:
+// it is closed all the same, once the close frame's grace is over, and
+// leaves nothing behind.
+func TestSlowConsumerThatNeverReadsIsClosed(t *testing.T) {
+	lim := testLimits()
+	lim.QueueLines = 200
+	f := startFeed(t, lim, webfeed.Options{}, broadcast.WebSocketOptions{})
+	stuck, _, err := smallReceiveBuffer().Dial(f.url(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	f.waitClients(t, 1)
+	line := []byte(strings.Repeat("y", 1000))
+	for sent := 0; f.bc.Stats().SlowConsumers == 0; sent += 4 {
+		if sent > 200000 {
+			t.Fatal("no slow consumer")
+		}
+		f.bc.Publish([][]byte{line, line, line, line})
 	}
 	f.waitClients(t, 0)
 }
