@@ -59,6 +59,7 @@ var restartNames = map[string][]string{
 		"broadcast.signed.checkpoint_interval", "broadcast.signed.timestamp_window", "broadcast.signed.feed_type",
 		"broadcast.signed.auth", "broadcast.signed.upstream_rate", "broadcast.signed.upstream_burst",
 		"broadcast.signed.tls.enabled", "broadcast.signed.tls.self_signed"},
+	"broadcast.delivery": {"broadcast.delivery"},
 	"broadcast.websocket": {"broadcast.websocket.listen", "broadcast.websocket.allowed_origins",
 		"broadcast.websocket.ping_interval", "broadcast.websocket.token_file",
 		"broadcast.websocket.tls.enabled", "broadcast.websocket.tls.self_signed"},
