@@ -598,6 +598,7 @@ func TestResume(t *testing.T) {
 			}
 		})
 	}
+	f.waitClients(t, 0) // the subtests' clients are gone
 	live := f.dial(t, "", nil)
 	f.waitClients(t, 1)
 	if err := f.bc.PublishAt(20, [][]byte{[]byte("line 20")}); err != nil {

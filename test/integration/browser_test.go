@@ -104,6 +104,10 @@ func TestWebPageInABrowser(t *testing.T) {
 	}
 	isLive := func(s string) bool { return s == "live" }
 	waitDOM(t, ctx, "the page connected", `document.getElementById("state").textContent`, isLive)
+	// Lines fed from now on are the page's: chattyd counts it.
+	listenerRows := `Array.from(document.querySelectorAll("#status-listeners tr")).map(tr => Array.from(tr.cells).map(td => td.textContent).join(",")).join("|")`
+	waitDOM(t, ctx, "the WebSocket listener's one client in the status panel", listenerRows,
+		func(s string) bool { return strings.Contains(s, "broadcast-websocketwebsocket,"+wsAddr+",1") })
 
 	var fed []string
 	for i := 1; i <= 30; i++ {
@@ -138,8 +142,6 @@ func TestWebPageInABrowser(t *testing.T) {
 	waitDOM(t, ctx, "the status panel's 3 workers", `document.getElementById("status-workers").textContent`,
 		func(s string) bool { return s == "3 / 3" })
 	waitDOM(t, ctx, "3 worker slots", `document.querySelectorAll("#status-slots tr").length`, func(n int) bool { return n == 3 })
-	waitDOM(t, ctx, "the WebSocket listener's one client", `Array.from(document.querySelectorAll("#status-listeners tr")).map(tr => Array.from(tr.cells).map(td => td.textContent).join(",")).join("|")`,
-		func(s string) bool { return strings.Contains(s, "broadcast-websocketwebsocket,"+wsAddr+",1") })
 
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
@@ -157,6 +159,9 @@ func TestWebPageInABrowser(t *testing.T) {
 		func(s string) bool { return strings.HasPrefix(s, "reconnecting") })
 	d2 := harness.StartDaemon(t, harness.Options{Config: cfg})
 	waitDOM(t, ctx, "the page reconnected", `document.getElementById("state").textContent`, isLive)
+	// The page resumes with the old stream's numbers: the new chattyd
+	// starts it at the oldest line it holds, so a line fed before the
+	// page is counted is not missed.
 	d2.Feed("alpha after restart")
 	alpha = append(alpha, "alpha after restart")
 	waitDOM(t, ctx, "a line after the restart", visibleLines, func(got []string) bool { return slices.Equal(got, alpha) })
