@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots bench-nats soak clean man nats-test \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots bench-nats bench-websocket soak clean man nats-test \
 	package package-files verify-units systemd-test
 
 all: build
@@ -64,9 +64,6 @@ bench: build
 bench-retain:
 	$(GO) test -run '^$$' -bench 'CatchUp|Retention' -benchtime 1x ./internal/broadcast
 
-# The signed listener end to end, subscribers verifying every message:
-# per-message and chained at full speed, and their latency against the
-# text listener's (also part of `make bench`); see docs/benchmarks.md.
 # nats-test runs the shared-feed tests in full against a real three-node
 # nats-server cluster on loopback, which the tests install into the user's
 # cache (docs/scale-out.md); `make test` runs a short version.
@@ -90,8 +87,17 @@ fuzz:
 		done; \
 	done
 
+# The signed listener end to end, subscribers verifying every message:
+# per-message and chained at full speed, and their latency against the
+# text listener's (also part of `make bench`); see docs/benchmarks.md.
 bench-signed: build
 	./bench/run.sh -only signed-per-message,signed-chained,signed-latency $(BENCH_FLAGS)
+
+# 1,000 WebSocket subscribers against 1,000 TCP subscribers in the same
+# run, and the idle memory of each (also part of `make bench`); see
+# docs/benchmarks.md.
+bench-websocket: build
+	./bench/run.sh -only websocket $(BENCH_FLAGS)
 
 # 50,000 idle clients on one chattyd: resident memory per connection,
 # keep-alives answered, time for a line to reach them all. Dials from

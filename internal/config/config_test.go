@@ -177,6 +177,21 @@ var parseErrorCases = []struct {
 	{"bad log level", "version: 1\nlog:\n  level: verbose\n", []want{{3, "log.level", "debug, info, warning or error"}}},
 	{"bad log format", "version: 1\nlog:\n  format: xml\n", []want{{3, "log.format", "text or json"}}},
 	{"short summary interval", "version: 1\nlog:\n  summary_interval: 10ms\n", []want{{3, "log.summary_interval", "0 (off) or at least 1s"}}},
+	{"websocket listen", "version: 1\nbroadcast:\n  websocket:\n    listen: nowhere\n", []want{{4, "broadcast.websocket.listen", "host:port"}}},
+	{"websocket on the text port", "version: 1\nbroadcast:\n  listen: 127.0.0.1:7000\n  websocket:\n    listen: 127.0.0.1:7000\n",
+		[]want{{5, "broadcast.websocket.listen", "must differ from broadcast.listen"}}},
+	{"websocket origin with a path", "version: 1\nbroadcast:\n  websocket:\n    allowed_origins: [\"https://ok.example\", \"https://x.example/page\"]\n",
+		[]want{{4, "broadcast.websocket.allowed_origins", `entry 2, "https://x.example/page", must be an origin`}}},
+	{"websocket origin without scheme", "version: 1\nbroadcast:\n  websocket:\n    allowed_origins: [example.com]\n",
+		[]want{{4, "broadcast.websocket.allowed_origins", "http:// or https://"}}},
+	{"websocket ping not below idle", "version: 1\nbroadcast:\n  idle_timeout: 10s\n  websocket:\n    listen: 127.0.0.1:8080\n    ping_interval: 10s\n",
+		[]want{{6, "broadcast.websocket.ping_interval", "shorter than broadcast.idle_timeout"}}},
+	{"websocket zero ping", "version: 1\nbroadcast:\n  websocket:\n    ping_interval: 0s\n", []want{{4, "broadcast.websocket.ping_interval", "positive"}}},
+	{"websocket tls files without enabled", "version: 1\nbroadcast:\n  websocket:\n    listen: 127.0.0.1:8080\n    tls:\n      cert_file: c.pem\n",
+		[]want{{5, "broadcast.websocket.tls.enabled", "must be true"}}},
+	{"websocket tls without files", "version: 1\nbroadcast:\n  websocket:\n    listen: 127.0.0.1:8080\n    tls:\n      enabled: true\n",
+		[]want{{5, "broadcast.websocket.tls.cert_file", "required"}, {5, "broadcast.websocket.tls.key_file", "required"}}},
+	{"websocket unknown key", "version: 1\nbroadcast:\n  websocket:\n    origins: [x]\n", []want{{4, "broadcast.websocket.origins", "unknown field"}}},
 }
 
 func TestParseErrors(t *testing.T) {

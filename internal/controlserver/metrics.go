@@ -17,6 +17,7 @@ type collector struct {
 	buildInfo, uptime                               *prometheus.Desc
 	feedLines, feedBytes, feedDropped, feedUndeliv  *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed  *prometheus.Desc
+	listenerClients                                 *prometheus.Desc
 	authenticating, unauthRefused                   *prometheus.Desc
 	acksGood, acksMismatched, keepAlives, rejected  *prometheus.Desc
 	tlsFailed, authFailed, rateLimited              *prometheus.Desc
@@ -52,31 +53,32 @@ func newCollector(b Backend) *collector {
 		return prometheus.NewDesc("chatty_"+name, help, labels, nil)
 	}
 	return &collector{
-		b:              b,
-		buildInfo:      d("build_info", "Always 1; the version label is chattyd's version.", "version"),
-		uptime:         d("uptime_seconds", "Seconds since chattyd started."),
-		feedLines:      d("feed_lines_total", "Lines read from the feed."),
-		feedBytes:      d("feed_bytes_total", "Bytes read from the feed, terminators included."),
-		feedDropped:    d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
-		feedUndeliv:    d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
-		connected:      d("clients_connected", "Clients connected now."),
-		accepted:       d("clients_accepted_total", "Client connections accepted."),
-		refused:        d("clients_refused_total", "Client connections refused over max_clients."),
-		authenticating: d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
-		unauthRefused:  d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
-		slow:           d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
-		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
-		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
-		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
-		keepAlives:     d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
-		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
-		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
-		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
-		rateLimited:    d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
-		unknownLines:   d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
-		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
-		poolRunning:    d("pool_workers_running", "Worker processes running now."),
-		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+		b:               b,
+		buildInfo:       d("build_info", "Always 1; the version label is chattyd's version.", "version"),
+		uptime:          d("uptime_seconds", "Seconds since chattyd started."),
+		feedLines:       d("feed_lines_total", "Lines read from the feed."),
+		feedBytes:       d("feed_bytes_total", "Bytes read from the feed, terminators included."),
+		feedDropped:     d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
+		feedUndeliv:     d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
+		connected:       d("clients_connected", "Clients connected now."),
+		listenerClients: d("listener_clients", "Clients connected now to each listener.", "listener"),
+		accepted:        d("clients_accepted_total", "Client connections accepted."),
+		refused:         d("clients_refused_total", "Client connections refused over max_clients."),
+		authenticating:  d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
+		unauthRefused:   d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
+		slow:            d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
+		idleClosed:      d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
+		acksGood:        d("acks_good_total", "Acknowledgements whose length matched the line sent."),
+		acksMismatched:  d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		keepAlives:      d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
+		rejected:        d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
+		tlsFailed:       d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
+		authFailed:      d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
+		rateLimited:     d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
+		unknownLines:    d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
+		poolDesired:     d("pool_workers_desired", "Worker slots the pool should run."),
+		poolRunning:     d("pool_workers_running", "Worker processes running now."),
+		poolRestarts:    d("pool_restarts_total", "Worker restarts since chattyd started."),
 
 		qWaiting:         d("queue_lines_waiting", "Work queue: lines waiting for a worker."),
 		qInFlight:        d("queue_lines_in_flight", "Work queue: lines handed to workers and not acknowledged."),
@@ -89,7 +91,7 @@ func newCollector(b Backend) *collector {
 		qDeadLetters:     d("queue_dead_letters", "Work queue: poison lines in the dead-letter list."),
 		qDeadLettered:    d("queue_dead_lettered_total", "Work queue: poison lines set aside after max_deliveries."),
 		qWorkerInFlight:  d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged.", "client"),
-		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, WebSocket clients' from=, pool slots' next workers."),
 		resumeGaps:       d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
 		resumeGapLines:   d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
 		retainedBytes:    d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
@@ -129,7 +131,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.buildInfo, c.uptime,
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
-		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
+		c.connected, c.accepted, c.refused, c.slow, c.idleClosed, c.listenerClients,
 		c.authenticating, c.unauthRefused,
 		c.acksGood, c.acksMismatched, c.keepAlives, c.rejected,
 		c.tlsFailed, c.authFailed, c.rateLimited,
@@ -165,6 +167,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.feedDropped, st.Feed.Dropped)
 	counter(c.feedUndeliv, st.Feed.Undelivered)
 	gauge(c.connected, float64(st.Clients.Connected))
+	for _, l := range st.Listeners {
+		gauge(c.listenerClients, float64(l.Clients), l.Name)
+	}
 	counter(c.accepted, st.Clients.Accepted)
 	counter(c.refused, st.Clients.Refused)
 	gauge(c.authenticating, float64(st.Clients.Authenticating))

@@ -34,6 +34,8 @@ func TestMetrics(t *testing.T) {
 		"chatty_feed_undelivered_lines_total 5",
 		"# TYPE chatty_clients_connected gauge",
 		"chatty_clients_connected 2",
+		"# TYPE chatty_listener_clients gauge",
+		`chatty_listener_clients{listener="broadcast"} 2`,
 		"chatty_clients_accepted_total 7",
 		"chatty_clients_refused_total 1",
 		"# TYPE chatty_clients_authenticating gauge",

@@ -173,6 +173,7 @@ func New(opts Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
+	d.listeners.setStatus(backend{d}.Status)
 	d.source = newSource(opts, cfg)
 	d.feedState.set(control.FeedStarting)
 

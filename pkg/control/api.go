@@ -191,9 +191,10 @@ type StreamStatus struct {
 
 // Listener is one address the daemon listens on.
 type Listener struct {
-	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS or ListenerSigned
+	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS, ListenerSigned or ListenerWebSocket
 	Addr     string `json:"addr"`     // the bound address, such as "127.0.0.1:54321"
 	Protocol string `json:"protocol"` // such as "tcp"
+	Clients  int    `json:"clients"`  // clients connected to it now
 }
 
 // The names of the daemon's listeners in Status.Listeners.
@@ -202,6 +203,7 @@ const (
 	ListenerTLS       = "broadcast-tls"       // the text protocol over TLS: broadcast.tls
 	ListenerSigned    = "broadcast-signed"    // the signed protocol: broadcast.signed
 	ListenerSequenced = "broadcast-sequenced" // the sequenced protocol: broadcast.sequenced
+	ListenerWebSocket = "broadcast-websocket" // WebSocket clients and the web page: broadcast.websocket
 )
 
 // The states of the feed.
