@@ -405,6 +405,11 @@ func (c *WorkConsumer) giveBack() {
 		h.msg.Nak()
 	}
 	if len(hs) > 0 {
+		// Before the connection closes: the naks are what lets others
+		// take the lines at once.
+		if err := c.js.Conn().FlushTimeout(2 * time.Second); err != nil {
+			c.log.WithError(err).Warn("NATS: the work-queue lines given back may come again only after the ack wait")
+		}
 		c.log.Infof("NATS: %d work-queue lines not acknowledged by this chattyd's workers given back to the stream", len(hs))
 	}
 }
