@@ -84,7 +84,7 @@ func TestCommands(t *testing.T) {
 			wantCalls: []string{"status"}},
 		{name: "status of a work queue", args: []string{"status"}, wantCode: 0,
 			wantOut: []string{"work queue", "3 waiting, 2 in flight", "oldest waiting 1.5s; full, the feed is held back", "4 redelivered", "1 dead letters",
-				"worker 7", "broadcast-sequenced 127.0.0.1:40000", "2 in flight, 50 delivered, 48 acked"},
+				"worker 7", "on broadcast-sequenced: 2 in flight, 50 delivered, 48 acked"},
 			wantCalls: []string{"status"}},
 		{name: "deadletters", args: []string{"deadletters"}, wantCode: 0,
 			wantOut: []string{"SEQ", "DELIVERIES", "50", "2026-11-24 11:02:03", `"job \x1b POISON"`}, wantCalls: []string{"deadletters"}},

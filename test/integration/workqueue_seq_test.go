@@ -105,7 +105,7 @@ func TestQueueBothListenersEachLineOnce(t *testing.T) {
 		t.Errorf("%d clients connected, want %d", st.Clients.Connected, 2*perKind)
 	}
 	out := ctlOK(t, d.ControlSocket(), "status")
-	if c := strings.Count(out, control.ListenerSequenced+" 127.0.0.1:"); c != perKind {
+	if c := strings.Count(out, "on "+control.ListenerSequenced+": "); c != perKind {
 		t.Errorf("chattyctl status shows %d workers on %s, want %d:\n%s", c, control.ListenerSequenced, perKind, out)
 	}
 	resp, body := httpDo(t, d.ControlSocket(), http.MethodGet, "/metrics", "")
