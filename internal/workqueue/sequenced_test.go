@@ -409,3 +409,21 @@ func FuzzReadStartLine(f *testing.F) {
 		}
 	})
 }
+
+// max_clients counts the workers of both listeners: over it, a sequenced
+// connection is closed before its START is read.
+func TestSequencedMaxClients(t *testing.T) {
+	opts := DefaultOptions()
+	opts.MaxClients = 1
+	q, _ := startQueue(t, opts, true)
+	dial(t, q)
+	connected(t, q, 1)
+	w := dialSeq(t, q, "START - next")
+	w.conn.SetReadDeadline(time.Now().Add(waitFor))
+	if l, err := w.r.ReadString('\n'); err == nil {
+		t.Fatalf("over max_clients the sequenced connection was answered %q", l)
+	}
+	if st := q.Stats(); st.Refused != 1 || st.Connected != 1 {
+		t.Fatalf("refused %d, connected %d; want 1 and 1", st.Refused, st.Connected)
+	}
+}

@@ -46,7 +46,14 @@ func (q *Queue) admit(id uint64, conn net.Conn, listener Listener) {
 		connected: q.now(), wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	q.mu.Lock()
-	if q.closed || (q.opts.MaxClients > 0 && len(q.workers) >= q.opts.MaxClients) {
+	if q.closed {
+		// Run is ending: a sequenced worker that has just started.
+		q.mu.Unlock()
+		conn.Close()
+		q.connLog(id).Debug("Connection closed: the work queue is stopping")
+		return
+	}
+	if q.opts.MaxClients > 0 && len(q.workers) >= q.opts.MaxClients {
 		q.counts.refused++
 		max := q.opts.MaxClients
 		q.mu.Unlock()
