@@ -203,7 +203,7 @@ func (q *Queue) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var err error
 loop:
-	for running > 0 {
+	for {
 		select {
 		case <-ctx.Done():
 			break loop
@@ -211,6 +211,9 @@ loop:
 			running--
 			if err != nil {
 				break loop
+			}
+			if running == 0 {
+				accepted = nil // the workers connected are still served
 			}
 		case <-tick.C:
 			q.expire()
