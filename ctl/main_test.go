@@ -49,7 +49,7 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 	}
 	b.StatusValue.Queue = &control.QueueStatus{Waiting: 3, InFlight: 2, OldestWaitingSeconds: 1.5, FeedHeld: true,
 		Queued: 100, Acked: 95, Redeliveries: 4, DeadLetters: 1, DeadLettered: 1,
-		Workers: []control.QueueWorker{{ID: 7, Remote: "127.0.0.1:40000", InFlight: 2, Delivered: 50, Acked: 48}}}
+		Workers: []control.QueueWorker{{ID: 7, Listener: control.ListenerSequenced, Remote: "127.0.0.1:40000", InFlight: 2, Delivered: 50, Acked: 48}}}
 	b.DeadLettersValue = []control.DeadLetter{{Seq: 50, Line: "job \x1b POISON", Deliveries: 5, At: time.Date(2026, 11, 24, 11, 2, 3, 0, time.UTC)}}
 	b.WorkersValue = b.StatusValue.Pool.Slots
 	b.IdentityValue = &control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
@@ -84,7 +84,7 @@ func TestCommands(t *testing.T) {
 			wantCalls: []string{"status"}},
 		{name: "status of a work queue", args: []string{"status"}, wantCode: 0,
 			wantOut: []string{"work queue", "3 waiting, 2 in flight", "oldest waiting 1.5s; full, the feed is held back", "4 redelivered", "1 dead letters",
-				"worker 7", "2 in flight, 50 delivered, 48 acked"},
+				"worker 7", "on broadcast-sequenced: 2 in flight, 50 delivered, 48 acked"},
 			wantCalls: []string{"status"}},
 		{name: "deadletters", args: []string{"deadletters"}, wantCode: 0,
 			wantOut: []string{"SEQ", "DELIVERIES", "50", "2026-11-24 11:02:03", `"job \x1b POISON"`}, wantCalls: []string{"deadletters"}},

@@ -100,8 +100,8 @@ func printStatus(out io.Writer, st control.Status) error {
 			q.Waiting, q.InFlight, q.OldestWaitingSeconds, held, q.Queued, q.Acked, q.Redeliveries, q.AckTimeouts,
 			q.DeadLetters, q.DeadLettered, q.DeadLettersDropped)
 		for _, qw := range q.Workers {
-			fmt.Fprintf(w, "  worker %d\t%s\t%d in flight, %d delivered, %d acked, %d mismatched\n",
-				qw.ID, qw.Remote, qw.InFlight, qw.Delivered, qw.Acked, qw.Mismatched)
+			fmt.Fprintf(w, "  worker %d\t%s\ton %s: %d in flight, %d delivered, %d acked, %d mismatched\n",
+				qw.ID, qw.Remote, qw.Listener, qw.InFlight, qw.Delivered, qw.Acked, qw.Mismatched)
 		}
 	}
 	if r := st.Stream; r.ID != "" {

@@ -93,7 +93,7 @@ func newCollector(b Backend) *collector {
 		qAckTimeouts:     d("queue_ack_timeouts_total", "Work queue: workers disconnected for holding a line past ack_timeout."),
 		qDeadLetters:     d("queue_dead_letters", "Work queue: poison lines in the dead-letter list."),
 		qDeadLettered:    d("queue_dead_lettered_total", "Work queue: poison lines set aside after max_deliveries."),
-		qWorkerInFlight:  d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged.", "client"),
+		qWorkerInFlight:  d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged, by its connection and the listener it connected to.", "client", "listener"),
 		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, WebSocket clients' from=, pool slots' next workers."),
 		resumeGaps:       d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
 		resumeGapLines:   d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
@@ -260,7 +260,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.qDeadLetters, float64(q.DeadLetters))
 	counter(c.qDeadLettered, q.DeadLettered)
 	for _, w := range q.Workers {
-		gauge(c.qWorkerInFlight, float64(w.InFlight), strconv.FormatUint(w.ID, 10))
+		gauge(c.qWorkerInFlight, float64(w.InFlight), strconv.FormatUint(w.ID, 10), w.Listener)
 	}
 }
 

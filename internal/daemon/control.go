@@ -121,7 +121,7 @@ func queueStatus(qs workqueue.Stats, ws []workqueue.WorkerInfo) *control.QueueSt
 	}
 	for i, w := range ws {
 		out.Workers[i] = control.QueueWorker{
-			ID: w.ID, Remote: w.Remote, ConnectedAt: w.ConnectedAt, InFlight: w.InFlight,
+			ID: w.ID, Listener: queueListenerName(w.Listener), Remote: w.Remote, ConnectedAt: w.ConnectedAt, InFlight: w.InFlight,
 			Delivered: w.Delivered, Acked: w.Acked, Mismatched: w.Mismatched,
 		}
 	}
@@ -160,7 +160,7 @@ func (b backend) Clients() []control.Client {
 	if q := b.d.listeners.queue; q != nil {
 		for _, w := range q.Workers() {
 			out = append(out, control.Client{
-				ID: w.ID, Remote: w.Remote, Listener: control.ListenerBroadcast, ConnectedAt: w.ConnectedAt,
+				ID: w.ID, Remote: w.Remote, Listener: queueListenerName(w.Listener), ConnectedAt: w.ConnectedAt,
 				QueueLines: int64(w.InFlight), AckLag: int64(w.InFlight), LinesSent: w.Delivered,
 				AcksGood: w.Acked, AcksMismatched: w.Mismatched, KeepAlives: w.KeepAlives, UnknownLines: w.UnknownLines,
 			})

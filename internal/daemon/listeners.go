@@ -47,8 +47,8 @@ type listeners struct {
 	pubMu sync.Mutex
 
 	text      *broadcast.Server // the original protocol; nil when queue serves it
-	queue     *workqueue.Queue  // the text listener as a work queue (broadcast.delivery: one); else nil
-	sequenced *broadcast.Server // nil without broadcast.sequenced
+	queue     *workqueue.Queue  // the text listener, and the sequenced one if any, as a work queue (broadcast.delivery: one); else nil
+	sequenced *broadcast.Server // nil without broadcast.sequenced, or when the queue serves it
 	textTLS   *tlsconf.Server   // nil without broadcast.tls
 	signed    *broadcast.Server // nil without broadcast.signed
 	signedTLS *tlsconf.Server   // nil without TLS on the signed listener
@@ -133,8 +133,14 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 			return nil, fmt.Errorf("broadcast.sequenced.listen: %w", err)
 		}
 		l.bound = append(l.bound, qln)
-		l.sequenced = broadcast.NewSequenced(qln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast-sequenced"))
-		l.add(control.ListenerSequenced, "sequenced", qln.Addr(), l.sequenced)
+		if l.queue != nil {
+			// The same queue: a line goes to one worker of either listener.
+			l.queue.AddSequenced(qln, l.stream)
+			l.entries = append(l.entries, listenerEntry{name: control.ListenerSequenced, protocol: "sequenced", addr: qln.Addr()})
+		} else {
+			l.sequenced = broadcast.NewSequenced(qln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast-sequenced"))
+			l.add(control.ListenerSequenced, "sequenced", qln.Addr(), l.sequenced)
+		}
 	}
 
 	// One numbering for the clients of every listener, so that chattyctl
@@ -517,11 +523,31 @@ func (l *listeners) status() []control.Listener {
 			counts[addr] += n
 		}
 	}
+	var queued map[string]int // the queue's workers, by listener name
+	if l.queue != nil {
+		queued = make(map[string]int)
+		for _, w := range l.queue.Workers() {
+			queued[queueListenerName(w.Listener)]++
+		}
+	}
 	out := make([]control.Listener, len(l.entries))
 	for i, e := range l.entries {
-		out[i] = control.Listener{Name: e.name, Addr: e.addr.String(), Protocol: e.protocol, Clients: counts[e.addr]}
+		n := counts[e.addr]
+		if e.server == nil {
+			n = queued[e.name]
+		}
+		out[i] = control.Listener{Name: e.name, Addr: e.addr.String(), Protocol: e.protocol, Clients: n}
 	}
 	return out
+}
+
+// queueListenerName is the name of the listener a work-queue worker
+// connected to.
+func queueListenerName(l workqueue.Listener) string {
+	if l == workqueue.Sequenced {
+		return control.ListenerSequenced
+	}
+	return control.ListenerBroadcast
 }
 
 // clients lists the clients of every listener.

@@ -17,7 +17,8 @@ import (
 
 // With delivery one the text listener is a work queue. A full queue
 // holds the feed back without holding chattyctl send (refused, at once);
-// the queue and the sequenced listener number the lines alike; and the
+// the sequenced listener is served by the same queue, which resumes
+// nothing, its workers taking lines under the stream's numbers; and the
 // feed stops before the pool, so that workers can drain what they hold.
 func TestInProcessWorkQueue(t *testing.T) {
 	cfg := config.Default()
@@ -81,23 +82,35 @@ func TestInProcessWorkQueue(t *testing.T) {
 			seqAddr = l.Addr
 		}
 	}
-	sc, err := net.Dial("tcp", seqAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	fmt.Fprintf(sc, "START %s first\n", st.Stream.ID)
-	sr := bufio.NewReader(sc)
-	sc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if l, err := sr.ReadString('\n'); err != nil || !strings.HasPrefix(l, "STREAM ") {
-		t.Fatalf("sequenced answer %q, %v", l, err)
-	}
-	for i, want := range got {
-		l, err := sr.ReadString('\n')
-		if err != nil || l != fmt.Sprintf("%d %s\n", i+1, want) {
-			t.Fatalf("sequenced line %d: %q, %v; the queue's line %d was %q", i+1, l, err, i+1, want)
+	dialSeq := func(start string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := net.Dial("tcp", seqAddr)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "%s\n", start)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return c, bufio.NewReader(c)
 	}
+	_, sr := dialSeq(fmt.Sprintf("START %s first", st.Stream.ID))
+	if l, err := sr.ReadString('\n'); err != nil || !strings.HasPrefix(l, "ERROR the sequenced listener is a work queue") {
+		t.Fatalf("answer to START first: %q, %v; want it refused, a queue has no history", l, err)
+	}
+	// With the text worker gone, the next line goes to a sequenced
+	// worker, under its number in the stream, and is acked by it.
+	w.Close()
+	waitUntil(t, "the text worker gone", func() bool { return q.Stats().Connected == 0 })
+	sc, sr := dialSeq(fmt.Sprintf("START %s next", st.Stream.ID))
+	if l, err := sr.ReadString('\n'); err != nil || l != fmt.Sprintf("STREAM %s 7\n", st.Stream.ID) {
+		t.Fatalf("answer to START next: %q, %v; want STREAM %s 7", l, err, st.Stream.ID)
+	}
+	p.src.lines <- []byte("job 7")
+	if l, err := sr.ReadString('\n'); err != nil || l != "7 job 7\n" {
+		t.Fatalf("sequenced worker: %q, %v; want 7 job 7", l, err)
+	}
+	fmt.Fprintf(sc, "ACK 7\n")
+	waitUntil(t, "7 acks", func() bool { return q.Stats().Acked == 7 })
 
 	order := p.stopInOrder(t)
 	if i, j := slices.Index(order, "feed"), slices.Index(order, "pool"); i < 0 || j < i {

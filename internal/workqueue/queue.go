@@ -1,11 +1,18 @@
-// Package workqueue serves the text protocol's listener as a work queue
-// (broadcast.delivery: one): each feed line goes to one connected worker,
-// is done when that worker acknowledges it (ACK_RECEIVED <n>, matched in
-// order against the lines it was sent, as the broadcaster matches them),
-// and goes back to the front of the queue, for another worker, when its
-// worker disconnects, dies or does not acknowledge it within the ack
-// timeout. A line handed out MaxDeliveries times without an ack is set
-// aside as a dead letter, which Retry puts back.
+// Package workqueue serves the text protocol's listener, and the
+// sequenced listener's if AddSequenced is given one, as one work queue
+// (broadcast.delivery: one): each feed line goes to one connected worker
+// of either listener, is done when that worker acknowledges it, and goes
+// back to the front of the queue, for another worker, when its worker
+// disconnects, dies or does not acknowledge it within the ack timeout. A
+// line handed out MaxDeliveries times without an ack is set aside as a
+// dead letter, which Retry puts back.
+//
+// A worker of the text listener is sent each line as it is and
+// acknowledges with ACK_RECEIVED <n>, matched in order against the lines
+// it was sent, as the broadcaster matches them. A worker of the sequenced
+// listener starts with START <stream> next, is sent "<seq> <line>", and
+// acknowledges with ACK <seq>, which completes exactly that line: a worker
+// holds lines that are not contiguous, so an ack is never cumulative here.
 //
 // Lines are handed out in feed order to the worker with the fewest
 // unacknowledged lines (ties in turn), within a window of MaxInFlight
@@ -20,8 +27,9 @@
 // One mutex, Queue.mu, guards the queue's state: the waiting lines, every
 // worker's lines in flight, the dead letters and the counters. No
 // connection is read or written while it is held. Each worker has a
-// reader goroutine and a writer goroutine, owned by Run, which waits for
-// them.
+// reader goroutine and a writer goroutine, and a sequenced connection a
+// goroutine that reads its START before it is a worker, all owned by Run,
+// which waits for them.
 package workqueue
 
 import (
@@ -34,6 +42,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/logging"
@@ -119,13 +128,16 @@ type DeadLetter struct {
 	At         time.Time // when it was set aside
 }
 
-// Queue is a work queue on one listener. Build it with New, run it with Run.
+// Queue is a work queue on the text listener and, with AddSequenced, the
+// sequenced one. Build it with New, run it with Run.
 type Queue struct {
-	ln     net.Listener
+	ln     net.Listener // the text listener
+	seqLn  net.Listener // the sequenced listener; nil without one
+	stream string       // the stream the sequenced listener names
 	log    *logrus.Entry
 	now    func() time.Time
 	wg     sync.WaitGroup // connection goroutines
-	nextID uint64         // last worker id given; accept loop only
+	nextID atomic.Uint64  // last worker id given
 
 	mu      sync.Mutex // guards everything below
 	room    sync.Cond  // on mu: signalled when lines leave the queue or it closes
@@ -134,32 +146,34 @@ type Queue struct {
 	release bool // Publish no longer waits for room (Release, or Run has ended)
 	pending ring[*item]
 	workers []*worker // connected, in the order they came
-	turn    int       // where the next search for the least loaded worker starts
-	dead    []DeadLetter
-	seq     uint64 // last sequence number given
-	held    int    // lines waiting or in flight
-	heldB   int    // their bytes
-	waitB   int    // the bytes of the lines in pending
-	waiting int    // Publish calls waiting for room
-	counts  counters
-	roomCh  chan struct{} // one token: Room may have grown
+	// starting are the sequenced connections whose START is awaited.
+	starting map[net.Conn]struct{}
+	turn     int // where the next search for the least loaded worker starts
+	dead     []DeadLetter
+	seq      uint64 // last sequence number given
+	held     int    // lines waiting or in flight
+	heldB    int    // their bytes
+	waitB    int    // the bytes of the lines in pending
+	waiting  int    // Publish calls waiting for room
+	counts   counters
+	roomCh   chan struct{} // one token: Room may have grown
 }
 
 // counters are the queue's totals; guarded by Queue.mu.
 type counters struct {
 	published, acked, mismatched, redeliveries   uint64
 	deadLettered, deadDropped, accepted, refused uint64
-	keepAlives, unknown, ackTimeouts             uint64
+	keepAlives, unknown, ackTimeouts, badStarts  uint64
 }
 
 // New returns a queue that will accept workers on ln. It starts nothing.
 func New(ln net.Listener, opts Options, log *logrus.Entry) *Queue {
-	q := &Queue{ln: ln, log: log, now: time.Now, opts: opts, roomCh: make(chan struct{}, 1)}
+	q := &Queue{ln: ln, log: log, now: time.Now, opts: opts, roomCh: make(chan struct{}, 1), starting: make(map[net.Conn]struct{})}
 	q.room.L = &q.mu
 	return q
 }
 
-// Addr returns the listener's address.
+// Addr returns the text listener's address.
 func (q *Queue) Addr() net.Addr { return q.ln.Addr() }
 
 // SetOptions replaces the settings: a larger window or queue takes effect
@@ -180,8 +194,15 @@ func (q *Queue) SetOptions(opts Options) {
 // every connection and waits for their goroutines. Lines still held stay
 // counted (see Stats). It returns nil after ctx is done.
 func (q *Queue) Run(ctx context.Context) error {
-	accepted := make(chan error, 1)
-	go func() { accepted <- q.acceptLoop(ctx) }()
+	lns := []net.Listener{q.ln}
+	if q.seqLn != nil {
+		lns = append(lns, q.seqLn)
+	}
+	accepted := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { accepted <- q.acceptLoop(ctx, ln, ln == q.seqLn) }()
+	}
+	running := len(lns)
 
 	tick := time.NewTicker(q.checkEvery())
 	defer tick.Stop()
@@ -192,26 +213,38 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case err = <-accepted:
-			accepted = nil
+			running--
 			if err != nil {
 				break loop
+			}
+			if running == 0 {
+				accepted = nil // the workers connected are still served
 			}
 		case <-tick.C:
 			q.expire()
 			tick.Reset(q.checkEvery())
 		}
 	}
-	q.ln.Close()
-	if accepted != nil {
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for ; running > 0; running-- {
 		<-accepted
 	}
 	q.mu.Lock()
 	q.closed, q.release = true, true
 	ws := slices.Clone(q.workers)
+	var starting []net.Conn
+	for c := range q.starting {
+		starting = append(starting, c)
+	}
 	q.room.Broadcast()
 	q.mu.Unlock()
 	for _, w := range ws {
 		w.conn.Close()
+	}
+	for _, c := range starting {
+		c.Close()
 	}
 	q.wg.Wait()
 	return err
@@ -225,12 +258,13 @@ func (q *Queue) checkEvery() time.Duration {
 	return min(max(d, 5*time.Millisecond), time.Second)
 }
 
-// acceptLoop accepts workers until the listener is closed, backing off on
-// errors.
-func (q *Queue) acceptLoop(ctx context.Context) error {
+// acceptLoop accepts workers on ln until it is closed, backing off on
+// errors; a sequenced listener's connections are workers once they have
+// started.
+func (q *Queue) acceptLoop(ctx context.Context, ln net.Listener, sequenced bool) error {
 	var delay time.Duration
 	for {
-		conn, err := q.ln.Accept()
+		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -245,8 +279,12 @@ func (q *Queue) acceptLoop(ctx context.Context) error {
 			continue
 		}
 		delay = 0
-		q.nextID++
-		q.admit(q.nextID, conn)
+		id := q.nextID.Add(1)
+		if sequenced {
+			q.awaitStart(id, conn)
+			continue
+		}
+		q.admit(id, conn, Text)
 	}
 }
 
@@ -605,6 +643,9 @@ type Stats struct {
 	DeadLetters                                 int // in the list now
 	DeadLettered, DeadLettersDropped            uint64
 	Accepted, Refused, KeepAlives, UnknownLines uint64
+	// BadStarts counts the sequenced connections refused for their
+	// START line.
+	BadStarts uint64
 }
 
 // Stats returns the counters and state.
@@ -628,6 +669,7 @@ func (q *Queue) Stats() Stats {
 		Refused:            q.counts.refused,
 		KeepAlives:         q.counts.keepAlives,
 		UnknownLines:       q.counts.unknown,
+		BadStarts:          q.counts.badStarts,
 	}
 	st.WaitingBytes = q.waitB
 	if q.pending.len() > 0 {
@@ -638,7 +680,9 @@ func (q *Queue) Stats() Stats {
 
 // WorkerInfo describes one connected worker.
 type WorkerInfo struct {
-	ID          uint64
+	ID uint64
+	// Listener is the listener it connected to.
+	Listener    Listener
 	Remote      string
 	ConnectedAt time.Time
 	InFlight    int
@@ -655,7 +699,7 @@ func (q *Queue) Workers() []WorkerInfo {
 	out := make([]WorkerInfo, len(q.workers))
 	for i, w := range q.workers {
 		out[i] = WorkerInfo{
-			ID: w.id, Remote: w.remote, ConnectedAt: w.connected,
+			ID: w.id, Listener: w.listener, Remote: w.remote, ConnectedAt: w.connected,
 			InFlight: w.inflight.len(), Delivered: w.delivered, Acked: w.acked,
 			Mismatched: w.mismatched, KeepAlives: w.keepAlives, UnknownLines: w.unknown,
 		}

@@ -23,6 +23,12 @@ const waitFor = 10 * time.Second
 // checks that Run returns and leaves no goroutine behind.
 func start(t *testing.T, opts Options) (*Queue, *test.Hook) {
 	t.Helper()
+	return startQueue(t, opts, false)
+}
+
+// startQueue is start, with a sequenced listener too if sequenced.
+func startQueue(t *testing.T, opts Options, sequenced bool) (*Queue, *test.Hook) {
+	t.Helper()
 	before := runtime.NumGoroutine()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,6 +37,13 @@ func start(t *testing.T, opts Options) (*Queue, *test.Hook) {
 	logger, hook := test.NewNullLogger()
 	logger.SetLevel(logrus.DebugLevel)
 	q := New(ln, opts, logrus.NewEntry(logger))
+	if sequenced {
+		sln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.AddSequenced(sln, testStream)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- q.Run(ctx) }()

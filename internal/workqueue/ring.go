@@ -64,3 +64,18 @@ func (r *ring[T]) takeAll() []T {
 	}
 	return out
 }
+
+// removeAt removes the i-th element from the front, keeping the others in
+// order; 0 <= i < len.
+func (r *ring[T]) removeAt(i int) {
+	if i == 0 {
+		r.popFront()
+		return
+	}
+	var zero T
+	for j := i; j < r.n-1; j++ {
+		r.buf[(r.head+j)%len(r.buf)] = r.buf[(r.head+j+1)%len(r.buf)]
+	}
+	r.buf[(r.head+r.n-1)%len(r.buf)] = zero
+	r.n--
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/wire"
@@ -16,6 +17,7 @@ import (
 type worker struct {
 	q         *Queue
 	id        uint64
+	listener  Listener // where it connected: how lines are written and acks read
 	conn      net.Conn
 	remote    string
 	connected time.Time
@@ -23,11 +25,13 @@ type worker struct {
 	done      chan struct{} // closed when the worker is dropped
 
 	// Guarded by Queue.mu.
-	inflight   ring[*item] // handed out, in order; acks match the front
-	written    int         // how many of inflight, from the front, are written
-	due        bool        // the writer has been woken for lines not yet written
-	answers    int         // KEEP_ALIVE_ACK answers to write
-	gone       bool        // dropped: its lines are back in the queue
+	// inflight are the lines handed out, in the order they were: a text
+	// worker's acks match the front, a sequenced worker's name theirs.
+	inflight   ring[*item]
+	written    int  // how many of inflight, from the front, are written
+	due        bool // the writer has been woken for lines not yet written
+	answers    int  // KEEP_ALIVE_ACK answers to write
+	gone       bool // dropped: its lines are back in the queue
 	delivered  uint64
 	acked      uint64
 	mismatched uint64
@@ -36,13 +40,20 @@ type worker struct {
 }
 
 // admit starts serving a new connection, or refuses it over MaxClients.
-func (q *Queue) admit(id uint64, conn net.Conn) {
+func (q *Queue) admit(id uint64, conn net.Conn, listener Listener) {
 	w := &worker{
-		q: q, id: id, conn: conn, remote: conn.RemoteAddr().String(),
+		q: q, id: id, listener: listener, conn: conn, remote: conn.RemoteAddr().String(),
 		connected: q.now(), wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	q.mu.Lock()
-	if q.closed || (q.opts.MaxClients > 0 && len(q.workers) >= q.opts.MaxClients) {
+	if q.closed {
+		// Run is ending: a sequenced worker that has just started.
+		q.mu.Unlock()
+		conn.Close()
+		q.connLog(id).Debug("Connection closed: the work queue is stopping")
+		return
+	}
+	if q.opts.MaxClients > 0 && len(q.workers) >= q.opts.MaxClients {
 		q.counts.refused++
 		max := q.opts.MaxClients
 		q.mu.Unlock()
@@ -62,7 +73,7 @@ func (q *Queue) admit(id uint64, conn net.Conn) {
 			q.connLog(id).WithError(err).Debug("Cannot set TCP keep-alive")
 		}
 	}
-	q.connLog(id).Info("New connection established")
+	q.connLog(id).WithField("listener", listener.String()).Info("New connection established")
 	q.wg.Add(2)
 	go func() { defer q.wg.Done(); w.readLoop() }()
 	go func() { defer q.wg.Done(); w.writeLoop() }()
@@ -158,7 +169,12 @@ func (w *worker) writeLoop() {
 			buf = append(buf, '\n')
 		}
 		for i := w.written; i < w.inflight.len(); i++ {
-			buf = append(buf, w.inflight.at(i).line...)
+			it := w.inflight.at(i)
+			if w.listener == Sequenced {
+				buf = strconv.AppendUint(buf, it.seq, 10)
+				buf = append(buf, ' ')
+			}
+			buf = append(buf, it.line...)
 			buf = append(buf, '\n')
 		}
 		w.written = w.inflight.len()
@@ -180,9 +196,14 @@ func (w *worker) writeLoop() {
 	}
 }
 
-// completeNoAckLocked completes the written lines at the front of the
-// window that expect no ack (they read like KEEP_ALIVE_ACK).
+// completeNoAckLocked completes the written lines at the front of a text
+// worker's window that expect no ack (they read like KEEP_ALIVE_ACK). A
+// sequenced worker acknowledges every line: its lines cannot be taken
+// for the keep-alive's answer.
 func (w *worker) completeNoAckLocked() {
+	if w.listener != Text {
+		return
+	}
 	for w.written > 0 && w.inflight.len() > 0 && w.inflight.at(0).noAck {
 		w.q.doneLocked(w.inflight.popFront(), true)
 		w.written--
@@ -201,11 +222,23 @@ func (w *worker) readLoop() {
 	sp.max = max
 	buf := make([]byte, 4096)
 	var acks []int64
+	var seqAcks []uint64
 	for {
 		n, err := w.conn.Read(buf)
-		acks = acks[:0]
+		acks, seqAcks = acks[:0], seqAcks[:0]
 		keepAlives, unknown := 0, 0
 		tooLong := sp.feed(buf[:n], func(line []byte) {
+			if w.listener == Sequenced {
+				switch kind, seq := parseSeqClientLine(line); kind {
+				case wire.Ack:
+					seqAcks = append(seqAcks, seq)
+				case wire.KeepAliveLine:
+					keepAlives++
+				default:
+					unknown++
+				}
+				return
+			}
 			switch kind, v := wire.ParseClientLine(line); kind {
 			case wire.Ack:
 				acks = append(acks, v)
@@ -215,8 +248,8 @@ func (w *worker) readLoop() {
 				unknown++
 			}
 		})
-		if len(acks) > 0 || keepAlives > 0 || unknown > 0 {
-			w.apply(acks, keepAlives, unknown)
+		if len(acks) > 0 || len(seqAcks) > 0 || keepAlives > 0 || unknown > 0 {
+			w.apply(acks, seqAcks, keepAlives, unknown)
 		}
 		switch {
 		case tooLong:
@@ -233,9 +266,10 @@ func (w *worker) readLoop() {
 	}
 }
 
-// apply matches acks against the oldest lines in flight, in order, and
+// apply matches a text worker's acks against the oldest lines in flight,
+// in order, and a sequenced worker's against the lines they name, and
 // counts keep-alives (to answer) and unknown lines.
-func (w *worker) apply(acks []int64, keepAlives, unknown int) {
+func (w *worker) apply(acks []int64, seqAcks []uint64, keepAlives, unknown int) {
 	q := w.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -254,6 +288,9 @@ func (w *worker) apply(acks []int64, keepAlives, unknown int) {
 		w.keepAlives += uint64(keepAlives)
 		q.counts.keepAlives += uint64(keepAlives)
 		w.wakeWriter()
+	}
+	for _, seq := range seqAcks {
+		w.ackSeqLocked(seq)
 	}
 	var back []*item
 	for _, n := range acks {

@@ -47,8 +47,8 @@ type Status struct {
 	NATS *NATSStatus `json:"nats,omitempty"`
 }
 
-// QueueStatus describes the work queue that serves the text listener
-// with broadcast.delivery: one.
+// QueueStatus describes the work queue that serves the text listener,
+// and the sequenced listener if configured, with broadcast.delivery: one.
 type QueueStatus struct {
 	// Waiting counts the lines waiting for a worker, WaitingBytes their
 	// bytes, and InFlight the lines handed out and not acknowledged.
@@ -83,7 +83,10 @@ type QueueStatus struct {
 // QueueWorker is one worker connected to the work queue.
 type QueueWorker struct {
 	// ID is the connection's id, as in Client.ID.
-	ID          uint64    `json:"id"`
+	ID uint64 `json:"id"`
+	// Listener is the listener it connected to: ListenerBroadcast (the
+	// text protocol) or ListenerSequenced.
+	Listener    string    `json:"listener"`
 	Remote      string    `json:"remote"`
 	ConnectedAt time.Time `json:"connected_at"`
 	// InFlight counts the lines it holds unacknowledged.

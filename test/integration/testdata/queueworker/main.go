@@ -7,6 +7,11 @@
 //
 // With -ack-delay it waits between handling lines and acknowledging
 // them, as a slow worker does.
+// With -sequenced it is a worker of the sequenced listener instead: it
+// sends START - next, reads the STREAM answer, is sent "<seq> <line>",
+// records the line and answers "ACK <seq>"; -bad-ack-on makes it answer a
+// line that holds that text, the first time, with the ack of a number it
+// was never sent.
 //
 // Usage: queueworker [flags] ADDR. It exits 2 at the end of its lifetime
 // (-life-min to -life-max; none when both are 0), having handled lines it
@@ -36,6 +41,8 @@ func main() {
 	dieOn := flag.String("die-on", "", "exit 3 on receiving a line that holds this")
 	keepAlive := flag.Duration("keepalive", 200*time.Millisecond, "send KEEP_ALIVE this often")
 	ackDelay := flag.Duration("ack-delay", 0, "wait this long between handling lines and acknowledging them (a slow worker)")
+	sequenced := flag.Bool("sequenced", false, "speak the sequenced protocol (START - next, <seq> <line>, ACK <seq>)")
+	badAckOn := flag.String("bad-ack-on", "", "with -sequenced, acknowledge a line that holds this with a wrong number, once")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: queueworker [flags] ADDR")
@@ -76,7 +83,17 @@ func main() {
 	}()
 
 	r := bufio.NewReaderSize(conn, 64<<10)
+	if *sequenced {
+		if _, err := conn.Write([]byte("START - next\n")); err != nil {
+			os.Exit(2)
+		}
+		if l, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(l, "STREAM ") {
+			fmt.Fprintf(os.Stderr, "queueworker: answer to START: %q, %v\n", l, err)
+			os.Exit(2)
+		}
+	}
 	var acks, handled []byte
+	badAcked := false
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -86,11 +103,29 @@ func main() {
 		if line == "KEEP_ALIVE_ACK" {
 			continue
 		}
+		var seq uint64
+		if *sequenced {
+			num, text, ok := strings.Cut(line, " ")
+			n, err := strconv.ParseUint(num, 10, 64)
+			if !ok || err != nil {
+				fmt.Fprintf(os.Stderr, "queueworker: not a sequenced line: %q\n", line)
+				os.Exit(1)
+			}
+			seq, line = n, text
+		}
 		if *dieOn != "" && strings.Contains(line, *dieOn) {
 			os.Exit(3)
 		}
 		handled = append(append(handled, line...), '\n')
-		acks = fmt.Appendf(acks, "ACK_RECEIVED %d\n", len(line))
+		switch {
+		case !*sequenced:
+			acks = fmt.Appendf(acks, "ACK_RECEIVED %d\n", len(line))
+		case *badAckOn != "" && !badAcked && strings.Contains(line, *badAckOn):
+			badAcked = true
+			acks = fmt.Appendf(acks, "ACK %d\n", seq+1000000)
+		default:
+			acks = fmt.Appendf(acks, "ACK %d\n", seq)
+		}
 		if r.Buffered() > 0 {
 			continue
 		}
