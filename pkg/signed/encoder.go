@@ -152,6 +152,10 @@ func (e *Encoder) PublicKey() ed25519.PublicKey { return e.pub }
 // the first.
 func (e *Encoder) Seq() uint64 { return e.seq }
 
+// Head returns the chain digest after the last message appended (Chained
+// mode; zero before the first, and always in the PerMessage mode).
+func (e *Encoder) Head() Digest { return e.head }
+
 // Uncovered returns the number of chained messages no checkpoint covers
 // yet. While it is not 0 the caller should make sure Checkpoint is called
 // within the checkpoint interval, so an idle feed does not leave messages
