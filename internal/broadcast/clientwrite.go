@@ -41,6 +41,9 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	}()
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
+		if r := c.w.restart.Swap(nil); r != nil {
+			cur = c.restartAt(r)
+		}
 		if c.authPending() {
 			// Nothing, not even the anchor, before the client has
 			// authenticated; authenticate wakes the writer. A server

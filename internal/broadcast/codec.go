@@ -43,6 +43,10 @@ type codec interface {
 	// gapLocked runs when the log's sequence numbers jump (appendAt):
 	// lines from through to were never appended.
 	gapLocked(l *log, from, to uint64)
+	// chunkLocked runs when the log starts chunk c, before anything is
+	// appended to it: the codec keeps in it what it needs to find its
+	// state at any line of the chunk (the signed codec's chain digest).
+	chunkLocked(c *chunk)
 }
 
 // gapRange is lines a resuming client asked for that the log does not
@@ -95,6 +99,7 @@ func (textCodec) appendedLocked(*log)            {}
 func (textCodec) closingLocked(*log)             {}
 func (textCodec) joinLocked() (joined, error)    { return joined{}, nil }
 func (textCodec) gapLocked(*log, uint64, uint64) {}
+func (textCodec) chunkLocked(*chunk)             {}
 
 func (textCodec) skip(buf []byte, n uint64) int { return skipLines(buf, n, nil) }
 
@@ -243,10 +248,16 @@ func (*signedCodec) skip(buf []byte, n uint64) int {
 
 func (*signedCodec) gapLocked(*log, uint64, uint64) {}
 
-// resumeLocked: a signed client cannot resume yet; it is refused with a
-// reason rather than sent frames its anchor does not cover.
+// chunkLocked keeps the chain digest at the chunk's start: with it, the
+// digest after any of its lines is found by reading the chunk's frames
+// up to that line (signedresume.go).
+func (sc *signedCodec) chunkLocked(c *chunk) { c.head = sc.enc.Head() }
+
+// resumeLocked: a signed client resumes by a RESUME frame of its own
+// (signedresume.go), never by a Placement or a START; this is refused
+// with a reason rather than sent frames no anchor covers.
 func (*signedCodec) resumeLocked(*log, cursor, gapRange, string) (joined, error) {
-	return joined{}, errors.New("the signed listener does not resume from a sequence number")
+	return joined{}, errors.New("the signed listener resumes only by a client's RESUME frame")
 }
 
 func (sc *signedCodec) joinLocked() (joined, error) {

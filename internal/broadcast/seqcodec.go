@@ -32,6 +32,7 @@ func (seqCodec) encodeMessageLocked(dst []byte, m *message.Message, seq uint64) 
 
 func (seqCodec) appendedLocked(*log) {}
 func (seqCodec) closingLocked(*log)  {}
+func (seqCodec) chunkLocked(*chunk)  {}
 
 // joinLocked is never used: every client of the sequenced listener starts
 // through resumeLocked, which answers its START.

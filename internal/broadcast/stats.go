@@ -160,7 +160,7 @@ func (s *Server) Clients() []ClientInfo {
 			QueueBytes:     lag(endPos, c.w.sentPos.Load()),
 			QueueLines:     lag(endSeq, sentSeq),
 			AckLag:         lag(sentSeq, c.acks.nextSeq.Load()),
-			LinesSent:      sentSeq - c.firstSeq,
+			LinesSent:      sentSeq - c.firstSeq.Load(),
 			AcksGood:       c.acks.good.Load(),
 			AcksMismatched: c.acks.bad.Load(),
 			KeepAlives:     c.w.keepAlives.Load(),
