@@ -41,8 +41,8 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	}()
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
-		if r := c.w.restart.Swap(nil); r != nil {
-			cur = c.restartAt(r)
+		if c.w.restart.Load() != nil { // a load first: no store on every write
+			cur = c.restartAt(c.w.restart.Swap(nil))
 		}
 		if c.authPending() {
 			// Nothing, not even the anchor, before the client has
