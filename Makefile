@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed bench-retain soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -53,7 +53,14 @@ bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./internal/broadcast
+	$(MAKE) bench-retain
 	$(MAKE) bench-scale
+
+# Retention and resume: a client catching up 1,000,000 lines against a
+# live one, and live fan-out with retention on against off, at 100 and
+# 1000 clients, each pair in one run (docs/benchmarks.md).
+bench-retain:
+	$(GO) test -run '^$$' -bench 'CatchUp|Retention' -benchtime 1x ./internal/broadcast
 
 # The signed listener end to end, subscribers verifying every message:
 # per-message and chained at full speed, and their latency against the

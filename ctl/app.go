@@ -166,13 +166,23 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"U+009B as \\u009b, a byte that is not UTF-8 as \\xff); tab and the line ends are kept. " +
 					"Otherwise, in a pipe or into a file, the bytes are written unchanged.\n\n" +
 					"watch exits 0 when interrupted or when nobody reads its output any more (watch | head), " +
-					"and 1 when chattyd closes the connection, saying why when it knows.",
+					"and 1 when chattyd closes the connection, saying why when it knows.\n\n" +
+					"With --from, --since or --state, watch reads the sequenced listener " +
+					"(broadcast.sequenced.listen) and can start in the past, from the lines chattyd retains " +
+					"(broadcast.retain). Lines no longer retained, and a chattyd restarted since (a new " +
+					"stream, whose numbers start again), are told on standard error. --state FILE records " +
+					"the stream and number of the last line printed, replaced whole after every read, so " +
+					"that watch started again with the same FILE goes on after that line; a watch that was " +
+					"killed may print the lines of its last read again.",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
 					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
 					&cli.DurationFlag{Name: "keepalive", Value: 15 * time.Second,
 						Usage: "send KEEP_ALIVE this often on the text protocol; 0 sends none"},
+					&cli.StringFlag{Name: "from", Usage: "on the sequenced listener, start at line `SEQ`, or first (the oldest retained), or next"},
+					&cli.DurationFlag{Name: "since", Usage: "on the sequenced listener, start with the lines of the last `DURATION` (such as 5m) still retained"},
+					&cli.StringFlag{Name: "state", Usage: "on the sequenced listener, record the last line printed in `FILE` and, started again, continue after it"},
 				}, clientopts.Flags()...),
 				Action: cmdWatch,
 			},

@@ -77,6 +77,12 @@ func printStatus(out io.Writer, st control.Status) error {
 	if cs.UnknownLines > 0 {
 		fmt.Fprintf(w, "; %d unknown client lines", cs.UnknownLines)
 	}
+	if cs.Resumed > 0 {
+		fmt.Fprintf(w, "; %d resumed", cs.Resumed)
+	}
+	if cs.ResumeGaps > 0 {
+		fmt.Fprintf(w, "; %d told of a gap (%d lines no longer retained)", cs.ResumeGaps, cs.ResumeGapLines)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
 	if r := st.Stream; r.ID != "" {

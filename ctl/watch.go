@@ -58,6 +58,19 @@ func cmdWatch(c *cli.Context) error {
 	if c.Bool("tls") && protocol == "tcp" {
 		protocol = "tls"
 	}
+	res, err := resumeOptions(c)
+	if err != nil {
+		return err
+	}
+	if res.set && protocol == "signed" {
+		return usagef("watch: --from, --since and --state read the sequenced listener; the signed listener does not resume yet")
+	}
+	if res.set {
+		if c.Bool("tls") {
+			return usagef("watch: the sequenced listener has no TLS; drop --tls")
+		}
+		protocol = "sequenced"
+	}
 	addr := c.String("addr")
 	if addr == "" {
 		cl, err := newClient(c)
@@ -80,6 +93,9 @@ func cmdWatch(c *cli.Context) error {
 		}
 		if addr == "" && protocol == "signed" {
 			return errors.New("chattyd reports no signed listener (broadcast.signed.listen); give --addr")
+		}
+		if addr == "" && protocol == "sequenced" {
+			return errors.New("--from, --since and --state need the sequenced listener, which chattyd does not run: set broadcast.sequenced.listen (or give --addr)")
 		}
 		if addr == "" {
 			return errors.New("chattyd reports no TCP listener; give --addr")
@@ -119,9 +135,12 @@ func cmdWatch(c *cli.Context) error {
 		defer ew.Flush()
 		out = ew
 	}
-	if pub != nil {
+	switch {
+	case pub != nil:
 		err = watchSigned(c.Context, conn, addr, pub, key, out)
-	} else {
+	case res.set:
+		err = watchSequenced(c.Context, conn, addr, res, c.Duration("keepalive"), out, c.App.ErrWriter)
+	default:
 		err = watch(c.Context, conn, addr, c.Duration("keepalive"), out)
 	}
 	if stdout.closed() {

@@ -214,7 +214,15 @@ func newClient(s *Server, id uint64, conn net.Conn, at *seekStart, other string)
 		err   error
 	)
 	if at != nil {
-		start, j, _, err = s.lines.joinAt(*at, other)
+		var gap gapRange
+		start, j, gap, err = s.lines.joinAt(*at, other)
+		if err == nil {
+			s.resumed.Add(1)
+			if !gap.empty() {
+				s.gaps.Add(1)
+				s.gapLines.Add(gap.To - gap.From + 1)
+			}
+		}
 	} else {
 		start, j, err = s.lines.join()
 	}

@@ -64,16 +64,18 @@ func TestRetentionByLinesAndAge(t *testing.T) {
 	}
 
 	l = newLog(textCodec{})
-	l.setRetention(Retention{Bytes: 1 << 30, Age: 50 * time.Millisecond})
+	l.setRetention(Retention{Bytes: 1 << 30, Age: time.Hour})
 	for range 8000 { // three chunks or so
 		l.append([][]byte{line})
 	}
 	if r := l.retained(); r.First != 1 {
 		t.Fatalf("fresh lines released early: retained from %d", r.First)
 	}
-	poll.Eventually(t, wait, func() bool { return l.retained().First == l.head.firstSeq }, "lines older than the age released")
-	if r := l.retained(); r.Last != 8000 {
-		t.Errorf("the chunk being appended to was released: last %d", r.Last)
+	l.mu.Lock()
+	l.trimLocked(time.Now().Add(2 * time.Hour).UnixNano())
+	l.mu.Unlock()
+	if r := l.retained(); r.First != l.head.firstSeq || r.Last != 8000 {
+		t.Errorf("two hours on, retained %d..%d; want only the chunk being appended to, %d..8000", r.First, r.Last, l.head.firstSeq)
 	}
 }
 
@@ -242,6 +244,9 @@ func TestSequencedGapWhenRetentionIsExceeded(t *testing.T) {
 	}
 	c := dialStart(t, s, "START teststream 5")
 	c.expectLines(t, fmt.Sprintf("STREAM teststream %d", first), fmt.Sprintf("GAP 5 %d", first-1), seqLine(first))
+	if st := s.Stats(); st.Resumed != 1 || st.Gaps != 1 || st.GapLines != first-5 {
+		t.Errorf("resumed %d, gaps %d of %d lines; want 1, 1 of %d", st.Resumed, st.Gaps, st.GapLines, first-5)
+	}
 }
 
 func TestSequencedGapInTheStream(t *testing.T) {

@@ -169,6 +169,9 @@ type Server struct {
 	rejected      atomic.Uint64
 	authFailed    atomic.Uint64
 	rateLimited   atomic.Uint64
+	resumed       atomic.Uint64
+	gaps          atomic.Uint64
+	gapLines      atomic.Uint64
 
 	refusedLog   logLimiter // refusals over max_clients
 	unauthLog    logLimiter // refusals over max_unauthenticated

@@ -62,6 +62,13 @@ type Stats struct {
 	// UnauthenticatedRefused counts connections refused because
 	// MaxUnauthenticated clients were authenticating already.
 	UnauthenticatedRefused uint64
+
+	// Resumed counts clients that started at a sequence number (START,
+	// or a pool slot's next worker); Gaps those of them told that lines
+	// they asked for are no longer retained, and GapLines those lines.
+	Resumed  uint64
+	Gaps     uint64
+	GapLines uint64
 }
 
 // Add adds o's counters to s, every one of them: the totals of a daemon's
@@ -70,6 +77,9 @@ type Stats struct {
 // them instead (a line no client of either got is the smaller
 // Undelivered).
 func (s *Stats) Add(o Stats) {
+	s.Resumed += o.Resumed
+	s.Gaps += o.Gaps
+	s.GapLines += o.GapLines
 	s.Lines += o.Lines
 	s.Bytes += o.Bytes
 	s.Undelivered += o.Undelivered
@@ -131,6 +141,10 @@ func (s *Server) Stats() Stats {
 		RateLimited:   s.rateLimited.Load(),
 
 		UnauthenticatedRefused: s.unauthRefused.Load(),
+
+		Resumed:  s.resumed.Load(),
+		Gaps:     s.gaps.Load(),
+		GapLines: s.gapLines.Load(),
 	}
 	s.mu.Lock()
 	st.AcksGood, st.AcksMismatched = s.gone.AcksGood, s.gone.AcksMismatched

@@ -65,6 +65,8 @@ type Addrs struct {
 	Text   string // control.ListenerBroadcast: broadcast.listen
 	TLS    string // control.ListenerTLS: broadcast.tls.listen
 	Signed string // control.ListenerSigned: broadcast.signed.listen
+	// Sequenced is control.ListenerSequenced: broadcast.sequenced.listen.
+	Sequenced string
 }
 
 // ListenerAddrs returns the addresses st reports.
@@ -78,6 +80,8 @@ func ListenerAddrs(st control.Status) Addrs {
 			a.TLS = l.Addr
 		case control.ListenerSigned:
 			a.Signed = l.Addr
+		case control.ListenerSequenced:
+			a.Sequenced = l.Addr
 		}
 	}
 	return a

@@ -22,6 +22,7 @@ type collector struct {
 	unknownLines                                    *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts          *prometheus.Desc
 	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
+	resumed, resumeGaps, resumeGapLines             *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -54,6 +55,9 @@ func newCollector(b Backend) *collector {
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+		resumed:        d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumeGaps:     d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
+		resumeGapLines: d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
 		retainedBytes:  d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
 		retainedLines:  d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
 		firstSeq:       d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
@@ -73,6 +77,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
 		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
+		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
 		ch <- d
 	}
@@ -111,6 +116,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)
+	counter(c.resumed, st.Clients.Resumed)
+	counter(c.resumeGaps, st.Clients.ResumeGaps)
+	counter(c.resumeGapLines, st.Clients.ResumeGapLines)
 	gauge(c.retainedBytes, float64(st.Stream.Bytes))
 	gauge(c.retainedLines, float64(st.Stream.Lines))
 	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)

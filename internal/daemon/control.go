@@ -65,6 +65,10 @@ func (b backend) Status() control.Status {
 
 			Authenticating:         st.Authenticating,
 			UnauthenticatedRefused: st.UnauthenticatedRefused,
+
+			Resumed:        st.Resumed,
+			ResumeGaps:     st.Gaps,
+			ResumeGapLines: st.GapLines,
 		},
 		Pool: control.PoolStatus{
 			Desired:  d.pool.Size(),

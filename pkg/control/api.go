@@ -130,6 +130,13 @@ type ClientsSummary struct {
 	// at once because broadcast.signed.max_unauthenticated clients were
 	// authenticating already; they received nothing.
 	UnauthenticatedRefused uint64 `json:"unauthenticated_refused"`
+	// Resumed counts clients that started at a sequence number (the
+	// sequenced listener's START, a pool slot's next worker); ResumeGaps
+	// those told that lines they asked for are no longer retained, and
+	// ResumeGapLines those lines.
+	Resumed        uint64 `json:"resumed"`
+	ResumeGaps     uint64 `json:"resume_gaps"`
+	ResumeGapLines uint64 `json:"resume_gap_lines"`
 }
 
 // PoolStatus describes the worker pool.

@@ -141,10 +141,14 @@ func TestClientSeesExactlyTheFeedBytes(t *testing.T) {
 // queue, while a client that reads receives everything.
 func TestSlowConsumerIsDisconnected(t *testing.T) {
 	t.Parallel()
+	// A client inside the retained lines is no slow consumer: with 1 MiB
+	// retained, it is cut off once it lags beyond that and its queue.
 	d := harness.StartDaemon(t, harness.Options{Config: config(`
 broadcast:
   queue_bytes: 1048576
   queue_lines: 100000
+  retain:
+    bytes: 1048576
 `)})
 	slow := harness.Dial(t, d.Addr())
 	slow.KeepAlive(short) // connection 1, then it never reads again

@@ -140,6 +140,8 @@ func TestFaultStoppedWorkerIsDisconnected(t *testing.T) {
 broadcast:
   queue_bytes: 1048576
   queue_lines: 100000
+  retain:
+    bytes: 0
 pool:
   size: 1
   stop_timeout: 1h
