@@ -50,8 +50,8 @@ type ResumeRequest struct {
 	// Seq is the first message wanted (FromSeq); 0 otherwise.
 	Seq uint64
 	// Stream is the daemon's stream name (chatty's stream id) that Seq
-	// belongs to, as a RESUMED named it; "" for any stream, which only
-	// makes sense with FromFirst or FromNext.
+	// belongs to, as a RESUMED named it; "" for whatever stream the
+	// daemon has now.
 	Stream string
 }
 
@@ -66,8 +66,8 @@ const (
 	// RESUMED's seq; the connection starts with the oldest it holds.
 	ResumedGap ResumeResult = 2
 	// ResumedOtherStream: the stream the client named is not the
-	// daemon's (or its Seq is ahead of it): its numbers mean nothing
-	// here. The connection starts with the oldest message held (from
+	// daemon's, or its Seq is ahead of the daemon's stream: its numbers
+	// mean nothing here. The connection starts with the oldest message held (from
 	// FromSeq or FromFirst) or live (FromNext).
 	ResumedOtherStream ResumeResult = 3
 )
@@ -117,15 +117,16 @@ const labelResumed = "chatty-signed-v1 resumed"
 // Resumed that cannot be framed.
 var ErrInvalidResume = errors.New("invalid resume")
 
-// checkName checks a stream name: at most MaxStreamName printable ASCII
-// characters, no space.
+// checkName checks a stream name: at most MaxStreamName ASCII letters,
+// digits, '-', '_' and '.', as chatty's stream ids are on every listener.
 func checkName(s string) error {
 	if len(s) > MaxStreamName {
 		return fmt.Errorf("stream name of %d bytes, more than %d", len(s), MaxStreamName)
 	}
 	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] > '~' {
-			return fmt.Errorf("stream name %q: byte 0x%02x is not printable ASCII", s, s[i])
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("stream name %q: byte 0x%02x is not a letter, a digit, '-', '_' or '.'", s, c)
 		}
 	}
 	return nil
@@ -137,9 +138,6 @@ func (r *ResumeRequest) check() error {
 	case FromSeq:
 		if r.Seq == 0 {
 			return errors.New("from seq 0: sequence numbers start at 1")
-		}
-		if r.Stream == "" {
-			return errors.New("from a sequence number of no stream: name the stream it belongs to")
 		}
 	case FromFirst, FromNext:
 		if r.Seq != 0 {
@@ -358,11 +356,11 @@ func checkResult(r *Resumed) *RejectError {
 			return reject(ReasonUnexpected, a.Seq, "RESUMED as asked from seq %d starts at %d", q.Seq, a.Seq+1)
 		}
 	case ResumedGap:
-		if q.From != FromSeq || q.Stream != r.Stream || a.Seq+1 <= q.Seq {
+		if q.From != FromSeq || (q.Stream != "" && q.Stream != r.Stream) || a.Seq+1 <= q.Seq {
 			return reject(ReasonUnexpected, a.Seq, "RESUMED with a gap from seq %d of stream %q, starting at %d of stream %q", q.Seq, q.Stream, a.Seq+1, r.Stream)
 		}
 	case ResumedOtherStream:
-		if q.Stream == "" || (q.Stream == r.Stream && q.From != FromSeq) {
+		if q.From != FromSeq && (q.Stream == "" || q.Stream == r.Stream) {
 			return reject(ReasonUnexpected, a.Seq, "RESUMED names another stream than %q, which the request named", r.Stream)
 		}
 	default:
