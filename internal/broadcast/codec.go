@@ -43,10 +43,10 @@ type codec interface {
 	// gapLocked runs when the log's sequence numbers jump (appendAt):
 	// lines from through to were never appended.
 	gapLocked(l *log, from, to uint64)
-	// chunkLocked runs when the log starts chunk c, before anything is
-	// appended to it: the codec keeps in it what it needs to find its
-	// state at any line of the chunk (the signed codec's chain digest).
-	chunkLocked(c *chunk)
+	// chunkLocked runs when the log starts chunk next after prev, whose
+	// bytes are final: the codec keeps in next what it needs to find its
+	// state at any line of it (the signed codec's chain digest).
+	chunkLocked(prev, next *chunk)
 }
 
 // gapRange is lines a resuming client asked for that the log does not
@@ -99,7 +99,7 @@ func (textCodec) appendedLocked(*log)            {}
 func (textCodec) closingLocked(*log)             {}
 func (textCodec) joinLocked() (joined, error)    { return joined{}, nil }
 func (textCodec) gapLocked(*log, uint64, uint64) {}
-func (textCodec) chunkLocked(*chunk)             {}
+func (textCodec) chunkLocked(_, _ *chunk)        {}
 
 func (textCodec) skip(buf []byte, n uint64) int { return skipLines(buf, n, nil) }
 
@@ -250,8 +250,13 @@ func (*signedCodec) gapLocked(*log, uint64, uint64) {}
 
 // chunkLocked keeps the chain digest at the chunk's start: with it, the
 // digest after any of its lines is found by reading the chunk's frames
-// up to that line (signedresume.go).
-func (sc *signedCodec) chunkLocked(c *chunk) { c.head = sc.enc.Head() }
+// up to that line (signedresume.go). It is read from prev's frames, not
+// the encoder, which may have encoded next's first message already
+// (appendMessage encodes before it finds room).
+func (*signedCodec) chunkLocked(prev, next *chunk) {
+	n, _ := prev.published()
+	next.head = signed.ChainHeadAt(prev.buf[:n], prev.head)
+}
 
 // resumeLocked: a signed client resumes by a RESUME frame of its own
 // (signedresume.go), never by a Placement or a START; this is refused

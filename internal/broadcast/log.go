@@ -26,8 +26,9 @@ type chunk struct {
 	startPos uint64 // log position (bytes since start) of buf[0]
 
 	// head is the signed codec's chain digest after the line before
-	// the chunk's first (chunkLocked), from which a resuming client's
-	// anchor is found at any line of the chunk; zero for other codecs.
+	// the chunk's first (chunkLocked, from the chunk before), from which
+	// a resuming client's anchor is found at any line of the chunk; zero
+	// for other codecs.
 	head signed.Digest
 
 	// lastAt is when a line was last appended to the chunk, in Unix
@@ -161,7 +162,7 @@ func (l *log) skipToLocked(seq uint64) {
 	n, _ := h.published()
 	next := newChunk(chunkSize, seq, h.startPos+uint64(n))
 	next.lastAt = h.lastAt
-	l.codec.chunkLocked(next)
+	l.codec.chunkLocked(h, next)
 	h.next.Store(next)
 	l.head = next
 	l.publishLocked()
@@ -215,7 +216,7 @@ func (l *log) reserveLocked(need int) {
 	}
 	next := newChunk(max(chunkSize, need), h.firstSeq+count, h.startPos+uint64(n))
 	next.lastAt = h.lastAt
-	l.codec.chunkLocked(next)
+	l.codec.chunkLocked(h, next)
 	h.next.Store(next)
 	l.head = next
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
@@ -182,6 +183,32 @@ func TestSignedResumeWithinRetention(t *testing.T) {
 			}
 			checkRun(t, seqs, n+101, n+110)
 		})
+	}
+}
+
+// A chunk that starts with a typed message (PublishMessage, which is
+// encoded before the log finds it room) keeps the chain digest before
+// it: a client resuming there verifies.
+func TestSignedResumeAtChunkOfTypedMessages(t *testing.T) {
+	s, pub := startSignedRetaining(t, SignedOptions{Mode: signed.Chained, CheckpointEvery: 50}, Retention{Bytes: 64 << 20})
+	const n = 5000
+	for seq := uint64(1); seq <= n; seq++ {
+		s.PublishMessage(message.Message{Type: message.Warning, Text: lineOf(seq)})
+	}
+	var froms []uint64
+	s.lines.mu.Lock()
+	for c := s.lines.tail.next.Load(); c != nil; c = c.next.Load() {
+		froms = append(froms, c.firstSeq)
+	}
+	s.lines.mu.Unlock()
+	if len(froms) == 0 {
+		t.Fatal("the messages fill one chunk, want several")
+	}
+	for _, from := range froms {
+		c := dialResume(t, s, pub, signed.ResumeRequest{From: signed.FromSeq, Seq: from, Stream: resumeStream})
+		_, seqs := c.readThrough(t, n)
+		checkRun(t, seqs, from, n)
+		c.Close()
 	}
 }
 
