@@ -58,13 +58,15 @@ func (c *signedClient) sendResume(t *testing.T, q signed.ResumeRequest) {
 // per-message mode's signatures would otherwise take most of the tests'
 // time under the race detector. Each connection still checks every
 // digest, chain, sequence number and time itself (docs/protocol.md).
-var resumeCache = signed.NewSignatureCache(1 << 16)
+// It is made at first use, not at the package's start, so that the
+// memory tests before these run without it.
+var resumeCache = sync.OnceValue(func() *signed.SignatureCache { return signed.NewSignatureCache(1 << 13) })
 
 // dialResume connects and sends q at once.
 func dialResume(t *testing.T, s *Server, pub ed25519.PublicKey, q signed.ResumeRequest) *signedClient {
 	t.Helper()
 	c := dialStranger(t, s, pub)
-	v, err := signed.NewVerifier(pub, signed.VerifierOptions{Cache: resumeCache})
+	v, err := signed.NewVerifier(pub, signed.VerifierOptions{Cache: resumeCache()})
 	if err != nil {
 		t.Fatal(err)
 	}
