@@ -48,8 +48,9 @@ func (c *client) restartAt(r *restart) cursor {
 // told apart.
 var errSignedNumbering = errors.New("the signed listener's message numbers are not the stream's sequence numbers; it cannot resume")
 
-// resume answers a client's RESUME: it hands the writer its new start
-// and logs where that is. It reports false once the client is closed.
+// resume answers a client's RESUME: it hands the writer its new start,
+// counts it (and its gap) with the other resuming clients, and logs
+// where that is. It reports false once the client is closed.
 func (r *frameReader) resume(f signed.Frame) bool {
 	c := r.c
 	if r.spoke {
@@ -73,11 +74,14 @@ func (r *frameReader) resume(f signed.Frame) bool {
 	}
 	c.w.restart.Store(rs)
 	c.wakeWriterFromReader()
+	c.srv.resumed.Add(1)
 	fields := logrus.Fields{"asked": q.From.String(), "result": res.Result.String(), "from": res.Anchor.Seq + 1}
 	if q.From == signed.FromSeq {
 		fields["asked_seq"], fields["asked_stream"] = q.Seq, q.Stream
 	}
 	if from, to, ok := res.Gap(); ok {
+		c.srv.gaps.Add(1)
+		c.srv.gapLines.Add(to - from + 1)
 		fields["gap_from"], fields["gap_to"] = from, to
 	}
 	c.log().WithFields(fields).Info("Signed client resumed")

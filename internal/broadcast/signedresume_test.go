@@ -232,6 +232,9 @@ func TestSignedResumeGap(t *testing.T) {
 				t.Fatalf("RESUMED %+v: gap %d-%d, want 2-%d", r, g1, g2, first-1)
 			}
 			checkRun(t, seqs, first, n)
+			if st := s.Stats(); st.Resumed != 1 || st.Gaps != 1 || st.GapLines != first-2 {
+				t.Errorf("counted %d resumed, %d gaps of %d lines; want 1, 1 of %d", st.Resumed, st.Gaps, st.GapLines, first-2)
+			}
 		})
 	}
 }
