@@ -14,12 +14,13 @@ import (
 	"github.com/chatty-dev/chatty/internal/broadcast"
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
-// signedServer runs a real signed listener of stream id that retains
-// everything, until the test ends.
-func signedServer(t *testing.T, id string) (*broadcast.Server, string) {
+// signedServer runs a real signed listener of stream id with o, in
+// chained mode, that retains everything, until the test ends.
+func signedServer(t *testing.T, id string, o broadcast.SignedOptions) (*broadcast.Server, string) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -30,7 +31,8 @@ func signedServer(t *testing.T, id string) (*broadcast.Server, string) {
 		t.Fatal(err)
 	}
 	lim := broadcast.Limits{QueueLines: 1 << 20, QueueBytes: 1 << 30, MaxClientLine: 256}
-	s, err := broadcast.NewSigned(ln, lim, broadcast.SignedOptions{Key: priv, Mode: signed.Chained}, logging.Discard())
+	o.Key, o.Mode = priv, signed.Chained
+	s, err := broadcast.NewSigned(ln, lim, o, logging.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func watchUntil(t *testing.T, state, stream string, last int, args ...string) (i
 // printed from its oldest message.
 func TestWatchSignedResume(t *testing.T) {
 	const id = "k5vq3xwz2m7hd4ta"
-	s, pubFile := signedServer(t, id)
+	s, pubFile := signedServer(t, id, broadcast.SignedOptions{})
 	all := publishN(s, 1, 100)
 	state := filepath.Join(t.TempDir(), "watch.state")
 	addr := s.Addr().String()
@@ -107,5 +109,36 @@ func TestWatchSignedResume(t *testing.T) {
 
 	if code, _, errOut := runCtl(t, "watch", "--signed", "--pubkey", pubFile, "--addr", addr, "--since", "5m"); code != 2 || !strings.Contains(errOut, "not --since") {
 		t.Fatalf("watch --signed --since = %d: %s", code, errOut)
+	}
+}
+
+// keySet is a signed.KeySet of fixed keys.
+type keySet []ed25519.PublicKey
+
+func (k keySet) Contains(pub ed25519.PublicKey) bool {
+	for _, x := range k {
+		if x.Equal(pub) {
+			return true
+		}
+	}
+	return false
+}
+
+// On a listener that requires authentication, watch sends its RESUME
+// after its AUTH, and resumes there.
+func TestWatchSignedResumeAfterAuth(t *testing.T) {
+	const id = "k5vq3xwz2m7hd4ta"
+	keyFile := filepath.Join(t.TempDir(), "watch.key")
+	client, err := identity.Generate(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, pubFile := signedServer(t, id, broadcast.SignedOptions{Authenticate: true, Keys: keySet{client.Public}})
+	all := publishN(s, 1, 50)
+	state := filepath.Join(t.TempDir(), "watch.state")
+	code, out, errOut := watchUntil(t, state, id, 50, "--signed", "--pubkey", pubFile, "--addr", s.Addr().String(),
+		"--identity", keyFile, "--from", "20", "--state", state)
+	if want := all[strings.Index(all, "line 20\n"):]; code != 0 || out != want {
+		t.Fatalf("watch --identity --from 20 = %d, %q; want lines 20 to 50; stderr %s", code, out, errOut)
 	}
 }
