@@ -189,7 +189,7 @@ func FuzzResumed(f *testing.F) {
 	s := encodeStream(f, Chained, 5, 2)
 	e := newTestEncoder(f, Chained, 2)
 	q := fromSeq(3)
-	from, _ := frameAfterTB(s, 2)
+	from, _ := frameAfter(f, s, 2)
 	resumed, err := e.AppendResumed(nil, Resumed{Anchor: AnchorInfo{Session: sessionOf(s), Seq: 2, Head: ChainHeadAt(s.bytes[:from], Digest{})},
 		Request: q, Result: ResumedAsAsked, Stream: testStreamName})
 	if err != nil {
@@ -222,17 +222,4 @@ func FuzzResumed(f *testing.F) {
 			t.Fatalf("whole: %s %v; split at %d: %s %v", got[0], errs[0], c, got[1], errs[1])
 		}
 	})
-}
-
-// frameAfterTB is frameAfter for a fuzz target's setup.
-func frameAfterTB(s *stream, seq uint64) (int, int) {
-	n := uint64(0)
-	for i, k := range s.kinds {
-		if k == KindMessage || k == KindChained {
-			if n++; n == seq {
-				return s.frames[i][1], i + 1
-			}
-		}
-	}
-	return s.frames[0][1], 1
 }

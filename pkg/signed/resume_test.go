@@ -19,7 +19,7 @@ func sessionOf(s *stream) Session {
 
 // frameAfter returns the offset in s.bytes just after the frame of
 // message seq (0: after the ANCHOR), and the frame index that follows.
-func frameAfter(t *testing.T, s *stream, seq uint64) (int, int) {
+func frameAfter(t testing.TB, s *stream, seq uint64) (int, int) {
 	t.Helper()
 	if seq == 0 {
 		return s.frames[0][1], 1
