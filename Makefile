@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-scale bench-signed bench-retain soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots soak clean man \
 	package package-files verify-units systemd-test
 
 all: build
@@ -53,7 +53,9 @@ bench: build
 	./bench/run.sh $(BENCH_FLAGS)
 	$(GO) run ./bench/poolbench -bin $(BIN)/chattyd $(BENCH_POOL_FLAGS)
 	$(GO) test -run '^$$' -bench 'Fanout' -benchtime 2000x ./internal/broadcast
+	$(MAKE) bench-queue
 	$(MAKE) bench-retain
+	$(MAKE) bench-slots
 	$(MAKE) bench-scale
 
 # Retention and resume: a client catching up 1,000,000 lines against a
@@ -85,6 +87,21 @@ bench-signed: build
 bench-scale: build
 	$(GO) build -o $(BIN)/manyconns ./bench/manyconns
 	$(BIN)/manyconns -bin $(BIN)/chattyd $(BENCH_SCALE_FLAGS)
+
+# The work queue (broadcast.delivery: one) with the real chattyd: 16
+# acking workers, 64-byte lines, lines/s handed out and acknowledged; and
+# the time until the 64 lines of a SIGKILLed worker are acknowledged by
+# others (p50, p99 over 200 kills). Then the queue alone, in process.
+# BENCH_QUEUE_FLAGS adds flags, such as -json FILE.
+bench-queue: build
+	$(GO) run ./bench/queuebench -bin $(BIN)/chattyd $(BENCH_QUEUE_FLAGS)
+	$(GO) test -run '^$$' -bench 'Queue' -benchtime 2000000x ./internal/workqueue
+# Slot identification (pool.replay): p99 added to a worker's connect-to-
+# first-line time with 200 workers respawning, replay on against off;
+# see docs/benchmarks.md.
+bench-slots:
+	$(GO) test -run '^$$' -bench 'SlotIdentification' -benchtime 2000x ./internal/pool
+	$(GO) test -run '^$$' -bench 'Find|Inode' -benchtime 2000x ./internal/sockowner
 
 # The worker pool with the real chattyd: 0 -> 200 workers connected, and
 # respawn latency after SIGKILL over 200 respawns. BENCH_POOL_FLAGS adds

@@ -144,6 +144,23 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Action:          cmdScale,
 			},
 			{
+				Name:      "deadletters",
+				Usage:     "list the work queue's poison lines (broadcast.delivery: one)",
+				ArgsUsage: " ",
+				Description: "A poison line is one whose deliveries ended max_deliveries times without an ack " +
+					"(its worker died, was lost, timed out or acknowledged a different length). It is set aside, " +
+					"and the lines behind it flow; chattyctl retry SEQ queues it again.",
+				Flags:  []cli.Flag{jsonFlag},
+				Action: cmdDeadLetters,
+			},
+			{
+				Name:      "retry",
+				Usage:     "queue a poison line of the work queue again",
+				ArgsUsage: "SEQ",
+				UsageText: "chattyctl retry SEQ\n\nSEQ is the sequence number chattyctl deadletters shows.",
+				Action:    cmdRetry,
+			},
+			{
 				Name:      "stop",
 				Usage:     "stop the daemon and wait until it is gone",
 				ArgsUsage: " ",
@@ -335,6 +352,44 @@ func cmdSend(c *cli.Context) error {
 	}
 	verbosef(c, "sent as line %d", resp.Seq)
 	fmt.Fprintln(c.App.Writer, resp.Line)
+	return nil
+}
+
+func cmdDeadLetters(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	ds, err := cl.DeadLetters(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, ds)
+	}
+	return printDeadLetters(c.App.Writer, ds)
+}
+
+func cmdRetry(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("retry: want one sequence number, as chattyctl deadletters shows it")
+	}
+	seq, err := strconv.ParseUint(c.Args().First(), 10, 64)
+	if err != nil || seq == 0 {
+		return usagef("retry: want a sequence number from 1 up, got %q", c.Args().First())
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Retry(c.Context, seq)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "line %d queued again\n", resp.Seq)
 	return nil
 }
 

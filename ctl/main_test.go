@@ -36,14 +36,21 @@ func fakeDaemon(t *testing.T) (*controltest.Backend, string) {
 		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 1},
 		Clients:       control.ClientsSummary{Connected: 3, Accepted: 5, KeepAlives: 6, Authenticating: 1, UnauthenticatedRefused: 4, UnknownLines: 9},
-		Pool: control.PoolStatus{Running: 1, Slots: []control.Worker{
-			{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2"},
-		}},
+		Pool: control.PoolStatus{Running: 1, Replay: "unacked",
+			ReplayTotals: control.ReplayCounters{Identified: 3, Resumed: 2, Gaps: 1, GapLines: 40, Duplicates: 7},
+			Slots: []control.Worker{
+				{Slot: 1, PID: 4242, State: "running", UptimeSeconds: 61, Restarts: 2, LastExit: "exited with code 2",
+					LastAcked: 1234, Replay: control.ReplayCounters{Resumed: 2, Gaps: 1, GapLines: 40, Duplicates: 7}},
+			}},
 	}
 	b.ClientsValue = []control.Client{
 		{ID: 7, Remote: "127.0.0.1:40000", LinesSent: 10, KeepAlives: 3, UnknownLines: 5},
 		{ID: 8, Remote: "127.0.0.1:40001", KeepAlives: 2, Key: "SHA256:xyz"},
 	}
+	b.StatusValue.Queue = &control.QueueStatus{Waiting: 3, InFlight: 2, OldestWaitingSeconds: 1.5, FeedHeld: true,
+		Queued: 100, Acked: 95, Redeliveries: 4, DeadLetters: 1, DeadLettered: 1,
+		Workers: []control.QueueWorker{{ID: 7, Remote: "127.0.0.1:40000", InFlight: 2, Delivered: 50, Acked: 48}}}
+	b.DeadLettersValue = []control.DeadLetter{{Seq: 50, Line: "job \x1b POISON", Deliveries: 5, At: time.Date(2026, 11, 24, 11, 2, 3, 0, time.UTC)}}
 	b.WorkersValue = b.StatusValue.Pool.Slots
 	b.IdentityValue = &control.Identity{PublicKey: "ssh-ed25519 AAAAC3Nza chattyd", Fingerprint: "SHA256:abc"}
 	srv := controltest.Serve(t, b, controlserver.Options{MaxWorkers: 20})
@@ -71,8 +78,23 @@ func TestCommands(t *testing.T) {
 	}{
 		{name: "status", args: []string{"status"}, wantCode: 0,
 			wantOut: []string{"chattyd 9.9.9, up 1h2m3s", "127.0.0.1:54321", "stdin", "reading; 42 lines", "3 connected", "; 6 keep-alives answered", "; 1 authenticating", "; 4 refused with too many authenticating", "; 9 unknown client lines", "1 of 4 running",
-				"SLOT", "4242", "exited with code 2"},
+				"SLOT", "4242", "exited with code 2",
+				"replay unacked: 3 workers identified, 2 resumed, 1 gaps (40 lines), 7 duplicate lines",
+				"LAST ACKED", "1234", "1 (40 lines)"},
 			wantCalls: []string{"status"}},
+		{name: "status of a work queue", args: []string{"status"}, wantCode: 0,
+			wantOut: []string{"work queue", "3 waiting, 2 in flight", "oldest waiting 1.5s; full, the feed is held back", "4 redelivered", "1 dead letters",
+				"worker 7", "2 in flight, 50 delivered, 48 acked"},
+			wantCalls: []string{"status"}},
+		{name: "deadletters", args: []string{"deadletters"}, wantCode: 0,
+			wantOut: []string{"SEQ", "DELIVERIES", "50", "2026-11-24 11:02:03", `"job \x1b POISON"`}, wantCalls: []string{"deadletters"}},
+		{name: "deadletters json", args: []string{"deadletters", "--json"}, wantCode: 0,
+			wantOut: []string{`"seq": 50`, `"deliveries": 5`}, wantCalls: []string{"deadletters"}},
+		{name: "retry", args: []string{"retry", "50"}, wantCode: 0, wantOut: []string{"line 50 queued again"}, wantCalls: []string{"retry 50"}},
+		{name: "retry unknown", args: []string{"retry", "49"}, wantCode: 1, wantErr: "no dead letter 49", wantCalls: []string{"retry 49"}},
+		{name: "retry zero", args: []string{"retry", "0"}, wantCode: 2, wantErr: `retry: want a sequence number from 1 up, got "0"`},
+		{name: "retry not a number", args: []string{"retry", "fifty"}, wantCode: 2, wantErr: `retry: want a sequence number from 1 up, got "fifty"`},
+		{name: "retry without seq", args: []string{"retry"}, wantCode: 2, wantErr: "retry: want one sequence number"},
 		{name: "clients", args: []string{"clients"}, wantCode: 0,
 			wantOut: []string{"REMOTE", "KEEP-ALIVES", "UNKNOWN", "KEY", "127.0.0.1:40000", "SHA256:xyz"}, wantCalls: []string{"clients"}},
 		{name: "workers", args: []string{"workers", "--json"}, wantCode: 0,
@@ -164,6 +186,18 @@ func TestCommands(t *testing.T) {
 				t.Errorf("daemon calls = %q; want %q", got, tt.wantCalls)
 			}
 		})
+	}
+}
+
+// Without a work queue, deadletters and retry say how to get one.
+func TestDeadLettersWithoutQueue(t *testing.T) {
+	b := controltest.NewBackend(1)
+	srv := controltest.Serve(t, b, controlserver.Options{})
+	for _, args := range [][]string{{"deadletters"}, {"retry", "3"}} {
+		code, _, errOut := runCtl(t, append([]string{"--socket", srv.Addr()}, args...)...)
+		if code != 1 || !strings.Contains(errOut, "set broadcast.delivery: one for a work queue") || !strings.Contains(errOut, "409") {
+			t.Errorf("chattyctl %s: exit %d, stderr %q; want 1 and the 409 naming broadcast.delivery", strings.Join(args, " "), code, errOut)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -84,7 +85,25 @@ func printStatus(out io.Writer, st control.Status) error {
 		fmt.Fprintf(w, "; %d told of a gap (%d lines no longer retained)", cs.ResumeGaps, cs.ResumeGapLines)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts\n", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	fmt.Fprintf(w, "pool\t%d of %d running\t%d restarts", st.Pool.Running, st.Pool.Desired, st.Pool.Restarts)
+	if r := st.Pool.ReplayTotals; st.Pool.Replay != "" {
+		fmt.Fprintf(w, "; replay %s: %d workers identified, %d resumed, %d gaps (%d lines), %d duplicate lines",
+			st.Pool.Replay, r.Identified, r.Resumed, r.Gaps, r.GapLines, r.Duplicates)
+	}
+	fmt.Fprintln(w)
+	if q := st.Queue; q != nil {
+		held := ""
+		if q.FeedHeld {
+			held = "; full, the feed is held back"
+		}
+		fmt.Fprintf(w, "work queue\t%d waiting, %d in flight\toldest waiting %.1fs%s; %d queued, %d acked, %d redelivered, %d ack timeouts; %d dead letters (%d set aside, %d dropped)\n",
+			q.Waiting, q.InFlight, q.OldestWaitingSeconds, held, q.Queued, q.Acked, q.Redeliveries, q.AckTimeouts,
+			q.DeadLetters, q.DeadLettered, q.DeadLettersDropped)
+		for _, qw := range q.Workers {
+			fmt.Fprintf(w, "  worker %d\t%s\t%d in flight, %d delivered, %d acked, %d mismatched\n",
+				qw.ID, qw.Remote, qw.InFlight, qw.Delivered, qw.Acked, qw.Mismatched)
+		}
+	}
 	if r := st.Stream; r.ID != "" {
 		if r.Lines > 0 {
 			fmt.Fprintf(w, "stream\t%s\tlines %d to %d retained (%d lines, %d bytes)\n", r.ID, r.First, r.Last, r.Lines, r.Bytes)
@@ -104,7 +123,7 @@ func printStatus(out io.Writer, st control.Status) error {
 
 func printWorkers(out io.Writer, ws []control.Worker) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SLOT\tPID\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT")
+	fmt.Fprintln(w, "SLOT\tPID\tSTATE\tUPTIME\tRESTARTS\tLAST EXIT\tLAST ACKED\tRESUMED\tGAPS\tDUPLICATES")
 	for _, s := range ws {
 		pid := "-"
 		if s.PID > 0 {
@@ -114,7 +133,13 @@ func printWorkers(out io.Writer, ws []control.Worker) error {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", s.Slot, pid, s.State, seconds(s.UptimeSeconds), s.Restarts, last)
+		acked := "-"
+		if s.LastAcked > 0 {
+			acked = fmt.Sprint(s.LastAcked)
+		}
+		r := s.Replay
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d (%d lines)\t%d\n", s.Slot, pid, s.State, seconds(s.UptimeSeconds), s.Restarts, last,
+			acked, r.Resumed, r.Gaps, r.GapLines, r.Duplicates)
 	}
 	return w.Flush()
 }
@@ -130,6 +155,19 @@ func printClients(out io.Writer, cs []control.Client) error {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", c.ID, c.Remote,
 			c.ConnectedAt.UTC().Format("2006-01-02 15:04:05"), c.QueueLines, c.QueueBytes, c.AckLag,
 			c.LinesSent, c.AcksGood, c.AcksMismatched, c.KeepAlives, c.UnknownLines, key)
+	}
+	return w.Flush()
+}
+
+func printDeadLetters(out io.Writer, ds []control.DeadLetter) error {
+	if len(ds) == 0 {
+		_, err := fmt.Fprintln(out, "no dead letters")
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SEQ\tDELIVERIES\tSET ASIDE\tLINE")
+	for _, d := range ds {
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\n", d.Seq, d.Deliveries, d.At.UTC().Format("2006-01-02 15:04:05"), strconv.QuoteToGraphic(d.Line))
 	}
 	return w.Flush()
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/chattydproc"
+	"github.com/chatty-dev/chatty/pkg/control"
 )
 
 // Config says what a soak run does.
@@ -56,6 +57,10 @@ type Report struct {
 	Terminated, Stopped         int    // "Process terminated", "Process stopped" log lines
 	StartFailures               int    // "Cannot start the worker" log lines
 	Restarts                    uint64 // from status at the end
+	// Replay is the pool's slot replay at the end (pool.replay: unacked):
+	// a gap is a slot that missed lines, which must not happen within
+	// the retention.
+	Replay control.ReplayCounters
 	SlowConsumers               uint64
 	BaseFDs, EndFDs             int // idle chattyd before and after the run
 	BaseGoroutines, EndGorout   int
@@ -259,6 +264,7 @@ loop:
 	}
 	rep.AcksGood, rep.AcksMismatched = full.Clients.AcksGood, full.Clients.AcksMismatched
 	rep.Restarts, rep.SlowConsumers = full.Pool.Restarts, full.Clients.SlowConsumers
+	rep.Replay = full.Pool.ReplayTotals
 
 	// Stop chattyd as an operator would, and check it leaves nothing.
 	d.Signal(syscall.SIGTERM)
@@ -319,6 +325,14 @@ func (r *Report) check(cfg Config) {
 	if r.Terminated == 0 {
 		r.problem("no worker ended its life: no churn")
 	}
+	// Slot completeness: every slot's next worker started after the last
+	// line its predecessor acknowledged, and none found that line gone.
+	if r.Replay.Gaps != 0 {
+		r.problem("slot replay: %d workers could not carry on where their slot stopped (%d lines missed)", r.Replay.Gaps, r.Replay.GapLines)
+	}
+	if r.Terminated > 0 && r.Replay.Resumed == 0 {
+		r.problem("slot replay: %d workers ended, and no slot's next worker carried on", r.Terminated)
+	}
 	if r.SlowConsumers != 0 {
 		r.problem("%d slow consumers", r.SlowConsumers)
 	}
@@ -377,6 +391,8 @@ func (r *Report) Print(w io.Writer, cfg Config) {
 	fmt.Fprintf(w, "  acks good %d, mismatched %d (connections closed with mismatches: %d)\n", r.AcksGood, r.AcksMismatched, r.MismatchedCloses)
 	fmt.Fprintf(w, "  workers: %d terminations and %d failed starts logged, %d restarts in status, %d stopped by scale\n",
 		r.Terminated, r.StartFailures, r.Restarts, r.Stopped)
+	fmt.Fprintf(w, "  slot replay: %d workers identified, %d carried on where their slot stopped, %d gaps (%d lines), %d lines sent again\n",
+		r.Replay.Identified, r.Replay.Resumed, r.Replay.Gaps, r.Replay.GapLines, r.Replay.Duplicates)
 	fmt.Fprintf(w, "  idle before/after: fds %d/%d, goroutines %d/%d\n", r.BaseFDs, r.EndFDs, r.BaseGoroutines, r.EndGorout)
 	fmt.Fprintf(w, "  resident memory after warm-up: %.1f MiB first window, %.1f MiB last window\n", mib(r.RSSBase), mib(r.RSSEnd))
 	var peakFD, peakG int

@@ -69,8 +69,18 @@ type Broadcast struct {
 	QueueBytes int `yaml:"queue_bytes"`
 	// QueueLines is how far, in lines, a client may fall behind the feed.
 	QueueLines int `yaml:"queue_lines"`
-	// DrainTimeout bounds how long shutdown waits for queued lines to flush.
+	// DrainTimeout bounds how long shutdown waits for queued lines to
+	// flush, or, with Delivery one, for workers to acknowledge the lines
+	// they hold.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Delivery is all (every client of the text listener gets every line)
+	// or one (a work queue: each line goes to one worker, and to another
+	// when its worker is lost). With one, QueueBytes and QueueLines bound
+	// the lines the queue holds, waiting and in flight; beyond them the
+	// feed is not read.
+	Delivery Delivery `yaml:"delivery"`
+	// WorkQueue configures delivery: one.
+	WorkQueue WorkQueue `yaml:"work_queue"`
 	// TLS configures an optional second listener that speaks the same
 	// protocol over TLS 1.3.
 	TLS TLS `yaml:"tls"`
@@ -101,6 +111,21 @@ type Retain struct {
 	Lines int64 `yaml:"lines"`
 	// Age releases lines older than this; 0 means no limit by age.
 	Age time.Duration `yaml:"age"`
+}
+
+// WorkQueue configures the work queue of broadcast.delivery: one.
+type WorkQueue struct {
+	// MaxInFlight is the most unacknowledged lines one worker holds.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// AckTimeout is how long a worker may hold a line unacknowledged;
+	// then it is disconnected and its lines go to other workers.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// MaxDeliveries is how many deliveries without an ack make a line a
+	// poison line, set aside in the dead-letter list.
+	MaxDeliveries int `yaml:"max_deliveries"`
+	// DeadLetters is how many poison lines the dead-letter list keeps;
+	// the oldest is dropped (logged and counted) for a new one beyond.
+	DeadLetters int `yaml:"dead_letters"`
 }
 
 // TCPKeepAlive is the TCP keep-alive of accepted connections: the first
@@ -206,6 +231,10 @@ type Pool struct {
 	BackoffMax time.Duration `yaml:"backoff_max"`
 	// StopTimeout is how long a worker has between SIGTERM and SIGKILL.
 	StopTimeout time.Duration `yaml:"stop_timeout"`
+	// Replay is unacked (a slot's next worker starts after the last line
+	// its previous worker acknowledged, from retention) or none (it
+	// starts live, as the original did).
+	Replay Replay `yaml:"replay"`
 	// Worker configures the built-in worker.
 	Worker Worker `yaml:"worker"`
 }
@@ -317,6 +346,8 @@ func Default() Config {
 			QueueBytes:    16 << 20,
 			QueueLines:    1 << 18,
 			DrainTimeout:  5 * time.Second,
+			Delivery:      DeliveryAll,
+			WorkQueue:     WorkQueue{MaxInFlight: 64, AckTimeout: 30 * time.Second, MaxDeliveries: 5, DeadLetters: 1000},
 			Retain:        Retain{Bytes: 64 << 20},
 			Signed: Signed{
 				Mode:               SignChained,
@@ -341,6 +372,7 @@ func Default() Config {
 			BackoffInitial: 100 * time.Millisecond,
 			BackoffMax:     30 * time.Second,
 			StopTimeout:    10 * time.Second,
+			Replay:         ReplayUnacked,
 			Worker: Worker{
 				LifetimeMin:      60 * time.Second,
 				LifetimeMax:      119 * time.Second,
@@ -467,6 +499,23 @@ func (c *Config) Validate() []Problem {
 	positive("broadcast.queue_bytes", b.QueueBytes)
 	positive("broadcast.queue_lines", b.QueueLines)
 	nonNegativeDur("broadcast.drain_timeout", b.DrainTimeout)
+	if !deliveries.valid(b.Delivery) {
+		bad("broadcast.delivery", "must be %s", deliveries)
+	}
+	wq := b.WorkQueue
+	if wq.MaxInFlight < 1 || wq.MaxInFlight > 1<<16 {
+		bad("broadcast.work_queue.max_in_flight", "must be from 1 to %d lines, got %d", 1<<16, wq.MaxInFlight)
+	}
+	positiveDur("broadcast.work_queue.ack_timeout", wq.AckTimeout)
+	if wq.MaxDeliveries < 1 || wq.MaxDeliveries > 1000 {
+		bad("broadcast.work_queue.max_deliveries", "must be from 1 to 1000, got %d", wq.MaxDeliveries)
+	}
+	if wq.DeadLetters < 0 || wq.DeadLetters > 1<<20 {
+		bad("broadcast.work_queue.dead_letters", "must be from 0 to %d lines, got %d", 1<<20, wq.DeadLetters)
+	}
+	if b.Delivery == DeliveryOne && b.TLS.Listen != "" {
+		bad("broadcast.tls.listen", "the work queue (broadcast.delivery: one) serves the plain TCP listener only; remove broadcast.tls or set broadcast.delivery: all")
+	}
 	if t := b.TLS; t.Listen != "" {
 		if _, port, err := net.SplitHostPort(t.Listen); err != nil || port == "" {
 			bad("broadcast.tls.listen", "%q is not a host:port address (for example 0.0.0.0:54322)", t.Listen)
@@ -559,6 +608,9 @@ func (c *Config) Validate() []Problem {
 		bad("pool.backoff_max", "must be at least pool.backoff_initial (%s), got %s", p.BackoffInitial, p.BackoffMax)
 	}
 	positiveDur("pool.stop_timeout", p.StopTimeout)
+	if !replays.valid(p.Replay) {
+		bad("pool.replay", "must be %s", replays)
+	}
 	w := &p.Worker
 	positiveDur("pool.worker.lifetime_min", w.LifetimeMin)
 	if w.LifetimeMax < w.LifetimeMin {
@@ -572,6 +624,9 @@ func (c *Config) Validate() []Problem {
 	switch w.Protocol {
 	case ProtocolText:
 	case ProtocolSigned:
+		if b.Delivery == DeliveryOne && p.Size > 0 {
+			bad("pool.worker.protocol", "signed workers connect to the signed listener, which broadcasts; with broadcast.delivery: one the work queue is the text listener, so use protocol: text")
+		}
 		if b.Signed.Listen == "" {
 			bad("pool.worker.protocol", "signed needs the signed listener; set broadcast.signed.listen")
 		}

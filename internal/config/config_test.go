@@ -105,6 +105,12 @@ var parseErrorCases = []struct {
 
 	// Validate, one rule at a time.
 	{"listen without port", "version: 1\nbroadcast:\n  listen: 127.0.0.1\n", []want{{3, "broadcast.listen", "host:port"}}},
+	{"bad delivery", "version: 1\nbroadcast:\n  delivery: some\n", []want{{3, "broadcast.delivery", `must be all or one, got "some"`}}},
+	{"zero window", "version: 1\nbroadcast:\n  work_queue:\n    max_in_flight: 0\n", []want{{4, "broadcast.work_queue.max_in_flight", "from 1 to 65536"}}},
+	{"zero ack timeout", "version: 1\nbroadcast:\n  work_queue:\n    ack_timeout: 0s\n", []want{{4, "broadcast.work_queue.ack_timeout", "positive"}}},
+	{"zero deliveries", "version: 1\nbroadcast:\n  work_queue:\n    max_deliveries: 0\n", []want{{4, "broadcast.work_queue.max_deliveries", "from 1 to 1000"}}},
+	{"negative dead letters", "version: 1\nbroadcast:\n  work_queue:\n    dead_letters: -1\n", []want{{4, "broadcast.work_queue.dead_letters", "from 0"}}},
+	{"work queue with TLS", "version: 1\nidentity:\n  generate: true\nbroadcast:\n  delivery: one\n  tls:\n    listen: 127.0.0.1:2\n    self_signed: true\n", []want{{7, "broadcast.tls.listen", "plain TCP listener only"}}},
 	{"negative max_clients", "version: 1\nbroadcast:\n  max_clients: -1\n", []want{{3, "broadcast.max_clients", "negative"}}},
 	{"negative max_unauthenticated", "version: 1\nbroadcast:\n  signed:\n    max_unauthenticated: -3\n",
 		[]want{{4, "broadcast.signed.max_unauthenticated", "must not be negative, got -3"}}},
@@ -598,6 +604,28 @@ func TestWorkerProtocol(t *testing.T) {
 	}
 	if Default().Pool.Worker.Protocol != ProtocolText {
 		t.Error("workers speak text by default")
+	}
+}
+
+func TestPoolReplay(t *testing.T) {
+	if Default().Pool.Replay != ReplayUnacked {
+		t.Error("slots replay unacked lines by default")
+	}
+	_, err := Parse("r.yaml", []byte("version: 1\npool:\n  replay: all\n"))
+	checkProblems(t, "r.yaml", err, []want{{3, "pool.replay", `must be unacked or none, got "all"`}})
+	for _, tc := range []struct {
+		name string
+		want Replay
+	}{{"none", ReplayNone}, {"unacked", ReplayUnacked}} {
+		cfg, err := Parse("ok.yaml", []byte("version: 1\npool:\n  replay: "+tc.name+"\n"))
+		if err != nil || cfg.Pool.Replay != tc.want {
+			t.Fatalf("replay %s: got %v, %v", tc.name, cfg.Pool.Replay, err)
+		}
+	}
+	prev, next := Default(), Default()
+	next.Pool.Replay = ReplayNone
+	if got := RestartOnlyChanges(prev, next); len(got) != 0 {
+		t.Errorf("pool.replay is live, but a reload reports %v as restart-only", got)
 	}
 }
 

@@ -38,6 +38,13 @@ var reloadRules = map[string]reloadRule{
 	"broadcast.queue_bytes":            live,
 	"broadcast.queue_lines":            live,
 	"broadcast.drain_timeout":          live,
+	// The listener is served by the broadcaster or the work queue from
+	// the start; the queue's settings apply at once.
+	"broadcast.delivery":                  restartOnly,
+	"broadcast.work_queue.max_in_flight":  live,
+	"broadcast.work_queue.ack_timeout":    live,
+	"broadcast.work_queue.max_deliveries": live,
+	"broadcast.work_queue.dead_letters":   live,
 
 	// The TLS listener's certificate, from files or the identity, is
 	// loaded again.
@@ -86,6 +93,7 @@ var reloadRules = map[string]reloadRule{
 	"pool.backoff_initial":          live,
 	"pool.backoff_max":              live,
 	"pool.stop_timeout":             live,
+	"pool.replay":                   live, // from each slot's next worker
 	"pool.worker.lifetime_min":      live,
 	"pool.worker.lifetime_max":      live,
 	"pool.worker.keepalive_min":     live,

@@ -59,6 +59,7 @@ var restartNames = map[string][]string{
 		"broadcast.signed.checkpoint_interval", "broadcast.signed.timestamp_window", "broadcast.signed.feed_type",
 		"broadcast.signed.auth", "broadcast.signed.upstream_rate", "broadcast.signed.upstream_burst",
 		"broadcast.signed.tls.enabled", "broadcast.signed.tls.self_signed"},
+	"broadcast.delivery":   {"broadcast.delivery"},
 	"feed.source":          {"feed.source", "feed.path"},
 	"feed.max_line_bytes":  {"feed.max_line_bytes"},
 	"identity":             {"identity.key_file", "identity.generate"},

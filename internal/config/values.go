@@ -101,6 +101,21 @@ func (s Source) String() string                    { return sources.name(s) }
 func (s Source) MarshalYAML() (any, error)         { return sources.marshal(s) }
 func (s *Source) UnmarshalYAML(n *yaml.Node) error { return sources.unmarshal(n, s) }
 
+// Delivery is broadcast.delivery: all (broadcast) or one (work queue).
+type Delivery uint8
+
+// The values of broadcast.delivery.
+const (
+	DeliveryAll Delivery = iota + 1
+	DeliveryOne
+)
+
+var deliveries = choices[Delivery]{{"all", DeliveryAll}, {"one", DeliveryOne}}
+
+func (d Delivery) String() string                    { return deliveries.name(d) }
+func (d Delivery) MarshalYAML() (any, error)         { return deliveries.marshal(d) }
+func (d *Delivery) UnmarshalYAML(n *yaml.Node) error { return deliveries.unmarshal(n, d) }
+
 // OnEOF is feed.on_eof: keep (run on when the feed ends) or stop.
 type OnEOF uint8
 
@@ -130,6 +145,22 @@ var protocols = choices[Protocol]{{"text", ProtocolText}, {"signed", ProtocolSig
 func (p Protocol) String() string                    { return protocols.name(p) }
 func (p Protocol) MarshalYAML() (any, error)         { return protocols.marshal(p) }
 func (p *Protocol) UnmarshalYAML(n *yaml.Node) error { return protocols.unmarshal(n, p) }
+
+// Replay is pool.replay: unacked (a slot's next worker gets the lines its
+// last worker did not acknowledge) or none (it starts live).
+type Replay uint8
+
+// The values of pool.replay.
+const (
+	ReplayUnacked Replay = iota + 1
+	ReplayNone
+)
+
+var replays = choices[Replay]{{"unacked", ReplayUnacked}, {"none", ReplayNone}}
+
+func (r Replay) String() string                    { return replays.name(r) }
+func (r Replay) MarshalYAML() (any, error)         { return replays.marshal(r) }
+func (r *Replay) UnmarshalYAML(n *yaml.Node) error { return replays.unmarshal(n, r) }
 
 // LogLevel is log.level: debug, info, warning (or warn) or error.
 type LogLevel uint8

@@ -98,4 +98,6 @@ func (b *countingBackend) Identity() (control.Identity, error) {
 	b.calls++
 	return control.Identity{}, nil
 }
-func (b *countingBackend) Stop() { b.calls++ }
+func (b *countingBackend) Stop()                                      { b.calls++ }
+func (b *countingBackend) DeadLetters() ([]control.DeadLetter, error) { b.calls++; return nil, nil }
+func (b *countingBackend) Retry(uint64) error                         { b.calls++; return nil }

@@ -23,6 +23,11 @@ type Backend interface {
 	Scale(n int) (old int, err error)
 	// Identity returns the daemon's public identity, or ErrNoIdentity.
 	Identity() (control.Identity, error)
+	// DeadLetters returns the work queue's poison lines, or ErrNoQueue.
+	DeadLetters() ([]control.DeadLetter, error)
+	// Retry queues the dead letter seq again: ErrNoQueue without a work
+	// queue, ErrNotFound when no dead letter has that number.
+	Retry(seq uint64) error
 	// Stop asks the daemon to shut down. It must return promptly, without
 	// waiting for the shutdown (the control server's Run waits for it):
 	// cancelling the daemon's run context is the expected implementation.
@@ -37,6 +42,10 @@ var (
 	// ErrUnavailable means the daemon cannot do it now, for example while
 	// shutting down: 503.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrNoQueue means the daemon runs without a work queue: 409.
+	ErrNoQueue = errors.New("no work queue: chattyd broadcasts (broadcast.delivery: all); set broadcast.delivery: one for a work queue")
+	// ErrNotFound means the thing asked for does not exist: 404.
+	ErrNotFound = errors.New("not found")
 	// ErrNoIdentity means the daemon runs without an identity: 404.
 	ErrNoIdentity = errors.New("no identity configured; set identity.key_file or identity.generate in chattyd's configuration")
 )

@@ -208,6 +208,28 @@ func decodeScale(r io.Reader, max int) (int, error) {
 	return *b.Workers, nil
 }
 
+// retryBody mirrors RetryRequest with a pointer: a missing "seq" must not
+// mean zero.
+type retryBody struct {
+	Seq *uint64 `json:"seq"`
+}
+
+// decodeRetry reads a RetryRequest and returns its sequence number, at
+// least 1.
+func decodeRetry(r io.Reader) (uint64, error) {
+	var b retryBody
+	if err := decodeStrict(r, &b, "seq"); err != nil {
+		return 0, err
+	}
+	if b.Seq == nil {
+		return 0, badRequest(`field "seq" is required: the sequence number of a dead letter (chattyctl deadletters lists them)`)
+	}
+	if *b.Seq == 0 {
+		return 0, badRequest("seq: sequence numbers start at 1, got 0")
+	}
+	return *b.Seq, nil
+}
+
 // decodeEmpty accepts an empty body or an empty JSON object.
 func decodeEmpty(r io.Reader) error {
 	data, err := io.ReadAll(r)

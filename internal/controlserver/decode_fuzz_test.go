@@ -23,6 +23,7 @@ func FuzzDecodeRequests(f *testing.F) {
 		`{"type":"Info","message":""}`,
 		`{"type":"info","message":"tab\tkept"}`,
 		`{"workers":3}`,
+		`{"seq":12}`, `{"seq":0}`, `{"seq":-1}`, `{"seq":18446744073709551616}`, `{"seq":"3"}`,
 		`{"workers":-1}`,
 		`{"workers":1.5}`,
 		`{"workers":1}{"workers":2}`,
@@ -73,6 +74,14 @@ func FuzzDecodeRequests(f *testing.F) {
 				t.Fatalf("decodeScale accepted %d outside 0..%d", n, max)
 			}
 			checkAccepted(t, body, "workers")
+		}
+		checkError(t, err)
+		seq, err := decodeRetry(bytes.NewReader(body))
+		if err == nil {
+			if seq == 0 {
+				t.Fatal("decodeRetry accepted sequence number 0")
+			}
+			checkAccepted(t, body, "seq")
 		}
 		checkError(t, err)
 		if err := decodeEmpty(bytes.NewReader(body)); err == nil && len(bytes.TrimSpace(body)) > 0 {

@@ -2,6 +2,7 @@ package controlserver
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,8 +22,14 @@ type collector struct {
 	tlsFailed, authFailed, rateLimited              *prometheus.Desc
 	unknownLines                                    *prometheus.Desc
 	poolDesired, poolRunning, poolRestarts          *prometheus.Desc
+	replayIdentified, replayResumed, replayGaps     *prometheus.Desc
+	replayGapLines, replayDuplicates                *prometheus.Desc
 	retainedBytes, retainedLines, firstSeq, lastSeq *prometheus.Desc
 	resumed, resumeGaps, resumeGapLines             *prometheus.Desc
+	// The work queue's, reported only with broadcast.delivery: one.
+	qWaiting, qInFlight, qOldest, qHeld          *prometheus.Desc
+	qQueued, qAcked, qRedelivered, qAckTimeouts  *prometheus.Desc
+	qDeadLetters, qDeadLettered, qWorkerInFlight *prometheus.Desc
 }
 
 func newCollector(b Backend) *collector {
@@ -55,13 +62,30 @@ func newCollector(b Backend) *collector {
 		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
 		poolRunning:    d("pool_workers_running", "Worker processes running now."),
 		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
-		resumed:        d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
-		resumeGaps:     d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
-		resumeGapLines: d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
-		retainedBytes:  d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
-		retainedLines:  d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
-		firstSeq:       d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
-		lastSeq:        d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
+
+		qWaiting:         d("queue_lines_waiting", "Work queue: lines waiting for a worker."),
+		qInFlight:        d("queue_lines_in_flight", "Work queue: lines handed to workers and not acknowledged."),
+		qOldest:          d("queue_oldest_waiting_seconds", "Work queue: age of the line at the front of the queue; 0 when none waits."),
+		qHeld:            d("queue_feed_held", "Work queue: 1 while the queue is full and the feed is not read."),
+		qQueued:          d("queue_lines_total", "Work queue: lines queued, feed lines and messages."),
+		qAcked:           d("queue_acked_total", "Work queue: lines acknowledged by their worker."),
+		qRedelivered:     d("queue_redeliveries_total", "Work queue: lines handed out again after their worker lost them."),
+		qAckTimeouts:     d("queue_ack_timeouts_total", "Work queue: workers disconnected for holding a line past ack_timeout."),
+		qDeadLetters:     d("queue_dead_letters", "Work queue: poison lines in the dead-letter list."),
+		qDeadLettered:    d("queue_dead_lettered_total", "Work queue: poison lines set aside after max_deliveries."),
+		qWorkerInFlight:  d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged.", "client"),
+		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumeGaps:       d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
+		resumeGapLines:   d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
+		retainedBytes:    d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
+		retainedLines:    d("stream_retained_lines", "Lines of the feed every listener retains for clients that resume."),
+		firstSeq:         d("stream_first_seq", "Sequence number of the oldest line every listener can still send.", "stream"),
+		lastSeq:          d("stream_last_seq", "Sequence number of the newest line published.", "stream"),
+		replayIdentified: d("pool_replay_identified_total", "Connections recognised as a pool slot's worker."),
+		replayResumed:    d("pool_replay_resumed_total", "Workers that started after their slot's last acknowledged line (pool.replay: unacked)."),
+		replayGaps:       d("pool_replay_gaps_total", "Workers that could not start after their slot's last acknowledged line: retention no longer held it."),
+		replayGapLines:   d("pool_replay_gap_lines_total", "Lines that slots never got because retention no longer held them."),
+		replayDuplicates: d("pool_replay_duplicate_lines_total", "Lines sent to a worker that ended without acknowledging them, and so sent again to its successor."),
 	}
 }
 
@@ -76,6 +100,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.tlsFailed, c.authFailed, c.rateLimited,
 		c.unknownLines,
 		c.poolDesired, c.poolRunning, c.poolRestarts,
+		c.qWaiting, c.qInFlight, c.qOldest, c.qHeld,
+		c.qQueued, c.qAcked, c.qRedelivered, c.qAckTimeouts,
+		c.qDeadLetters, c.qDeadLettered, c.qWorkerInFlight,
+		c.replayIdentified, c.replayResumed, c.replayGaps, c.replayGapLines, c.replayDuplicates,
 		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
 		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
@@ -116,6 +144,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.poolDesired, float64(st.Pool.Desired))
 	gauge(c.poolRunning, float64(st.Pool.Running))
 	counter(c.poolRestarts, st.Pool.Restarts)
+	r := st.Pool.ReplayTotals
+	counter(c.replayIdentified, r.Identified)
+	counter(c.replayResumed, r.Resumed)
+	counter(c.replayGaps, r.Gaps)
+	counter(c.replayGapLines, r.GapLines)
+	counter(c.replayDuplicates, r.Duplicates)
 	counter(c.resumed, st.Clients.Resumed)
 	counter(c.resumeGaps, st.Clients.ResumeGaps)
 	counter(c.resumeGapLines, st.Clients.ResumeGapLines)
@@ -123,6 +157,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.retainedLines, float64(st.Stream.Lines))
 	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
 	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
+	q := st.Queue
+	if q == nil {
+		return
+	}
+	held := 0.0
+	if q.FeedHeld {
+		held = 1
+	}
+	gauge(c.qWaiting, float64(q.Waiting))
+	gauge(c.qInFlight, float64(q.InFlight))
+	gauge(c.qOldest, q.OldestWaitingSeconds)
+	gauge(c.qHeld, held)
+	counter(c.qQueued, q.Queued)
+	counter(c.qAcked, q.Acked)
+	counter(c.qRedelivered, q.Redeliveries)
+	counter(c.qAckTimeouts, q.AckTimeouts)
+	gauge(c.qDeadLetters, float64(q.DeadLetters))
+	counter(c.qDeadLettered, q.DeadLettered)
+	for _, w := range q.Workers {
+		gauge(c.qWorkerInFlight, float64(w.InFlight), strconv.FormatUint(w.ID, 10))
+	}
 }
 
 // metricsHandler serves a private registry: the backend's metrics and the

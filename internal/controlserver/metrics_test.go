@@ -52,6 +52,11 @@ func TestMetrics(t *testing.T) {
 		"chatty_pool_workers_desired 4",
 		"chatty_pool_workers_running 1",
 		"chatty_pool_restarts_total 9",
+		"chatty_pool_replay_identified_total 21",
+		"chatty_pool_replay_resumed_total 20",
+		"chatty_pool_replay_gaps_total 2",
+		"chatty_pool_replay_gap_lines_total 300",
+		"chatty_pool_replay_duplicate_lines_total 17",
 		"go_goroutines ",
 	} {
 		if !strings.Contains(text, want+"\n") && !strings.Contains(text, want) {

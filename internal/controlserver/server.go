@@ -177,6 +177,8 @@ func (s *Server) handler() http.Handler {
 		{http.MethodPost, control.PathSend, true, s.handleSend},
 		{http.MethodPost, control.PathScale, true, s.handleScale},
 		{http.MethodPost, control.PathStop, true, s.handleStop},
+		{http.MethodGet, control.PathDeadLetters, false, s.handleDeadLetters},
+		{http.MethodPost, control.PathRetry, true, s.handleRetry},
 	}
 	mux := http.NewServeMux()
 	allow := map[string][]string{}
@@ -302,6 +304,33 @@ func (s *Server) handleScale(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, control.ScaleResponse{Old: old, New: n})
 }
 
+func (s *Server) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
+	ds, err := s.b.DeadLetters()
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if ds == nil {
+		ds = []control.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, ds)
+}
+
+func (s *Server) handleRetry(w http.ResponseWriter, r *http.Request) {
+	seq, err := decodeRetry(http.MaxBytesReader(w, r.Body, control.MaxRequestBytes))
+	if err != nil {
+		writeDecodeError(w, err)
+		return
+	}
+	if err := s.b.Retry(seq); err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	p := peerFrom(r.Context())
+	s.log.WithFields(logrus.Fields{"uid": p.uid, "seq": seq}).Info("dead letter queued again")
+	writeJSON(w, http.StatusOK, control.RetryResponse{Seq: seq})
+}
+
 // handleStop answers 202 and flushes it, and only then asks the backend to
 // stop, from a goroutine that Run waits for, so that the answer reaches
 // the client before the daemon goes away.
@@ -339,8 +368,10 @@ func (s *Server) backendError(w http.ResponseWriter, r *http.Request, err error)
 		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
-	case errors.Is(err, ErrNoIdentity):
+	case errors.Is(err, ErrNoIdentity), errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrNoQueue):
+		writeError(w, http.StatusConflict, err.Error())
 	default:
 		s.log.WithError(err).WithField("path", r.URL.Path).Error("backend failed")
 		writeError(w, http.StatusInternalServerError, err.Error())

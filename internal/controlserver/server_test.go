@@ -66,9 +66,10 @@ func fixedStatus() control.Status {
 		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 3, Undelivered: 5},
 		Clients:       control.ClientsSummary{Connected: 2, Authenticating: 1, Accepted: 7, Refused: 1, UnauthenticatedRefused: 8, SlowConsumers: 4, IdleClosed: 6, AcksGood: 40, AcksMismatched: 2, KeepAlives: 11, UnknownLines: 13},
-		Pool: control.PoolStatus{Running: 1, Restarts: 9, Slots: []control.Worker{
-			{Slot: 1, PID: 4242, State: "running", Restarts: 9, LastExit: "exited with code 2"},
-		}},
+		Pool: control.PoolStatus{Running: 1, Restarts: 9, Replay: "unacked",
+			ReplayTotals: control.ReplayCounters{Identified: 21, Resumed: 20, Gaps: 2, GapLines: 300, Duplicates: 17}, Slots: []control.Worker{
+				{Slot: 1, PID: 4242, State: "running", Restarts: 9, LastExit: "exited with code 2"},
+			}},
 	}
 }
 

@@ -1,13 +1,17 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/controlserver"
 
+	"github.com/chatty-dev/chatty/internal/pool"
 	"github.com/chatty-dev/chatty/internal/version"
+	"github.com/chatty-dev/chatty/internal/workqueue"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -33,7 +37,7 @@ func (b backend) Status() control.Status {
 	}
 	started := d.started
 	feedState, feedDetail := d.feedStatus()
-	return control.Status{
+	status := control.Status{
 		Version:       version.String(),
 		PID:           os.Getpid(),
 		StartedAt:     started,
@@ -71,13 +75,55 @@ func (b backend) Status() control.Status {
 			ResumeGapLines: st.GapLines,
 		},
 		Pool: control.PoolStatus{
-			Desired:  d.pool.Size(),
-			Running:  running,
-			Restarts: d.pool.Restarts(),
-			Slots:    slots,
+			Desired:      d.pool.Size(),
+			Running:      running,
+			Restarts:     d.pool.Restarts(),
+			Replay:       d.config().Pool.Replay.String(),
+			ReplayTotals: replayCounters(d.pool.ReplayTotals()),
+			Slots:        slots,
 		},
 		Stream: d.listeners.retained(),
 	}
+	if q := d.listeners.queue; q != nil {
+		qs := q.Stats()
+		c := &status.Clients
+		c.Connected += qs.Connected
+		c.Accepted += qs.Accepted
+		c.Refused += qs.Refused
+		c.AcksGood += qs.Acked
+		c.AcksMismatched += qs.Mismatched
+		c.KeepAlives += qs.KeepAlives
+		c.UnknownLines += qs.UnknownLines
+		status.Queue = queueStatus(qs, q.Workers())
+	}
+	return status
+}
+
+// queueStatus reports the work queue's state.
+func queueStatus(qs workqueue.Stats, ws []workqueue.WorkerInfo) *control.QueueStatus {
+	out := &control.QueueStatus{
+		Waiting:              qs.Waiting,
+		WaitingBytes:         qs.WaitingBytes,
+		InFlight:             qs.InFlight,
+		OldestWaitingSeconds: qs.OldestWaiting.Seconds(),
+		FeedHeld:             qs.FeedHeld,
+		Queued:               qs.Published,
+		Acked:                qs.Acked,
+		Mismatched:           qs.Mismatched,
+		Redeliveries:         qs.Redeliveries,
+		AckTimeouts:          qs.AckTimeouts,
+		DeadLetters:          qs.DeadLetters,
+		DeadLettered:         qs.DeadLettered,
+		DeadLettersDropped:   qs.DeadLettersDropped,
+		Workers:              make([]control.QueueWorker, len(ws)),
+	}
+	for i, w := range ws {
+		out.Workers[i] = control.QueueWorker{
+			ID: w.ID, Remote: w.Remote, ConnectedAt: w.ConnectedAt, InFlight: w.InFlight,
+			Delivered: w.Delivered, Acked: w.Acked, Mismatched: w.Mismatched,
+		}
+	}
+	return out
 }
 
 // Clients implements controlserver.Backend.
@@ -101,6 +147,15 @@ func (b backend) Clients() []control.Client {
 			Key:            c.Key,
 		}
 	}
+	if q := b.d.listeners.queue; q != nil {
+		for _, w := range q.Workers() {
+			out = append(out, control.Client{
+				ID: w.ID, Remote: w.Remote, Listener: control.ListenerBroadcast, ConnectedAt: w.ConnectedAt,
+				QueueLines: int64(w.InFlight), AckLag: int64(w.InFlight), LinesSent: w.Delivered,
+				AcksGood: w.Acked, AcksMismatched: w.Mismatched, KeepAlives: w.KeepAlives, UnknownLines: w.UnknownLines,
+			})
+		}
+	}
 	return out
 }
 
@@ -117,6 +172,9 @@ func (b backend) Workers() []control.Worker {
 			StartedAt: s.Started,
 			Restarts:  s.Restarts,
 			LastExit:  s.LastExit,
+			Awaiting:  s.Replay.Awaiting,
+			LastAcked: s.Replay.LastAcked,
+			Replay:    replayCounters(s.Replay.ReplayStats),
 		}
 		if !s.Started.IsZero() {
 			w.UptimeSeconds = now.Sub(s.Started).Seconds()
@@ -135,10 +193,43 @@ func (b backend) Send(m message.Message) (uint64, error) {
 	if d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", controlserver.ErrUnavailable)
 	}
-	seq := d.listeners.publishMessage(m)
+	seq, err := d.listeners.publishMessage(m)
+	if errors.Is(err, workqueue.ErrFull) {
+		return 0, fmt.Errorf("%w: %v", controlserver.ErrUnavailable, err)
+	}
+	if err != nil {
+		return 0, err
+	}
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
 		Log(logLevel(m.Type), "Message sent: "+m.Text)
 	return seq, nil
+}
+
+// DeadLetters implements controlserver.Backend.
+func (b backend) DeadLetters() ([]control.DeadLetter, error) {
+	q := b.d.listeners.queue
+	if q == nil {
+		return nil, controlserver.ErrNoQueue
+	}
+	ds := q.DeadLetters()
+	out := make([]control.DeadLetter, len(ds))
+	for i, dl := range ds {
+		out[i] = control.DeadLetter{Seq: dl.Seq, Line: strings.ToValidUTF8(string(dl.Line), "\uFFFD"), Deliveries: dl.Deliveries, At: dl.At}
+	}
+	return out, nil
+}
+
+// Retry implements controlserver.Backend.
+func (b backend) Retry(seq uint64) error {
+	q := b.d.listeners.queue
+	if q == nil {
+		return controlserver.ErrNoQueue
+	}
+	err := q.Retry(seq)
+	if errors.Is(err, workqueue.ErrNoDeadLetter) {
+		return fmt.Errorf("%w: no dead letter has sequence number %d; chattyctl deadletters lists them", controlserver.ErrNotFound, seq)
+	}
+	return err
 }
 
 // Scale implements controlserver.Backend.
@@ -177,4 +268,14 @@ func logLevel(t message.Type) logrus.Level {
 		return logrus.DebugLevel
 	}
 	return logrus.InfoLevel
+}
+
+func replayCounters(r pool.ReplayStats) control.ReplayCounters {
+	return control.ReplayCounters{
+		Identified: r.Identified,
+		Resumed:    r.Resumed,
+		Gaps:       r.Gaps,
+		GapLines:   r.GapLines,
+		Duplicates: r.Duplicates,
+	}
 }

@@ -170,6 +170,12 @@ func New(opts Options) (_ *Daemon, err error) {
 	if d.pool, err = pool.New(d.poolOptions(cfg), opts.Logger.WithField(logging.FieldComponent, "pool")); err != nil {
 		return nil, fmt.Errorf("worker pool: %w", err)
 	}
+	// Slots whose workers carry on (pool.replay: unacked) are found by
+	// the text listener as it accepts; with delivery one the work queue
+	// serves that address instead.
+	if d.listeners.text != nil {
+		d.listeners.text.SetPlacer(d.placeWorker)
+	}
 	if addr := cfg.Metrics.Listen; addr != "" {
 		if d.metrics, err = bindMetrics(addr, opts.Logger.WithField(logging.FieldComponent, "metrics")); err != nil {
 			return nil, err // it names metrics.listen
@@ -313,6 +319,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stopBegan.CompareAndSwap(0, time.Now().UnixNano())
 	d.notify.Notify("STOPPING=1")
 
+	if d.listeners.queue != nil {
+		// A work queue drains while the workers still run: the feed
+		// stops first, then they have drain_timeout to acknowledge
+		// what they hold. A feed held back by a full queue is let go.
+		d.listeners.queue.Release()
+		stopFeed()
+		g.wait("feed")
+		d.drainQueue()
+	}
 	stopPool()
 	g.wait("pool")
 	stopFeed()
@@ -330,6 +345,31 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("Stopped")
 	}
 	return err
+}
+
+// drainQueue lets the work queue's workers acknowledge what they hold,
+// for up to broadcast.drain_timeout, and logs what was left.
+func (d *Daemon) drainQueue() {
+	ctx, cancel := context.WithTimeout(context.Background(), d.config().Broadcast.DrainTimeout)
+	defer cancel()
+	// A second signal cuts the wait short.
+	watched := make(chan struct{})
+	defer func() { cancel(); <-watched }()
+	go func() {
+		defer close(watched)
+		select {
+		case <-d.forced:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	waiting, inFlight := d.listeners.queue.Drain(ctx)
+	if waiting+inFlight == 0 {
+		d.log.Info("Work queue drained: every line acknowledged")
+		return
+	}
+	d.log.WithFields(logrus.Fields{"waiting": waiting, "in_flight": inFlight}).
+		Warnf("Work queue not drained within broadcast.drain_timeout: %d lines still queued and %d in flight, unacknowledged", waiting, inFlight)
 }
 
 // partName says what a member of the run group is, for an operator.

@@ -13,6 +13,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/tlsconf"
+	"github.com/chatty-dev/chatty/internal/workqueue"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
@@ -40,11 +41,12 @@ type listeners struct {
 
 	stream string // the stream's identity, the same on every server
 
-	// pubMu serialises publishing, so that every server numbers the
-	// feed's lines and messages alike, in one order.
+	// pubMu serialises publishing, so that every server, and the work
+	// queue, number the feed's lines and messages alike, in one order.
 	pubMu sync.Mutex
 
-	text      *broadcast.Server // the original protocol; always there
+	text      *broadcast.Server // the original protocol; nil when queue serves it
+	queue     *workqueue.Queue  // the text listener as a work queue (broadcast.delivery: one); else nil
 	sequenced *broadcast.Server // nil without broadcast.sequenced
 	textTLS   *tlsconf.Server   // nil without broadcast.tls
 	signed    *broadcast.Server // nil without broadcast.signed
@@ -87,8 +89,14 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 		}
 	}
 	l.bound = append(l.bound, ln)
-	l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
-	l.add(control.ListenerBroadcast, "tcp", ln.Addr(), l.text)
+	if cfg.Broadcast.Delivery == config.DeliveryOne {
+		// A work queue is its own data path: each line to one worker.
+		l.queue = workqueue.New(ln, queueOptions(cfg), logger.WithField(logging.FieldComponent, "workqueue"))
+		l.entries = append(l.entries, listenerEntry{name: control.ListenerBroadcast, protocol: "tcp", addr: ln.Addr()})
+	} else {
+		l.text = broadcast.New(ln, limitsOf(cfg), logger.WithField(logging.FieldComponent, "broadcast"))
+		l.add(control.ListenerBroadcast, "tcp", ln.Addr(), l.text)
+	}
 
 	if t := cfg.Broadcast.TLS; t.Listen != "" {
 		tln, err := l.bindTextTLS(t)
@@ -141,6 +149,9 @@ func (l *listeners) add(name, protocol string, addr net.Addr, s *broadcast.Serve
 // bindTextTLS adds the TLS listener to the text server: its clients share
 // the text feed.
 func (l *listeners) bindTextTLS(t config.TLS) (net.Listener, error) {
+	if l.text == nil {
+		return nil, errors.New("broadcast.tls.listen: the work queue (broadcast.delivery: one) serves the plain TCP listener only; remove broadcast.tls or set broadcast.delivery: all")
+	}
 	files, err := l.tlsFiles(t.TLSFiles)
 	if err != nil {
 		return nil, err
@@ -282,10 +293,13 @@ func (l *listeners) memberName(s *broadcast.Server) string {
 	return control.ListenerBroadcast
 }
 
-// run adds one member per server to the group.
+// run adds one member per server, and the work queue's, to the group.
 func (l *listeners) run(ctx context.Context, g *group) {
 	for _, s := range l.servers {
 		g.add(l.memberName(s), func() error { return s.Run(ctx) })
+	}
+	if l.queue != nil {
+		g.add(control.ListenerBroadcast, func() error { return l.queue.Run(ctx) })
 	}
 }
 
@@ -294,42 +308,85 @@ func (l *listeners) wait(g *group) {
 	for _, s := range l.servers {
 		g.wait(l.memberName(s))
 	}
+	if l.queue != nil {
+		g.wait(control.ListenerBroadcast)
+	}
 }
 
 // publish sends lines to the clients of every listener and returns the
-// text listener's sequence number of the last one.
+// text listener's sequence number of the last one. With a work queue it
+// waits while the queue is full, so that the feed is held back: then
+// the lines go out as the queue takes them, and the wait holds no lock,
+// so that chattyctl send is answered meanwhile.
 func (l *listeners) publish(lines [][]byte) uint64 {
-	l.pubMu.Lock()
-	defer l.pubMu.Unlock()
-	var seq uint64
-	for _, s := range l.servers {
-		if n := s.Publish(lines); s == l.text {
-			seq = n
+	if l.queue == nil {
+		l.pubMu.Lock()
+		defer l.pubMu.Unlock()
+		var seq uint64
+		for _, s := range l.servers {
+			if n := s.Publish(lines); s == l.text {
+				seq = n
+			}
 		}
+		return seq
+	}
+	var seq uint64
+	for len(lines) > 0 {
+		l.queue.WaitRoom(lines[0])
+		l.pubMu.Lock()
+		n, last := l.queue.PublishFit(lines)
+		if n > 0 {
+			for _, s := range l.servers {
+				s.Publish(lines[:n])
+			}
+			seq = last
+		}
+		l.pubMu.Unlock()
+		lines = lines[n:]
 	}
 	return seq
 }
 
 // publishMessage sends a typed message to the clients of every listener,
 // each in its protocol, and returns the text listener's sequence number.
-func (l *listeners) publishMessage(m message.Message) uint64 {
+// A work queue takes the text line as one more line to hand out; when it
+// is full, nothing is sent anywhere and the error says so.
+func (l *listeners) publishMessage(m message.Message) (uint64, error) {
 	l.pubMu.Lock()
 	defer l.pubMu.Unlock()
 	var seq uint64
+	if l.queue != nil {
+		var err error
+		if seq, err = l.queue.TryPublish([]byte(m.String())); err != nil {
+			return 0, err
+		}
+	}
 	for _, s := range l.servers {
 		if n := s.PublishMessage(m); s == l.text {
 			seq = n
 		}
 	}
-	return seq
+	return seq, nil
 }
 
-// setLimits applies the configuration's client limits to every server.
+// setLimits applies the configuration's client limits to every server,
+// and its work-queue settings to the queue.
 func (l *listeners) setLimits(cfg config.Config) {
 	for _, s := range l.servers {
 		s.SetLimits(limitsOf(cfg))
 		s.SetRetention(retentionOf(cfg))
 	}
+	if l.queue != nil {
+		l.queue.SetOptions(queueOptions(cfg))
+	}
+}
+
+// textAddr is the text listener's address, where text workers connect.
+func (l *listeners) textAddr() net.Addr {
+	if l.queue != nil {
+		return l.queue.Addr()
+	}
+	return l.text.Addr()
 }
 
 // retentionOf is the configuration's retention, for every server.
@@ -342,6 +399,11 @@ func retentionOf(cfg config.Config) broadcast.Retention {
 // send: from the latest first line of any server.
 func (l *listeners) retained() control.StreamStatus {
 	out := control.StreamStatus{ID: l.stream}
+	if len(l.servers) == 0 {
+		// Only a work queue, which retains nothing once acknowledged.
+		last := l.queue.LastSeq()
+		return control.StreamStatus{ID: l.stream, First: last + 1, Last: last}
+	}
 	for i, s := range l.servers {
 		r := s.Retained()
 		if i == 0 || r.First > out.First {
@@ -479,7 +541,7 @@ func (l *listeners) reloadAuthorizedKeys(path string) {
 // text listener.
 func (l *listeners) workerTarget(protocol config.Protocol) (net.Addr, *SignedWorker) {
 	if protocol != config.ProtocolSigned || l.signed == nil {
-		return l.text.Addr(), nil
+		return l.textAddr(), nil
 	}
 	// The listener's TLS and authentication are as the daemon started,
 	// whatever the file says now.
@@ -512,6 +574,22 @@ func (l *listeners) workerKey(int) ([]byte, func(), error) {
 func (l *listeners) closeAll() {
 	for _, ln := range l.bound {
 		ln.Close()
+	}
+}
+
+// queueOptions derives the work queue's settings from a configuration.
+func queueOptions(cfg config.Config) workqueue.Options {
+	b := cfg.Broadcast
+	return workqueue.Options{
+		MaxInFlight:    b.WorkQueue.MaxInFlight,
+		AckTimeout:     b.WorkQueue.AckTimeout,
+		MaxDeliveries:  b.WorkQueue.MaxDeliveries,
+		MaxDeadLetters: b.WorkQueue.DeadLetters,
+		QueueLines:     b.QueueLines,
+		QueueBytes:     b.QueueBytes,
+		MaxClients:     b.MaxClients,
+		MaxClientLine:  b.MaxClientLine,
+		TCPKeepAlive:   net.KeepAliveConfig{Idle: b.TCPKeepAlive.Idle, Interval: b.TCPKeepAlive.Interval, Count: b.TCPKeepAlive.Count},
 	}
 }
 

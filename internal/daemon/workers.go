@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/chatty-dev/chatty/internal/broadcast"
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/pool"
 )
@@ -31,7 +32,39 @@ func (d *Daemon) poolOptions(cfg config.Config) pool.Options {
 		BackoffMax:     cfg.Pool.BackoffMax,
 		StopTimeout:    cfg.Pool.StopTimeout,
 		Guard:          d.opts.GuardCommand,
+		// Only the text listener places workers: signed workers would
+		// keep their slots awaiting, for nothing, and so would workers
+		// of the work queue (delivery one), which hands out lines of its
+		// own.
+		Replay: cfg.Pool.Replay == config.ReplayUnacked && sw == nil && cfg.Broadcast.Delivery != config.DeliveryOne,
 	}
+}
+
+// placeWorker is the text listener's Placer: a connection whose other end
+// is held by the worker a pool slot awaits (pool.replay: unacked) starts
+// after the last line that slot's previous worker acknowledged. Every
+// other connection starts live; when no slot awaits, that costs one
+// atomic load, and the pool is asked only about loopback peers.
+func (d *Daemon) placeWorker(conn net.Conn) broadcast.Placement {
+	if !d.pool.Awaiting() || !loopbackPeer(conn) {
+		return broadcast.Placement{}
+	}
+	cl, ok := d.pool.Claim(conn)
+	if !ok {
+		return broadcast.Placement{}
+	}
+	return broadcast.Placement{
+		From:    cl.From,
+		Started: cl.Started,
+		Ended:   func(e broadcast.ClientEnd) { cl.Ended(e.Acked, e.Sent) },
+	}
+}
+
+// loopbackPeer reports whether conn's peer is on a loopback address, so
+// on this host.
+func loopbackPeer(conn net.Conn) bool {
+	a, ok := conn.RemoteAddr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
 }
 
 // dialAddr turns a listener's address into one a local worker can dial.

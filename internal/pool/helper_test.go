@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -71,6 +73,33 @@ func helper(mode string) int {
 		return untilTerm()
 	case "exit3":
 		return 3
+	case "first-line":
+		// A respawning worker for BenchmarkSlotIdentification: says how
+		// long its first line took from its connect, holds on for a
+		// random 1-3 s and exits 2, as the original child (faster).
+		c, err := net.Dial("tcp", os.Getenv("CHATTY_ADDR"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			return 1
+		}
+		connected := time.Now()
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			fmt.Fprintln(os.Stderr, "read:", err)
+			return 1
+		}
+		fmt.Printf("first-line after=%d\n", time.Since(connected).Nanoseconds())
+		time.Sleep(time.Second + time.Duration(rand.Int64N(int64(2*time.Second))))
+		c.Close()
+		return 2
+	case "dial":
+		// A worker: connects to its address and holds the connection.
+		c, err := net.Dial("tcp", os.Getenv("CHATTY_ADDR"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			return 1
+		}
+		defer c.Close()
+		return untilTerm()
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM)
 		ready()

@@ -10,6 +10,11 @@
 // Options.Guard so does everything left in their groups, however chattyd
 // died (see guard.go). Their output is logged line by line with the slot
 // as the "process" field.
+//
+// With Options.Replay a slot carries on where its last worker stopped:
+// the broadcaster asks Claim about each new connection while a slot
+// awaits its worker, and the worker's connection starts after the last
+// line its predecessor acknowledged (see replay.go).
 package pool
 
 import (
@@ -63,6 +68,11 @@ type Options struct {
 	// die, and ends it when no slot is left. It is read by New;
 	// SetOptions keeps it.
 	Guard []string
+	// Replay makes each slot carry on where its last worker stopped: the
+	// next worker's connection, once recognised (see Claim), starts after
+	// the last line its predecessor acknowledged. It applies from each
+	// slot's next start.
+	Replay bool
 }
 
 // validate reports every invalid option at once.
@@ -121,6 +131,7 @@ type SlotStatus struct {
 	Started  time.Time // when the current process started; zero if none
 	Restarts int       // starts after the first: after exits and failed starts
 	LastExit string    // how the last process ended, "" if none has
+	Replay   ReplayStatus
 }
 
 // ErrRunTwice is returned by a second call of Run.
@@ -135,6 +146,7 @@ type Pool struct {
 	guard  *guardian
 
 	restarts atomic.Uint64 // restarts of every slot there ever was
+	rep      replay        // which slots await their worker; see replay.go
 
 	mu      sync.Mutex // guards the fields below and every slot's status
 	opts    Options    // current options; Size is the desired size
@@ -223,9 +235,13 @@ func (p *Pool) SetOptions(o Options) error {
 func (p *Pool) Slots() []SlotStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.rep.mu.Lock()
+	defer p.rep.mu.Unlock()
 	out := make([]SlotStatus, 0, len(p.slots))
 	for _, s := range p.slots {
-		out = append(out, s.status)
+		st := s.status
+		st.Replay = s.replayStatusLocked()
+		out = append(out, st)
 	}
 	slices.SortStableFunc(out, func(a, b SlotStatus) int { return a.Slot - b.Slot })
 	return out

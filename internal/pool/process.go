@@ -36,7 +36,10 @@ const outputGrace = time.Second
 type spawnRequest struct {
 	cmd         *exec.Cmd
 	retireGuard bool
-	reply       chan<- error
+	// started, if set, is called with the new worker's pid as soon as
+	// it has started, before the reply.
+	started func(pid int)
+	reply   chan<- error
 }
 
 // forker starts every worker and every guard, from one OS thread locked
@@ -59,6 +62,9 @@ func forker(reqs <-chan spawnRequest, g *guardian) {
 		if err == nil && r.cmd != nil {
 			if err = r.cmd.Start(); err == nil {
 				g.add(r.cmd.Process.Pid)
+				if r.started != nil {
+					r.started(r.cmd.Process.Pid)
+				}
 			}
 		}
 		r.reply <- err
@@ -167,8 +173,13 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 	}
 
 	reply := make(chan error, 1)
+	req := spawnRequest{cmd: cmd, reply: reply}
+	if o.Replay {
+		// At once: the worker may connect before start returns.
+		req.started = func(pid int) { p.awaitWorker(s, pid) }
+	}
 	select {
-	case p.spawns <- spawnRequest{cmd: cmd, reply: reply}:
+	case p.spawns <- req:
 		err = <-reply
 	case <-s.stop:
 		err = errStopped

@@ -29,6 +29,8 @@ type slot struct {
 	// Guarded by Pool.mu.
 	retired bool // stop is closed
 	status  SlotStatus
+
+	rep replayState // guarded by Pool.rep.mu
 }
 
 func newSlot(n int, prev *slot) *slot {
@@ -139,6 +141,7 @@ func (p *Pool) runSlot(s *slot) {
 				st.State, st.PID, st.Started = StateRunning, w.pid, w.started
 			})
 			how, stopped := p.supervise(s, w, opts.StopTimeout, log)
+			p.workerGone(s, s.stop)
 			lived := time.Since(w.started)
 			p.setStatus(s, func(st *SlotStatus) {
 				st.PID, st.Started, st.LastExit = 0, time.Time{}, how

@@ -18,7 +18,11 @@ const (
 	PathScale   = "/v1/scale"    // POST ScaleRequest: ScaleResponse
 	PathStop    = "/v1/stop"     // POST, no body: 202 StopResponse
 	PathIdent   = "/v1/identity" // GET: Identity
-	PathMetrics = "/metrics"     // GET: Prometheus text format
+	// PathDeadLetters lists the work queue's poison lines, PathRetry puts
+	// one back; both answer 409 without a work queue.
+	PathDeadLetters = "/v1/deadletters" // GET: []DeadLetter
+	PathRetry       = "/v1/retry"       // POST RetryRequest: RetryResponse
+	PathMetrics     = "/metrics"        // GET: Prometheus text format
 )
 
 // MaxRequestBytes bounds a request body.
@@ -36,6 +40,76 @@ type Status struct {
 	Clients       ClientsSummary `json:"clients"`
 	Pool          PoolStatus     `json:"pool"`
 	Stream        StreamStatus   `json:"stream"`
+	// Queue is the work queue of broadcast.delivery: one; absent with
+	// delivery all.
+	Queue *QueueStatus `json:"queue,omitempty"`
+}
+
+// QueueStatus describes the work queue that serves the text listener
+// with broadcast.delivery: one.
+type QueueStatus struct {
+	// Waiting counts the lines waiting for a worker, WaitingBytes their
+	// bytes, and InFlight the lines handed out and not acknowledged.
+	Waiting      int `json:"waiting"`
+	WaitingBytes int `json:"waiting_bytes"`
+	InFlight     int `json:"in_flight"`
+	// OldestWaitingSeconds is how long the line at the front of the
+	// queue has been in it; 0 when none waits.
+	OldestWaitingSeconds float64 `json:"oldest_waiting_seconds"`
+	// FeedHeld reports whether the queue is full, so that the feed is
+	// not read.
+	FeedHeld bool `json:"feed_held"`
+	// Queued counts the lines ever queued (feed lines and messages sent),
+	// Acked those acknowledged, Mismatched the acks that matched no line.
+	Queued     uint64 `json:"queued"`
+	Acked      uint64 `json:"acked"`
+	Mismatched uint64 `json:"acks_mismatched"`
+	// Redeliveries counts the lines handed out again; AckTimeouts the
+	// workers disconnected for holding a line past ack_timeout.
+	Redeliveries uint64 `json:"redeliveries"`
+	AckTimeouts  uint64 `json:"ack_timeouts"`
+	// DeadLetters is the number of poison lines set aside now;
+	// DeadLettered counts every one ever set aside, DeadLettersDropped
+	// those dropped from a full list.
+	DeadLetters        int    `json:"dead_letters"`
+	DeadLettered       uint64 `json:"dead_lettered"`
+	DeadLettersDropped uint64 `json:"dead_letters_dropped"`
+	// Workers are the connected workers with what each holds.
+	Workers []QueueWorker `json:"workers"`
+}
+
+// QueueWorker is one worker connected to the work queue.
+type QueueWorker struct {
+	// ID is the connection's id, as in Client.ID.
+	ID          uint64    `json:"id"`
+	Remote      string    `json:"remote"`
+	ConnectedAt time.Time `json:"connected_at"`
+	// InFlight counts the lines it holds unacknowledged.
+	InFlight   int    `json:"in_flight"`
+	Delivered  uint64 `json:"delivered"`
+	Acked      uint64 `json:"acked"`
+	Mismatched uint64 `json:"acks_mismatched"`
+}
+
+// DeadLetter is a poison line the work queue set aside.
+type DeadLetter struct {
+	Seq uint64 `json:"seq"`
+	// Line is the line, as text (bytes that are not UTF-8 are replaced
+	// by U+FFFD).
+	Line string `json:"line"`
+	// Deliveries counts the deliveries that ended without an ack.
+	Deliveries int       `json:"deliveries"`
+	At         time.Time `json:"at"`
+}
+
+// RetryRequest asks the work queue to queue a dead letter again.
+type RetryRequest struct {
+	Seq uint64 `json:"seq"`
+}
+
+// RetryResponse tells which line was queued again.
+type RetryResponse struct {
+	Seq uint64 `json:"seq"`
 }
 
 // StreamStatus names the stream the feed's sequence numbers belong to and
@@ -146,8 +220,30 @@ type PoolStatus struct {
 	Running int `json:"running"`
 	// Restarts counts worker restarts since the daemon started, over every
 	// slot there ever was; it never decreases.
-	Restarts uint64   `json:"restarts"`
-	Slots    []Worker `json:"slots"`
+	Restarts uint64 `json:"restarts"`
+	// Replay is pool.replay: "unacked" or "none".
+	Replay string `json:"replay"`
+	// ReplayTotals adds up the replay counters of every slot there ever
+	// was; they never decrease.
+	ReplayTotals ReplayCounters `json:"replay_totals"`
+	Slots        []Worker       `json:"slots"`
+}
+
+// ReplayCounters count how a slot's workers carried on where the
+// previous one stopped (pool.replay: unacked).
+type ReplayCounters struct {
+	// Identified counts connections recognised as a slot's worker.
+	Identified uint64 `json:"identified"`
+	// Resumed counts workers that started after the last line their
+	// predecessor acknowledged rather than live.
+	Resumed uint64 `json:"resumed"`
+	// Gaps counts workers that could not start there because retention
+	// no longer held it; GapLines counts the lines they never got.
+	Gaps     uint64 `json:"gaps"`
+	GapLines uint64 `json:"gap_lines"`
+	// Duplicates counts lines sent to a worker that ended without
+	// acknowledging them; its successor is sent them again.
+	Duplicates uint64 `json:"duplicates"`
 }
 
 // Client is one connected client of the broadcaster.
@@ -184,6 +280,13 @@ type Worker struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Restarts      int       `json:"restarts"`
 	LastExit      string    `json:"last_exit"` // such as "exited with code 2"
+	// Awaiting reports whether the slot's worker has started and its
+	// connection is not identified yet.
+	Awaiting bool `json:"awaiting,omitempty"`
+	// LastAcked is the last line the slot's workers acknowledged, once
+	// a worker's connection has ended (0 before).
+	LastAcked uint64         `json:"last_acked"`
+	Replay    ReplayCounters `json:"replay"`
 }
 
 // SendRequest asks the daemon to broadcast a typed message. Its body has

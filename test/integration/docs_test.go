@@ -28,6 +28,7 @@ var docExemptions = map[string]string{
 	"bin/chattyd --config configs/chattyd.yaml":                           "starts a daemon on the fixed port 54321 and the user's control socket; every integration test starts chattyd, and this file is checked by check-config below",
 	"bin/chattyd keygen --out /etc/chattyd/identity.key":                  "writes under /etc (root); TestKeygenMakesTheDirectory makes a missing directory the same way",
 	"chattyd check-config /etc/chattyd/chattyd.yaml":                      "the installed package's file; make systemd-test installs the package",
+	"bin/chattyctl watch --state watch.state":                             "would leave a state file in the clone; TestWatchStateGoesOnAfterTheLastLine runs it with a temporary one",
 	"chattyctl watch --state /var/tmp/watch.state":                        "would leave a state file on the machine; TestWatchStateGoesOnAfterTheLastLine runs it with a temporary one",
 	"chattyctl watch --signed --pubkey /var/lib/chattyd/identity.key.pub": "the packaged daemon's key; TestWatchSigned and the signed tests verify the signed listener with a key they make",
 	"chattyctl top --interval 5s | tee top.log":                           "writes top.log in the current directory; chattyctl top itself runs above, and TestTopPlain covers its plain output",

@@ -31,6 +31,10 @@ type Backend struct {
 	IdentityValue *control.Identity
 	// SendErr and ScaleErr, when set, are returned by Send and Scale.
 	SendErr, ScaleErr error
+	// DeadLettersValue is what DeadLetters returns; nil answers
+	// controlserver.ErrNoQueue, as a daemon that broadcasts does. Retry
+	// takes the dead letter out of it, or answers controlserver.ErrNotFound.
+	DeadLettersValue []control.DeadLetter
 	// StopHook, when set, is called first thing by Stop.
 	StopHook func()
 
@@ -113,6 +117,34 @@ func (b *Backend) Send(m message.Message) (uint64, error) {
 	b.seq++
 	b.sent = append(b.sent, m)
 	return b.seq, nil
+}
+
+// DeadLetters implements controlserver.Backend.
+func (b *Backend) DeadLetters() ([]control.DeadLetter, error) {
+	b.record("deadletters")
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.DeadLettersValue == nil {
+		return nil, controlserver.ErrNoQueue
+	}
+	return append([]control.DeadLetter{}, b.DeadLettersValue...), nil
+}
+
+// Retry implements controlserver.Backend.
+func (b *Backend) Retry(seq uint64) error {
+	b.record(fmt.Sprintf("retry %d", seq))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.DeadLettersValue == nil {
+		return controlserver.ErrNoQueue
+	}
+	for i, d := range b.DeadLettersValue {
+		if d.Seq == seq {
+			b.DeadLettersValue = append(b.DeadLettersValue[:i:i], b.DeadLettersValue[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no dead letter %d", controlserver.ErrNotFound, seq)
 }
 
 // Scale implements controlserver.Backend.

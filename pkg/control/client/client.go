@@ -95,6 +95,21 @@ func (c *Client) Scale(ctx context.Context, n int) (control.ScaleResponse, error
 	return resp, err
 }
 
+// DeadLetters returns the work queue's poison lines. A daemon without a
+// work queue answers an *APIError with status 409.
+func (c *Client) DeadLetters(ctx context.Context) ([]control.DeadLetter, error) {
+	var ds []control.DeadLetter
+	err := c.do(ctx, http.MethodGet, control.PathDeadLetters, nil, &ds)
+	return ds, err
+}
+
+// Retry asks the work queue to queue the dead letter seq again.
+func (c *Client) Retry(ctx context.Context, seq uint64) (control.RetryResponse, error) {
+	var resp control.RetryResponse
+	err := c.do(ctx, http.MethodPost, control.PathRetry, control.RetryRequest{Seq: seq}, &resp)
+	return resp, err
+}
+
 // Stop asks the daemon to shut down. It returns once the daemon has
 // accepted; the daemon may still be running then.
 func (c *Client) Stop(ctx context.Context) error {
