@@ -60,16 +60,16 @@ type Report struct {
 	// Replay is the pool's slot replay at the end (pool.replay: unacked):
 	// a gap is a slot that missed lines, which must not happen within
 	// the retention.
-	Replay control.ReplayCounters
-	SlowConsumers               uint64
-	BaseFDs, EndFDs             int // idle chattyd before and after the run
-	BaseGoroutines, EndGorout   int
-	RSSBase, RSSEnd             int64 // max over the first and last windows after warm-up
-	Zombies                     []int // children seen as zombies in two samples running
-	Leftover                    []int // processes of chattyd's group left after it exited
-	ExitCode                    int
-	Samples                     []Sample
-	Problems                    []string
+	Replay                    control.ReplayCounters
+	SlowConsumers             uint64
+	BaseFDs, EndFDs           int // idle chattyd before and after the run
+	BaseGoroutines, EndGorout int
+	RSSBase, RSSEnd           int64 // max over the first and last windows after warm-up
+	Zombies                   []int // children seen as zombies in two samples running
+	Leftover                  []int // processes of chattyd's group left after it exited
+	ExitCode                  int
+	Samples                   []Sample
+	Problems                  []string
 }
 
 // OK reports whether the run found no problem.
