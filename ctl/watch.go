@@ -23,7 +23,6 @@ import (
 	"github.com/chatty-dev/chatty/pkg/identity"
 	"github.com/chatty-dev/chatty/pkg/message"
 	"github.com/chatty-dev/chatty/pkg/signed"
-	"github.com/chatty-dev/chatty/pkg/wire"
 )
 
 // cmdWatch connects to the broadcaster as a plain client and copies what
@@ -62,9 +61,6 @@ func cmdWatch(c *cli.Context) error {
 	res, err := resumeOptions(c)
 	if err != nil {
 		return err
-	}
-	if res.set && protocol == "signed" && res.start.From == wire.FromSince {
-		return usagef("watch: the signed listener resumes from a sequence number (--from SEQ, first or next, or --state), not --since")
 	}
 	if res.set && protocol != "signed" {
 		if c.Bool("tls") {

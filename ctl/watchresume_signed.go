@@ -10,7 +10,7 @@ import (
 )
 
 // signedResume is where watch --signed asks the signed listener to start
-// (--from, --state), and the state file it keeps: the RESUME it sends once
+// (--from, --since, --state), and the state file it keeps: the RESUME it sends once
 // the daemon's first frame has verified (after the AUTH, when the daemon
 // asks for one), and the last message printed.
 type signedResume struct {
@@ -22,7 +22,7 @@ type signedResume struct {
 }
 
 // newSignedResume makes r's RESUME with v, which then awaits its answer;
-// nil when watch was given none of --from and --state.
+// nil when watch was given none of --from, --since and --state.
 func newSignedResume(r resume, v *signed.Verifier, errOut io.Writer) (*signedResume, error) {
 	if !r.set {
 		return nil, nil
@@ -38,8 +38,8 @@ func newSignedResume(r resume, v *signed.Verifier, errOut io.Writer) (*signedRes
 		q.From = signed.FromFirst
 	case wire.FromNext:
 		q.From = signed.FromNext
-	default:
-		return nil, usagef("watch: the signed listener resumes from a sequence number (--from SEQ, first or next, or --state), not --since")
+	case wire.FromSince:
+		q.From, q.Since = signed.FromSince, r.start.Since
 	}
 	frame, err := v.Resume(q)
 	if err != nil {

@@ -81,7 +81,8 @@ func watchUntil(t *testing.T, state, stream string, last int, args ...string) (i
 // watch --signed --from starts at the message asked, --state records the
 // last printed, and a watch started again with the state file goes on
 // exactly after it; a state of another stream is told and the stream
-// printed from its oldest message.
+// printed from its oldest message; --since starts with the messages of
+// that time.
 func TestWatchSignedResume(t *testing.T) {
 	const id = "k5vq3xwz2m7hd4ta"
 	s, pubFile := signedServer(t, id, broadcast.SignedOptions{})
@@ -107,8 +108,11 @@ func TestWatchSignedResume(t *testing.T) {
 		t.Fatalf("watch --state of another stream = %d, %d bytes; stderr %s", code, len(out), errOut)
 	}
 
-	if code, _, errOut := runCtl(t, "watch", "--signed", "--pubkey", pubFile, "--addr", addr, "--since", "5m"); code != 2 || !strings.Contains(errOut, "not --since") {
-		t.Fatalf("watch --signed --since = %d: %s", code, errOut)
+	// --since 1h: everything here is more recent.
+	os.Remove(state)
+	code, out, errOut = watchUntil(t, state, id, 150, "--signed", "--pubkey", pubFile, "--addr", addr, "--since", "1h", "--state", state)
+	if code != 0 || out != all+more {
+		t.Fatalf("watch --since 1h = %d, %d bytes; stderr %s", code, len(out), errOut)
 	}
 }
 

@@ -3,6 +3,7 @@ package broadcast
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chatty-dev/chatty/pkg/signed"
 	"github.com/sirupsen/logrus"
@@ -76,8 +77,11 @@ func (r *frameReader) resume(f signed.Frame) bool {
 	c.wakeWriterFromReader()
 	c.srv.resumed.Add(1)
 	fields := logrus.Fields{"asked": q.From.String(), "result": res.Result.String(), "from": res.Anchor.Seq + 1}
-	if q.From == signed.FromSeq {
+	switch q.From {
+	case signed.FromSeq:
 		fields["asked_seq"], fields["asked_stream"] = q.Seq, q.Stream
+	case signed.FromSince:
+		fields["asked_since"] = q.Since.UTC().Format(time.RFC3339Nano)
 	}
 	if from, to, ok := res.Gap(); ok {
 		c.srv.gaps.Add(1)
@@ -93,7 +97,8 @@ func (r *frameReader) resume(f signed.Frame) bool {
 // the Chained mode the chain digest after that message, found from the
 // digest at its chunk's start. A stream the client names that is not
 // this one, or a sequence number ahead of it, starts it at the oldest
-// line retained (live for FromNext), told so.
+// line retained (live for FromNext, from the time for FromSince), told
+// so.
 func (s *Server) resumeSigned(session signed.Session, q signed.ResumeRequest) (*restart, signed.Resumed, error) {
 	l := s.lines
 	sc := l.codec.(*signedCodec)
@@ -116,6 +121,9 @@ func (s *Server) resumeSigned(session signed.Session, q signed.ResumeRequest) (*
 	switch {
 	case q.From == signed.FromNext:
 		at.seq = l.endSeq.Load()
+	case q.From == signed.FromSince:
+		// A time is no stream's number: it holds whatever the stream.
+		at.since = max(q.Since.UnixNano(), 1)
 	case q.From == signed.FromFirst || result == signed.ResumedOtherStream:
 		at.first = true
 	default:

@@ -214,6 +214,22 @@ func TestSignedResumeAtChunkOfTypedMessages(t *testing.T) {
 	}
 }
 
+// A client resuming from a time gets every line published since, and at
+// most the rest of the chunk before them, not the older chunks.
+func TestSignedResumeSince(t *testing.T) {
+	s, pub := startSignedRetaining(t, SignedOptions{Mode: signed.Chained, CheckpointEvery: 50}, Retention{Bytes: 64 << 20})
+	const old, n = 6000, 6100 // the old lines fill several chunks
+	publishRange(s, 1, old)
+	since := time.Now()
+	publishRange(s, old+1, n)
+	c := dialResume(t, s, pub, signed.ResumeRequest{From: signed.FromSince, Since: since})
+	r, seqs := c.readThrough(t, n)
+	if r.Result != signed.ResumedAsAsked || seqs[0] <= 1 || seqs[0] > old+1 {
+		t.Fatalf("RESUMED %+v, first message %d; want one after the oldest chunk, at most %d", r, seqs[0], old+1)
+	}
+	checkRun(t, seqs, seqs[0], n)
+}
+
 // A client whose first line is no longer retained is told, signed, which
 // lines are gone and starts at the oldest retained.
 func TestSignedResumeGap(t *testing.T) {

@@ -21,9 +21,10 @@ const (
 	FromSeq   ResumeFrom = 1 // at message Seq of the named stream
 	FromFirst ResumeFrom = 2 // at the oldest message the daemon retains
 	FromNext  ResumeFrom = 3 // at the next message published: live
+	FromSince ResumeFrom = 4 // at the messages published at or after Since still retained
 )
 
-// String returns "seq", "first" or "next".
+// String returns "seq", "first", "next" or "since".
 func (f ResumeFrom) String() string {
 	switch f {
 	case FromSeq:
@@ -32,6 +33,8 @@ func (f ResumeFrom) String() string {
 		return "first"
 	case FromNext:
 		return "next"
+	case FromSince:
+		return "since"
 	}
 	return fmt.Sprintf("ResumeFrom(%d)", uint8(f))
 }
@@ -49,6 +52,11 @@ type ResumeRequest struct {
 	From  ResumeFrom
 	// Seq is the first message wanted (FromSeq); 0 otherwise.
 	Seq uint64
+	// Since is the oldest time wanted (FromSince): the daemon starts with
+	// the oldest block of its log holding a message as recent, so a few
+	// older ones may come first. It goes where Seq goes on the wire, in
+	// nanoseconds since the epoch; zero otherwise.
+	Since time.Time
 	// Stream is the daemon's stream name (chatty's stream id) that Seq
 	// belongs to, as a RESUMED named it; "" for whatever stream the
 	// daemon has now.
@@ -139,12 +147,22 @@ func (r *ResumeRequest) check() error {
 		if r.Seq == 0 {
 			return errors.New("from seq 0: sequence numbers start at 1")
 		}
+		if !r.Since.IsZero() {
+			return errors.New("a time with from seq: only from since has one")
+		}
 	case FromFirst, FromNext:
+		if r.Seq != 0 || !r.Since.IsZero() {
+			return fmt.Errorf("seq %d or a time with from %v: only from seq and since have one", r.Seq, r.From)
+		}
+	case FromSince:
 		if r.Seq != 0 {
-			return fmt.Errorf("seq %d with from %v: only from seq has one", r.Seq, r.From)
+			return fmt.Errorf("seq %d with from since: only from seq has one", r.Seq)
+		}
+		if r.Since.UnixNano() <= 0 {
+			return fmt.Errorf("from since %s: want a time after 1970", r.Since.UTC().Format(time.RFC3339Nano))
 		}
 	default:
-		return fmt.Errorf("from %d: want 1 (seq), 2 (first) or 3 (next)", uint8(r.From))
+		return fmt.Errorf("from %d: want 1 (seq), 2 (first), 3 (next) or 4 (since)", uint8(r.From))
 	}
 	return checkName(r.Stream)
 }
@@ -157,7 +175,7 @@ func AppendResume(dst []byte, r ResumeRequest) ([]byte, error) {
 	dst = appendHeader(dst, KindResume, resumeFixed+len(r.Stream))
 	dst = append(dst, r.Nonce[:]...)
 	dst = append(dst, byte(r.From))
-	dst = appendU64(dst, r.Seq)
+	dst = appendU64(dst, r.asked())
 	dst = append(dst, byte(len(r.Stream)))
 	return append(dst, r.Stream...), nil
 }
@@ -178,6 +196,9 @@ func ParseResume(f Frame) (ResumeRequest, error) {
 	copy(r.Nonce[:], b[0:16])
 	r.From = ResumeFrom(b[16])
 	r.Seq = binary.BigEndian.Uint64(b[17:25])
+	if r.From == FromSince {
+		r.Since, r.Seq = time.Unix(0, int64(r.Seq)), 0
+	}
 	if n := int(b[25]); len(b) != resumeFixed+n {
 		return fail("body of %d bytes, want %d for a stream name of %d", len(b), resumeFixed+n, n)
 	}
@@ -186,6 +207,15 @@ func ParseResume(f Frame) (ResumeRequest, error) {
 		return fail("%v", err)
 	}
 	return r, nil
+}
+
+// asked returns what a RESUME carries in its seq field: Seq, or Since in
+// nanoseconds.
+func (r *ResumeRequest) asked() uint64 {
+	if r.From == FromSince {
+		return uint64(r.Since.UnixNano())
+	}
+	return r.Seq
 }
 
 // appendCanonicalResumed appends
@@ -209,7 +239,7 @@ func appendResumedFields(b []byte, r *Resumed, ts int64) []byte {
 	b = append(b, a.Head[:]...)
 	b = append(b, r.Request.Nonce[:]...)
 	b = append(b, byte(r.Request.From))
-	b = appendU64(b, r.Request.Seq)
+	b = appendU64(b, r.Request.asked())
 	b = append(b, byte(r.Result))
 	b = append(b, byte(len(r.Stream)))
 	return append(b, r.Stream...)
@@ -296,13 +326,17 @@ func (v *Verifier) resumedFrame(b []byte, now int64, deliver func(*Message)) *Re
 	ts := int64(binary.BigEndian.Uint64(b[41:49]))
 	copy(a.Head[:], b[49:81])
 	copy(r.Request.Nonce[:], b[81:97])
-	r.Request.From = ResumeFrom(b[97])
-	r.Request.Seq = binary.BigEndian.Uint64(b[98:106])
+	from, asked := ResumeFrom(b[97]), binary.BigEndian.Uint64(b[98:106])
 	r.Result = ResumeResult(b[106])
 	n := int(b[107])
 	r.Stream = string(b[108 : 108+n])
 	sig := b[108+n:]
-	r.Request.Stream = v.request.Stream // not carried: the nonce names the request
+	q := &v.request
+	if r.Request.Nonce != q.Nonce || from != q.From || asked != q.asked() {
+		return reject(ReasonUnexpected, a.Seq, "RESUMED answers another request (from %v, %d), not this connection's", from, asked)
+	}
+	// The request's name is not carried: the nonce names the request.
+	r.Request = *q
 	v.scratch = appendCanonicalResumed(v.scratch[:0], &r, ts)
 	d := sum(v.scratch)
 	if !v.checkSignature(&d, sig) {
@@ -316,10 +350,6 @@ func (v *Verifier) resumedFrame(b []byte, now int64, deliver func(*Message)) *Re
 	}
 	if re := v.checkTime(ts, now, a.Seq); re != nil {
 		return re
-	}
-	q := &v.request
-	if r.Request.Nonce != q.Nonce || r.Request.From != q.From || r.Request.Seq != q.Seq {
-		return reject(ReasonUnexpected, a.Seq, "RESUMED answers another request (from %v seq %d), not this connection's", r.Request.From, r.Request.Seq)
 	}
 	if re := checkResult(&r); re != nil {
 		return re

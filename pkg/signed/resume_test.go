@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 )
 
 const testStreamName = "k5vq3xwz2m7hd4ta"
@@ -227,7 +228,8 @@ func TestResumeRequestErrors(t *testing.T) {
 		want string
 	}{
 		{"no from", ResumeRequest{}, "want 1 (seq)"},
-		{"from 4", ResumeRequest{From: 4}, "want 1 (seq)"},
+		{"from 5", ResumeRequest{From: 5}, "want 1 (seq)"},
+		{"since 1970", ResumeRequest{From: FromSince}, "after 1970"},
 		{"seq 0", ResumeRequest{From: FromSeq, Stream: "x"}, "start at 1"},
 		{"seq with first", ResumeRequest{From: FromFirst, Seq: 3}, "only from seq"},
 		{"space in name", ResumeRequest{From: FromNext, Stream: "a b"}, "not a letter"},
@@ -243,6 +245,15 @@ func TestResumeRequestErrors(t *testing.T) {
 		frame = append(append(frame, byte(len(c.q.Stream))), c.q.Stream...)
 		if _, err := ParseResume(decodeOne(t, frame, 0)); ReasonOf(err) != ReasonMalformed || !bytes.Contains([]byte(err.Error()), []byte(c.want)) {
 			t.Errorf("%s: ParseResume: %v, want malformed %q", c.name, err, c.want)
+		}
+	}
+	for _, q := range []ResumeRequest{
+		{From: FromSince, Seq: 3, Since: testNow},
+		{From: FromSeq, Seq: 3, Since: testNow},
+		{From: FromNext, Since: testNow},
+	} {
+		if _, err := AppendResume(nil, q); !errors.Is(err, ErrInvalidResume) {
+			t.Errorf("%+v: AppendResume: %v, want invalid", q, err)
 		}
 	}
 	for _, n := range []int{0, resumeFixed - 1, len(body) - 1, len(body) + 1} {
@@ -282,5 +293,31 @@ func TestChainHeadAt(t *testing.T) {
 	}
 	if fmt.Sprint(ChainHeadAt(all[:3], Digest{1})) != fmt.Sprint(Digest{1}) {
 		t.Fatal("a cut header changes the digest")
+	}
+}
+
+// A RESUME from a time carries it where the seq goes, and the RESUMED
+// must repeat it.
+func TestResumeSince(t *testing.T) {
+	s := encodeStream(t, Chained, 6, 2)
+	e := newTestEncoder(t, Chained, 2)
+	q := ResumeRequest{Nonce: [16]byte{4}, From: FromSince, Since: time.Unix(0, testNow.UnixNano())}
+	frame, err := AppendResume(nil, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ParseResume(decodeOne(t, frame, 0)); err != nil || !got.Since.Equal(q.Since) || got.From != FromSince || got.Seq != 0 {
+		t.Fatalf("RESUME from since reads as %+v %v", got, err)
+	}
+	from, _ := frameAfter(t, s, 2)
+	r, _ := verifyResumed(t, q, resumedAt(t, e, s, 2, q, ResumedAsAsked), s.bytes[from:])
+	if r.err != nil || len(r.msgs) != 4 || r.msgs[0].seq != 3 {
+		t.Fatalf("%+v %v", r.msgs, r.err)
+	}
+	other := q
+	other.Since = q.Since.Add(time.Nanosecond)
+	r, _ = verifyResumed(t, q, resumedAt(t, e, s, 2, other, ResumedAsAsked), s.bytes[from:])
+	if ReasonOf(r.err) != ReasonUnexpected || len(r.msgs) != 0 {
+		t.Fatalf("a RESUMED of another time: %d delivered, %v", len(r.msgs), r.err)
 	}
 }
