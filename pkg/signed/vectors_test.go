@@ -354,6 +354,23 @@ func makeVectors(t *testing.T) []*vectorBlock {
 	rs.add("resumed.digest", d[:])
 	rs.add("resumed.signature", ed25519.Sign(priv, d[:]))
 	rs.add("resumed.frame", resumed)
+	// The same point answering a RESUME from message 1, which is gone.
+	gq := q
+	gq.Seq = 1
+	gres := res
+	gres.Request, gres.Result = gq, ResumedGap
+	c = appendCanonicalResumed(nil, &gres, clock.UnixNano())
+	d = sum(c)
+	gap, err := e.AppendResumed(nil, gres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.add("gap.asked", gq.Seq)
+	rs.add("gap.result", fmt.Sprintf("%d (%v)", gres.Result, gres.Result))
+	rs.add("gap.canonical", c)
+	rs.add("gap.digest", d[:])
+	rs.add("gap.signature", ed25519.Sign(priv, d[:]))
+	rs.add("gap.frame", gap)
 	rs.add("message.3.frame", frames[2])
 	rs.add("checkpoint.frame", cp)
 	rs.add("stream", bytes.Join([][]byte{resumed, frames[2], cp}, nil))
@@ -545,5 +562,20 @@ func checkDocumentedResume(t *testing.T, b *vectorBlock, pub ed25519.PublicKey) 
 	}
 	if r, ok := v.Resumed(); !ok || r.Result != ResumedAsAsked || r.Stream != stream || r.Anchor.Head != Digest(b.hex(t, "resumed.head")) {
 		t.Fatalf("documented RESUMED reads as %+v", r)
+	}
+	// The gap: the same point, answering a RESUME from message 1.
+	q.Seq = uint64(b.int(t, "gap.asked"))
+	v, _ = NewVerifier(pub, VerifierOptions{Now: func() time.Time { return now }})
+	if _, err := v.Resume(q); err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	rest := bytes.Join([][]byte{b.hex(t, "gap.frame"), b.hex(t, "message.3.frame"), b.hex(t, "checkpoint.frame")}, nil)
+	if err := v.Feed(rest, func(m *Message) { got = append(got, fmt.Sprintf("%v %d %q", m.Kind, m.Seq, m.Payload)) }); err != nil {
+		t.Fatalf("documented gap: %v", err)
+	}
+	r, _ := v.Resumed()
+	if from, to, ok := r.Gap(); !ok || from != 1 || to != 2 || strings.Join(got, "|") != `RESUMED 2 ""|CHAINED 3 "third"` {
+		t.Fatalf("documented gap reads as %d-%d %v, delivers %s", from, to, ok, strings.Join(got, "|"))
 	}
 }
