@@ -17,7 +17,7 @@ GIT_VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null)
 BUILD_LDFLAGS := $(if $(GIT_VERSION),-X $(VERSION_VAR)=$(GIT_VERSION))
 NFPM         := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
-.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots soak clean man \
+.PHONY: all build run test test-short lint fuzz bench bench-pool bench-queue bench-scale bench-signed bench-retain bench-slots bench-nats bench-websocket soak clean man nats-test \
 	package package-files verify-units systemd-test
 
 all: build
@@ -64,9 +64,19 @@ bench: build
 bench-retain:
 	$(GO) test -run '^$$' -bench 'CatchUp|Retention' -benchtime 1x ./internal/broadcast
 
-# The signed listener end to end, subscribers verifying every message:
-# per-message and chained at full speed, and their latency against the
-# text listener's (also part of `make bench`); see docs/benchmarks.md.
+# nats-test runs the shared-feed tests in full against a real three-node
+# nats-server cluster on loopback, which the tests install into the user's
+# cache (docs/scale-out.md); `make test` runs a short version.
+nats-test:
+	CHATTY_NATS_FULL=1 $(GO) test -race -count=1 -v -timeout 20m ./test/natscluster/
+
+# The shared feed through a three-node NATS cluster on loopback (R3
+# stream): publishing batched and not, fan-out and latency through the
+# stream against stdin, and the stall when the stream leader is killed;
+# see docs/benchmarks.md. BENCH_NATS_FLAGS adds flags, such as -json FILE.
+bench-nats: build
+	$(GO) run ./bench/natsbench -bin $(BIN)/chattyd $(BENCH_NATS_FLAGS)
+
 # fuzz runs every fuzz target (go test -fuzz) for FUZZTIME each.
 FUZZTIME ?= 10s
 fuzz:
@@ -77,8 +87,17 @@ fuzz:
 		done; \
 	done
 
+# The signed listener end to end, subscribers verifying every message:
+# per-message and chained at full speed, and their latency against the
+# text listener's (also part of `make bench`); see docs/benchmarks.md.
 bench-signed: build
 	./bench/run.sh -only signed-per-message,signed-chained,signed-latency $(BENCH_FLAGS)
+
+# 1,000 WebSocket subscribers against 1,000 TCP subscribers in the same
+# run, and the idle memory of each (also part of `make bench`); see
+# docs/benchmarks.md.
+bench-websocket: build
+	./bench/run.sh -only websocket $(BENCH_FLAGS)
 
 # 50,000 idle clients on one chattyd: resident memory per connection,
 # keep-alives answered, time for a line to reach them all. Dials from

@@ -255,6 +255,34 @@ func TestStatusFeedWaiting(t *testing.T) {
 	}
 }
 
+// With a shared feed, status prints the NATS connection, the publisher's
+// window and the consumer's gaps; without one, no nats line.
+func TestStatusNATS(t *testing.T) {
+	b, sock := fakeDaemon(t)
+	code, out, _ := runCtl(t, "--socket", sock, "status")
+	if code != 0 || strings.Contains(out, "nats") {
+		t.Fatalf("without a shared feed: exit %d, output mentions nats:\n%s", code, out)
+	}
+	b.StatusValue.NATS = &control.NATSStatus{
+		State: "connected", Server: "nats://10.0.0.1:4222", Stream: "CHATTY", Reconnects: 2,
+		Publish: control.NATSPublishStatus{Window: 64, Pending: 3, Buffered: 1200, Lines: 900, LastSeq: 1000, Retries: 4, HeldBack: 1},
+		Consume: control.NATSConsumeStatus{StreamSeq: 77, LastSeq: 1000, Lines: 1000, Gaps: 1, GapLines: 5},
+	}
+	code, out, errOut := runCtl(t, "--socket", sock, "status")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"connected to nats://10.0.0.1:4222", "stream CHATTY; 2 reconnects",
+		"900 lines, last 1000", "3 of 64 acks pending, 1200 bytes buffered; 4 retries, 1 held back",
+		"1000 lines, last 1000 (stream 77)", "1 gaps (5 lines missing)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestStopWaits(t *testing.T) {
 	b, sock := fakeDaemon(t)
 	code, out, errOut := runCtl(t, "--socket", sock, "stop", "--timeout", "10s")

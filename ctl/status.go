@@ -111,6 +111,30 @@ func printStatus(out io.Writer, st control.Status) error {
 			fmt.Fprintf(w, "stream\t%s\tnothing retained; next line %d\n", r.ID, r.Last+1)
 		}
 	}
+	if n := st.NATS; n != nil {
+		where := n.State
+		if n.Server != "" {
+			where += " to " + n.Server
+		}
+		if n.Embedded {
+			where += " (embedded server)"
+		}
+		fmt.Fprintf(w, "nats\t%s\tstream %s; %d reconnects\n", where, n.Stream, n.Reconnects)
+		p := n.Publish
+		fmt.Fprintf(w, "nats publish\t%d lines, last %d\t%d of %d acks pending, %d bytes buffered; %d retries, %d held back",
+			p.Lines, p.LastSeq, p.Pending, p.Window, p.Buffered, p.Retries, p.HeldBack)
+		if p.Abandoned > 0 {
+			fmt.Fprintf(w, ", %d abandoned", p.Abandoned)
+		}
+		fmt.Fprintln(w)
+		c := n.Consume
+		fmt.Fprintf(w, "nats consume\t%d lines, last %d (stream %d)\t%d gaps (%d lines missing); %d restarts",
+			c.Lines, c.LastSeq, c.StreamSeq, c.Gaps, c.GapLines, c.Restarts)
+		if c.Invalid > 0 {
+			fmt.Fprintf(w, ", %d invalid messages", c.Invalid)
+		}
+		fmt.Fprintln(w)
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}

@@ -96,7 +96,7 @@ type config struct {
 func parseFlags(args []string) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("chattyload", flag.ContinueOnError)
-	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd, chattyd-signed (its signed listener, every message verified), ncat (ncat --broker) or nats (nats-server, one subject)")
+	fs.StringVar(&c.target, "target", "chattyd", "server to measure: chattyd, chattyd-signed (its signed listener, every message verified), chattyd-ws (its WebSocket listener), ncat (ncat --broker) or nats (nats-server, one subject)")
 	fs.StringVar(&c.bin, "bin", "", "server binary (required for chattyd and chattyd-signed; default ncat for ncat, nats-server for nats)")
 	fs.StringVar(&c.srvConfig, "config", "", "chattyd --config FILE (not with chattyd-signed, whose configuration the tool writes)")
 	fs.StringVar(&c.signed.mode, "mode", "chained", "chattyd-signed: broadcast.signed.mode, chained or per-message")
@@ -128,9 +128,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	c.extraArgs = strings.Fields(*extra)
 	switch {
-	case c.target != "chattyd" && c.target != "chattyd-signed" && c.target != "ncat" && c.target != "nats":
-		return c, fmt.Errorf("-target %q: want chattyd, chattyd-signed, ncat or nats", c.target)
-	case (c.target == "chattyd" || c.target == "chattyd-signed") && c.bin == "":
+	case c.target != "chattyd" && c.target != "chattyd-signed" && c.target != "chattyd-ws" && c.target != "ncat" && c.target != "nats":
+		return c, fmt.Errorf("-target %q: want chattyd, chattyd-signed, chattyd-ws, ncat or nats", c.target)
+	case (c.target == "chattyd" || c.target == "chattyd-signed" || c.target == "chattyd-ws") && c.bin == "":
 		return c, fmt.Errorf("-target %s needs -bin PATH (build it with: go build -o bin/chattyd ./daemon)", c.target)
 	case c.target == "chattyd-signed" && c.srvConfig != "":
 		return c, fmt.Errorf("-config with -target chattyd-signed: the tool writes chattyd's configuration; set the signed listener with -mode, -checkpoint-every and -checkpoint-interval")
@@ -138,6 +138,8 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("-mode %q: want chained or per-message", c.signed.mode)
 	case c.target == "chattyd-signed" && (c.signed.every < 1 || c.signed.interval <= 0):
 		return c, fmt.Errorf("-checkpoint-every must be at least 1 and -checkpoint-interval above 0")
+	case c.target == "chattyd-ws" && (c.ack || c.srvConfig != ""):
+		return c, fmt.Errorf("-target chattyd-ws: the WebSocket listener is read-only (no -ack), and the tool writes chattyd's configuration (no -config)")
 	case c.target == "ncat" && c.ack:
 		return c, fmt.Errorf("-ack with -target ncat: ncat relays every ack to all other clients, which measures nothing useful")
 	case c.subs < 1:

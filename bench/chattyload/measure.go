@@ -17,33 +17,37 @@ import (
 
 // result is one run's report. The JSON names are what the bench suite reads.
 type result struct {
-	Label       string   `json:"label,omitempty"`
-	Target      string   `json:"target"`
-	Subs        int      `json:"subs"`
-	Size        int      `json:"size"`
-	Rate        int      `json:"rate"`
-	Ack         bool     `json:"ack"`
-	Seconds     float64  `json:"seconds"`
-	Fed         uint64   `json:"fed"`        // lines fed in the window
-	FedPerSec   float64  `json:"fed_per_s"`  // lines fed per second in the window
-	Deliveries  uint64   `json:"deliveries"` // lines received by all subscribers in the window
-	DeliverRate float64  `json:"deliveries_per_s"`
-	LastSeq     uint64   `json:"last_seq"` // lines fed in the whole run
-	Lost        uint64   `json:"lost"`     // lines skipped in the stream a subscriber received
-	UndrainedN  uint64   `json:"undrained_lines"`
-	MissedN     uint64   `json:"disconnected_missed_lines"` // lines after a disconnection // tail lines not received by the drain deadline
-	Reordered   uint64   `json:"reordered"`
-	Duplicated  uint64   `json:"duplicated"`
-	Disconnects int      `json:"disconnected"`
-	Undrained   int      `json:"undrained"` // subscribers without the last line at the drain deadline
-	Samples     uint64   `json:"latency_samples"`
-	P50us       float64  `json:"latency_p50_us"`
-	P99us       float64  `json:"latency_p99_us"`
-	ServerCPU   float64  `json:"server_cpu_s"`
-	ServerNsPer float64  `json:"server_cpu_ns_per_delivery"`
-	PeakRSSKiB  int64    `json:"server_peak_rss_kib"`
-	ToolCPU     float64  `json:"tool_cpu_s"`
-	Errors      []string `json:"errors,omitempty"`
+	Label       string  `json:"label,omitempty"`
+	Target      string  `json:"target"`
+	Subs        int     `json:"subs"`
+	Size        int     `json:"size"`
+	Rate        int     `json:"rate"`
+	Ack         bool    `json:"ack"`
+	Seconds     float64 `json:"seconds"`
+	Fed         uint64  `json:"fed"`        // lines fed in the window
+	FedPerSec   float64 `json:"fed_per_s"`  // lines fed per second in the window
+	Deliveries  uint64  `json:"deliveries"` // lines received by all subscribers in the window
+	DeliverRate float64 `json:"deliveries_per_s"`
+	LastSeq     uint64  `json:"last_seq"` // lines fed in the whole run
+	Lost        uint64  `json:"lost"`     // lines skipped in the stream a subscriber received
+	UndrainedN  uint64  `json:"undrained_lines"`
+	MissedN     uint64  `json:"disconnected_missed_lines"` // lines after a disconnection // tail lines not received by the drain deadline
+	Reordered   uint64  `json:"reordered"`
+	Duplicated  uint64  `json:"duplicated"`
+	Disconnects int     `json:"disconnected"`
+	Undrained   int     `json:"undrained"` // subscribers without the last line at the drain deadline
+	Samples     uint64  `json:"latency_samples"`
+	P50us       float64 `json:"latency_p50_us"`
+	P99us       float64 `json:"latency_p99_us"`
+	ServerCPU   float64 `json:"server_cpu_s"`
+	ServerNsPer float64 `json:"server_cpu_ns_per_delivery"`
+	PeakRSSKiB  int64   `json:"server_peak_rss_kib"`
+	// IdleConnBytes is the server's resident memory per subscriber
+	// connected and idle: VmRSS once every subscriber is registered
+	// minus VmRSS before the first dial, divided by the subscribers.
+	IdleConnBytes float64  `json:"server_idle_bytes_per_conn"`
+	ToolCPU       float64  `json:"tool_cpu_s"`
+	Errors        []string `json:"errors,omitempty"`
 
 	// chattyd-signed only; counts over the whole run, all subscribers.
 	Mode        string `json:"mode,omitempty"`             // broadcast.signed.mode
@@ -66,11 +70,11 @@ func (r *result) human() string {
 	if r.Seconds == 0 {
 		return fmt.Sprintf("%s: %d subs, %d B, %s: no measurement\n  error: %s", r.Target, r.Subs, r.Size, mode, strings.Join(r.Errors, "\n  error: "))
 	}
-	s := fmt.Sprintf("%s: %d subs, %d B, %s: %.0f deliveries/s (fed %.0f lines/s) over %.1fs; lost %d, reordered %d, duplicated %d, disconnected %d; latency p50 %s p99 %s (%d samples); server CPU %.3f µs/delivery, peak RSS %.1f MiB; tool CPU %.2fs",
+	s := fmt.Sprintf("%s: %d subs, %d B, %s: %.0f deliveries/s (fed %.0f lines/s) over %.1fs; lost %d, reordered %d, duplicated %d, disconnected %d; latency p50 %s p99 %s (%d samples); server CPU %.3f µs/delivery, peak RSS %.1f MiB, idle %.0f B/connection; tool CPU %.2fs",
 		r.Target, r.Subs, r.Size, mode, r.DeliverRate, r.FedPerSec, r.Seconds,
 		r.Lost, r.Reordered, r.Duplicated, r.Disconnects,
 		fmtMicros(r.P50us), fmtMicros(r.P99us), r.Samples,
-		r.ServerNsPer/1000, float64(r.PeakRSSKiB)/1024, r.ToolCPU)
+		r.ServerNsPer/1000, float64(r.PeakRSSKiB)/1024, r.IdleConnBytes, r.ToolCPU)
 	if r.Mode != "" {
 		cache := "every subscriber checks every signature"
 		if r.SigCache {
@@ -134,6 +138,15 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		}
 		defer os.RemoveAll(sig.dir)
 		tc.name, tc.config, subAddr = "chattyd", sig.config, sig.addr
+	}
+	ws := cfg.target == "chattyd-ws"
+	if ws {
+		w, err := prepareWS()
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(w.dir)
+		tc.name, tc.config, subAddr = "chattyd", w.config, w.addr
 	}
 	t, err := startTarget(tc, addr)
 	if err != nil {
@@ -201,6 +214,7 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		readers.Wait()
 	}()
 	probeDeadline := time.Now().Add(15*time.Second + time.Duration(cfg.subs)*10*time.Millisecond)
+	rss0 := readRSS(t.pid)
 	for len(subs) < cfg.subs {
 		for range min(connectBatch, cfg.subs-len(subs)) {
 			c, err := dialRetry(ctx, t, subAddr, 10*time.Second)
@@ -209,6 +223,11 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 			}
 			if sig != nil {
 				c = sig.wrap(c, cfg.ack, cfg.bufSize)
+			}
+			if ws {
+				if c, err = wsHandshake(c, cfg.bufSize); err != nil {
+					return nil, fmt.Errorf("subscriber %d: %w", len(subs), err)
+				}
 			}
 			if cfg.target == "nats" {
 				nc, err := dialNatsSub(c.(*net.TCPConn))
@@ -230,6 +249,9 @@ func measure(ctx context.Context, cfg config) (*result, error) {
 		if err := probe(ctx, t, f, subs, probeDeadline); err != nil {
 			return nil, err
 		}
+	}
+	if rss1 := readRSS(t.pid); rss0 > 0 && rss1 > 0 {
+		res.IdleConnBytes = float64(rss1-rss0) * 1024 / float64(len(subs))
 	}
 	f.window = cfg.window
 	f.slowest = func() uint64 { return slowest(subs) }

@@ -219,6 +219,15 @@ func readProcStat(pid int) (procStat, error) {
 	return ps, nil
 }
 
+// readRSS returns the resident memory of pid in KiB, or -1.
+func readRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	return parseStatusKiB(b, "VmRSS:")
+}
+
 // parseStatCPU returns utime+stime from the text of /proc/PID/stat.
 func parseStatCPU(b []byte) (time.Duration, error) {
 	// comm, field 2, is in parentheses and may hold spaces: start after it.

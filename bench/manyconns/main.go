@@ -13,12 +13,18 @@
 // chattyd, which inherits it. Everything stays on 127.0.0.0/8 and every
 // phase has a deadline.
 //
+// With -websocket the clients are WebSocket clients of chattyd's
+// WebSocket listener: each makes the opening handshake, its keep-alive is
+// a ping answered by a pong, and each line is a message.
+//
 //	go run ./bench/manyconns -bin bin/chattyd -conns 50000
+//	go run ./bench/manyconns -bin bin/chattyd -conns 18900 -websocket
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,6 +46,7 @@ import (
 
 // Result is what one run measured.
 type Result struct {
+	WebSocket         bool      `json:"websocket,omitempty"`
 	Conns             int       `json:"conns"`
 	Requested         int       `json:"requested"` // more than Conns when the open-file limit could not be raised
 	Connected         int       `json:"connected"`
@@ -72,11 +79,12 @@ func main() {
 	asJSON := flag.String("json", "", "also write the result as JSON to this file")
 	timeout := flag.Duration("timeout", 5*time.Minute, "hard deadline for the whole run")
 	fallback := flag.Bool("fit", true, "when the open-file limit cannot be raised for -conns, measure as many connections as it allows")
+	ws := flag.Bool("websocket", false, "connect WebSocket clients to the WebSocket listener instead of TCP clients")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	res, err := run(ctx, *bin, *conns, *sources, *dialers, *lines, *fallback)
+	res, err := run(ctx, *bin, *conns, *sources, *dialers, *lines, *fallback, *ws)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "manyconns:", err)
 		os.Exit(2)
@@ -95,7 +103,11 @@ func print(w io.Writer, r *Result) {
 	if r.Requested > r.Conns {
 		fmt.Fprintf(w, "manyconns: NOT the %d connections asked for: the open-file limit allows only %d\n", r.Requested, r.Conns)
 	}
-	fmt.Fprintf(w, "manyconns: %d of %d clients connected in %.1f s\n", r.Connected, r.Conns, r.DialSeconds)
+	kind := "TCP"
+	if r.WebSocket {
+		kind = "WebSocket"
+	}
+	fmt.Fprintf(w, "manyconns: %d of %d %s clients connected in %.1f s\n", r.Connected, r.Conns, kind, r.DialSeconds)
 	fmt.Fprintf(w, "  chattyd VmRSS: idle %.1f MiB, connected %.1f MiB, after keep-alives %.1f MiB, peak %.1f MiB; %d goroutines\n",
 		float64(r.RSSIdleKiB)/1024, float64(r.RSSConnectedKiB)/1024, float64(r.RSSAfterKAKiB)/1024, float64(r.HWMKiB)/1024, r.Goroutines)
 	fmt.Fprintf(w, "  Go runtime: stacks %.1f MiB, heap in use %.1f MiB when connected; %.1f and %.1f MiB at the end\n",
@@ -130,6 +142,7 @@ func raiseNoFile(n uint64) error {
 
 // counters shared by every client's reader.
 type counters struct {
+	ws         bool // the clients are WebSocket clients
 	kaAnswered atomic.Int64
 	kaLast     atomic.Int64 // unix nanos of the last answer
 	round      atomic.Int64 // the line being timed
@@ -156,6 +169,11 @@ func (k *counters) read(c *net.TCPConn) {
 		if len(partial) > 0 {
 			data = append(partial, data...)
 			partial = nil
+		}
+		if k.ws {
+			var rest []byte
+			data, rest = wsLines(data)
+			partial = append(partial, rest...)
 		}
 		for {
 			i := bytes.IndexByte(data, '\n')
@@ -186,7 +204,7 @@ func (k *counters) read(c *net.TCPConn) {
 	}
 }
 
-func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallback bool) (*Result, error) {
+func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallback, ws bool) (*Result, error) {
 	if lines > 64 {
 		lines = 64
 	}
@@ -214,16 +232,25 @@ func run(ctx context.Context, bin string, n, sources, dialers, lines int, fallba
 	if err != nil {
 		return nil, err
 	}
+	// With -websocket, the WebSocket listener pings no client during
+	// the run: the keep-alive phase does.
+	dialAddr, wsConfig := addr, ""
+	if ws {
+		if dialAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		wsConfig = fmt.Sprintf("  websocket:\n    listen: %s\n    ping_interval: 1h\n", dialAddr)
+	}
 	cfg := fmt.Sprintf(`version: 1
 broadcast:
   listen: %s
   max_clients: %d
   idle_timeout: 0s
-pool:
+%spool:
   size: 0
 log:
   level: warning
-`, addr, n+1000)
+`, addr, n+1000, wsConfig)
 	d, files, err := chattydproc.StartInDir(bin, dir, cfg)
 	if err != nil {
 		return nil, err
@@ -238,13 +265,13 @@ log:
 		log, _ := os.ReadFile(files.Log)
 		return nil, fmt.Errorf("%w: %s", err, log)
 	}
-	res := &Result{Conns: n, Requested: requested}
+	res := &Result{Conns: n, Requested: requested, WebSocket: ws}
 	time.Sleep(time.Second)
 	rss, _ := readKiB(pid, "VmRSS:")
 	res.RSSIdleKiB = rss
 
 	// Dial.
-	k := &counters{}
+	k := &counters{ws: ws}
 	for i := range k.lastAt {
 		k.lastAt[i].Store(0)
 	}
@@ -265,7 +292,12 @@ log:
 				}
 				src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%sources))}
 				d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
-				c, err := d.DialContext(ctx, "tcp", addr)
+				c, err := d.DialContext(ctx, "tcp", dialAddr)
+				if err == nil && ws {
+					if err = wsHandshake(c); err != nil {
+						c.Close()
+					}
+				}
 				if err != nil {
 					if dialErrs.Add(1) == 1 {
 						firstErr.Store(&err)
@@ -317,7 +349,11 @@ log:
 			continue
 		}
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("KEEP_ALIVE\n")); err == nil {
+		ka := []byte("KEEP_ALIVE\n")
+		if ws {
+			ka = wsPing
+		}
+		if _, err := c.Write(ka); err == nil {
 			res.KeepAlivesSent++
 		}
 	}
@@ -400,4 +436,66 @@ func memstats(ctx context.Context, ctl *client.Client) (stack, heap int64) {
 		}
 	}
 	return stack, heap
+}
+
+// wsHandshake makes a WebSocket client's opening handshake on c. Nothing
+// follows the server's answer before a line is fed, so it reads the
+// answer alone.
+func wsHandshake(c net.Conn) error {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	req := "GET /v1/feed HTTP/1.1\r\nHost: " + c.RemoteAddr().String() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		return err
+	}
+	var resp []byte
+	buf := make([]byte, 512)
+	for !bytes.Contains(resp, []byte("\r\n\r\n")) {
+		n, err := c.Read(buf)
+		resp = append(resp, buf[:n]...)
+		if err != nil {
+			return fmt.Errorf("websocket handshake: %w", err)
+		}
+	}
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101 ")) {
+		first, _, _ := bytes.Cut(resp, []byte("\r\n"))
+		return fmt.Errorf("websocket handshake: %s", first)
+	}
+	return nil
+}
+
+// wsPing is a client's ping, masked with a zero key.
+var wsPing = []byte{0x89, 0x80, 0, 0, 0, 0}
+
+// wsLines turns the whole server frames of data into lines: a data
+// message's payload, a pong as KEEP_ALIVE_ACK. rest is an incomplete
+// frame.
+func wsLines(data []byte) (lines, rest []byte) {
+	for len(data) >= 2 {
+		size, hdr := int(data[1]&0x7f), 2
+		switch size {
+		case 126:
+			if len(data) < 4 {
+				return lines, data
+			}
+			size, hdr = int(binary.BigEndian.Uint16(data[2:])), 4
+		case 127:
+			if len(data) < 10 {
+				return lines, data
+			}
+			size, hdr = int(binary.BigEndian.Uint64(data[2:])), 10
+		}
+		if len(data) < hdr+size {
+			break
+		}
+		switch data[0] & 0x0f {
+		case 0x1, 0x2:
+			lines = append(append(lines, data[hdr:hdr+size]...), '\n')
+		case 0xa:
+			lines = append(lines, "KEEP_ALIVE_ACK\n"...)
+		}
+		data = data[hdr+size:]
+	}
+	return lines, data
 }

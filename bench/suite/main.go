@@ -45,6 +45,9 @@ type result struct {
 	ToolCPU     float64  `json:"tool_cpu_s"`
 	Errors      []string `json:"errors"`
 
+	// For the websocket table.
+	IdleConnBytes float64 `json:"server_idle_bytes_per_conn"`
+
 	// For the signed table.
 	Subs      int     `json:"subs"`
 	Rate      int     `json:"rate"`
@@ -131,11 +134,12 @@ func run() int {
 	duration := flag.Duration("duration", 5*time.Second, "measured window of each run")
 	warmup := flag.Duration("warmup", time.Second, "warm-up of each run")
 	out := flag.String("out", "bench/results", "directory for the JSON reports and server logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (full-N, ack-N, rate-N for N = 10, 100, 1000, 10000; "+strings.Join(signedNames(), ", ")+")")
+	only := flag.String("only", "", "comma-separated scenarios to run (full-N, ack-N, rate-N for N = 10, 100, 1000, 10000; "+strings.Join(signedNames(), ", ")+", websocket)")
 	natsBin := flag.String("nats", "bin/nats-server", "nats-server binary; when empty or missing, its column says not measured")
 	ncatMax := flag.Int("ncat-max-subs", 1000, "largest number of subscribers to try with ncat, whose broker uses select() and cannot pass 1024 descriptors")
 	signedSubs := flag.Int("signed-subs", 100, "subscribers of the signed scenarios")
 	signedRate := flag.Int("signed-rate", 1000, "lines per second of the signed-latency scenario")
+	wsSubs := flag.Int("websocket-subs", 1000, "subscribers of the websocket scenario, on each listener")
 	flag.Parse()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -173,6 +177,7 @@ func run() int {
 		}
 	}
 
+	wsRun := selected("websocket") && haveChattyd
 	r := &runner{ctx: ctx, load: *load, out: *out, duration: *duration, warmup: *warmup, results: map[string]*result{}}
 	for _, sc := range scenarios {
 		for _, tgt := range sc.targets {
@@ -202,6 +207,15 @@ func run() int {
 		}
 	}
 
+	ws := wsPlan(*wsSubs)
+	if wsRun {
+		for _, v := range ws.runs {
+			if !r.run(ws.name, v.key, append(v.args, "-bin", *chattyd)) {
+				return 1
+			}
+		}
+	}
+
 	fmt.Println()
 	fmt.Println(machine())
 	if len(scenarios) > 0 {
@@ -211,6 +225,10 @@ func run() int {
 	if len(signedRuns) > 0 {
 		fmt.Println()
 		fmt.Print(signedTable(signedRuns, r.results))
+	}
+	if wsRun {
+		fmt.Println()
+		fmt.Print(wsTable(ws, r.results))
 	}
 	if len(r.notes) > 0 {
 		fmt.Println()

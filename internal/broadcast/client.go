@@ -76,9 +76,10 @@ type client struct {
 	firstSeq atomic.Uint64
 
 	// The client's end, for any goroutine.
-	reason  atomic.Int32 // closeReason, set once by markClosed
-	halves  atomic.Int32 // reader and writer not yet ended (endHalf)
-	peerEOF atomic.Bool  // the client closed its side: the writer answers, then closes
+	reason     atomic.Int32 // closeReason, set once by markClosed (or closeWS)
+	connClosed atomic.Bool  // conn is closed (closeConn)
+	halves     atomic.Int32 // reader and writer not yet ended (endHalf)
+	peerEOF    atomic.Bool  // the client closed its side: the writer answers, then closes
 
 	w       clientWriter
 	r       clientReader
@@ -98,6 +99,9 @@ type clientWriter struct {
 	// restart is a signed client's new start, set by its reader on a
 	// RESUME and taken by the writer (signedresume.go).
 	restart atomic.Pointer[restart]
+	// closeSent is set once a WebSocket client's close frame is written
+	// or being written: nothing follows it.
+	closeSent bool
 
 	parkIdx int // index + 1 in the server's parked writers, 0 when running; guarded by parkedWriters.mu
 
@@ -129,8 +133,11 @@ type clientReader struct {
 	spoke atomic.Bool
 	ended atomic.Bool // the reader has ended: the peer left or the connection failed
 	// unknown counts the text client's lines that were neither an ack
-	// nor a keep-alive; only the reader stores it.
+	// nor a keep-alive (a WebSocket client's data messages); only the
+	// reader stores it.
 	unknown atomic.Uint64
+
+	ws wsReader // a WebSocket client's frames; owned by the reader
 }
 
 // answerQueue holds the private bytes the reader queues for the writer:
@@ -156,6 +163,14 @@ func (q *answerQueue) push(b []byte, keepAlive bool) bool {
 		q.keepAlives++
 	}
 	return true
+}
+
+// pushAlways queues b whatever is queued already: a close frame.
+func (q *answerQueue) pushAlways(b []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.buf = append(q.buf, b...)
+	q.n++
 }
 
 // take moves the queued answers into dst and returns them with their
@@ -254,6 +269,10 @@ func newClient(s *Server, id uint64, conn net.Conn, at *seekStart, other string)
 	if s.signed != nil {
 		c.auth.needed = s.signed.auth
 	}
+	if s.ws != nil {
+		c.acks.next = cursor{} // WebSocket clients do not acknowledge
+		c.r.spoke.Store(true)  // they are pinged: the idle timeout applies
+	}
 	return c, nil
 }
 
@@ -317,9 +336,26 @@ func (c *client) authPending() bool { return c.auth.needed && !c.auth.done.Load(
 
 // markClosed records reason and closes the connection, unless the client
 // was closed already; it reports whether it did. It wakes neither half:
-// disconnect and disconnectInline do, and are what the rest calls.
+// disconnect and disconnectInline do, and are what the rest calls. A
+// WebSocket client closed for a reason it is to be told (wsCloseFor) is
+// closed by its writer, after its close frame (closeWS).
 func (c *client) markClosed(reason closeReason) bool {
+	if c.srv.ws != nil {
+		if code, text := c.wsCloseFor(reason); code != 0 {
+			return c.closeWS(reason, code, text)
+		}
+	}
 	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
+		return false
+	}
+	c.closeConn()
+	return true
+}
+
+// closeConn closes the connection, once: whichever half is blocked on it
+// fails. It reports whether this call closed it.
+func (c *client) closeConn() bool {
+	if c.connClosed.Swap(true) {
 		return false
 	}
 	c.conn.Close()

@@ -74,7 +74,7 @@ func (c *client) readLoop() {
 			end = copy(buf, buf[start:end])
 			start = 0
 		}
-		if need := lim.MaxClientLine + 2; (grow || end == len(buf)) && len(buf) < need {
+		if need := c.maxInput(lim); (grow || end == len(buf)) && len(buf) < need {
 			nb := make([]byte, min(2*len(buf), need))
 			end = copy(nb, buf[:end])
 			buf = nb
@@ -83,7 +83,7 @@ func (c *client) readLoop() {
 		n, err := c.conn.Read(buf[end:])
 		grow = n > 0 && end+n == len(buf)
 		end += n
-		used, ok := c.handleLines(buf[start:end], lim, debug)
+		used, ok := c.handleInput(buf[start:end], lim, debug)
 		if !ok {
 			return
 		}
@@ -93,6 +93,24 @@ func (c *client) readLoop() {
 			return
 		}
 	}
+}
+
+// handleInput handles what a text or WebSocket client sent (handleLines,
+// handleFrames).
+func (c *client) handleInput(p []byte, lim *Limits, debug bool) (used int, ok bool) {
+	if c.srv.ws != nil {
+		return c.handleFrames(p, lim, debug)
+	}
+	return c.handleLines(p, lim, debug)
+}
+
+// maxInput returns the most bytes a client's read buffer needs: the
+// longest line with its "\r\n", or the longest frame.
+func (c *client) maxInput(lim *Limits) int {
+	if c.srv.ws != nil {
+		return maxFrameBytes(lim)
+	}
+	return lim.MaxClientLine + 2
 }
 
 // handleLines handles every complete line of p, a text client's bytes,

@@ -44,6 +44,13 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 		if c.w.restart.Load() != nil { // a load first: no store on every write
 			cur = c.restartAt(c.w.restart.Swap(nil))
 		}
+		if c.srv.ws != nil && c.reason.Load() != int32(closeNone) {
+			end := c.wsFinish(cur, rio, nowait, debug)
+			if end == writerHandedOff {
+				rio = nil
+			}
+			return end
+		}
 		if c.authPending() {
 			// Nothing, not even the anchor, before the client has
 			// authenticated; authenticate wakes the writer. A server
@@ -76,6 +83,10 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 			}
 			if lg.closed.Load() {
 				if data, _ = cur.next(); len(data) == 0 {
+					if c.srv.ws != nil {
+						c.markClosed(closeDrained) // its close frame first
+						continue
+					}
 					return writerDrained
 				}
 				continue
@@ -153,8 +164,8 @@ func (c *client) finishWrite(rio *rawIO, rest net.Buffers, w sent, debug bool) {
 
 func (c *client) logSent(data []byte, nka int) {
 	log := c.log()
-	if c.srv.signed != nil {
-		log.Debugf(">> %d bytes of frames, %d PONG", len(data), nka)
+	if c.srv.signed != nil || c.srv.ws != nil {
+		log.Debugf(">> %d bytes of frames, %d answers", len(data), nka)
 		return
 	}
 	for len(data) > 0 {
@@ -181,6 +192,10 @@ func (c *client) trimAcks(written cursor) {
 	lim := c.srv.limits.Load()
 	c.acks.mu.Lock()
 	defer c.acks.mu.Unlock()
+	if c.srv.ws != nil {
+		c.acks.nextSeq.Store(written.seq) // nothing to acknowledge
+		return
+	}
 	if c.srv.signed != nil || c.srv.sequenced {
 		if written.seq-c.acks.nextSeq.Load() > uint64(lim.QueueLines) {
 			c.acks.nextSeq.Store(written.seq)

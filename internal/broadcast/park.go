@@ -238,9 +238,18 @@ func (c *client) endWriterRun(end writerEnd) {
 		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite() // TCP FIN, or TLS close_notify
 		}
-		c.lingerUntilDelivered(time.Now().Add(c.srv.limits.Load().DrainTimeout))
+		linger := c.srv.limits.Load().DrainTimeout
+		if c.srv.ws != nil && c.reason.Load() != int32(closeDrained) {
+			linger = wsCloseGrace // closed for a reason of its own
+		}
+		c.lingerUntilDelivered(time.Now().Add(linger))
 	}
 	c.disconnect(closeDrained)
+	if c.srv.ws != nil && c.closeConn() {
+		// The writer closes a WebSocket client's connection, after its
+		// close frame; a reader parked in the poller is not told.
+		c.wakeReader()
+	}
 	c.endHalf()
 }
 

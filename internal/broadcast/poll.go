@@ -35,7 +35,7 @@ const pollPassBytes = 64 << 10
 // whether a line is waiting; signed clients keep their reader too.
 func (s *Server) rawConn(conn net.Conn) syscall.RawConn {
 	tc, ok := conn.(*net.TCPConn)
-	if !ok || s.poller == nil || s.signed != nil {
+	if !ok || s.poller == nil || s.signed != nil { // WebSocket clients are read by the poller too
 		return nil
 	}
 	raw, err := tc.SyscallConn()
@@ -108,7 +108,7 @@ func (c *client) parkReader(rio *rawIO) (parked bool, err error) {
 	// Parked first: the poller may report the client before arm returns.
 	c.r.parked.Store(true)
 	err = rio.armIn(c.srv.poller.epfd, c.raw, c.id)
-	if err == nil && c.reason.Load() == int32(closeNone) {
+	if err == nil && c.readerMayPark() {
 		return true, nil
 	}
 	// disconnect may have seen the reader parked and started another one.
@@ -116,6 +116,16 @@ func (c *client) parkReader(rio *rawIO) (parked bool, err error) {
 		return true, nil
 	}
 	return false, err
+}
+
+// readerMayPark reports whether the reader may wait for the client: it is
+// not closed, or it is a WebSocket client that is sent its close frame
+// and whose connection is still open.
+func (c *client) readerMayPark() bool {
+	if c.srv.ws != nil {
+		return !c.connClosed.Load()
+	}
+	return c.reason.Load() == int32(closeNone)
 }
 
 // wakeReader starts the client's reader if it is parked.
@@ -159,7 +169,7 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 			end = copy(buf, buf[start:end])
 			start = 0
 		}
-		if need := lim.MaxClientLine + 2; end == len(buf) && len(buf) < need {
+		if need := c.maxInput(lim); end == len(buf) && len(buf) < need {
 			nb := make([]byte, min(2*len(buf), need))
 			end = copy(nb, buf[:end])
 			buf = nb
@@ -176,7 +186,7 @@ func (c *client) readAvailable(rio *rawIO, block bool) bool {
 				err = syscall.EAGAIN // enough for one pass
 			}
 		}
-		used, ok := c.handleLines(buf[start:end], lim, debug)
+		used, ok := c.handleInput(buf[start:end], lim, debug)
 		if !ok {
 			return false
 		}
@@ -206,6 +216,7 @@ func (s *Server) sweepIdle(stop <-chan struct{}) {
 			return
 		case now := <-t.C:
 			s.closeIdle(now)
+			s.pingClients(now)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package broadcast fans feed lines out to TCP clients with the original
 // chatty server's text protocol (see package wire) or, on a server made by
-// NewSigned, as frames of the signed protocol (see package signed).
+// NewSigned, as frames of the signed protocol (see package signed), or, on
+// one made by NewWebSocket, as WebSocket messages (websocket.go).
 //
 // Lines are encoded once into a shared append-only log; every client has a
 // cursor into it and a writer that sends everything between its cursor and
@@ -132,6 +133,7 @@ type Server struct {
 	logger *logrus.Entry
 	start  uint64        // sequence number of the first line
 	signed *signedServer // set on a server of the signed protocol
+	ws     *wsServer     // set on a server of WebSocket clients
 	// sequenced is set on a server of the sequenced protocol: its
 	// clients start where their START asks (resume.go).
 	sequenced bool
@@ -474,6 +476,11 @@ func (s *Server) admit(conn net.Conn, listener net.Addr) {
 		s.beginStart(conn, listener)
 		return
 	}
+	if s.ws != nil {
+		at, other := s.wsStart(conn)
+		s.admitAt(conn, listener, at, other, Placement{})
+		return
+	}
 	var pl Placement
 	if s.placer != nil {
 		pl = s.placer(conn)
@@ -532,6 +539,11 @@ func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other 
 			conn.SetDeadline(time.Now().Add(time.Second))
 			fmt.Fprintf(conn, "ERROR %s\n", err)
 		}
+		if s.ws != nil {
+			s.protocol.Add(1)
+			conn.SetDeadline(time.Now().Add(time.Second))
+			conn.Write(wsCloseFrame(wsPolicy, err.Error()))
+		}
 		conn.Close()
 		return
 	}
@@ -582,7 +594,11 @@ func (s *Server) refuse(conn net.Conn, draining bool, maxClients int) {
 	go func() {
 		defer s.wg.Done()
 		conn.SetDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(conn, refusal, maxClients)
+		if s.ws != nil {
+			conn.Write(wsRefusal(draining, maxClients))
+		} else {
+			fmt.Fprintf(conn, refusal, maxClients)
+		}
 		conn.Close()
 	}()
 }

@@ -185,3 +185,15 @@ func (s *Server) Clients() []ClientInfo {
 	}
 	return out
 }
+
+// ClientsByListener counts the connected clients by the address of the
+// listener that accepted them.
+func (s *Server) ClientsByListener() map[net.Addr]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[net.Addr]int)
+	for _, c := range s.clients {
+		out[c.listener]++
+	}
+	return out
+}

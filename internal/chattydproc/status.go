@@ -67,6 +67,8 @@ type Addrs struct {
 	Signed string // control.ListenerSigned: broadcast.signed.listen
 	// Sequenced is control.ListenerSequenced: broadcast.sequenced.listen.
 	Sequenced string
+	// WebSocket is control.ListenerWebSocket: broadcast.websocket.listen
+	WebSocket string
 }
 
 // ListenerAddrs returns the addresses st reports.
@@ -82,6 +84,8 @@ func ListenerAddrs(st control.Status) Addrs {
 			a.Signed = l.Addr
 		case control.ListenerSequenced:
 			a.Sequenced = l.Addr
+		case control.ListenerWebSocket:
+			a.WebSocket = l.Addr
 		}
 	}
 	return a

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,7 @@ type Config struct {
 	Metrics   Metrics   `yaml:"metrics"`
 	Identity  Identity  `yaml:"identity"`
 	Log       Log       `yaml:"log"`
+	NATS      NATS      `yaml:"nats"`
 }
 
 // Broadcast configures the TCP listener that fans feed lines out to clients.
@@ -93,6 +95,30 @@ type Broadcast struct {
 	// Retain bounds the part of the feed each listener keeps for clients
 	// that resume and for pool slots whose next worker carries on.
 	Retain Retain `yaml:"retain"`
+	// WebSocket configures an optional listener of WebSocket clients,
+	// which also serves the web page (docs/protocol.md, "WebSocket").
+	WebSocket WebSocket `yaml:"websocket"`
+}
+
+// WebSocket configures the WebSocket listener: GET /v1/feed upgrades to a
+// WebSocket of feed lines, GET / is the web page, GET /v1/status the
+// daemon's status. The queue limits, max_clients and idle_timeout of
+// broadcast apply to its clients as to the others.
+type WebSocket struct {
+	// Listen is the listener's host:port; empty runs none.
+	Listen string `yaml:"listen"`
+	// AllowedOrigins are the origins ("https://example.com:8443") whose
+	// pages may open the feed and read the status besides the
+	// listener's own; "*" allows any. Empty: same origin only.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// PingInterval is how often every client is pinged; a client that
+	// then sends nothing for broadcast.idle_timeout is closed.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// TokenFile, when set, names a file (mode 0600 or tighter) whose one
+	// line is the bearer token that /v1/feed and /v1/status require.
+	TokenFile string `yaml:"token_file"`
+	// TLS serves HTTPS and wss:// with TLS 1.3.
+	TLS SignedTLS `yaml:"tls"`
 }
 
 // Sequenced configures the sequenced listener (docs/protocol.md, "The
@@ -172,7 +198,8 @@ type Signed struct {
 	TLS SignedTLS `yaml:"tls"`
 }
 
-// SignedTLS configures TLS on the signed listener.
+// SignedTLS configures TLS on the signed listener, or on the WebSocket
+// listener.
 type SignedTLS struct {
 	// Enabled runs the signed listener over TLS.
 	Enabled  bool `yaml:"enabled"`
@@ -360,6 +387,7 @@ func Default() Config {
 				UpstreamRate:       20,
 				UpstreamBurst:      40,
 			},
+			WebSocket: WebSocket{AllowedOrigins: []string{}, PingInterval: 20 * time.Second},
 		},
 		Feed: Feed{
 			Source:       SourceStdin,
@@ -382,7 +410,8 @@ func Default() Config {
 				Protocol:         ProtocolText,
 			},
 		},
-		Log: Log{Level: LevelInfo, Format: FormatText},
+		Log:  Log{Level: LevelInfo, Format: FormatText},
+		NATS: defaultNATS(),
 	}
 }
 
@@ -573,6 +602,27 @@ func (c *Config) Validate() []Problem {
 		bad("broadcast.signed.tls.enabled", "must be true when TLS settings are given")
 	}
 
+	ws := &b.WebSocket
+	if ws.Listen != "" {
+		if _, port, err := net.SplitHostPort(ws.Listen); err != nil || port == "" {
+			bad("broadcast.websocket.listen", "%q is not a host:port address (for example 127.0.0.1:8080)", ws.Listen)
+		}
+	}
+	for i, o := range ws.AllowedOrigins {
+		if msg := checkOrigin(o); msg != "" {
+			bad("broadcast.websocket.allowed_origins", "entry %d, %q, %s", i+1, o, msg)
+		}
+	}
+	positiveDur("broadcast.websocket.ping_interval", ws.PingInterval)
+	if ws.Listen != "" && b.IdleTimeout > 0 && ws.PingInterval >= b.IdleTimeout {
+		bad("broadcast.websocket.ping_interval", "must be shorter than broadcast.idle_timeout (%s), or clients that answer every ping are closed as idle; got %s", b.IdleTimeout, ws.PingInterval)
+	}
+	if st := ws.TLS; st.Enabled {
+		checkTLSSource(bad, "broadcast.websocket.tls", st.TLSFiles, c.Identity.Enabled())
+	} else if st.Given() {
+		bad("broadcast.websocket.tls.enabled", "must be true when TLS settings are given")
+	}
+
 	f := &c.Feed
 	switch f.Source {
 	case SourceStdin:
@@ -673,6 +723,7 @@ func (c *Config) Validate() []Problem {
 	if c.Log.SummaryInterval != 0 && c.Log.SummaryInterval < time.Second {
 		bad("log.summary_interval", "must be 0 (off) or at least 1s, got %s", c.Log.SummaryInterval)
 	}
+	c.validateNATS(bad)
 	return ps
 }
 
@@ -694,6 +745,25 @@ func checkTLSSource(bad func(field, format string, args ...any), section string,
 	}
 }
 
+// checkOrigin returns what is wrong with an allowed origin, or "" when it
+// is "*" or scheme://host[:port] with scheme http or https and nothing
+// more.
+func checkOrigin(o string) string {
+	if o == "*" {
+		return ""
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil:
+		return "is not a URL: " + err.Error()
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must start with http:// or https:// (an origin such as https://example.com), or be \"*\""
+	case u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return "must be an origin: scheme://host[:port], no path, query or user (such as https://example.com:8443)"
+	}
+	return ""
+}
+
 // namedAddr is a listener's address with the setting that gives it.
 type namedAddr struct{ name, addr string }
 
@@ -707,6 +777,7 @@ func (c *Config) listenAddrs() []namedAddr {
 		{"broadcast.tls.listen", b.TLS.Listen},
 		{"broadcast.signed.listen", b.Signed.Listen},
 		{"broadcast.sequenced.listen", b.Sequenced.Listen},
+		{"broadcast.websocket.listen", b.WebSocket.Listen},
 		{"metrics.listen", c.Metrics.Listen},
 	}
 }

@@ -68,6 +68,12 @@ func Parse(name string, data []byte) (Config, error) {
 	if len(cfg.Pool.Command) == 0 {
 		cfg.Pool.Command = nil
 	}
+	if len(cfg.NATS.URLs) == 0 {
+		cfg.NATS.URLs = nil
+	}
+	if len(cfg.NATS.Embedded.Routes) == 0 {
+		cfg.NATS.Embedded.Routes = nil
+	}
 
 	// Validate even when some fields failed to decode (they keep their
 	// defaults), so that one run reports every problem in the file.

@@ -81,6 +81,18 @@ var reloadRules = map[string]reloadRule{
 	"broadcast.retain.lines":     live,
 	"broadcast.retain.age":       live,
 
+	// The WebSocket listener is set up at start, but for its
+	// certificate files, read again, like the signed listener's.
+	"broadcast.websocket.listen":             restartAs("broadcast.websocket"),
+	"broadcast.websocket.allowed_origins":    restartAs("broadcast.websocket"),
+	"broadcast.websocket.ping_interval":      restartAs("broadcast.websocket"),
+	"broadcast.websocket.token_file":         restartAs("broadcast.websocket"),
+	"broadcast.websocket.tls.enabled":        restartAs("broadcast.websocket"),
+	"broadcast.websocket.tls.cert_file":      live,
+	"broadcast.websocket.tls.key_file":       live,
+	"broadcast.websocket.tls.self_signed":    restartAs("broadcast.websocket"),
+	"broadcast.websocket.tls.client_ca_file": live,
+
 	"feed.source":         restartOnly,
 	"feed.path":           restartAs("feed.source"),
 	"feed.max_line_bytes": restartOnly,
@@ -113,6 +125,38 @@ var reloadRules = map[string]reloadRule{
 	"log.format":           live,
 	"log.file":             restartOnly,
 	"log.summary_interval": restartOnly,
+
+	// The NATS connection, stream, publisher and consumer are set up at
+	// start.
+	"nats.urls":                    restartAs("nats"),
+	"nats.credentials_file":        restartAs("nats"),
+	"nats.nkey_file":               restartAs("nats"),
+	"nats.tls.ca_file":             restartAs("nats"),
+	"nats.tls.cert_file":           restartAs("nats"),
+	"nats.tls.key_file":            restartAs("nats"),
+	"nats.stream.name":             restartAs("nats"),
+	"nats.stream.subjects":         restartAs("nats"),
+	"nats.stream.create":           restartAs("nats"),
+	"nats.stream.replicas":         restartAs("nats"),
+	"nats.stream.storage":          restartAs("nats"),
+	"nats.stream.max_msgs":         restartAs("nats"),
+	"nats.stream.max_bytes":        restartAs("nats"),
+	"nats.stream.max_age":          restartAs("nats"),
+	"nats.stream.duplicate_window": restartAs("nats"),
+	"nats.publish.window":          restartAs("nats"),
+	"nats.publish.ack_timeout":     restartAs("nats"),
+	"nats.publish.buffer_bytes":    restartAs("nats"),
+	"nats.publish.batch_lines":     restartAs("nats"),
+	"nats.publish.batch_bytes":     restartAs("nats"),
+	"nats.consume.heartbeat":       restartAs("nats"),
+	"nats.consume.start":           restartAs("nats"),
+	"nats.embedded.enabled":        restartAs("nats"),
+	"nats.embedded.listen":         restartAs("nats"),
+	"nats.embedded.server_name":    restartAs("nats"),
+	"nats.embedded.store_dir":      restartAs("nats"),
+	"nats.embedded.cluster_name":   restartAs("nats"),
+	"nats.embedded.cluster_listen": restartAs("nats"),
+	"nats.embedded.routes":         restartAs("nats"),
 }
 
 // RestartOnlyChanges returns the names of the settings that differ from

@@ -59,7 +59,10 @@ var restartNames = map[string][]string{
 		"broadcast.signed.checkpoint_interval", "broadcast.signed.timestamp_window", "broadcast.signed.feed_type",
 		"broadcast.signed.auth", "broadcast.signed.upstream_rate", "broadcast.signed.upstream_burst",
 		"broadcast.signed.tls.enabled", "broadcast.signed.tls.self_signed"},
-	"broadcast.delivery":   {"broadcast.delivery"},
+	"broadcast.delivery": {"broadcast.delivery"},
+	"broadcast.websocket": {"broadcast.websocket.listen", "broadcast.websocket.allowed_origins",
+		"broadcast.websocket.ping_interval", "broadcast.websocket.token_file",
+		"broadcast.websocket.tls.enabled", "broadcast.websocket.tls.self_signed"},
 	"feed.source":          {"feed.source", "feed.path"},
 	"feed.max_line_bytes":  {"feed.max_line_bytes"},
 	"identity":             {"identity.key_file", "identity.generate"},
@@ -67,6 +70,7 @@ var restartNames = map[string][]string{
 	"metrics.listen":       {"metrics.listen"},
 	"log.file":             {"log.file"},
 	"log.summary_interval": {"log.summary_interval"},
+	"nats":                 {"nats.urls", "nats.credentials_file", "nats.nkey_file", "nats.tls.ca_file", "nats.tls.cert_file", "nats.tls.key_file", "nats.stream.name", "nats.stream.subjects", "nats.stream.create", "nats.stream.replicas", "nats.stream.storage", "nats.stream.max_msgs", "nats.stream.max_bytes", "nats.stream.max_age", "nats.stream.duplicate_window", "nats.publish.window", "nats.publish.ack_timeout", "nats.publish.buffer_bytes", "nats.publish.batch_lines", "nats.publish.batch_bytes", "nats.consume.heartbeat", "nats.consume.start", "nats.embedded.enabled", "nats.embedded.listen", "nats.embedded.server_name", "nats.embedded.store_dir", "nats.embedded.cluster_name", "nats.embedded.cluster_listen", "nats.embedded.routes"},
 }
 
 // A change of one setting is reported under its name when it needs a

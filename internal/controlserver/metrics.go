@@ -17,6 +17,7 @@ type collector struct {
 	buildInfo, uptime                               *prometheus.Desc
 	feedLines, feedBytes, feedDropped, feedUndeliv  *prometheus.Desc
 	connected, accepted, refused, slow, idleClosed  *prometheus.Desc
+	listenerClients                                 *prometheus.Desc
 	authenticating, unauthRefused                   *prometheus.Desc
 	acksGood, acksMismatched, keepAlives, rejected  *prometheus.Desc
 	tlsFailed, authFailed, rateLimited              *prometheus.Desc
@@ -30,6 +31,21 @@ type collector struct {
 	qWaiting, qInFlight, qOldest, qHeld          *prometheus.Desc
 	qQueued, qAcked, qRedelivered, qAckTimeouts  *prometheus.Desc
 	qDeadLetters, qDeadLettered, qWorkerInFlight *prometheus.Desc
+	nats                                         natsDescs
+}
+
+// natsDescs are the shared feed's metrics, reported with a nats: section.
+type natsDescs struct {
+	connected, reconnects                                   *prometheus.Desc
+	window, pending, buffered, lines, lastSeq               *prometheus.Desc
+	retries, resyncs, duplicates, heldBack, abandoned       *prometheus.Desc
+	consumedLines, consumedSeq, gaps, gapLines, invalid, cr *prometheus.Desc
+}
+
+func (n natsDescs) all() []*prometheus.Desc {
+	return []*prometheus.Desc{n.connected, n.reconnects, n.window, n.pending, n.buffered, n.lines, n.lastSeq,
+		n.retries, n.resyncs, n.duplicates, n.heldBack, n.abandoned,
+		n.consumedLines, n.consumedSeq, n.gaps, n.gapLines, n.invalid, n.cr}
 }
 
 func newCollector(b Backend) *collector {
@@ -37,31 +53,32 @@ func newCollector(b Backend) *collector {
 		return prometheus.NewDesc("chatty_"+name, help, labels, nil)
 	}
 	return &collector{
-		b:              b,
-		buildInfo:      d("build_info", "Always 1; the version label is chattyd's version.", "version"),
-		uptime:         d("uptime_seconds", "Seconds since chattyd started."),
-		feedLines:      d("feed_lines_total", "Lines read from the feed."),
-		feedBytes:      d("feed_bytes_total", "Bytes read from the feed, terminators included."),
-		feedDropped:    d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
-		feedUndeliv:    d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
-		connected:      d("clients_connected", "Clients connected now."),
-		accepted:       d("clients_accepted_total", "Client connections accepted."),
-		refused:        d("clients_refused_total", "Client connections refused over max_clients."),
-		authenticating: d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
-		unauthRefused:  d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
-		slow:           d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
-		idleClosed:     d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
-		acksGood:       d("acks_good_total", "Acknowledgements whose length matched the line sent."),
-		acksMismatched: d("acks_mismatched_total", "Acknowledgements whose length did not match."),
-		keepAlives:     d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
-		rejected:       d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
-		tlsFailed:      d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
-		authFailed:     d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
-		rateLimited:    d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
-		unknownLines:   d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
-		poolDesired:    d("pool_workers_desired", "Worker slots the pool should run."),
-		poolRunning:    d("pool_workers_running", "Worker processes running now."),
-		poolRestarts:   d("pool_restarts_total", "Worker restarts since chattyd started."),
+		b:               b,
+		buildInfo:       d("build_info", "Always 1; the version label is chattyd's version.", "version"),
+		uptime:          d("uptime_seconds", "Seconds since chattyd started."),
+		feedLines:       d("feed_lines_total", "Lines read from the feed."),
+		feedBytes:       d("feed_bytes_total", "Bytes read from the feed, terminators included."),
+		feedDropped:     d("feed_dropped_lines_total", "Feed lines dropped for being longer than the limit."),
+		feedUndeliv:     d("feed_undelivered_lines_total", "Lines broadcast while no client was connected, feed lines and messages."),
+		connected:       d("clients_connected", "Clients connected now."),
+		listenerClients: d("listener_clients", "Clients connected now to each listener.", "listener"),
+		accepted:        d("clients_accepted_total", "Client connections accepted."),
+		refused:         d("clients_refused_total", "Client connections refused over max_clients."),
+		authenticating:  d("clients_authenticating", "Clients of the signed listener connected now that have yet to authenticate."),
+		unauthRefused:   d("clients_unauthenticated_refused_total", "Connections to the signed listener closed at once because max_unauthenticated clients were authenticating."),
+		slow:            d("clients_slow_consumers_total", "Clients disconnected for falling too far behind."),
+		idleClosed:      d("clients_idle_closed_total", "Clients disconnected for sending nothing for too long."),
+		acksGood:        d("acks_good_total", "Acknowledgements whose length matched the line sent."),
+		acksMismatched:  d("acks_mismatched_total", "Acknowledgements whose length did not match."),
+		keepAlives:      d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
+		rejected:        d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
+		tlsFailed:       d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
+		authFailed:      d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
+		rateLimited:     d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
+		unknownLines:    d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
+		poolDesired:     d("pool_workers_desired", "Worker slots the pool should run."),
+		poolRunning:     d("pool_workers_running", "Worker processes running now."),
+		poolRestarts:    d("pool_restarts_total", "Worker restarts since chattyd started."),
 
 		qWaiting:         d("queue_lines_waiting", "Work queue: lines waiting for a worker."),
 		qInFlight:        d("queue_lines_in_flight", "Work queue: lines handed to workers and not acknowledged."),
@@ -74,7 +91,7 @@ func newCollector(b Backend) *collector {
 		qDeadLetters:     d("queue_dead_letters", "Work queue: poison lines in the dead-letter list."),
 		qDeadLettered:    d("queue_dead_lettered_total", "Work queue: poison lines set aside after max_deliveries."),
 		qWorkerInFlight:  d("queue_worker_lines_in_flight", "Work queue: lines one connected worker holds unacknowledged.", "client"),
-		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, pool slots' next workers."),
+		resumed:          d("clients_resumed_total", "Clients that started at a sequence number: sequenced clients' START, WebSocket clients' from=, pool slots' next workers."),
 		resumeGaps:       d("clients_resume_gaps_total", "Resuming clients told that lines they asked for are no longer retained."),
 		resumeGapLines:   d("clients_resume_gap_lines_total", "Lines resuming clients asked for that were no longer retained."),
 		retainedBytes:    d("stream_retained_bytes", "Bytes of the feed the listeners retain for clients that resume, over them all."),
@@ -86,6 +103,26 @@ func newCollector(b Backend) *collector {
 		replayGaps:       d("pool_replay_gaps_total", "Workers that could not start after their slot's last acknowledged line: retention no longer held it."),
 		replayGapLines:   d("pool_replay_gap_lines_total", "Lines that slots never got because retention no longer held them."),
 		replayDuplicates: d("pool_replay_duplicate_lines_total", "Lines sent to a worker that ended without acknowledging them, and so sent again to its successor."),
+		nats: natsDescs{
+			connected:     d("nats_connected", "1 while the connection to NATS is up, else 0.", "stream"),
+			reconnects:    d("nats_reconnects_total", "Reconnections to NATS."),
+			window:        d("nats_publish_window", "Most batches published into the stream and not yet acknowledged."),
+			pending:       d("nats_publish_pending_acks", "Batches published into the stream and not yet acknowledged."),
+			buffered:      d("nats_publish_buffered_bytes", "Bytes of feed lines taken and not yet acknowledged by the stream."),
+			lines:         d("nats_published_lines_total", "Feed lines acknowledged by the stream."),
+			lastSeq:       d("nats_published_last_seq", "Sequence number of the last line the stream acknowledged from this chattyd."),
+			retries:       d("nats_publish_retries_total", "Batches published again after a failure."),
+			resyncs:       d("nats_publish_resyncs_total", "Reads of the stream's numbering (at start and after failures)."),
+			duplicates:    d("nats_publish_duplicates_total", "Retried batches the stream had stored already."),
+			heldBack:      d("nats_publish_held_back_total", "Times the feed waited for room in the publisher's buffer."),
+			abandoned:     d("nats_publish_abandoned_lines_total", "Lines not acknowledged when publishing stopped."),
+			consumedLines: d("nats_consumed_lines_total", "Lines broadcast from the stream."),
+			consumedSeq:   d("nats_consumed_stream_seq", "Stream sequence of the last message broadcast."),
+			gaps:          d("nats_gaps_total", "Times lines this chattyd needed were no longer in the stream."),
+			gapLines:      d("nats_gap_lines_total", "Lines this chattyd needed that were no longer in the stream."),
+			invalid:       d("nats_invalid_messages_total", "Stream messages skipped for not being chatty feed messages."),
+			cr:            d("nats_consumer_restarts_total", "Consumers of the stream created again after an error."),
+		},
 	}
 }
 
@@ -94,7 +131,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.buildInfo, c.uptime,
 		c.feedLines, c.feedBytes, c.feedDropped, c.feedUndeliv,
-		c.connected, c.accepted, c.refused, c.slow, c.idleClosed,
+		c.connected, c.accepted, c.refused, c.slow, c.idleClosed, c.listenerClients,
 		c.authenticating, c.unauthRefused,
 		c.acksGood, c.acksMismatched, c.keepAlives, c.rejected,
 		c.tlsFailed, c.authFailed, c.rateLimited,
@@ -107,6 +144,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.retainedBytes, c.retainedLines, c.firstSeq, c.lastSeq,
 		c.resumed, c.resumeGaps, c.resumeGapLines,
 	} {
+		ch <- d
+	}
+	for _, d := range c.nats.all() {
 		ch <- d
 	}
 }
@@ -127,6 +167,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.feedDropped, st.Feed.Dropped)
 	counter(c.feedUndeliv, st.Feed.Undelivered)
 	gauge(c.connected, float64(st.Clients.Connected))
+	for _, l := range st.Listeners {
+		gauge(c.listenerClients, float64(l.Clients), l.Name)
+	}
 	counter(c.accepted, st.Clients.Accepted)
 	counter(c.refused, st.Clients.Refused)
 	gauge(c.authenticating, float64(st.Clients.Authenticating))
@@ -157,6 +200,30 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.retainedLines, float64(st.Stream.Lines))
 	gauge(c.firstSeq, float64(st.Stream.First), st.Stream.ID)
 	gauge(c.lastSeq, float64(st.Stream.Last), st.Stream.ID)
+	if n := st.NATS; n != nil {
+		up := 0.0
+		if n.State == "connected" {
+			up = 1
+		}
+		gauge(c.nats.connected, up, n.Stream)
+		counter(c.nats.reconnects, n.Reconnects)
+		gauge(c.nats.window, float64(n.Publish.Window))
+		gauge(c.nats.pending, float64(n.Publish.Pending))
+		gauge(c.nats.buffered, float64(n.Publish.Buffered))
+		counter(c.nats.lines, n.Publish.Lines)
+		gauge(c.nats.lastSeq, float64(n.Publish.LastSeq))
+		counter(c.nats.retries, n.Publish.Retries)
+		counter(c.nats.resyncs, n.Publish.Resyncs)
+		counter(c.nats.duplicates, n.Publish.Duplicates)
+		counter(c.nats.heldBack, n.Publish.HeldBack)
+		counter(c.nats.abandoned, n.Publish.Abandoned)
+		counter(c.nats.consumedLines, n.Consume.Lines)
+		gauge(c.nats.consumedSeq, float64(n.Consume.StreamSeq))
+		counter(c.nats.gaps, n.Consume.Gaps)
+		counter(c.nats.gapLines, n.Consume.GapLines)
+		counter(c.nats.invalid, n.Consume.Invalid)
+		counter(c.nats.cr, n.Consume.Restarts)
+	}
 	q := st.Queue
 	if q == nil {
 		return

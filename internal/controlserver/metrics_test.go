@@ -34,6 +34,8 @@ func TestMetrics(t *testing.T) {
 		"chatty_feed_undelivered_lines_total 5",
 		"# TYPE chatty_clients_connected gauge",
 		"chatty_clients_connected 2",
+		"# TYPE chatty_listener_clients gauge",
+		`chatty_listener_clients{listener="broadcast"} 2`,
 		"chatty_clients_accepted_total 7",
 		"chatty_clients_refused_total 1",
 		"# TYPE chatty_clients_authenticating gauge",
@@ -106,5 +108,43 @@ func TestCurl(t *testing.T) {
 	var st control.Status
 	if err := json.Unmarshal(body, &st); err != nil || st.Version != "1.2.3" {
 		t.Fatalf("curl body is not the status: %v\n%s", err, body)
+	}
+}
+
+// With a shared feed the chatty_nats_* metrics are there; without, none.
+func TestMetricsNATS(t *testing.T) {
+	b := newFake()
+	srv := controltest.Serve(t, b, controlserver.Options{})
+	body, err := client.New(srv.Addr()).Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(body), "chatty_nats_") {
+		t.Errorf("/metrics has chatty_nats_* without a shared feed")
+	}
+	st := fixedStatus()
+	st.NATS = &control.NATSStatus{State: "connected", Stream: "CHATTY", Reconnects: 3,
+		Publish: control.NATSPublishStatus{Window: 64, Pending: 5, Lines: 100, LastSeq: 120, HeldBack: 2},
+		Consume: control.NATSConsumeStatus{StreamSeq: 9, Lines: 120, Gaps: 1, GapLines: 7}}
+	b.StatusValue = st
+	body, err = client.New(srv.Addr()).Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`chatty_nats_connected{stream="CHATTY"} 1`,
+		"chatty_nats_reconnects_total 3",
+		"chatty_nats_publish_window 64",
+		"chatty_nats_publish_pending_acks 5",
+		"chatty_nats_published_lines_total 100",
+		"chatty_nats_published_last_seq 120",
+		"chatty_nats_publish_held_back_total 2",
+		"chatty_nats_consumed_stream_seq 9",
+		"chatty_nats_gaps_total 1",
+		"chatty_nats_gap_lines_total 7",
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

@@ -63,7 +63,7 @@ func fixedStatus() control.Status {
 		Version:       "1.2.3",
 		StartedAt:     time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC),
 		UptimeSeconds: 3600,
-		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp"}},
+		Listeners:     []control.Listener{{Name: "broadcast", Addr: "127.0.0.1:54321", Protocol: "tcp", Clients: 2}},
 		Feed:          control.FeedStatus{Source: "stdin", State: control.FeedReading, Lines: 42, Bytes: 2048, Dropped: 3, Undelivered: 5},
 		Clients:       control.ClientsSummary{Connected: 2, Authenticating: 1, Accepted: 7, Refused: 1, UnauthenticatedRefused: 8, SlowConsumers: 4, IdleClosed: 6, AcksGood: 40, AcksMismatched: 2, KeepAlives: 11, UnknownLines: 13},
 		Pool: control.PoolStatus{Running: 1, Restarts: 9, Replay: "unacked",

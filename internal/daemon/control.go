@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -83,6 +84,7 @@ func (b backend) Status() control.Status {
 			Slots:        slots,
 		},
 		Stream: d.listeners.retained(),
+		NATS:   d.natsStatus(),
 	}
 	if q := d.listeners.queue; q != nil {
 		qs := q.Stats()
@@ -124,6 +126,14 @@ func queueStatus(qs workqueue.Stats, ws []workqueue.WorkerInfo) *control.QueueSt
 		}
 	}
 	return out
+}
+
+// natsStatus reports the shared feed; nil without one.
+func (d *Daemon) natsStatus() *control.NATSStatus {
+	if d.shared == nil {
+		return nil
+	}
+	return d.shared.status()
 }
 
 // Clients implements controlserver.Backend.
@@ -184,6 +194,10 @@ func (b backend) Workers() []control.Worker {
 	return out
 }
 
+// sendHoldTimeout bounds how long chattyctl send waits for room in the
+// NATS publisher's buffer (NATS unreachable and the buffer full).
+const sendHoldTimeout = 10 * time.Second
+
 // Send implements controlserver.Backend: the message goes through the same logs
 // as feed lines, so it is ordered with them and lossless the same way; the
 // text listener sends its text line, the signed listener the message with
@@ -193,12 +207,24 @@ func (b backend) Send(m message.Message) (uint64, error) {
 	if d.stopping() {
 		return 0, fmt.Errorf("%w: chattyd is stopping", controlserver.ErrUnavailable)
 	}
-	seq, err := d.listeners.publishMessage(m)
-	if errors.Is(err, workqueue.ErrFull) {
-		return 0, fmt.Errorf("%w: %v", controlserver.ErrUnavailable, err)
-	}
-	if err != nil {
-		return 0, err
+	var seq uint64
+	if d.shared != nil {
+		// Into the stream as its text line: the stream numbers it, and
+		// every edge broadcasts it as a feed line.
+		ctx, cancel := context.WithTimeout(context.Background(), sendHoldTimeout)
+		defer cancel()
+		if err := d.shared.publisher.Publish(ctx, [][]byte{m.AppendText(nil)}); err != nil {
+			return 0, fmt.Errorf("%w: %v", controlserver.ErrUnavailable, err)
+		}
+	} else {
+		var err error
+		seq, err = d.listeners.publishMessage(m)
+		if errors.Is(err, workqueue.ErrFull) {
+			return 0, fmt.Errorf("%w: %v", controlserver.ErrUnavailable, err)
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
 	d.log.WithField("type", m.Type.String()).WithField("seq", seq).
 		Log(logLevel(m.Type), "Message sent: "+m.Text)

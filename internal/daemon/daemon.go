@@ -100,6 +100,7 @@ type Daemon struct {
 	pool      *pool.Pool
 	control   *controlserver.Server
 	metrics   *metricsServer // nil without metrics.listen
+	shared    *sharedFeed    // nil without nats: the feed goes to the listeners directly
 
 	feedLines atomic.Uint64 // lines read from the feed
 	feedBytes atomic.Uint64 // their bytes, terminators included
@@ -145,6 +146,9 @@ func New(opts Options) (_ *Daemon, err error) {
 			if d.listeners != nil {
 				d.listeners.closeAll()
 			}
+			if d.shared != nil {
+				d.shared.close()
+			}
 			if d.metrics != nil {
 				d.metrics.close()
 			}
@@ -164,6 +168,12 @@ func New(opts Options) (_ *Daemon, err error) {
 	if d.listeners, err = bindListeners(cfg, opts.Activation.Broadcast, d.id, opts.Logger); err != nil {
 		return nil, err
 	}
+	if cfg.NATS.Enabled() {
+		if d.shared, err = startSharedFeed(cfg, d.listeners, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
+	d.listeners.setStatus(backend{d}.Status)
 	d.source = newSource(opts, cfg)
 	d.feedState.set(control.FeedStarting)
 
@@ -270,6 +280,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopAux()
 
 	g.add("feed", func() error { return d.runFeed(feedCtx) })
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	consCtx, stopCons := context.WithCancel(context.Background())
+	natsCtx, stopNATS := context.WithCancel(context.Background())
+	defer stopPub()
+	defer stopCons()
+	defer stopNATS()
+	if f := d.shared; f != nil {
+		g.add("nats-publisher", func() error { return f.publisher.Run(pubCtx) })
+		g.add("nats-consumer", func() error { return f.consumer.Run(consCtx) })
+		if f.embedded != nil {
+			g.add("nats-server", func() error { return f.embedded.Run(natsCtx) })
+		}
+	}
 	d.listeners.run(bcastCtx, &g)
 	g.add("systemd", func() error { return d.runNotifier(auxCtx) })
 	g.add("pool", func() error { return d.pool.Run(poolCtx) })
@@ -332,11 +355,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.wait("pool")
 	stopFeed()
 	g.wait("feed")
+	if f := d.shared; f != nil {
+		// What the feed gave the publisher goes into the stream (for up
+		// to broadcast.drain_timeout) and back to this daemon's clients.
+		stopPub()
+		g.wait("nats-publisher")
+		f.waitConsumed(d.config().Broadcast.DrainTimeout)
+		stopCons()
+		g.wait("nats-consumer")
+	}
 	stopBcast()
 	d.listeners.wait(&g)
 	stopCtl()
 	stopAux()
+	stopNATS()
 	g.waitAll()
+	if d.shared != nil {
+		d.shared.close()
+	}
 	if g.aborted() {
 		d.log.Warn("Stopped at once: the graceful stop was abandoned")
 		return ErrStoppedAtOnce
@@ -385,6 +421,12 @@ func partName(member string) string {
 		return "systemd notifier"
 	case "summary":
 		return "summary logger"
+	case "nats-publisher":
+		return "NATS publisher"
+	case "nats-consumer":
+		return "NATS consumer"
+	case "nats-server":
+		return "embedded NATS server"
 	}
 	return member + " listener"
 }

@@ -49,6 +49,10 @@ func (d *Daemon) runFeed(ctx context.Context) error {
 				log.Debugf("Received: %s", l)
 			}
 		}
+		if d.shared != nil {
+			d.shared.publish(ctx, lines)
+			return
+		}
 		d.listeners.publish(lines)
 	}))
 	if ctx.Err() != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/logging"
 	"github.com/chatty-dev/chatty/internal/tlsconf"
+	"github.com/chatty-dev/chatty/internal/webfeed"
 	"github.com/chatty-dev/chatty/internal/workqueue"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/identity"
@@ -56,12 +57,18 @@ type listeners struct {
 	// listener's TLS and authentication change only at restart.
 	startSigned config.Signed
 	selfCert    *tls.Certificate // the identity's certificate, made when first needed
+
+	web    *webfeed.Server   // the WebSocket listener's HTTP side; nil without broadcast.websocket
+	webTLS *tlsconf.Server   // nil without TLS on it
+	webWS  *broadcast.Server // its WebSocket clients
+	// startWeb is broadcast.websocket as the daemon started.
+	startWeb config.WebSocket
 }
 
 // listenerEntry is one bound listener as status reports it.
 type listenerEntry struct {
-	name     string // "broadcast", "broadcast-tls", "broadcast-signed"
-	protocol string // "tcp", "tls", "signed", "signed+tls"
+	name     string // "broadcast", "broadcast-tls", "broadcast-signed", "broadcast-websocket"
+	protocol string // "tcp", "tls", "signed", "signed+tls", "websocket", "websocket+tls"
 	addr     net.Addr
 	server   *broadcast.Server
 }
@@ -111,6 +118,13 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 			return nil, err
 		}
 		l.bound = append(l.bound, sln)
+	}
+	if wc := cfg.Broadcast.WebSocket; wc.Listen != "" {
+		wln, err := l.bindWebSocket(cfg, wc)
+		if err != nil {
+			return nil, err
+		}
+		l.bound = append(l.bound, wln)
 	}
 
 	if q := cfg.Broadcast.Sequenced.Listen; q != "" {
@@ -237,6 +251,49 @@ func (l *listeners) bindSigned(cfg config.Config, sc config.Signed) (net.Listene
 	return raw, nil
 }
 
+// bindWebSocket binds the WebSocket listener: its HTTP server serves the
+// page and the status, and hands the connections it upgrades to a
+// broadcast server of WebSocket clients.
+func (l *listeners) bindWebSocket(cfg config.Config, wc config.WebSocket) (net.Listener, error) {
+	o := webfeed.Options{AllowedOrigins: wc.AllowedOrigins}
+	if wc.TokenFile != "" {
+		tok, err := webfeed.LoadToken(wc.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.websocket.token_file: %w", err)
+		}
+		o.Token = tok
+	}
+	protocol := "websocket"
+	if wc.TLS.Enabled {
+		files, err := l.tlsFiles(wc.TLS.TLSFiles)
+		if err != nil {
+			return nil, fmt.Errorf("broadcast.websocket.tls: %w", err)
+		}
+		if l.webTLS, err = tlsconf.NewServer(files); err != nil {
+			return nil, fmt.Errorf("broadcast.websocket.tls: %w", err)
+		}
+		o.TLS, protocol = l.webTLS.Config(), "websocket+tls"
+	}
+	raw, err := broadcast.Listen(wc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("WebSocket listener: %w", err)
+	}
+	log := l.logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "websocket")
+	l.web = webfeed.New(raw, o, log)
+	l.webWS = broadcast.NewWebSocket(l.web.Feed(), limitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval, Start: l.web.Start}, log)
+	l.startWeb = wc
+	l.add(control.ListenerWebSocket, protocol, raw.Addr(), l.webWS)
+	return raw, nil
+}
+
+// setStatus gives the WebSocket listener's GET /v1/status the daemon's
+// status.
+func (l *listeners) setStatus(f func() control.Status) {
+	if l.web != nil {
+		l.web.SetStatus(f)
+	}
+}
+
 // selfSigned returns the certificate derived from the identity, made once
 // per run (tls.self_signed).
 func (l *listeners) selfSigned() (*tls.Certificate, error) {
@@ -277,6 +334,12 @@ func (l *listeners) logBound() {
 			l.log.Infof("The TLS listener is on %s", e.addr)
 		case control.ListenerSigned:
 			l.log.Infof("The signed listener is on %s", e.addr)
+		case control.ListenerWebSocket:
+			scheme := "http"
+			if l.webTLS != nil {
+				scheme = "https"
+			}
+			l.log.Infof("The WebSocket listener and the web page are on %s://%s/", scheme, e.addr)
 		default:
 			l.log.Infof("The %s listener is on %s", e.name, e.addr)
 		}
@@ -293,7 +356,11 @@ func (l *listeners) memberName(s *broadcast.Server) string {
 	return control.ListenerBroadcast
 }
 
-// run adds one member per server, and the work queue's, to the group.
+// webMember names the member of the WebSocket listener's HTTP server.
+const webMember = control.ListenerWebSocket + "-http"
+
+// run adds one member per server to the group, the work queue's, and one
+// for the WebSocket listener's HTTP server.
 func (l *listeners) run(ctx context.Context, g *group) {
 	for _, s := range l.servers {
 		g.add(l.memberName(s), func() error { return s.Run(ctx) })
@@ -301,10 +368,16 @@ func (l *listeners) run(ctx context.Context, g *group) {
 	if l.queue != nil {
 		g.add(control.ListenerBroadcast, func() error { return l.queue.Run(ctx) })
 	}
+	if l.web != nil {
+		g.add(webMember, func() error { return l.web.Run(ctx) })
+	}
 }
 
 // wait waits for every server's member of the group.
 func (l *listeners) wait(g *group) {
+	if l.web != nil {
+		g.wait(webMember)
+	}
 	for _, s := range l.servers {
 		g.wait(l.memberName(s))
 	}
@@ -436,11 +509,17 @@ func (l *listeners) stats() broadcast.Stats {
 	return sum
 }
 
-// status describes every bound listener.
+// status describes every bound listener, with its clients.
 func (l *listeners) status() []control.Listener {
+	counts := make(map[net.Addr]int)
+	for _, s := range l.servers {
+		for addr, n := range s.ClientsByListener() {
+			counts[addr] += n
+		}
+	}
 	out := make([]control.Listener, len(l.entries))
 	for i, e := range l.entries {
-		out[i] = control.Listener{Name: e.name, Addr: e.addr.String(), Protocol: e.protocol}
+		out[i] = control.Listener{Name: e.name, Addr: e.addr.String(), Protocol: e.protocol, Clients: counts[e.addr]}
 	}
 	return out
 }
@@ -503,6 +582,19 @@ func (l *listeners) reload(next config.Config) {
 		}
 		if err != nil {
 			l.log.WithError(err).Error("Reload: the signed listener's TLS files not applied; the previous ones stay")
+		}
+	}
+	if l.webTLS != nil && next.Broadcast.WebSocket.TLS.Enabled {
+		st := next.Broadcast.WebSocket.TLS
+		if st.SelfSigned = l.startWeb.TLS.SelfSigned; st.SelfSigned {
+			st = l.startWeb.TLS
+		}
+		files, err := l.tlsFiles(st.TLSFiles)
+		if err == nil {
+			err = l.webTLS.Reload(files)
+		}
+		if err != nil {
+			l.log.WithError(err).Error("Reload: the WebSocket listener's TLS files not applied; the previous ones stay")
 		}
 	}
 	l.reloadAuthorizedKeys(next.Identity.AuthorizedKeys)

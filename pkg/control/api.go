@@ -43,6 +43,8 @@ type Status struct {
 	// Queue is the work queue of broadcast.delivery: one; absent with
 	// delivery all.
 	Queue *QueueStatus `json:"queue,omitempty"`
+	// NATS is the shared feed (nats: in the configuration); nil without.
+	NATS *NATSStatus `json:"nats,omitempty"`
 }
 
 // QueueStatus describes the work queue that serves the text listener
@@ -112,6 +114,66 @@ type RetryResponse struct {
 	Seq uint64 `json:"seq"`
 }
 
+// NATSStatus is the shared feed through a NATS JetStream stream.
+type NATSStatus struct {
+	// State is the connection's: connected, connecting, reconnecting,
+	// draining or closed.
+	State string `json:"state"`
+	// Server is the URL of the server the connection is on; "" when none.
+	Server string `json:"server,omitempty"`
+	// Stream is the JetStream stream's name.
+	Stream string `json:"stream"`
+	// Reconnects counts the connection's reconnections.
+	Reconnects uint64 `json:"reconnects"`
+	// Embedded reports whether chattyd runs its own nats-server.
+	Embedded bool              `json:"embedded"`
+	Publish  NATSPublishStatus `json:"publish"`
+	Consume  NATSConsumeStatus `json:"consume"`
+}
+
+// NATSPublishStatus is the publisher of chattyd's feed into the stream.
+type NATSPublishStatus struct {
+	// Window is the most batches published and not yet acknowledged;
+	// Pending how many are now.
+	Window  int `json:"window"`
+	Pending int `json:"pending_acks"`
+	// Buffered is the bytes of feed lines taken and not yet acknowledged.
+	Buffered int64 `json:"buffered_bytes"`
+	// Lines counts the lines acknowledged by the stream; LastSeq is the
+	// sequence number of the last.
+	Lines   uint64 `json:"lines"`
+	LastSeq uint64 `json:"last_seq"`
+	// Retries counts batches published again after a failure, Resyncs
+	// the reads of the stream's numbering, Duplicates the retries found
+	// stored already.
+	Retries    uint64 `json:"retries"`
+	Resyncs    uint64 `json:"resyncs"`
+	Duplicates uint64 `json:"duplicates"`
+	// HeldBack counts the times the feed waited for room in the buffer.
+	HeldBack uint64 `json:"held_back"`
+	// Abandoned counts lines not acknowledged when publishing stopped.
+	Abandoned uint64 `json:"abandoned"`
+}
+
+// NATSConsumeStatus is the consumer that brings the stream to the
+// listeners.
+type NATSConsumeStatus struct {
+	// StreamSeq is the stream sequence of the last message broadcast;
+	// LastSeq the sequence number of its last line.
+	StreamSeq uint64 `json:"stream_seq"`
+	LastSeq   uint64 `json:"last_seq"`
+	// Lines counts the lines broadcast from the stream.
+	Lines uint64 `json:"lines"`
+	// Gaps counts the times lines were missing from the stream (no
+	// longer kept), GapLines the lines missing.
+	Gaps     uint64 `json:"gaps"`
+	GapLines uint64 `json:"gap_lines"`
+	// Invalid counts messages skipped for not decoding.
+	Invalid uint64 `json:"invalid"`
+	// Restarts counts consumers created again after an error.
+	Restarts uint64 `json:"restarts"`
+}
+
 // StreamStatus names the stream the feed's sequence numbers belong to and
 // the part of it the listeners retain for clients that resume.
 type StreamStatus struct {
@@ -129,9 +191,10 @@ type StreamStatus struct {
 
 // Listener is one address the daemon listens on.
 type Listener struct {
-	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS or ListenerSigned
+	Name     string `json:"name"`     // ListenerBroadcast, ListenerTLS, ListenerSigned or ListenerWebSocket
 	Addr     string `json:"addr"`     // the bound address, such as "127.0.0.1:54321"
 	Protocol string `json:"protocol"` // such as "tcp"
+	Clients  int    `json:"clients"`  // clients connected to it now
 }
 
 // The names of the daemon's listeners in Status.Listeners.
@@ -140,6 +203,7 @@ const (
 	ListenerTLS       = "broadcast-tls"       // the text protocol over TLS: broadcast.tls
 	ListenerSigned    = "broadcast-signed"    // the signed protocol: broadcast.signed
 	ListenerSequenced = "broadcast-sequenced" // the sequenced protocol: broadcast.sequenced
+	ListenerWebSocket = "broadcast-websocket" // WebSocket clients and the web page: broadcast.websocket
 )
 
 // The states of the feed.

@@ -1,0 +1,418 @@
+// Command natsbench measures chattyd's shared feed through NATS JetStream
+// (make bench-nats, docs/benchmarks.md): it starts a three-node
+// nats-server cluster on loopback with an R3 file stream, then measures
+// publishing into the stream (batched and not), the fan-out of a chattyd
+// fed through the stream against one fed from stdin, the latency of both
+// at a steady rate, and the stall when the stream leader is killed.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/natsfeed"
+	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/test/natscluster"
+	"github.com/sirupsen/logrus"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/chattyd", "chattyd binary")
+	jsonOut := flag.String("json", "", "write the results as JSON to this file")
+	lines := flag.Int("lines", 500000, "lines published in the publishing and fan-out runs")
+	subs := flag.Int("subs", 100, "subscribers of the fan-out run")
+	only := flag.String("only", "publish,fanout,latency,stall", "the measures to run, comma-separated")
+	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
+	flag.Parse()
+	for _, o := range strings.Split(*only, ",") {
+		runOnly[o] = true
+	}
+	consumeHeartbeat = *heartbeat
+	m := &natscluster.Main{}
+	defer m.Close()
+	r, err := run(m, *bin, *lines, *subs)
+	if err != nil {
+		m.Errorf("natsbench: %v", err)
+		m.Close()
+		os.Exit(1)
+	}
+	out, _ := json.MarshalIndent(r, "", "  ")
+	fmt.Println(string(out))
+	if *jsonOut != "" {
+		if err := os.WriteFile(*jsonOut, out, 0o644); err != nil {
+			m.Fatal(err)
+		}
+	}
+}
+
+var (
+	runOnly          = map[string]bool{}
+	consumeHeartbeat time.Duration
+)
+
+// results are what natsbench measured.
+type results struct {
+	PublishBatchedLinesPerSec   float64 `json:"publish_batched_lines_per_s"`
+	PublishUnbatchedLinesPerSec float64 `json:"publish_unbatched_lines_per_s"`
+	FanoutDirectDeliveriesPerS  float64 `json:"fanout_direct_deliveries_per_s"`
+	FanoutNATSDeliveriesPerS    float64 `json:"fanout_nats_deliveries_per_s"`
+	FanoutRatio                 float64 `json:"fanout_nats_over_direct"`
+	LatencyDirectP99Ms          float64 `json:"latency_direct_p99_ms"`
+	LatencyNATSP99Ms            float64 `json:"latency_nats_p99_ms"`
+	LatencyDirectP50Ms          float64 `json:"latency_direct_p50_ms"`
+	LatencyNATSP50Ms            float64 `json:"latency_nats_p50_ms"`
+	LeaderKillStallMs           float64 `json:"leader_kill_stall_ms"`
+	LeaderKillLost              int     `json:"leader_kill_lost_lines"`
+	Subs                        int     `json:"subs"`
+	Lines                       int     `json:"lines"`
+}
+
+func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
+	r := results{Subs: nSubs, Lines: nLines}
+	c := natscluster.Start(m)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	entry := logrus.NewEntry(log)
+	cfg := config.Default().NATS
+	cfg.URLs = c.URLList()
+	stream := config.Default().NATS.Stream
+	stream.Name, stream.Subjects, stream.Replicas = "BENCH", []string{"bench.feed"}, 3
+	conn, err := natsfeed.Connect(cfg, natsfeed.ConnOptions{Name: "natsbench", AckTimeout: 5 * time.Second, Window: 256}, entry)
+	if err != nil {
+		return r, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	st, err := natsfeed.EnsureStream(ctx, conn.JS, stream, entry)
+	cancel()
+	if err != nil {
+		return r, err
+	}
+	line := make([]byte, 63)
+	for i := range line {
+		line[i] = 'x'
+	}
+	publish := func(batch, n int) (float64, error) {
+		p := natsfeed.NewPublisher(conn.JS, st, natsfeed.PublisherOptions{
+			Subject: "bench.feed", Window: 256, BufferBytes: 64 << 20, BatchLines: batch, BatchBytes: 256 << 10,
+		}, entry)
+		pctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); p.Run(pctx) }()
+		defer func() { stop(); <-done }()
+		start := time.Now()
+		chunk := make([][]byte, 256)
+		for i := range chunk {
+			chunk[i] = line
+		}
+		for i := 0; i < n; i += len(chunk) {
+			if err := p.Publish(context.Background(), chunk[:min(len(chunk), n-i)]); err != nil {
+				return 0, err
+			}
+		}
+		if err := poll.Until(context.Background(), 5*time.Minute, func() bool { return p.Stats().Lines == uint64(n) }); err != nil {
+			return 0, fmt.Errorf("publishing: %w (%+v)", err, p.Stats())
+		}
+		return float64(n) / time.Since(start).Seconds(), nil
+	}
+	if runOnly["publish"] {
+		if r.PublishBatchedLinesPerSec, err = publish(512, nLines); err != nil {
+			return r, err
+		}
+		m.Logf("publish batched: %.0f lines/s", r.PublishBatchedLinesPerSec)
+		if r.PublishUnbatchedLinesPerSec, err = publish(1, nLines/20); err != nil {
+			return r, err
+		}
+		m.Logf("publish unbatched: %.0f lines/s", r.PublishUnbatchedLinesPerSec)
+	}
+
+	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n  consume:\n    heartbeat: %s\n", strings.Join(c.URLList(), ", "), consumeHeartbeat)
+
+	// Fan-out: the same feed from stdin, direct and through the stream.
+	fanout := func(extra string) (float64, error) {
+		d, err := startChattyd(m, bin, extra)
+		if err != nil {
+			return 0, err
+		}
+		defer d.stop()
+		counts := make([]atomic.Int64, nSubs)
+		var wg sync.WaitGroup
+		conns := make([]net.Conn, nSubs)
+		for i := range nSubs {
+			if conns[i], err = net.Dial("tcp", d.addr); err != nil {
+				return 0, err
+			}
+			defer conns[i].Close()
+		}
+		if err := d.waitClients(nSubs); err != nil {
+			return 0, err
+		}
+		for i := range nSubs {
+			wg.Go(func() {
+				buf := make([]byte, 256<<10)
+				var n int64
+				for n < int64(nLines) {
+					k, err := conns[i].Read(buf)
+					for _, b := range buf[:k] {
+						if b == '\n' {
+							n++
+						}
+					}
+					counts[i].Store(n)
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+		start := time.Now()
+		go func() {
+			w := bufio.NewWriterSize(d.stdin, 1<<20)
+			for range nLines {
+				w.Write(line)
+				w.WriteByte('\n')
+			}
+			w.Flush()
+		}()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Minute):
+			return 0, errors.New("fan-out: not every line reached every subscriber within 5 minutes")
+		}
+		for i := range counts {
+			if counts[i].Load() != int64(nLines) {
+				return 0, fmt.Errorf("fan-out: subscriber %d got %d lines, want %d", i, counts[i].Load(), nLines)
+			}
+		}
+		return float64(nLines*nSubs) / time.Since(start).Seconds(), nil
+	}
+	if runOnly["fanout"] {
+		if r.FanoutDirectDeliveriesPerS, err = fanout(""); err != nil {
+			return r, err
+		}
+		if r.FanoutNATSDeliveriesPerS, err = fanout(natsYAML); err != nil {
+			return r, err
+		}
+		r.FanoutRatio = r.FanoutNATSDeliveriesPerS / r.FanoutDirectDeliveriesPerS
+		m.Logf("fan-out to %d subs: direct %.0f, through NATS %.0f deliveries/s (%.2f)", nSubs, r.FanoutDirectDeliveriesPerS, r.FanoutNATSDeliveriesPerS, r.FanoutRatio)
+	}
+
+	// Latency at 1,000 lines/s, 10 subscribers, 10 s each.
+	latency := func(extra string) (p50, p99 float64, err error) {
+		lat, _, err := steady(m, bin, extra, 10, 10*time.Second, nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		slices.Sort(lat)
+		return ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), nil
+	}
+	if runOnly["latency"] {
+		if r.LatencyDirectP50Ms, r.LatencyDirectP99Ms, err = latency(""); err != nil {
+			return r, err
+		}
+		if r.LatencyNATSP50Ms, r.LatencyNATSP99Ms, err = latency(natsYAML); err != nil {
+			return r, err
+		}
+		m.Logf("latency p50/p99 at 1000 lines/s: direct %.2f/%.2f ms, through NATS %.2f/%.2f ms", r.LatencyDirectP50Ms, r.LatencyDirectP99Ms, r.LatencyNATSP50Ms, r.LatencyNATSP99Ms)
+	}
+
+	// The stream leader killed at 1,000 lines/s: the longest time without
+	// a line, and lines lost.
+	kill := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			m.Errorf("stream info before the kill: %v", err)
+			return
+		}
+		n := c.Node(info.Cluster.Leader)
+		m.Logf("killing the stream leader %s", n.Name)
+		n.Kill()
+		go func() { time.Sleep(5 * time.Second); n.Start() }()
+	}
+	if runOnly["stall"] {
+		_, stall, err := steady(m, bin, natsYAML, 1, 15*time.Second, kill)
+		if err != nil {
+			return r, err
+		}
+		r.LeaderKillStallMs = ms(stall.longest)
+		r.LeaderKillLost = stall.lost
+		m.Logf("leader killed: longest stall %.0f ms, %d lines lost", r.LeaderKillStallMs, r.LeaderKillLost)
+	}
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+type stallResult struct {
+	longest time.Duration
+	lost    int
+}
+
+// steady feeds a chattyd 1,000 stamped lines/s for dur with subs
+// subscribers, calling fault (if not nil) a third of the way in; it
+// returns every delivery's latency and the longest time the first
+// subscriber went without a line.
+func steady(m *natscluster.Main, bin, extra string, subs int, dur time.Duration, fault func()) ([]time.Duration, stallResult, error) {
+	d, err := startChattyd(m, bin, extra)
+	if err != nil {
+		return nil, stallResult{}, err
+	}
+	defer d.stop()
+	const rate = 1000
+	n := int(dur.Seconds()) * rate
+	var mu sync.Mutex
+	var lat []time.Duration
+	var stall stallResult
+	var wg sync.WaitGroup
+	conns := make([]net.Conn, subs)
+	for i := range subs {
+		if conns[i], err = net.Dial("tcp", d.addr); err != nil {
+			return nil, stall, err
+		}
+		defer conns[i].Close()
+	}
+	if err := d.waitClients(subs); err != nil {
+		return nil, stall, err
+	}
+	for i := range subs {
+		wg.Go(func() {
+			conns[i].SetReadDeadline(time.Now().Add(dur + 60*time.Second))
+			sc := bufio.NewScanner(conns[i])
+			got, last := 0, time.Time{}
+			var mine []time.Duration
+			for got < n && sc.Scan() {
+				now := time.Now()
+				f := strings.Fields(sc.Text())
+				if len(f) < 2 {
+					continue
+				}
+				sent, err := strconv.ParseInt(f[1], 10, 64)
+				if err != nil {
+					continue
+				}
+				mine = append(mine, now.Sub(time.Unix(0, sent)))
+				if i == 0 && !last.IsZero() {
+					stall.longest = max(stall.longest, now.Sub(last))
+				}
+				last = now
+				got++
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			if i == 0 {
+				stall.lost = n - got
+			}
+			mu.Unlock()
+		})
+	}
+	start := time.Now()
+	for i := range n {
+		if w := time.Until(start.Add(time.Duration(i) * time.Second / rate)); w > 0 {
+			time.Sleep(w)
+		}
+		if fault != nil && i == n/3 {
+			go fault()
+		}
+		fmt.Fprintf(d.stdin, "%09d %d padding-padding-padding\n", i, time.Now().UnixNano())
+	}
+	wg.Wait()
+	return lat, stall, nil
+}
+
+// chattyd is a chattyd process of the benchmark.
+type chattyd struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	addr   string
+	socket string
+	bin    string
+}
+
+func startChattyd(m *natscluster.Main, bin, extra string) (*chattyd, error) {
+	dir := m.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	sock := filepath.Join(dir, "control.sock")
+	conf := fmt.Sprintf("version: 1\npool:\n  size: 0\nbroadcast:\n  listen: %s\ncontrol:\n  socket: %s\nlog:\n  level: warning\n%s", addr, sock, extra)
+	path := filepath.Join(dir, "chattyd.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--config", path)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &chattyd{cmd: cmd, stdin: stdin, addr: addr, socket: sock, bin: bin}
+	err = poll.Until(context.Background(), 90*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if err != nil {
+		d.stop()
+		return nil, fmt.Errorf("chattyd does not listen on %s: %w", addr, err)
+	}
+	return d, nil
+}
+
+// waitClients waits until chattyd reports n clients connected.
+func (d *chattyd) waitClients(n int) error {
+	return poll.Until(context.Background(), 30*time.Second, func() bool {
+		out, err := exec.Command(filepath.Join(filepath.Dir(d.bin), "chattyctl"), "--socket", d.socket, "status", "--json").Output()
+		if err != nil {
+			return false
+		}
+		var st struct {
+			Clients struct {
+				Connected int `json:"connected"`
+			} `json:"clients"`
+		}
+		return json.Unmarshal(out, &st) == nil && st.Clients.Connected >= n
+	})
+}
+
+func (d *chattyd) stop() {
+	d.stdin.Close()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}

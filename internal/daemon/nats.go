@@ -1,0 +1,200 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chatty-dev/chatty/internal/broadcast"
+	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/logging"
+	"github.com/chatty-dev/chatty/internal/natsfeed"
+	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/version"
+	"github.com/chatty-dev/chatty/pkg/control"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sirupsen/logrus"
+)
+
+// natsStartTimeout bounds how long New waits for the stream, which gives
+// the listeners their stream identity and first sequence number.
+const natsStartTimeout = 60 * time.Second
+
+// sharedFeed is the daemon's part of the shared feed (nats:): the
+// embedded server if any, the connection, the publisher of this daemon's
+// feed and the consumer that brings the stream to the listeners.
+type sharedFeed struct {
+	log       *logrus.Entry
+	cfg       config.NATS
+	embedded  *natsfeed.Embedded // nil without nats.embedded
+	conn      *natsfeed.Conn
+	stream    string // the NATS stream's name
+	publisher *natsfeed.Publisher
+	consumer  *natsfeed.Consumer
+}
+
+// startSharedFeed starts the embedded server if configured, connects,
+// finds or creates the stream, and sets the listeners' stream identity
+// and first sequence number from it. Nothing runs until Run adds the
+// members.
+func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ *sharedFeed, err error) {
+	n := cfg.NATS
+	log := logger.WithField(logging.FieldComponent, "nats")
+	f := &sharedFeed{log: log, cfg: n, stream: n.Stream.Name}
+	defer func() {
+		if err != nil {
+			f.close()
+		}
+	}()
+	opts := natsfeed.ConnOptions{
+		Name:       "chattyd " + version.String(),
+		AckTimeout: n.Publish.AckTimeout,
+		Window:     n.Publish.Window,
+	}
+	if n.Embedded.Enabled {
+		if f.embedded, err = natsfeed.NewEmbedded(n.Embedded, logger.WithField(logging.FieldComponent, "nats-server")); err != nil {
+			return nil, err
+		}
+		if err = f.embedded.Start(30 * time.Second); err != nil {
+			f.embedded = nil
+			return nil, err
+		}
+		opts.InProcess = f.embedded.Server()
+	}
+	if f.conn, err = natsfeed.Connect(n, opts, log); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
+	defer cancel()
+	st, err := natsfeed.EnsureStream(ctx, f.conn.JS, n.Stream, log)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w; chattyd needs the stream to start", err)
+	}
+	var info *jetstream.StreamInfo
+	var start natsfeed.Start
+	err = poll.Until(ctx, natsStartTimeout, func() bool {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		i, ierr := st.Info(actx)
+		if ierr != nil {
+			err = ierr
+			return false
+		}
+		start, err = natsfeed.StartPoint(actx, st, n.Consume.Start == config.StartFirst, n.Consume.Start.Seq())
+		info = i
+		return err == nil
+	})
+	if err != nil || info == nil {
+		return nil, fmt.Errorf("nats: reading stream %s: %v", n.Stream.Name, err)
+	}
+	id := natsfeed.StreamID(info)
+	l.setStream(id, start.Line)
+	log.WithFields(logrus.Fields{"stream": n.Stream.Name, "stream_id": id, "stream_seq": start.StreamSeq, "first_line": start.Line}).
+		Info("Shared feed: broadcasting the NATS stream")
+
+	f.publisher = natsfeed.NewPublisher(f.conn.JS, st, natsfeed.PublisherOptions{
+		Subject:     n.Stream.Subjects[0],
+		Window:      n.Publish.Window,
+		BufferBytes: n.Publish.BufferBytes,
+		BatchLines:  n.Publish.BatchLines,
+		BatchBytes:  n.Publish.BatchBytes,
+		Drain:       cfg.Broadcast.DrainTimeout,
+	}, log.WithField(logging.FieldScope, "publisher"))
+	f.consumer = natsfeed.NewConsumer(f.conn.JS, natsfeed.ConsumerOptions{
+		Stream:    n.Stream.Name,
+		Heartbeat: n.Consume.Heartbeat,
+		StartSeq:  start.StreamSeq,
+		NextLine:  start.Line,
+	}, l.publishAt(log.WithField(logging.FieldScope, "consumer")), log.WithField(logging.FieldScope, "consumer"))
+	return f, nil
+}
+
+// publish puts feed lines into the stream; it blocks while the
+// publisher's buffer is full, which holds the feed back.
+func (f *sharedFeed) publish(ctx context.Context, lines [][]byte) {
+	if err := f.publisher.Publish(ctx, lines); err != nil && ctx.Err() == nil {
+		f.log.WithError(err).Errorf("%d feed lines not published", len(lines))
+	}
+}
+
+// waitConsumed waits, up to timeout, until the consumer has handed on
+// what the publisher had acknowledged, so that a daemon stopping
+// broadcasts its own last lines.
+func (f *sharedFeed) waitConsumed(timeout time.Duration) {
+	want := f.publisher.Stats().StreamSeq
+	poll.Until(context.Background(), timeout, func() bool { return f.consumer.Stats().StreamSeq >= want })
+}
+
+// close closes the connection and stops the embedded server.
+func (f *sharedFeed) close() {
+	if f.conn != nil {
+		f.conn.Close()
+	}
+	if f.embedded != nil {
+		f.embedded.Shutdown()
+	}
+}
+
+// status reports the shared feed for chattyctl status and /metrics.
+func (f *sharedFeed) status() *control.NATSStatus {
+	p, c := f.publisher.Stats(), f.consumer.Stats()
+	return &control.NATSStatus{
+		State:      f.conn.State(),
+		Server:     f.conn.Server(),
+		Stream:     f.stream,
+		Reconnects: f.conn.Reconnects(),
+		Embedded:   f.embedded != nil,
+		Publish: control.NATSPublishStatus{
+			Window:     p.Window,
+			Pending:    p.Pending,
+			Buffered:   p.Buffered,
+			Lines:      p.Lines,
+			LastSeq:    p.LastSeq,
+			Retries:    p.Retries,
+			Resyncs:    p.Resyncs,
+			HeldBack:   p.HeldBack,
+			Duplicates: p.Duplicates,
+			Abandoned:  p.Abandoned,
+		},
+		Consume: control.NATSConsumeStatus{
+			StreamSeq: c.StreamSeq,
+			LastSeq:   c.LastSeq,
+			Lines:     c.Lines,
+			Gaps:      c.Gaps,
+			GapLines:  c.GapLines,
+			Invalid:   c.Invalid,
+			Restarts:  c.Restarts,
+		},
+	}
+}
+
+// publishAt is the consumer's sink: the stream's lines go to every
+// listener at their global sequence numbers. Lines behind the log's end
+// (which the consumer does not hand on) are logged and dropped.
+func (l *listeners) publishAt(log *logrus.Entry) natsfeed.Sink {
+	return func(first uint64, lines [][]byte) error {
+		l.pubMu.Lock()
+		defer l.pubMu.Unlock()
+		for _, s := range l.servers {
+			if err := s.PublishAt(first, lines); err != nil {
+				if errors.Is(err, broadcast.ErrSequence) {
+					log.WithError(err).WithField("seq", first).Error("Lines from the stream dropped")
+					return nil
+				}
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// setStream gives every server the stream's identity and the sequence
+// number of the first line to come, before they run.
+func (l *listeners) setStream(id string, first uint64) {
+	l.stream = id
+	for _, s := range l.servers {
+		s.SetStream(id)
+		s.SetStart(first)
+	}
+}

@@ -1,0 +1,224 @@
+package natsfeed
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sirupsen/logrus"
+)
+
+// Sink takes the lines of one stream message, the first with global
+// sequence number first. The lines are valid only during the call. An
+// error ends the Consumer's Run.
+type Sink func(first uint64, lines [][]byte) error
+
+// ConsumerOptions configure a Consumer.
+type ConsumerOptions struct {
+	// Stream is the stream's name.
+	Stream string
+	// Heartbeat is the consumer's idle heartbeat; two missed recreate it.
+	Heartbeat time.Duration
+	// StartFirst starts at the stream's first message; else StartSeq,
+	// when not 0, is the stream sequence to start at; else the edge
+	// starts with what is published from now on.
+	StartFirst bool
+	StartSeq   uint64
+	// NextLine, when not 0, is the line sequence the sink expects next
+	// (the broadcaster's next sequence number), so that lines the stream
+	// no longer holds are reported as a gap.
+	NextLine uint64
+}
+
+// ConsumerStats are a Consumer's counters.
+type ConsumerStats struct {
+	StreamSeq uint64 // stream sequence of the last message handed on
+	LastSeq   uint64 // line sequence of the last line handed on
+	Messages  uint64 // messages handed on
+	Lines     uint64 // lines handed on
+	Gaps      uint64 // times lines were missing before a message
+	GapLines  uint64 // lines missing in all
+	Invalid   uint64 // messages that did not decode (skipped)
+	Overlaps  uint64 // lines skipped as numbered before the last one handed on
+	Restarts  uint64 // consumers created again after an error
+}
+
+// Consumer reads the stream with an ordered consumer and hands every
+// message's lines to a Sink, with their global sequence numbers. It
+// detects gaps (the stream no longer holds lines the edge needs) and
+// counts and logs them; the ordered consumer recreates itself on missed
+// heartbeats, reconnects and lost messages.
+type Consumer struct {
+	js     jetstream.JetStream
+	opts   ConsumerOptions
+	sink   Sink
+	log    *logrus.Entry
+	stream msgGetter // for the numbering of a message without Chatty-Seq; set in Run
+
+	// Owned by Run.
+	want          uint64    // line sequence of the next line; 0 when unknown
+	overlapLogged time.Time // when skipped lines were last logged
+
+	stats struct {
+		streamSeq, lastSeq, messages, lines atomic.Uint64
+		gaps, gapLines, invalid, overlaps   atomic.Uint64
+		restarts                            atomic.Uint64
+	}
+}
+
+// NewConsumer builds a consumer; it starts nothing: call Run.
+func NewConsumer(js jetstream.JetStream, opts ConsumerOptions, sink Sink, log *logrus.Entry) *Consumer {
+	return &Consumer{js: js, opts: opts, sink: sink, log: log, want: opts.NextLine}
+}
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() ConsumerStats {
+	s := &c.stats
+	return ConsumerStats{
+		StreamSeq: s.streamSeq.Load(), LastSeq: s.lastSeq.Load(),
+		Messages: s.messages.Load(), Lines: s.lines.Load(),
+		Gaps: s.gaps.Load(), GapLines: s.gapLines.Load(),
+		Invalid: s.invalid.Load(), Overlaps: s.overlaps.Load(),
+		Restarts: s.restarts.Load(),
+	}
+}
+
+// Run consumes until ctx is done (then it returns nil) or the sink fails.
+func (c *Consumer) Run(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	lastLog := time.Time{}
+	for ctx.Err() == nil {
+		err := c.consume(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var se sinkError
+		if errors.As(err, &se) {
+			return se.err
+		}
+		c.stats.restarts.Add(1)
+		if time.Since(lastLog) > 10*time.Second {
+			c.log.WithError(err).Warn("NATS: consumer stopped; creating it again")
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+	return nil
+}
+
+// sinkError is the sink's error, which ends Run.
+type sinkError struct{ err error }
+
+func (e sinkError) Error() string { return e.err.Error() }
+
+// consume creates an ordered consumer where the edge is and hands on
+// what it delivers until an error.
+func (c *Consumer) consume(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := c.js.Stream(cctx, c.opts.Stream)
+	cancel()
+	if err != nil {
+		return err
+	}
+	c.stream = st
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+	switch seq := c.stats.streamSeq.Load(); {
+	case seq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	case c.opts.StartFirst:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	case c.opts.StartSeq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.opts.StartSeq
+	}
+	cctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	cons, err := c.js.OrderedConsumer(cctx, c.opts.Stream, cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// Next is given no max wait: one shorter than twice the heartbeat
+	// would turn off the detection of missed heartbeats.
+	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return err
+		}
+		if err := c.handle(ctx, msg); err != nil {
+			return err
+		}
+	}
+}
+
+// handle hands one message on, numbered, noting gaps and overlaps.
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	seq := md.Sequence.Stream
+	log := c.log.WithField("stream_seq", seq)
+	if prev := c.stats.streamSeq.Load(); prev > 0 && seq > prev+1 {
+		log.WithField("after", prev).Warnf("NATS: %d stream messages are gone before this one", seq-prev-1)
+	}
+	d, err := Decode(msg.Headers(), msg.Data())
+	if err != nil {
+		c.stats.invalid.Add(1)
+		log.WithError(err).Warn("NATS: message skipped")
+		c.stats.streamSeq.Store(seq)
+		return nil
+	}
+	first := d.First
+	if first == 0 {
+		// Numbered by the message before it.
+		if c.want == 0 {
+			end, err := lineEnd(ctx, c.stream, seq-1)
+			if err != nil {
+				return err
+			}
+			c.want = end + 1
+		}
+		first = c.want
+	}
+	lines := d.Lines
+	switch {
+	case c.want == 0:
+	case first > c.want:
+		n := first - c.want
+		c.stats.gaps.Add(1)
+		c.stats.gapLines.Add(n)
+		log.WithFields(logrus.Fields{"from": c.want, "to": first - 1}).Errorf("NATS: gap: %d lines are not in the stream any more", n)
+	case first < c.want:
+		skip := c.want - first
+		if time.Since(c.overlapLogged) > 10*time.Second {
+			c.overlapLogged = time.Now()
+			log.WithFields(logrus.Fields{"first": first, "want": c.want}).Error("NATS: lines numbered before the last one broadcast are skipped; if the stream was deleted and made again, restart chattyd")
+		}
+		if skip >= uint64(len(lines)) {
+			c.stats.overlaps.Add(uint64(len(lines)))
+			c.stats.streamSeq.Store(seq)
+			return nil
+		}
+		c.stats.overlaps.Add(skip)
+		lines, first = lines[skip:], c.want
+	}
+	if err := c.sink(first, lines); err != nil {
+		return sinkError{err}
+	}
+	c.want = first + uint64(len(lines))
+	c.stats.streamSeq.Store(seq)
+	c.stats.lastSeq.Store(c.want - 1)
+	c.stats.messages.Add(1)
+	c.stats.lines.Add(uint64(len(lines)))
+	return nil
+}

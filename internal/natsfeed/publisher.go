@@ -1,0 +1,483 @@
+package natsfeed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/sirupsen/logrus"
+)
+
+// PublisherOptions configure a Publisher.
+type PublisherOptions struct {
+	// Subject is the subject the feed is published on.
+	Subject string
+	// Window is the most batches published and not yet acknowledged.
+	Window int
+	// BufferBytes bounds the lines taken and not yet acknowledged (each
+	// counted with its "\n"); Publish blocks while they would exceed it.
+	BufferBytes int
+	// BatchLines and BatchBytes bound one message.
+	BatchLines int
+	BatchBytes int
+	// Drain is how long Run goes on, once its context is done, to have
+	// what it holds acknowledged.
+	Drain time.Duration
+}
+
+// PublisherStats are a Publisher's counters.
+type PublisherStats struct {
+	ID         string // this publisher's id, the prefix of its message ids
+	Synced     bool   // its numbering is read from the stream
+	LastSeq    uint64 // line sequence of the last line acknowledged; 0 if none
+	StreamSeq  uint64 // stream sequence of the last batch acknowledged
+	Lines      uint64 // lines acknowledged
+	Batches    uint64 // batches acknowledged
+	Duplicates uint64 // of those, acknowledged as duplicates (a retry of a stored batch)
+	Pending    int    // batches published and not yet acknowledged
+	Window     int
+	Buffered   int64  // bytes taken and not yet acknowledged
+	Retries    uint64 // batches published again after a failure
+	Resyncs    uint64 // reads of the stream's numbering
+	HeldBack   uint64 // Publish calls that waited for room
+	Abandoned  uint64 // lines not acknowledged when Run ended (some may be stored)
+}
+
+// Publisher puts feed lines into the stream, numbered as the package
+// documentation says. Publish queues lines; Run publishes them. A
+// Publisher is safe for concurrent use.
+type Publisher struct {
+	js     jetstream.JetStream
+	stream msgGetter
+	info   func(ctx context.Context) (*jetstream.StreamInfo, error)
+	opts   PublisherOptions
+	log    *logrus.Entry
+	id     string
+
+	mu       sync.Mutex    // guards buf, bufBytes, room and stopped
+	stopped  bool          // Run has ended: Publish takes nothing more
+	buf      [][]byte      // lines taken, not yet in a batch
+	bufBytes int           // bytes of buf, queue and inflight
+	room     chan struct{} // closed when bufBytes shrinks, then replaced
+	more     chan struct{} // one token: lines were added
+
+	// Owned by Run.
+	next     uint64   // line sequence of the next line; 0 before the numbering is read
+	lastSeq  uint64   // stream sequence the next publish must follow
+	lastID   string   // message id the next publish must follow; "" for none
+	acked    uint64   // stream sequence of the last batch acknowledged or read
+	queue    []*batch // batches to publish again, first in line order
+	inflight []*batch // published, not yet acknowledged, in order
+
+	stats struct {
+		synced                     atomic.Bool
+		lastSeq, streamSeq         atomic.Uint64
+		lines, batches, duplicates atomic.Uint64
+		pending                    atomic.Int64
+		retries, resyncs, heldBack atomic.Uint64
+		abandoned                  atomic.Uint64
+	}
+}
+
+// batch is one message's lines.
+type batch struct {
+	lines [][]byte
+	bytes int // with a "\n" each
+	first uint64
+	id    string
+	fut   jetstream.PubAckFuture
+	retry bool
+}
+
+// NewPublisher builds a publisher into stream through js, whose
+// PublishAsync timeout and pending limit the caller has set (Connect
+// does). It starts nothing; call Run.
+func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, opts PublisherOptions, log *logrus.Entry) *Publisher {
+	return newPublisher(js, stream, func(ctx context.Context) (*jetstream.StreamInfo, error) { return stream.Info(ctx) }, opts, log)
+}
+
+func newPublisher(js jetstream.JetStream, g msgGetter, info func(context.Context) (*jetstream.StreamInfo, error), opts PublisherOptions, log *logrus.Entry) *Publisher {
+	opts.Window = max(opts.Window, 1)
+	opts.BatchLines = max(opts.BatchLines, 1)
+	opts.BatchBytes = max(opts.BatchBytes, 1)
+	return &Publisher{
+		js: js, stream: g, info: info, opts: opts, log: log,
+		id:   nuid.Next(),
+		room: make(chan struct{}),
+		more: make(chan struct{}, 1),
+	}
+}
+
+// ID returns the publisher's id, the prefix of its message ids.
+func (p *Publisher) ID() string { return p.id }
+
+// ErrStopped is Publish's error once Run has ended.
+var ErrStopped = errors.New("the NATS publisher has stopped")
+
+// Publish queues lines for the stream; it copies them. While the lines
+// not yet acknowledged would exceed BufferBytes it waits (the feed is
+// held back), until ctx is done or Run ends. A batch larger than
+// BufferBytes is taken once nothing else is held.
+func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
+	n := 0
+	for _, l := range lines {
+		n += len(l) + 1
+	}
+	p.mu.Lock()
+	counted := false
+	for !p.stopped && p.bufBytes > 0 && p.bufBytes+n > p.opts.BufferBytes {
+		if !counted {
+			p.stats.heldBack.Add(1)
+			counted = true
+		}
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	if p.stopped {
+		p.mu.Unlock()
+		return ErrStopped
+	}
+	arena := make([]byte, 0, n)
+	for _, l := range lines {
+		start := len(arena)
+		arena = append(arena, l...)
+		p.buf = append(p.buf, arena[start:len(arena):len(arena)])
+	}
+	p.bufBytes += n
+	p.mu.Unlock()
+	select {
+	case p.more <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// release returns n bytes of room, acknowledged or abandoned.
+func (p *Publisher) release(n int) {
+	p.mu.Lock()
+	p.bufBytes -= n
+	close(p.room)
+	p.room = make(chan struct{})
+	p.mu.Unlock()
+}
+
+// Stats returns the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	p.mu.Lock()
+	buffered := int64(p.bufBytes)
+	p.mu.Unlock()
+	s := &p.stats
+	return PublisherStats{
+		ID:         p.id,
+		Synced:     s.synced.Load(),
+		LastSeq:    s.lastSeq.Load(),
+		StreamSeq:  s.streamSeq.Load(),
+		Lines:      s.lines.Load(),
+		Batches:    s.batches.Load(),
+		Duplicates: s.duplicates.Load(),
+		Pending:    int(s.pending.Load()),
+		Window:     p.opts.Window,
+		Buffered:   buffered,
+		Retries:    s.retries.Load(),
+		Resyncs:    s.resyncs.Load(),
+		HeldBack:   s.heldBack.Load(),
+		Abandoned:  s.abandoned.Load(),
+	}
+}
+
+// Run publishes what Publish queues until ctx is done, then for up to
+// Drain more to have what it holds acknowledged; lines still not
+// acknowledged then are counted as abandoned. It returns nil.
+func (p *Publisher) Run(ctx context.Context) error {
+	p.loop(ctx, ctx.Done())
+	if p.opts.Drain > 0 && p.holding() {
+		dctx, cancel := context.WithTimeout(context.Background(), p.opts.Drain)
+		p.loop(dctx, nil)
+		cancel()
+	}
+	p.abandon()
+	return nil
+}
+
+// holding reports whether lines wait for their acknowledgement.
+func (p *Publisher) holding() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bufBytes > 0
+}
+
+// loop publishes until ctx is done, or, when stop is nil, until nothing
+// is held.
+func (p *Publisher) loop(ctx context.Context, stop <-chan struct{}) {
+	wait := 50 * time.Millisecond
+	lastLog := time.Time{}
+	for ctx.Err() == nil {
+		if stop == nil && !p.holding() {
+			return
+		}
+		if p.next == 0 {
+			if err := p.sync(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if time.Since(lastLog) > 10*time.Second {
+					p.log.WithError(err).Warn("NATS: cannot read the stream's numbering; the feed is held back and retried")
+					lastLog = time.Now()
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, time.Second)
+				continue
+			}
+		}
+		for len(p.inflight) < p.opts.Window && p.next != 0 {
+			b := p.take()
+			if b == nil {
+				break
+			}
+			if err := p.send(b); err != nil {
+				p.log.WithError(err).Debug("NATS: publish failed")
+				p.failed(ctx, b, false)
+			}
+		}
+		if p.next == 0 {
+			continue
+		}
+		if len(p.inflight) == 0 {
+			wait = 50 * time.Millisecond
+			select {
+			case <-ctx.Done():
+			case <-p.more:
+			case <-time.After(100 * time.Millisecond): // the drain's end
+			}
+			continue
+		}
+		oldest := p.inflight[0]
+		select {
+		case <-ctx.Done():
+		case <-p.more:
+		case ack := <-oldest.fut.Ok():
+			p.inflight = p.inflight[1:]
+			p.done(oldest, ack)
+		case err := <-oldest.fut.Err():
+			p.log.WithError(err).WithField("seq", oldest.first).Warn("NATS: publish not acknowledged; reading the stream and publishing again")
+			p.inflight = p.inflight[1:]
+			p.failed(ctx, oldest, true)
+		}
+	}
+}
+
+// take returns the next batch to publish, numbered: a batch to publish
+// again, or new lines; nil when there is none.
+func (p *Publisher) take() *batch {
+	var b *batch
+	if len(p.queue) > 0 {
+		b, p.queue = p.queue[0], p.queue[1:]
+	} else {
+		p.mu.Lock()
+		n, size := 0, 0
+		for n < len(p.buf) && n < p.opts.BatchLines {
+			l := len(p.buf[n]) + 1
+			if n > 0 && size+l > p.opts.BatchBytes {
+				break
+			}
+			size += l
+			n++
+		}
+		if n > 0 {
+			b = &batch{lines: p.buf[:n:n], bytes: size}
+			p.buf = p.buf[n:]
+			if len(p.buf) == 0 {
+				p.buf = nil
+			}
+		}
+		p.mu.Unlock()
+		if b == nil {
+			return nil
+		}
+	}
+	b.first = p.next
+	b.id = p.id + "-" + strconv.FormatUint(b.first, 10)
+	p.next += uint64(len(b.lines))
+	return b
+}
+
+// send publishes b after the message the stream has last, as Run knows it.
+func (p *Publisher) send(b *batch) error {
+	m := encode(p.opts.Subject, b.id, b.first, b.lines)
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(p.lastSeq)}
+	if p.lastID != "" {
+		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+	}
+	fut, err := p.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return err
+	}
+	if b.retry {
+		p.stats.retries.Add(1)
+	}
+	b.fut = fut
+	p.inflight = append(p.inflight, b)
+	p.stats.pending.Store(int64(len(p.inflight)))
+	p.lastSeq++
+	p.lastID = b.id
+	return nil
+}
+
+// done records b's acknowledgement.
+func (p *Publisher) done(b *batch, ack *jetstream.PubAck) {
+	p.stats.pending.Store(int64(len(p.inflight)))
+	p.acked = ack.Sequence
+	if ack.Duplicate {
+		p.stats.duplicates.Add(1)
+	}
+	p.stats.lines.Add(uint64(len(b.lines)))
+	p.stats.batches.Add(1)
+	p.stats.lastSeq.Store(b.first + uint64(len(b.lines)) - 1)
+	p.stats.streamSeq.Store(ack.Sequence)
+	p.release(b.bytes)
+}
+
+// failed handles gone, a batch whose publish failed, older than every
+// batch in flight or newer: it waits for each batch in flight to be
+// acknowledged or fail (each within the ack timeout), keeps them all to
+// publish again in order, and has the numbering read from the stream
+// again, which finds those stored.
+func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
+	var again []*batch
+	if oldest {
+		again = append(again, gone)
+	}
+	for _, b := range p.inflight {
+		select {
+		case <-b.fut.Ok():
+			// Stored after the batch that failed: that one was stored
+			// too (this one expects its id); sync finds both.
+			again = append(again, b)
+		case <-b.fut.Err():
+			again = append(again, b)
+		case <-ctx.Done():
+			again = append(again, b)
+		}
+	}
+	if !oldest {
+		again = append(again, gone)
+	}
+	for _, b := range again {
+		b.retry, b.fut = true, nil
+	}
+	p.inflight = nil
+	p.stats.pending.Store(0)
+	p.queue = append(again, p.queue...)
+	p.next = 0
+	p.stats.synced.Store(false)
+}
+
+// sync reads the stream's numbering: its last message, the line it ends
+// with, and which batches to publish again are stored already.
+func (p *Publisher) sync(ctx context.Context) error {
+	// Short attempts, retried: a request to a leader that just died
+	// waits for its whole timeout.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	p.stats.resyncs.Add(1)
+	// Info may be stale while the stream elects a leader. That costs a
+	// retry, never a number: a publish after a stale last sequence is
+	// refused by the stream's expected-last checks, and read again.
+	info, err := p.info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	if len(p.queue) > 0 && last > p.acked {
+		// Batches whose acknowledgement was lost may be stored: they
+		// follow the last one acknowledged, in order.
+		stored := map[string]bool{}
+		for seq := p.acked + 1; seq <= last && len(stored) < len(p.queue); seq++ {
+			m, err := p.stream.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read stream message %d: %w", seq, err)
+			}
+			if id := m.Header.Get(nats.MsgIdHdr); id != "" {
+				stored[id] = true
+			}
+		}
+		kept := p.queue[:0]
+		for _, b := range p.queue {
+			if b.id != "" && stored[b.id] {
+				p.stats.lines.Add(uint64(len(b.lines)))
+				p.stats.batches.Add(1)
+				p.stats.lastSeq.Store(b.first + uint64(len(b.lines)) - 1)
+				p.release(b.bytes)
+				continue
+			}
+			kept = append(kept, b)
+		}
+		p.queue = kept
+	}
+	var end uint64
+	lastID := ""
+	if last > 0 && info.State.Msgs > 0 {
+		m, err := p.stream.GetMsg(ctx, last)
+		if err != nil {
+			return fmt.Errorf("read the stream's last message %d: %w", last, err)
+		}
+		lastID = m.Header.Get(nats.MsgIdHdr)
+		if end, err = lineEnd(ctx, p.stream, last); err != nil {
+			return err
+		}
+	} else if last > 0 {
+		// Every message is gone (max_age): the numbering goes on from
+		// what this publisher knew, and cannot be read from the stream.
+		end = p.stats.lastSeq.Load()
+		for _, b := range p.queue {
+			end = max(end, b.first+uint64(len(b.lines))-1)
+		}
+		p.log.WithField("stream_seq", last).Warn("NATS: the stream is empty; line numbers go on from this publisher's, and may repeat another's")
+	}
+	p.next, p.lastSeq, p.lastID, p.acked = end+1, last, lastID, last
+	p.stats.synced.Store(true)
+	p.log.WithFields(logrus.Fields{"stream_seq": last, "next_line": p.next, "resend": len(p.queue)}).Debug("NATS: numbering read from the stream")
+	return nil
+}
+
+// abandon counts what Run ends without having acknowledged.
+func (p *Publisher) abandon() {
+	n := 0
+	for _, b := range p.inflight {
+		n += len(b.lines)
+	}
+	for _, b := range p.queue {
+		n += len(b.lines)
+	}
+	p.mu.Lock()
+	n += len(p.buf)
+	p.buf = nil
+	p.stopped = true
+	close(p.room) // wakes Publish calls waiting for room
+	p.room = make(chan struct{})
+	p.mu.Unlock()
+	p.inflight, p.queue = nil, nil
+	if n > 0 {
+		p.stats.abandoned.Add(uint64(n))
+		p.log.Warnf("NATS: %d lines were not acknowledged by the stream when publishing stopped", n)
+	}
+}
