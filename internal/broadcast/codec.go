@@ -246,7 +246,20 @@ func (*signedCodec) skip(buf []byte, n uint64) int {
 	return min(off, len(buf))
 }
 
-func (*signedCodec) gapLocked(*log, uint64, uint64) {}
+// gapLocked keeps the messages' numbers the log's: it covers the
+// messages before the jump, then makes the encoder go on at its end.
+func (sc *signedCodec) gapLocked(l *log, _, to uint64) {
+	sc.checkpointLocked(l)
+	sc.skipTo(to + 1)
+}
+
+// skipTo makes next the number of the next message signed.
+func (sc *signedCodec) skipTo(next uint64) {
+	if err := sc.enc.SkipTo(next); err != nil {
+		// Only a number behind the encoder's, which the log refuses first.
+		sc.log.WithError(err).Error("The signed listener's numbers no longer follow the stream's; its clients cannot resume")
+	}
+}
 
 // chunkLocked keeps the chain digest at the chunk's start: with it, the
 // digest after any of its lines is found by reading the chunk's frames

@@ -349,24 +349,64 @@ func TestSignedResumeRefused(t *testing.T) {
 	}
 }
 
-// A signed server whose lines are numbered otherwise than its messages
-// (SetStart) refuses to resume rather than anchor the wrong message.
-func TestSignedResumeRefusedOnOtherNumbering(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewSigned(ln, testLimits(), SignedOptions{Key: priv, Mode: signed.Chained}, logging.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetStart(100)
-	s.SetRetention(Retention{Bytes: 64 << 20})
-	runServer(t, s)
-	publishRange(s, 100, 110)
-	if _, _, err := s.resumeSigned(signed.Session{}, signed.ResumeRequest{From: signed.FromFirst}); !errors.Is(err, errSignedNumbering) {
-		t.Fatalf("resume on another numbering: %v", err)
+// A signed server of a stream numbered elsewhere (SetStart, PublishAt, as
+// the shared feed has) signs its messages with the stream's numbers: a
+// client resumes at them, and one asking for numbers the stream jumped
+// over is told of the gap, signed.
+func TestSignedResumeOnTheStreamsNumbers(t *testing.T) {
+	for _, m := range signedModes {
+		t.Run(m.name, func(t *testing.T) {
+			_, priv, _ := ed25519.GenerateKey(nil)
+			pub := priv.Public().(ed25519.PublicKey)
+			ln, err := Listen("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := NewSigned(ln, testLimits(), SignedOptions{Key: priv, Mode: m.mode, CheckpointEvery: 50}, logging.Discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetStream(resumeStream)
+			s.SetStart(100)
+			s.SetRetention(Retention{Bytes: 64 << 20})
+			runServer(t, s)
+			publishRange(s, 100, 400)
+			var jumped [][]byte
+			for seq := uint64(1000); seq <= 1100; seq++ {
+				jumped = append(jumped, []byte(lineOf(seq)))
+			}
+			live := dialResume(t, s, pub, signed.ResumeRequest{From: signed.FromFirst})
+			r, seqs := live.readThrough(t, 400)
+			if r.Anchor.Seq != 99 {
+				t.Fatalf("the oldest message anchored after %d, want 99", r.Anchor.Seq)
+			}
+			checkRun(t, seqs, 100, 400)
+			c := dialResume(t, s, pub, signed.ResumeRequest{From: signed.FromSeq, Seq: 150, Stream: resumeStream})
+			_, seqs = c.readThrough(t, 400)
+			checkRun(t, seqs, 150, 400)
+			if err := s.PublishAt(1000, jumped); err != nil {
+				t.Fatal(err)
+			}
+			c = dialResume(t, s, pub, signed.ResumeRequest{From: signed.FromSeq, Seq: 500, Stream: resumeStream})
+			r, seqs = c.readThrough(t, 1100)
+			if g1, g2, ok := r.Gap(); !ok || g1 != 500 || g2 != 999 {
+				t.Fatalf("RESUMED %+v: gap %d-%d, want 500-999", r, g1, g2)
+			}
+			checkRun(t, seqs, 1000, 1100)
+			// A client verifying across the jump is told messages are
+			// missing, and never given other ones under their numbers.
+			live.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for live.v.Err() == nil {
+				k, err := live.Read(live.buf)
+				live.v.Feed(live.buf[:k], func(*signed.Message) {})
+				if err != nil {
+					break
+				}
+			}
+			if signed.ReasonOf(live.v.Err()) != signed.ReasonGap {
+				t.Fatalf("across the jump: %v, want a gap", live.v.Err())
+			}
+		})
 	}
 }
 

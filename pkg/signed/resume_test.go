@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/chatty-dev/chatty/pkg/message"
 )
 
 const testStreamName = "k5vq3xwz2m7hd4ta"
@@ -319,5 +321,36 @@ func TestResumeSince(t *testing.T) {
 	r, _ = verifyResumed(t, q, resumedAt(t, e, s, 2, other, ResumedAsAsked), s.bytes[from:])
 	if ReasonOf(r.err) != ReasonUnexpected || len(r.msgs) != 0 {
 		t.Fatalf("a RESUMED of another time: %d delivered, %v", len(r.msgs), r.err)
+	}
+}
+
+// SkipTo numbers the next message as told: an ANCHOR after it says so,
+// and a client verifying across the jump is told messages are missing.
+func TestEncoderSkipTo(t *testing.T) {
+	e := newTestEncoder(t, Chained, 100)
+	before, _, _ := e.Anchor(nil)
+	before, _, _ = e.Append(before, message.Info, testNow, []byte("one"))
+	if err := e.SkipTo(50); err == nil {
+		t.Fatal("skip with an uncovered message accepted")
+	}
+	before = e.Checkpoint(before)
+	if err := e.SkipTo(1); err == nil {
+		t.Fatal("skip backwards accepted")
+	}
+	if err := e.SkipTo(50); err != nil {
+		t.Fatal(err)
+	}
+	anchor, _, _ := e.Anchor(nil)
+	var after []byte
+	after, seq, _ := e.Append(after, message.Info, testNow, []byte("fifty"))
+	after = e.Checkpoint(after)
+	if seq != 50 {
+		t.Fatalf("the message after the skip is seq %d, want 50", seq)
+	}
+	if r, _ := verify(t, anchor, after); r.err != nil || len(r.msgs) != 1 || r.msgs[0].seq != 50 {
+		t.Fatalf("joined after the skip: %+v %v", r.msgs, r.err)
+	}
+	if r, _ := verify(t, before, after); ReasonOf(r.err) != ReasonGap || len(r.msgs) != 1 {
+		t.Fatalf("across the skip: %+v %v, want message 1 then a gap", r.msgs, r.err)
 	}
 }
