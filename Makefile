@@ -110,8 +110,11 @@ bench-scale: build
 # The work queue (broadcast.delivery: one) with the real chattyd: 16
 # acking workers, 64-byte lines, lines/s handed out and acknowledged; and
 # the time until the 64 lines of a SIGKILLed worker are acknowledged by
-# others (p50, p99 over 200 kills). Then the queue alone, in process.
-# BENCH_QUEUE_FLAGS adds flags, such as -json FILE.
+# others (p50, p99 over 200 kills); then the same work through a NATS
+# JetStream work-queue consumer with 16 acking subscribers (nats-server as
+# test/natscluster installs it), the ratio, and chattyd's work queue across
+# machines on that server. Then the queue alone, in process.
+# BENCH_QUEUE_FLAGS adds flags, such as -json FILE or -nats=false.
 bench-queue: build
 	$(GO) run ./bench/queuebench -bin $(BIN)/chattyd $(BENCH_QUEUE_FLAGS)
 	$(GO) test -run '^$$' -bench 'Queue' -benchtime 2000000x ./internal/workqueue

@@ -127,13 +127,18 @@ func printStatus(out io.Writer, st control.Status) error {
 			fmt.Fprintf(w, ", %d abandoned", p.Abandoned)
 		}
 		fmt.Fprintln(w)
-		c := n.Consume
-		fmt.Fprintf(w, "nats consume\t%d lines, last %d (stream %d)\t%d gaps (%d lines missing); %d restarts",
-			c.Lines, c.LastSeq, c.StreamSeq, c.Gaps, c.GapLines, c.Restarts)
-		if c.Invalid > 0 {
-			fmt.Fprintf(w, ", %d invalid messages", c.Invalid)
+		if q := n.WorkQueue; q != nil {
+			fmt.Fprintf(w, "nats work queue\t%d lines pulled (%d redelivered), %d held\t%d acknowledged to JetStream, %d failed acks, %d terminated\n",
+				q.Messages, q.Redelivered, q.Held, q.Acked, q.AckFailures, q.Terminated)
+		} else {
+			c := n.Consume
+			fmt.Fprintf(w, "nats consume\t%d lines, last %d (stream %d)\t%d gaps (%d lines missing); %d restarts",
+				c.Lines, c.LastSeq, c.StreamSeq, c.Gaps, c.GapLines, c.Restarts)
+			if c.Invalid > 0 {
+				fmt.Fprintf(w, ", %d invalid messages", c.Invalid)
+			}
+			fmt.Fprintln(w)
 		}
-		fmt.Fprintln(w)
 	}
 	if err := w.Flush(); err != nil {
 		return err

@@ -13,6 +13,10 @@
 // the kill until the acking workers have acknowledged all of its lines is
 // measured, -rounds times (p50, p99, max).
 //
+// NATS (unless -nats=false): the same work through a NATS JetStream
+// work-queue consumer, and through chattyd's work queue across machines;
+// see nats.go.
+//
 // It prints one line per measurement and then the results as one JSON
 // object.
 //
@@ -53,6 +57,8 @@ func main() {
 	rounds := flag.Int("rounds", 200, "SIGKILLed holders in the redelivery run")
 	jsonOut := flag.String("json", "", "also write the JSON results to this `file`")
 	hold := flag.String("hold", "", "internal: connect to this address, read and never acknowledge")
+	withNATS := flag.Bool("nats", true, "also measure a NATS JetStream work queue, and chattyd's work queue across machines")
+	natsLines := flag.Int("nats-lines", 200_000, "lines through NATS in each NATS run")
 	flag.Parse()
 	if *hold != "" {
 		holdLines(*hold)
@@ -62,7 +68,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "queuebench: -workers, -lines and -window must be at least 1, -size at least 16, -rounds not negative")
 		os.Exit(2)
 	}
-	res, err := run(*bin, *workers, *lines, *size, *window, *rounds)
+	if !*withNATS {
+		*natsLines = 0
+	}
+	res, err := run(*bin, *workers, *lines, *size, *window, *rounds, *natsLines)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "queuebench:", err)
 		os.Exit(1)
@@ -94,6 +103,14 @@ type Results struct {
 	Rounds     int     `json:"rounds"`
 	Held       int     `json:"held"`
 	Redelivery Latency `json:"redelivery_ms"`
+	// NATSLines lines went through one nats-server: NATSLinesPerSecond
+	// through a JetStream work-queue consumer with Workers subscribers
+	// acking each, Ratio is LinesPerSecond over it, and
+	// AcrossLinesPerSecond through chattyd's work queue across machines.
+	NATSLines            int     `json:"nats_lines,omitempty"`
+	NATSLinesPerSecond   float64 `json:"nats_lines_per_second,omitempty"`
+	Ratio                float64 `json:"chattyd_over_nats,omitempty"`
+	AcrossLinesPerSecond float64 `json:"across_machines_lines_per_second,omitempty"`
 }
 
 // Latency is a distribution, in milliseconds.
@@ -103,8 +120,8 @@ type Latency struct {
 	Max float64 `json:"max"`
 }
 
-func run(bin string, workers, lines, size, window, rounds int) (Results, error) {
-	res := Results{NProc: runtime.NumCPU(), Go: runtime.Version(), Workers: workers, Window: window, Lines: lines, Size: size, Rounds: rounds, Held: window}
+func run(bin string, workers, lines, size, window, rounds, natsLines int) (Results, error) {
+	res := Results{NProc: runtime.NumCPU(), Go: runtime.Version(), Workers: workers, Window: window, Lines: lines, Size: size, Rounds: rounds, Held: window, NATSLines: natsLines}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.Load1 = strings.Fields(string(b))[0]
 	}
@@ -146,6 +163,25 @@ func run(bin string, workers, lines, size, window, rounds int) (Results, error) 
 		}
 		fmt.Printf("redelivery: %d holders of %d lines SIGKILLed: all their lines acknowledged by others after p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
 			rounds, window, res.Redelivery.P50, res.Redelivery.P99, res.Redelivery.Max)
+	}
+	if natsLines > 0 {
+		p.Stop(5 * time.Second) // the NATS runs have the CPUs to themselves
+		s, err := startNATS()
+		if err != nil {
+			return res, err
+		}
+		defer s.stop()
+		if res.NATSLinesPerSecond, err = natsWorkQueue(ctx, s.url, workers, natsLines, size); err != nil {
+			return res, err
+		}
+		res.Ratio = res.LinesPerSecond / res.NATSLinesPerSecond
+		fmt.Printf("NATS JetStream work queue: %d messages of %d bytes, %d subscribers acking each: %.0f messages/s; chattyd's work queue %.1f times that\n",
+			natsLines, size, workers, res.NATSLinesPerSecond, res.Ratio)
+		if res.AcrossLinesPerSecond, err = acrossMachines(ctx, bin, s.url, workers, natsLines, size, window); err != nil {
+			return res, err
+		}
+		fmt.Printf("across machines: %d lines through chattyd's work-queue stream to %d workers: %.0f lines/s\n",
+			natsLines, workers, res.AcrossLinesPerSecond)
 	}
 	return res, nil
 }

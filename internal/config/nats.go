@@ -32,8 +32,36 @@ type NATS struct {
 	Publish NATSPublish `yaml:"publish"`
 	// Consume configures how the stream comes back to the broadcaster.
 	Consume NATSConsume `yaml:"consume"`
+	// WorkQueue is the work-queue stream that broadcast.delivery: one
+	// takes its lines from.
+	WorkQueue NATSWorkQueue `yaml:"work_queue"`
 	// Embedded runs a NATS server with JetStream inside chattyd.
 	Embedded NATSEmbedded `yaml:"embedded"`
+}
+
+// NATSWorkQueue is the work queue across machines (broadcast.delivery:
+// one with nats): a JetStream stream with work-queue retention and one
+// durable pull consumer that every chattyd shares (docs/scale-out.md,
+// "The work queue across machines"). The stream takes its replicas,
+// storage, limits and duplicate window from nats.stream.
+type NATSWorkQueue struct {
+	// Stream is the work-queue stream's name.
+	Stream string `yaml:"stream"`
+	// Subject is the subject the lines are published on, the stream's
+	// only subject.
+	Subject string `yaml:"subject"`
+	// Consumer is the name of the durable consumer every chattyd pulls
+	// from.
+	Consumer string `yaml:"consumer"`
+	// AckWait is how long JetStream waits for a line's acknowledgement
+	// before it gives the line to another chattyd. A chattyd tells
+	// JetStream every AckWait/3 that it still works on the lines it
+	// holds, so AckWait is what a chattyd that died costs, not a bound on
+	// how long a worker may take.
+	AckWait time.Duration `yaml:"ack_wait"`
+	// MaxAckPending is the most lines handed out by JetStream and not yet
+	// acknowledged, all chattyd together.
+	MaxAckPending int `yaml:"max_ack_pending"`
 }
 
 // Enabled reports whether chattyd uses NATS.
@@ -226,6 +254,13 @@ func defaultNATS() NATS {
 			Heartbeat: 2 * time.Second,
 			Start:     StartNew,
 		},
+		WorkQueue: NATSWorkQueue{
+			Stream:        "CHATTY_WORK",
+			Subject:       "chatty.work",
+			Consumer:      "chatty-workers",
+			AckWait:       10 * time.Second,
+			MaxAckPending: 16384,
+		},
 		Embedded: NATSEmbedded{
 			Listen: "127.0.0.1:4222",
 		},
@@ -242,7 +277,7 @@ func (c *Config) validateNATS(bad func(field, format string, args ...any)) {
 		}
 	}
 	if n.Enabled() && c.Broadcast.Delivery == DeliveryOne {
-		bad("broadcast.delivery", "one (a work queue) does not take a shared feed through NATS; set broadcast.delivery: all, or remove the nats section")
+		c.validateNATSWorkQueue(bad)
 	}
 	if n.CredentialsFile != "" && n.NKeyFile != "" {
 		bad("nats.nkey_file", "excludes nats.credentials_file (which holds its own NKey); choose one")
@@ -342,4 +377,62 @@ func (c *Config) validateNATS(bad func(field, format string, args ...any)) {
 	} else if e.ClusterListen != "" || len(e.Routes) > 0 || e.StoreDir != "" || e.ServerName != "" || e.ClusterName != "" {
 		bad("nats.embedded.enabled", "must be true when embedded server settings are given")
 	}
+}
+
+// validateNATSWorkQueue checks the work queue across machines: its
+// stream, subject and consumer, and that nothing else needs the feed to
+// be broadcast, as with nats the lines go to the work-queue stream only.
+func (c *Config) validateNATSWorkQueue(bad func(field, format string, args ...any)) {
+	w := &c.NATS.WorkQueue
+	b := &c.Broadcast
+	if w.Stream == "" || strings.ContainsAny(w.Stream, " \t.*>/\\") {
+		bad("nats.work_queue.stream", "%q is not a stream name: it must be non-empty without spaces, '.', '*', '>', '/' or '\\'", w.Stream)
+	} else if w.Stream == c.NATS.Stream.Name {
+		bad("nats.work_queue.stream", "must differ from nats.stream.name (%s): the work queue is a stream of its own", w.Stream)
+	}
+	if w.Subject == "" || strings.ContainsAny(w.Subject, " \t*>") || strings.HasPrefix(w.Subject, ".") || strings.HasSuffix(w.Subject, ".") || strings.Contains(w.Subject, "..") {
+		bad("nats.work_queue.subject", "%q is not a NATS subject without wildcards (for example chatty.work)", w.Subject)
+	} else {
+		for _, s := range c.NATS.Stream.Subjects {
+			if subjectMatches(s, w.Subject) {
+				bad("nats.work_queue.subject", "%q is also a subject of nats.stream.subjects (%s); NATS gives a subject to one stream only, so choose another", w.Subject, s)
+				break
+			}
+		}
+	}
+	if w.Consumer == "" || strings.ContainsAny(w.Consumer, " \t.*>/\\") {
+		bad("nats.work_queue.consumer", "%q is not a consumer name: it must be non-empty without spaces, '.', '*', '>', '/' or '\\'", w.Consumer)
+	}
+	if w.AckWait < time.Second || w.AckWait > time.Hour {
+		bad("nats.work_queue.ack_wait", "must be from 1s to 1h, got %s", w.AckWait)
+	}
+	if w.MaxAckPending < b.WorkQueue.MaxInFlight || w.MaxAckPending > 1<<20 {
+		bad("nats.work_queue.max_ack_pending", "must be from broadcast.work_queue.max_in_flight (%d) to %d lines, got %d", b.WorkQueue.MaxInFlight, 1<<20, w.MaxAckPending)
+	}
+	// With nats the feed goes to the work-queue stream, not to the
+	// broadcast stream: a broadcasting listener would get nothing.
+	for _, l := range []struct{ field, addr string }{
+		{"broadcast.sequenced.listen", b.Sequenced.Listen},
+		{"broadcast.signed.listen", b.Signed.Listen},
+		{"broadcast.websocket.listen", b.WebSocket.Listen},
+	} {
+		if l.addr != "" {
+			bad(l.field, "with nats and broadcast.delivery: one every line goes to the work-queue stream, one worker each, so no listener broadcasts; remove %s or set broadcast.delivery: all", l.field)
+		}
+	}
+}
+
+// subjectMatches reports whether the subject pattern matches subject
+// (NATS wildcards: "*" one token, ">" the rest).
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, t := range p {
+		if t == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (t != "*" && t != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
 }

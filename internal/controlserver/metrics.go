@@ -40,12 +40,15 @@ type natsDescs struct {
 	window, pending, buffered, lines, lastSeq               *prometheus.Desc
 	retries, resyncs, duplicates, heldBack, abandoned       *prometheus.Desc
 	consumedLines, consumedSeq, gaps, gapLines, invalid, cr *prometheus.Desc
+	// The work queue across machines, with delivery: one.
+	wqPulled, wqRedelivered, wqHeld, wqAcked, wqAckFailures, wqTerminated *prometheus.Desc
 }
 
 func (n natsDescs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{n.connected, n.reconnects, n.window, n.pending, n.buffered, n.lines, n.lastSeq,
 		n.retries, n.resyncs, n.duplicates, n.heldBack, n.abandoned,
-		n.consumedLines, n.consumedSeq, n.gaps, n.gapLines, n.invalid, n.cr}
+		n.consumedLines, n.consumedSeq, n.gaps, n.gapLines, n.invalid, n.cr,
+		n.wqPulled, n.wqRedelivered, n.wqHeld, n.wqAcked, n.wqAckFailures, n.wqTerminated}
 }
 
 func newCollector(b Backend) *collector {
@@ -122,6 +125,12 @@ func newCollector(b Backend) *collector {
 			gapLines:      d("nats_gap_lines_total", "Lines this chattyd needed that were no longer in the stream."),
 			invalid:       d("nats_invalid_messages_total", "Stream messages skipped for not being chatty feed messages."),
 			cr:            d("nats_consumer_restarts_total", "Consumers of the stream created again after an error."),
+			wqPulled:      d("nats_work_queue_pulled_lines_total", "Lines pulled from the work-queue stream."),
+			wqRedelivered: d("nats_work_queue_redelivered_lines_total", "Lines pulled that JetStream had delivered before, to a chattyd that was lost."),
+			wqHeld:        d("nats_work_queue_held_lines", "Lines pulled and not yet acknowledged to JetStream."),
+			wqAcked:       d("nats_work_queue_acked_lines_total", "Lines acknowledged to JetStream after a worker acknowledged them."),
+			wqAckFailures: d("nats_work_queue_ack_failures_total", "Acknowledgements to JetStream that failed; the line comes again."),
+			wqTerminated:  d("nats_work_queue_terminated_lines_total", "Lines set aside here as dead letters, or not decoding, and terminated in JetStream."),
 		},
 	}
 }
@@ -223,6 +232,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.nats.gapLines, n.Consume.GapLines)
 		counter(c.nats.invalid, n.Consume.Invalid)
 		counter(c.nats.cr, n.Consume.Restarts)
+		if w := n.WorkQueue; w != nil {
+			counter(c.nats.wqPulled, w.Messages)
+			counter(c.nats.wqRedelivered, w.Redelivered)
+			gauge(c.nats.wqHeld, float64(w.Held))
+			counter(c.nats.wqAcked, w.Acked)
+			counter(c.nats.wqAckFailures, w.AckFailures)
+			counter(c.nats.wqTerminated, w.Terminated)
+		}
 	}
 	q := st.Queue
 	if q == nil {

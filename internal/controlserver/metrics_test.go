@@ -147,4 +147,24 @@ func TestMetricsNATS(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	if strings.Contains(string(body), "chatty_nats_work_queue_") {
+		t.Errorf("/metrics has chatty_nats_work_queue_* without a work queue across machines")
+	}
+	st.NATS.WorkQueue = &control.NATSWorkQueueStatus{Messages: 50, Redelivered: 4, Held: 3, Acked: 46, AckFailures: 1, Terminated: 2}
+	body, err = client.New(srv.Addr()).Metrics(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"chatty_nats_work_queue_pulled_lines_total 50",
+		"chatty_nats_work_queue_redelivered_lines_total 4",
+		"chatty_nats_work_queue_held_lines 3",
+		"chatty_nats_work_queue_acked_lines_total 46",
+		"chatty_nats_work_queue_ack_failures_total 1",
+		"chatty_nats_work_queue_terminated_lines_total 2",
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }

@@ -287,8 +287,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopCons()
 	defer stopNATS()
 	if f := d.shared; f != nil {
-		g.add("nats-publisher", func() error { return f.publisher.Run(pubCtx) })
-		g.add("nats-consumer", func() error { return f.consumer.Run(consCtx) })
+		f.run(&g, pubCtx, consCtx)
 		if f.embedded != nil {
 			g.add("nats-server", func() error { return f.embedded.Run(natsCtx) })
 		}
@@ -349,6 +348,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.listeners.queue.Release()
 		stopFeed()
 		g.wait("feed")
+		if f := d.shared; f != nil && f.work != nil {
+			// Across machines: the feed's last lines go into the
+			// stream, and this daemon takes no more from it while its
+			// workers finish what they hold; the consumer
+			// acknowledges those, then gives back the rest.
+			stopPub()
+			g.wait("nats-publisher")
+			f.work.StopPulling()
+		}
 		d.drainQueue()
 	}
 	stopPool()

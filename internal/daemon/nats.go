@@ -31,7 +31,8 @@ type sharedFeed struct {
 	conn      *natsfeed.Conn
 	stream    string // the NATS stream's name
 	publisher *natsfeed.Publisher
-	consumer  *natsfeed.Consumer
+	consumer  *natsfeed.Consumer     // the broadcast stream back to the listeners; nil with work
+	work      *natsfeed.WorkConsumer // the work-queue stream into the work queue (delivery: one); else nil
 }
 
 // startSharedFeed starts the embedded server if configured, connects,
@@ -67,9 +68,12 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
 	defer cancel()
+	if l.queue != nil {
+		return f, f.startWork(ctx, cfg, l)
+	}
 	st, err := natsfeed.EnsureStream(ctx, f.conn.JS, n.Stream, log)
 	if err != nil {
-		return nil, fmt.Errorf("nats: %w; chattyd needs the stream to start", err)
+		return nil, fmt.Errorf("nats.stream.name: %w; chattyd needs the stream to start", err)
 	}
 	var info *jetstream.StreamInfo
 	var start natsfeed.Start
@@ -110,6 +114,52 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 	return f, nil
 }
 
+// startWork sets up the work queue across machines: the work-queue
+// stream, the publisher of this daemon's feed into it, one line a
+// message, and the pull of the shared consumer into the local queue.
+func (f *sharedFeed) startWork(ctx context.Context, cfg config.Config, l *listeners) error {
+	n, w := cfg.NATS, cfg.NATS.WorkQueue
+	f.stream = w.Stream
+	var st jetstream.Stream
+	var err error
+	if n.Stream.Create {
+		st, err = natsfeed.EnsureWorkStream(ctx, f.conn.JS, natsfeed.WorkStreamConfig(w, n.Stream), f.log)
+	} else {
+		st, err = natsfeed.EnsureStream(ctx, f.conn.JS, config.NATSStream{Name: w.Stream}, f.log)
+	}
+	if err != nil {
+		return fmt.Errorf("nats.work_queue: %w; chattyd needs the stream to start", err)
+	}
+	f.log.WithFields(logrus.Fields{"stream": w.Stream, "subject": w.Subject, "consumer": w.Consumer}).
+		Info("Work queue across machines: pulling lines from the NATS work-queue stream")
+	f.publisher = natsfeed.NewPublisher(f.conn.JS, st, natsfeed.PublisherOptions{
+		Subject:     w.Subject,
+		Window:      n.Publish.Window,
+		BufferBytes: n.Publish.BufferBytes,
+		BatchLines:  1, // a line is acknowledged, and redelivered, alone
+		BatchBytes:  n.Publish.BatchBytes,
+		Drain:       cfg.Broadcast.DrainTimeout,
+		Unnumbered:  true,
+	}, f.log.WithField(logging.FieldScope, "publisher"))
+	f.work = natsfeed.NewWorkConsumer(f.conn.JS, l.queue, natsfeed.WorkOptions{
+		Stream:   w.Stream,
+		Consumer: natsfeed.WorkConsumerConfig(w, cfg.Broadcast.WorkQueue.MaxDeliveries),
+		MaxPull:  1024,
+		Acks:     32,
+	}, f.log.WithField(logging.FieldScope, "work-queue"))
+	return nil
+}
+
+// run adds the publisher and the consumer to the group.
+func (f *sharedFeed) run(g *group, pubCtx, consCtx context.Context) {
+	g.add("nats-publisher", func() error { return f.publisher.Run(pubCtx) })
+	if f.work != nil {
+		g.add("nats-consumer", func() error { return f.work.Run(consCtx) })
+	} else {
+		g.add("nats-consumer", func() error { return f.consumer.Run(consCtx) })
+	}
+}
+
 // publish puts feed lines into the stream; it blocks while the
 // publisher's buffer is full, which holds the feed back.
 func (f *sharedFeed) publish(ctx context.Context, lines [][]byte) {
@@ -122,6 +172,9 @@ func (f *sharedFeed) publish(ctx context.Context, lines [][]byte) {
 // what the publisher had acknowledged, so that a daemon stopping
 // broadcasts its own last lines.
 func (f *sharedFeed) waitConsumed(timeout time.Duration) {
+	if f.consumer == nil {
+		return // the work queue: other daemons may take them
+	}
 	want := f.publisher.Stats().StreamSeq
 	poll.Until(context.Background(), timeout, func() bool { return f.consumer.Stats().StreamSeq >= want })
 }
@@ -138,8 +191,22 @@ func (f *sharedFeed) close() {
 
 // status reports the shared feed for chattyctl status and /metrics.
 func (f *sharedFeed) status() *control.NATSStatus {
-	p, c := f.publisher.Stats(), f.consumer.Stats()
+	p := f.publisher.Stats()
+	var c natsfeed.ConsumerStats
+	if f.consumer != nil {
+		c = f.consumer.Stats()
+	}
+	var wq *control.NATSWorkQueueStatus
+	if f.work != nil {
+		ws := f.work.Stats()
+		wq = &control.NATSWorkQueueStatus{
+			Consumer: f.cfg.WorkQueue.Consumer, Messages: ws.Messages, Redelivered: ws.Redelivered,
+			Held: ws.Held, Acked: ws.Acked, AckFailures: ws.AckFailures, Terminated: ws.Terminated,
+			StreamSeq: ws.StreamSeq,
+		}
+	}
 	return &control.NATSStatus{
+		WorkQueue:  wq,
 		State:      f.conn.State(),
 		Server:     f.conn.Server(),
 		Stream:     f.stream,

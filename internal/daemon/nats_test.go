@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"maps"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,4 +88,93 @@ func TestInProcessSharedFeedThroughEmbeddedNATS(t *testing.T) {
 	waitUntil(t, "the stream replayed", func() bool { return q.d.shared.consumer.Stats().LastSeq == 51 })
 	q.src.lines <- []byte("after restart")
 	waitUntil(t, "the new line numbered 52", func() bool { return q.d.shared.consumer.Stats().LastSeq == 52 })
+}
+
+// With delivery one and an embedded NATS server, the feed and chattyctl
+// send go through the work-queue stream to the daemon's worker, and are
+// acknowledged to JetStream once the worker acknowledged them; a line its
+// worker holds unacknowledged when the daemon stops is not lost: the
+// next daemon's worker gets it, as a redelivery.
+func TestInProcessWorkQueueThroughEmbeddedNATS(t *testing.T) {
+	store := t.TempDir()
+	cfg := config.Default()
+	cfg.Broadcast.Delivery = config.DeliveryOne
+	cfg.Broadcast.DrainTimeout = 200 * time.Millisecond
+	// The embedded server stops with the daemon; the one started again
+	// may restore the line as delivered, and redeliver it after this.
+	cfg.NATS.WorkQueue.AckWait = 2 * time.Second
+	cfg.NATS.Embedded = config.NATSEmbedded{Enabled: true, Listen: "127.0.0.1:0", StoreDir: store}
+	p := startInProcess(t, cfg, nil, newHeldSource(false))
+	if p.d.shared == nil || p.d.shared.work == nil {
+		t.Fatal("the daemon pulls from no work-queue stream with delivery one and nats")
+	}
+	dialWorker := func(p *inProcess) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", p.d.listeners.textAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	w, r := dialWorker(p)
+	waitUntil(t, "the worker", func() bool { return p.d.listeners.queue.Stats().Connected == 1 })
+	for i := range 20 {
+		p.src.lines <- fmt.Appendf(nil, "job %d", i)
+	}
+	if _, err := p.ctl.Send(context.Background(), control.SendRequest{Type: message.Warning.String(), Message: "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 21 {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d lines: %v", len(got), err)
+		}
+		l = strings.TrimSuffix(l, "\n")
+		got[l] = true
+		fmt.Fprintf(w, "ACK_RECEIVED %d\n", len(l))
+	}
+	for i := range 20 {
+		if !got[fmt.Sprintf("job %d", i)] {
+			t.Errorf("the worker did not get job %d; got %v", i, got)
+		}
+	}
+	if !slices.ContainsFunc(slices.Collect(maps.Keys(got)), func(l string) bool { return strings.HasSuffix(l, "[Warning] hello") }) {
+		t.Errorf("the worker did not get the message sent; got %v", got)
+	}
+	waitUntil(t, "21 lines acknowledged to JetStream", func() bool { return p.d.shared.work.Stats().Acked == 21 })
+	st, err := p.ctl.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.NATS; n == nil || n.WorkQueue == nil || n.Stream != "CHATTY_WORK" || n.WorkQueue.Messages != 21 || n.WorkQueue.Held != 0 {
+		t.Fatalf("status nats = %+v, want the work-queue stream, 21 lines pulled, none held", n)
+	}
+
+	// One more line, held by the worker through the stop.
+	p.src.lines <- []byte("held")
+	if l, err := r.ReadString('\n'); l != "held\n" {
+		t.Fatalf("read %q (%v), want the held line", l, err)
+	}
+	p.d.Stop()
+	select {
+	case err := <-p.runErr:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		p.runErr <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after Stop")
+	}
+	q := startInProcess(t, cfg, nil, newHeldSource(false))
+	w2, r2 := dialWorker(q)
+	if l, err := r2.ReadString('\n'); l != "held\n" {
+		t.Fatalf("the next daemon's worker read %q (%v), want the line given back", l, err)
+	}
+	fmt.Fprintf(w2, "ACK_RECEIVED 4\n")
+	waitUntil(t, "the line given back acknowledged", func() bool {
+		s := q.d.shared.work.Stats()
+		return s.Acked == 1 && s.Redelivered == 1
+	})
 }

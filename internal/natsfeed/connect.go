@@ -206,27 +206,44 @@ func orUnlimited(n int64) int64 {
 // leader, 2-7 s), but not when the stream does not exist and may not be
 // created.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, s config.NATSStream, log *logrus.Entry) (jetstream.Stream, error) {
+	var sc *jetstream.StreamConfig
+	if s.Create {
+		c := StreamConfig(s)
+		sc = &c
+	}
+	return ensureStream(ctx, js, s.Name, sc, log)
+}
+
+// EnsureWorkStream is EnsureStream for the work-queue stream, created or
+// updated to sc.
+func EnsureWorkStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *logrus.Entry) (jetstream.Stream, error) {
+	return ensureStream(ctx, js, sc.Name, &sc, log)
+}
+
+// ensureStream returns stream name, created or updated to sc unless sc
+// is nil.
+func ensureStream(ctx context.Context, js jetstream.JetStream, name string, sc *jetstream.StreamConfig, log *logrus.Entry) (jetstream.Stream, error) {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var st jetstream.Stream
 		var err error
-		if s.Create {
-			st, err = js.CreateOrUpdateStream(actx, StreamConfig(s))
+		if sc != nil {
+			st, err = js.CreateOrUpdateStream(actx, *sc)
 		} else {
-			st, err = js.Stream(actx, s.Name)
+			st, err = js.Stream(actx, name)
 		}
 		cancel()
 		switch {
 		case err == nil:
 			return st, nil
 		case errors.Is(err, jetstream.ErrStreamNotFound):
-			return nil, fmt.Errorf("nats.stream.name: stream %s does not exist; create it, or set nats.stream.create: true", s.Name)
+			return nil, fmt.Errorf("stream %s does not exist; create it, or set nats.stream.create: true", name)
 		case ctx.Err() != nil:
-			return nil, fmt.Errorf("stream %s: %w (last error: %v)", s.Name, ctx.Err(), err)
+			return nil, fmt.Errorf("stream %s: %w (last error: %v)", name, ctx.Err(), err)
 		}
 		if attempt == 1 || attempt%20 == 0 {
-			log.WithError(err).WithField("stream", s.Name).Warn("NATS: stream not ready; retrying")
+			log.WithError(err).WithField("stream", name).Warn("NATS: stream not ready; retrying")
 		}
 		select {
 		case <-ctx.Done():

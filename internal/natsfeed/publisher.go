@@ -30,6 +30,13 @@ type PublisherOptions struct {
 	// Drain is how long Run goes on, once its context is done, to have
 	// what it holds acknowledged.
 	Drain time.Duration
+	// Unnumbered publishes into a stream whose lines carry no global
+	// numbers (the work-queue stream): each publisher numbers its own
+	// batches from 1 for their message ids, a batch published again
+	// keeps its id (so that the stream stores it once), and no publish
+	// expects the stream's last message, so that publishers do not
+	// contend. Chatty-Seq is then this publisher's number.
+	Unnumbered bool
 }
 
 // PublisherStats are a Publisher's counters.
@@ -70,6 +77,7 @@ type Publisher struct {
 
 	// Owned by Run.
 	next     uint64   // line sequence of the next line; 0 before the numbering is read
+	own      uint64   // Unnumbered: this publisher's number of its next line
 	lastSeq  uint64   // stream sequence the next publish must follow
 	lastID   string   // message id the next publish must follow; "" for none
 	acked    uint64   // stream sequence of the last batch acknowledged or read
@@ -311,6 +319,14 @@ func (p *Publisher) take() *batch {
 			return nil
 		}
 	}
+	if p.opts.Unnumbered {
+		if b.id == "" {
+			b.first = p.own
+			b.id = p.id + "-" + strconv.FormatUint(b.first, 10)
+			p.own += uint64(len(b.lines))
+		}
+		return b
+	}
 	b.first = p.next
 	b.id = p.id + "-" + strconv.FormatUint(b.first, 10)
 	p.next += uint64(len(b.lines))
@@ -320,9 +336,12 @@ func (p *Publisher) take() *batch {
 // send publishes b after the message the stream has last, as Run knows it.
 func (p *Publisher) send(b *batch) error {
 	m := encode(p.opts.Subject, b.id, b.first, b.lines)
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(p.lastSeq)}
-	if p.lastID != "" {
-		opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+	var opts []jetstream.PublishOpt
+	if !p.opts.Unnumbered {
+		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
+		if p.lastID != "" {
+			opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+		}
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
 	if err != nil {
@@ -396,6 +415,17 @@ func (p *Publisher) sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	p.stats.resyncs.Add(1)
+	if p.opts.Unnumbered {
+		// Nothing to read but that the stream answers: the batches to
+		// publish again keep their ids, which the stream recognises.
+		if _, err := p.info(ctx); err != nil {
+			return fmt.Errorf("stream info: %w", err)
+		}
+		p.own = max(p.own, 1)
+		p.next = 1
+		p.stats.synced.Store(true)
+		return nil
+	}
 	// Info may be stale while the stream elects a leader. That costs a
 	// retry, never a number: a publish after a stale last sequence is
 	// refused by the stream's expected-last checks, and read again.

@@ -175,7 +175,9 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 	reply := make(chan error, 1)
 	req := spawnRequest{cmd: cmd, reply: reply}
 	if o.Replay {
-		// At once: the worker may connect before start returns.
+		// Before the fork, as the worker may connect before its pid is
+		// reported; and at once when it is.
+		p.beginStart(s)
 		req.started = func(pid int) { p.awaitWorker(s, pid) }
 	}
 	select {
@@ -189,6 +191,9 @@ func (p *Pool) start(s *slot, o Options, log *logrus.Entry) (*process, error) {
 		cred.Close()
 	}
 	if err != nil {
+		if o.Replay {
+			p.startFailed(s)
+		}
 		release()
 		closeAll(pipes[:]...)
 		if errors.Is(err, errStopped) || errors.Is(err, errGuard) {

@@ -86,6 +86,7 @@ func (r *ReplayStats) add(o ReplayStats) {
 type replayState struct {
 	pid      int       // the running worker's pid; 0 when none runs
 	awaiting bool      // pid's connection has not been identified yet
+	starting bool      // a worker is being forked: its pid is not known yet
 	since    time.Time // when the slot began to await
 	conn     *claimedConn
 	// lastAcked is the last line the slot's workers acknowledged, known
@@ -113,6 +114,52 @@ type replay struct {
 	totals ReplayStats
 	// waiting lists the slots awaiting their worker.
 	waiting []*slot
+	// starting counts the slots whose worker is being forked; Claim
+	// waits (on started) for their pids, for at most startWait, as a
+	// worker may connect before its fork is reported.
+	starting int
+	started  *sync.Cond // on mu; broadcast when starting goes down
+}
+
+// startWait bounds how long Claim waits for the pid of a worker being
+// forked: a fork is reported within microseconds, or a few milliseconds
+// on a loaded machine.
+const startWait = 100 * time.Millisecond
+
+// beginStart makes s await a worker about to be forked, whose pid is not
+// known yet: a connection that comes meanwhile waits for it (Claim).
+func (p *Pool) beginStart(s *slot) {
+	r := &p.rep
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started == nil {
+		r.started = sync.NewCond(&r.mu)
+	}
+	if !s.rep.starting {
+		s.rep.starting = true
+		r.starting++
+		r.awaitingN.Add(1)
+	}
+}
+
+// endStartLocked ends beginStart's wait: the worker was forked, or its
+// start failed.
+func (r *replay) endStartLocked(s *slot) {
+	if !s.rep.starting {
+		return
+	}
+	s.rep.starting = false
+	r.starting--
+	r.awaitingN.Add(-1)
+	r.started.Broadcast()
+}
+
+// startFailed undoes beginStart for a worker that did not start.
+func (p *Pool) startFailed(s *slot) {
+	r := &p.rep
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.endStartLocked(s)
 }
 
 // Awaiting reports whether some slot awaits its worker's connection. It
@@ -131,6 +178,21 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 	}
 	r := &p.rep
 	r.mu.Lock()
+	if r.starting > 0 {
+		// The connection may be that of a worker whose fork is not
+		// reported yet: wait for its pid rather than take it for an
+		// ordinary client.
+		deadline := time.Now().Add(startWait)
+		t := time.AfterFunc(startWait, func() {
+			r.mu.Lock()
+			r.started.Broadcast()
+			r.mu.Unlock()
+		})
+		for r.starting > 0 && time.Now().Before(deadline) {
+			r.started.Wait()
+		}
+		t.Stop()
+	}
 	candidates := make([]int, 0, len(r.waiting))
 	var late []*slot
 	for _, s := range r.waiting {
@@ -237,6 +299,7 @@ func (p *Pool) awaitWorker(s *slot, pid int) {
 	r := &p.rep
 	r.mu.Lock()
 	r.awaitLocked(s, pid)
+	r.endStartLocked(s)
 	r.mu.Unlock()
 }
 
@@ -270,10 +333,14 @@ func (r *replay) unawaitLocked(s *slot) {
 func (p *Pool) workerGone(s *slot, stop <-chan struct{}) {
 	r := &p.rep
 	r.mu.Lock()
+	neverSeen := s.rep.awaiting && s.rep.conn == nil
 	r.unawaitLocked(s)
 	s.rep.pid = 0
 	c, last := s.rep.conn, s.rep.lastAcked
 	r.mu.Unlock()
+	if neverSeen {
+		p.log.WithField(logging.FieldProcess, s.num).Warnf("The exited worker's connection was never recognised as the slot's; its successor starts after line %d, the last one known acknowledged, and may be sent again lines it had", last)
+	}
 	if c == nil {
 		return
 	}

@@ -103,6 +103,9 @@ type item struct {
 	fed     time.Time // when it entered the queue
 	sent    time.Time // when last handed out
 	noAck   bool      // reads like KEEP_ALIVE_ACK: the original worker never acknowledges it
+	// done, for a line of PublishFrom, is told once whether the line was
+	// acknowledged (true) or set aside as a dead letter (false).
+	done func(acked bool)
 }
 
 // DeadLetter is a line set aside after MaxDeliveries deliveries without an
@@ -139,6 +142,7 @@ type Queue struct {
 	waitB   int    // the bytes of the lines in pending
 	waiting int    // Publish calls waiting for room
 	counts  counters
+	roomCh  chan struct{} // one token: Room may have grown
 }
 
 // counters are the queue's totals; guarded by Queue.mu.
@@ -150,7 +154,7 @@ type counters struct {
 
 // New returns a queue that will accept workers on ln. It starts nothing.
 func New(ln net.Listener, opts Options, log *logrus.Entry) *Queue {
-	q := &Queue{ln: ln, log: log, now: time.Now, opts: opts}
+	q := &Queue{ln: ln, log: log, now: time.Now, opts: opts, roomCh: make(chan struct{}, 1)}
 	q.room.L = &q.mu
 	return q
 }
@@ -168,6 +172,7 @@ func (q *Queue) SetOptions(opts Options) {
 		q.dropDeadLocked(over)
 	}
 	q.room.Broadcast()
+	q.roomChangedLocked()
 	q.dispatchLocked()
 }
 
@@ -326,21 +331,82 @@ func (q *Queue) fitsLocked(n int) bool {
 }
 
 func (q *Queue) addLocked(l []byte, now time.Time) {
-	q.seq++
-	it := &item{seq: q.seq, line: bytes.Clone(l), fed: now, noAck: string(l) == wire.KeepAliveAck}
-	q.pending.pushBack(it)
+	q.pending.pushBack(q.newItemLocked(l, now))
 	q.waitB += len(l)
+}
+
+// newItemLocked numbers a new line and counts it as held.
+func (q *Queue) newItemLocked(l []byte, now time.Time) *item {
+	q.seq++
 	q.held++
 	q.heldB += len(l)
 	q.counts.published++
+	return &item{seq: q.seq, line: bytes.Clone(l), fed: now, noAck: string(l) == wire.KeepAliveAck}
 }
 
-// doneLocked takes an item out of the queue's count of lines held.
-func (q *Queue) doneLocked(it *item) {
+// doneLocked takes an item out of the queue's count of lines held, and
+// tells its origin whether it was acknowledged.
+func (q *Queue) doneLocked(it *item, acked bool) {
 	q.held--
 	q.heldB -= len(it.line)
 	q.room.Broadcast()
+	q.roomChangedLocked()
+	if it.done != nil {
+		it.done(acked)
+		it.done = nil
+	}
 }
+
+// roomChangedLocked wakes a caller of RoomChanged.
+func (q *Queue) roomChangedLocked() {
+	select {
+	case q.roomCh <- struct{}{}:
+	default:
+	}
+}
+
+// PublishFrom queues lines (copied) that come from another queue, such
+// as a JetStream work-queue consumer, and must be confirmed there: done
+// is called once for each line, with the queue's lock held (so it must
+// not block nor call the queue), true when a worker acknowledged the
+// line, false when it was set aside as a dead letter. failures counts the
+// deliveries of the lines that ended without an ack before they came
+// here; a line with failures is a suspect, and one with MaxDeliveries of
+// them is set aside at once. PublishFrom never waits for room: its
+// caller takes only what Room says.
+func (q *Queue) PublishFrom(lines [][]byte, failures int, done func(acked bool)) {
+	now := q.now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, l := range lines {
+		it := q.newItemLocked(l, now)
+		it.done, it.failures, it.suspect = done, failures, failures > 0
+		if failures >= q.opts.MaxDeliveries {
+			q.deadLetterLocked(it, now)
+			continue
+		}
+		q.pending.pushBack(it)
+		q.waitB += len(l)
+	}
+	q.dispatchLocked()
+}
+
+// Room returns how many more lines the connected workers have room for
+// in their windows, beyond the lines waiting: what a caller of
+// PublishFrom should take next. It is 0 with no worker connected.
+func (q *Queue) Room() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, w := range q.workers {
+		n += max(0, q.opts.MaxInFlight-w.inflight.len())
+	}
+	return max(0, n-q.pending.len())
+}
+
+// RoomChanged returns a channel that receives when Room may have grown:
+// a line was acknowledged or set aside, a worker came or went.
+func (q *Queue) RoomChanged() <-chan struct{} { return q.roomCh }
 
 // dispatchLocked hands waiting lines out to workers with room in their
 // window, each to the one with the fewest lines in flight, and wakes
@@ -422,7 +488,7 @@ func (q *Queue) requeueLocked(items []*item, now time.Time) {
 
 // deadLetterLocked sets a line aside.
 func (q *Queue) deadLetterLocked(it *item, now time.Time) {
-	q.doneLocked(it)
+	q.doneLocked(it, false)
 	q.counts.deadLettered++
 	if q.opts.MaxDeadLetters <= 0 {
 		q.counts.deadDropped++

@@ -509,3 +509,53 @@ func FuzzSplitter(f *testing.F) {
 		}
 	})
 }
+
+// Lines from another queue are confirmed there only when a worker has
+// acknowledged them, or set aside; Room counts the workers' windows.
+func TestPublishFromConfirmsOnAck(t *testing.T) {
+	opts := DefaultOptions()
+	opts.MaxInFlight, opts.MaxDeliveries = 2, 3
+	q, _ := start(t, opts)
+	if n := q.Room(); n != 0 {
+		t.Fatalf("Room with no worker = %d, want 0", n)
+	}
+	w := dial(t, q)
+	connected(t, q, 1)
+	if n := q.Room(); n != 2 {
+		t.Fatalf("Room with one worker of window 2 = %d, want 2", n)
+	}
+	var mu sync.Mutex
+	var results []bool
+	done := func(acked bool) { mu.Lock(); results = append(results, acked); mu.Unlock() }
+	got := func() []bool { mu.Lock(); defer mu.Unlock(); return append([]bool(nil), results...) }
+	q.PublishFrom([][]byte{[]byte("one"), []byte("three")}, 0, done)
+	if l := w.read(t); l != "one" {
+		t.Fatalf("worker read %q, want one", l)
+	}
+	w.read(t)
+	if n := q.Room(); n != 0 {
+		t.Errorf("Room with the window full = %d, want 0", n)
+	}
+	if r := got(); len(r) != 0 {
+		t.Fatalf("confirmed %v before any ack", r)
+	}
+	w.ack(t, 3)
+	poll.Eventually(t, waitFor, func() bool { return len(got()) == 1 }, "the first line confirmed")
+	select {
+	case <-q.RoomChanged():
+	default:
+		t.Error("RoomChanged did not receive after an ack")
+	}
+	if r := got(); !r[0] {
+		t.Errorf("confirmed %v, want acknowledged", r)
+	}
+	// A line that failed MaxDeliveries times elsewhere is set aside on
+	// arrival, and confirmed as not acknowledged.
+	q.PublishFrom([][]byte{[]byte("poison")}, 3, done)
+	poll.Eventually(t, waitFor, func() bool { return len(got()) == 2 }, "the poison line confirmed")
+	if r := got(); r[1] || len(q.DeadLetters()) != 1 {
+		t.Errorf("confirmed %v with dead letters %v, want it set aside", r, q.DeadLetters())
+	}
+	w.ack(t, 5)
+	poll.Eventually(t, waitFor, func() bool { return len(got()) == 3 }, "the second line confirmed")
+}

@@ -53,6 +53,7 @@ func (q *Queue) admit(id uint64, conn net.Conn) {
 	ka := q.opts.TCPKeepAlive
 	q.workers = append(q.workers, w)
 	q.counts.accepted++
+	q.roomChangedLocked()
 	q.dispatchLocked()
 	q.mu.Unlock()
 	if tc, ok := conn.(*net.TCPConn); ok && ka.Idle > 0 {
@@ -123,6 +124,7 @@ func (q *Queue) dropLocked(w *worker, reason string, fields logrus.Fields) {
 		q.connLog(w.id).Warnf("Worker held line %d unacknowledged for over %s; %d lines go to other workers", lost[0].seq, q.opts.AckTimeout, len(lost))
 	}
 	q.requeueLocked(lost, q.now())
+	q.roomChangedLocked()
 	q.dispatchLocked()
 	w.conn.Close()
 }
@@ -182,7 +184,7 @@ func (w *worker) writeLoop() {
 // window that expect no ack (they read like KEEP_ALIVE_ACK).
 func (w *worker) completeNoAckLocked() {
 	for w.written > 0 && w.inflight.len() > 0 && w.inflight.at(0).noAck {
-		w.q.doneLocked(w.inflight.popFront())
+		w.q.doneLocked(w.inflight.popFront(), true)
 		w.written--
 		w.q.counts.acked++
 	}
@@ -267,7 +269,7 @@ func (w *worker) apply(acks []int64, keepAlives, unknown int) {
 		if int64(len(it.line)) == n {
 			w.acked++
 			q.counts.acked++
-			q.doneLocked(it)
+			q.doneLocked(it, true)
 			continue
 		}
 		// A mismatched ack does not complete the line: it goes back for

@@ -129,6 +129,32 @@ type NATSStatus struct {
 	Embedded bool              `json:"embedded"`
 	Publish  NATSPublishStatus `json:"publish"`
 	Consume  NATSConsumeStatus `json:"consume"`
+	// WorkQueue is the pull from the work-queue stream, with
+	// broadcast.delivery: one; nil otherwise (Consume is then unused).
+	WorkQueue *NATSWorkQueueStatus `json:"work_queue,omitempty"`
+}
+
+// NATSWorkQueueStatus is this chattyd's pull from the work-queue stream
+// shared by every chattyd (docs/scale-out.md).
+type NATSWorkQueueStatus struct {
+	// Consumer is the durable consumer's name.
+	Consumer string `json:"consumer"`
+	// Messages counts the lines pulled (one a message), Redelivered
+	// those JetStream had delivered before (to a chattyd that was lost).
+	Messages    uint64 `json:"messages"`
+	Redelivered uint64 `json:"redelivered"`
+	// Held is the lines pulled and not yet acknowledged to JetStream.
+	Held int `json:"held"`
+	// Acked counts the lines acknowledged to JetStream after a worker
+	// acknowledged them; AckFailures the acknowledgements that failed
+	// (the line comes again).
+	Acked       uint64 `json:"acked"`
+	AckFailures uint64 `json:"ack_failures"`
+	// Terminated counts lines set aside here as dead letters (or not
+	// decoding), which JetStream delivers no more.
+	Terminated uint64 `json:"terminated"`
+	// StreamSeq is the stream sequence of the last message pulled.
+	StreamSeq uint64 `json:"stream_seq"`
 }
 
 // NATSPublishStatus is the publisher of chattyd's feed into the stream.

@@ -37,6 +37,8 @@ func TestSilentClientKeptUntilPeerVanishes(t *testing.T) {
 		silent = harness.Dial(t, d.Addr())  // connection 1: never sends a byte
 		speaker = harness.Dial(t, d.Addr()) // connection 2: keeps alive once
 	})
+	// Lines fed from now on are owed to both.
+	d.WaitLog(t, "[connection: 2] New connection established", short)
 	d.Feed("first")
 	if got := silent.ReadLine(short); got != "first" {
 		t.Fatalf("silent client got %q", got)

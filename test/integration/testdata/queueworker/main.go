@@ -5,6 +5,9 @@
 // them to a file of its own in -record, so that a test knows what every
 // worker handled, even one that died before its acks went out.
 //
+// With -ack-delay it waits between handling lines and acknowledging
+// them, as a slow worker does.
+//
 // Usage: queueworker [flags] ADDR. It exits 2 at the end of its lifetime
 // (-life-min to -life-max; none when both are 0), having handled lines it
 // does not acknowledge then, or when the server closes the connection; 3
@@ -32,6 +35,7 @@ func main() {
 	neverAck := flag.Bool("never-ack", false, "read lines but acknowledge none")
 	dieOn := flag.String("die-on", "", "exit 3 on receiving a line that holds this")
 	keepAlive := flag.Duration("keepalive", 200*time.Millisecond, "send KEEP_ALIVE this often")
+	ackDelay := flag.Duration("ack-delay", 0, "wait this long between handling lines and acknowledging them (a slow worker)")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: queueworker [flags] ADDR")
@@ -96,6 +100,9 @@ func main() {
 			}
 		}
 		handled = handled[:0]
+		if *ackDelay > 0 {
+			time.Sleep(*ackDelay) // the work itself
+		}
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			os.Exit(2)
 		}
