@@ -190,16 +190,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					"stream, whose numbers start again), are told on standard error. --state FILE records " +
 					"the stream and number of the last line printed, replaced whole after every read, so " +
 					"that watch started again with the same FILE goes on after that line; a watch that was " +
-					"killed may print the lines of its last read again.",
+					"killed may print the lines of its last read again. With --signed, --from, --since and " +
+					"--state resume the signed listener the same way: chattyd answers with a signed " +
+					"RESUMED, so a gap or a new stream is told under its signature, and every message is " +
+					"verified as on a fresh connection.",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "addr", Usage: "broadcaster's host:port (default: the first listener in status of the protocol watched)"},
 					&cli.BoolFlag{Name: "signed", Usage: "watch the signed listener and print only messages that verify"},
 					&cli.StringFlag{Name: "pubkey", Usage: "the daemon's public key `FILE` (.pub or PEM); required with --signed"},
 					&cli.DurationFlag{Name: "keepalive", Value: 15 * time.Second,
 						Usage: "send KEEP_ALIVE this often on the text protocol; 0 sends none"},
-					&cli.StringFlag{Name: "from", Usage: "on the sequenced listener, start at line `SEQ`, or first (the oldest retained), or next"},
-					&cli.DurationFlag{Name: "since", Usage: "on the sequenced listener, start with the lines of the last `DURATION` (such as 5m) still retained"},
-					&cli.StringFlag{Name: "state", Usage: "on the sequenced listener, record the last line printed in `FILE` and, started again, continue after it"},
+					&cli.StringFlag{Name: "from", Usage: "on the sequenced or signed listener, start at line `SEQ`, or first (the oldest retained), or next"},
+					&cli.DurationFlag{Name: "since", Usage: "on the sequenced or signed listener, start with the lines of the last `DURATION` (such as 5m) still retained"},
+					&cli.StringFlag{Name: "state", Usage: "on the sequenced or signed listener, record the last line printed in `FILE` and, started again, continue after it"},
 				}, clientopts.Flags()...),
 				Action: cmdWatch,
 			},

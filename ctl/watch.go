@@ -62,10 +62,7 @@ func cmdWatch(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if res.set && protocol == "signed" {
-		return usagef("watch: --from, --since and --state read the sequenced listener; the signed listener does not resume yet")
-	}
-	if res.set {
+	if res.set && protocol != "signed" {
 		if c.Bool("tls") {
 			return usagef("watch: the sequenced listener has no TLS; drop --tls")
 		}
@@ -137,7 +134,7 @@ func cmdWatch(c *cli.Context) error {
 	}
 	switch {
 	case pub != nil:
-		err = watchSigned(c.Context, conn, addr, pub, key, out)
+		err = watchSigned(c.Context, conn, addr, pub, key, res, out, c.App.ErrWriter)
 	case res.set:
 		err = watchSequenced(c.Context, conn, addr, res, c.Duration("keepalive"), out, c.App.ErrWriter)
 	default:
@@ -203,8 +200,13 @@ func dial(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, error) {
 // verified with pub, one per line (see appendWatched). A stream that fails
 // verification ends it with an error; nothing unverified is printed. A
 // CHALLENGE is answered with key, or ends the watch if there is none.
-func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, out io.Writer) error {
+// With res set it resumes (watchresume_signed.go).
+func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.PublicKey, key ed25519.PrivateKey, res resume, out, errOut io.Writer) error {
 	v, err := signed.NewVerifier(pub, signed.VerifierOptions{})
+	if err != nil {
+		return err
+	}
+	rs, err := newSignedResume(res, v, errOut)
 	if err != nil {
 		return err
 	}
@@ -225,12 +227,18 @@ func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.Pu
 			case signed.KindMessage, signed.KindChained:
 				line = appendWatched(line[:0], m)
 				w.Write(line)
+				rs.printed(m.Seq)
 			case signed.KindChallenge:
 				challenged = true
+			case signed.KindResumed:
+				rs.resumed(v)
 			}
 		})
 		if err := w.Flush(); err != nil {
 			return fmt.Errorf("write: %w", err)
+		}
+		if err := rs.record(); err != nil {
+			return err
 		}
 		if ferr != nil {
 			return fmt.Errorf("%s: the stream failed verification, stopped before it: %w", addr, ferr)
@@ -239,6 +247,9 @@ func watchSigned(ctx context.Context, conn net.Conn, addr string, pub ed25519.Pu
 			if err := authenticate(conn, v, key, binding); err != nil {
 				return fmt.Errorf("%s: %w", addr, err)
 			}
+		}
+		if err := rs.send(conn, v, challenged); err != nil {
+			return fmt.Errorf("%s: %w", addr, err)
 		}
 		switch {
 		case ctx.Err() != nil:

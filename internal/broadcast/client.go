@@ -64,12 +64,16 @@ type client struct {
 	remote      string
 	listener    net.Addr // the address of the listener that accepted it
 	connectedAt time.Time
-	firstSeq    uint64 // the first line the client was to be sent
 	// raw is a plain TCP client's connection, read without blocking by
 	// the poller (poll.go); nil for clients read by a blocked goroutine.
 	raw     syscall.RawConn
 	session signed.Session  // a signed client's, from its anchor
 	ended   func(ClientEnd) // told when the client has ended (Placement.Ended); may be nil
+
+	// firstSeq is the first line the client was to be sent: stored by
+	// newClient, and by the writer of a signed client that resumed
+	// (restartAt); loaded by anyone.
+	firstSeq atomic.Uint64
 
 	// The client's end, for any goroutine.
 	reason     atomic.Int32 // closeReason, set once by markClosed (or closeWS)
@@ -92,6 +96,9 @@ type clientWriter struct {
 	// takes it and leaves it empty, as it pins the log (takeCursor).
 	cur      cursor
 	preamble []byte // private first bytes (a signed client's anchor); cleared once written
+	// restart is a signed client's new start, set by its reader on a
+	// RESUME and taken by the writer (signedresume.go).
+	restart atomic.Pointer[restart]
 	// closeSent is set once a WebSocket client's close frame is written
 	// or being written: nothing follows it.
 	closeSent bool
@@ -243,11 +250,11 @@ func newClient(s *Server, id uint64, conn net.Conn, at *seekStart, other string)
 		conn:        conn,
 		remote:      conn.RemoteAddr().String(),
 		connectedAt: time.Now(),
-		firstSeq:    start.seq,
 		raw:         s.rawConn(conn),
 		session:     j.session,
 	}
 	c.w.cur, c.w.preamble = start, j.preamble
+	c.firstSeq.Store(start.seq)
 	c.acks.next = start
 	c.halves.Store(2)
 	c.r.lastRead.Store(c.connectedAt.UnixNano())
@@ -421,7 +428,7 @@ func unsentBytes(conn net.Conn) (n int, ok bool) {
 func (c *client) logClosed() {
 	f := logrus.Fields{
 		"reason":          closeReason(c.reason.Load()).String(),
-		"lines_sent":      c.w.sentSeq.Load() - c.firstSeq,
+		"lines_sent":      c.w.sentSeq.Load() - c.firstSeq.Load(),
 		"acks_good":       c.acks.good.Load(),
 		"acks_mismatched": c.acks.bad.Load(),
 	}

@@ -41,6 +41,9 @@ func (c *client) writeLoop(cur cursor, nowait bool) writerEnd {
 	}()
 	debug := c.srv.logger.Logger.IsLevelEnabled(logrus.DebugLevel)
 	for {
+		if c.w.restart.Load() != nil { // a load first: no store on every write
+			cur = c.restartAt(c.w.restart.Swap(nil))
+		}
 		if c.srv.ws != nil && c.reason.Load() != int32(closeNone) {
 			end := c.wsFinish(cur, rio, nowait, debug)
 			if end == writerHandedOff {

@@ -43,6 +43,10 @@ type codec interface {
 	// gapLocked runs when the log's sequence numbers jump (appendAt):
 	// lines from through to were never appended.
 	gapLocked(l *log, from, to uint64)
+	// chunkLocked runs when the log starts chunk next after prev, whose
+	// bytes are final: the codec keeps in next what it needs to find its
+	// state at any line of it (the signed codec's chain digest).
+	chunkLocked(prev, next *chunk)
 }
 
 // gapRange is lines a resuming client asked for that the log does not
@@ -95,6 +99,7 @@ func (textCodec) appendedLocked(*log)            {}
 func (textCodec) closingLocked(*log)             {}
 func (textCodec) joinLocked() (joined, error)    { return joined{}, nil }
 func (textCodec) gapLocked(*log, uint64, uint64) {}
+func (textCodec) chunkLocked(_, _ *chunk)        {}
 
 func (textCodec) skip(buf []byte, n uint64) int { return skipLines(buf, n, nil) }
 
@@ -241,12 +246,36 @@ func (*signedCodec) skip(buf []byte, n uint64) int {
 	return min(off, len(buf))
 }
 
-func (*signedCodec) gapLocked(*log, uint64, uint64) {}
+// gapLocked keeps the messages' numbers the log's: it covers the
+// messages before the jump, then makes the encoder go on at its end.
+func (sc *signedCodec) gapLocked(l *log, _, to uint64) {
+	sc.checkpointLocked(l)
+	sc.skipTo(to + 1)
+}
 
-// resumeLocked: a signed client cannot resume yet; it is refused with a
-// reason rather than sent frames its anchor does not cover.
+// skipTo makes next the number of the next message signed.
+func (sc *signedCodec) skipTo(next uint64) {
+	if err := sc.enc.SkipTo(next); err != nil {
+		// Only a number behind the encoder's, which the log refuses first.
+		sc.log.WithError(err).Error("The signed listener's numbers no longer follow the stream's; its clients cannot resume")
+	}
+}
+
+// chunkLocked keeps the chain digest at the chunk's start: with it, the
+// digest after any of its lines is found by reading the chunk's frames
+// up to that line (signedresume.go). It is read from prev's frames, not
+// the encoder, which may have encoded next's first message already
+// (appendMessage encodes before it finds room).
+func (*signedCodec) chunkLocked(prev, next *chunk) {
+	n, _ := prev.published()
+	next.head = signed.ChainHeadAt(prev.buf[:n], prev.head)
+}
+
+// resumeLocked: a signed client resumes by a RESUME frame of its own
+// (signedresume.go), never by a Placement or a START; this is refused
+// with a reason rather than sent frames no anchor covers.
 func (*signedCodec) resumeLocked(*log, cursor, gapRange, string) (joined, error) {
-	return joined{}, errors.New("the signed listener does not resume from a sequence number")
+	return joined{}, errors.New("the signed listener resumes only by a client's RESUME frame")
 }
 
 func (sc *signedCodec) joinLocked() (joined, error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/chatty-dev/chatty/pkg/signed"
 )
 
 // chunkSize is the capacity of one log chunk. A client writer sends at most
@@ -23,6 +24,12 @@ type chunk struct {
 	buf      []byte // fixed length, never resliced or reallocated
 	firstSeq uint64 // sequence number of the first line in buf
 	startPos uint64 // log position (bytes since start) of buf[0]
+
+	// head is the signed codec's chain digest after the line before
+	// the chunk's first (chunkLocked, from the chunk before), from which
+	// a resuming client's anchor is found at any line of the chunk; zero
+	// for other codecs.
+	head signed.Digest
 
 	// lastAt is when a line was last appended to the chunk, in Unix
 	// nanoseconds; the log's retention reads it. Guarded by the log's mu.
@@ -155,6 +162,7 @@ func (l *log) skipToLocked(seq uint64) {
 	n, _ := h.published()
 	next := newChunk(chunkSize, seq, h.startPos+uint64(n))
 	next.lastAt = h.lastAt
+	l.codec.chunkLocked(h, next)
 	h.next.Store(next)
 	l.head = next
 	l.publishLocked()
@@ -208,6 +216,7 @@ func (l *log) reserveLocked(need int) {
 	}
 	next := newChunk(max(chunkSize, need), h.firstSeq+count, h.startPos+uint64(n))
 	next.lastAt = h.lastAt
+	l.codec.chunkLocked(h, next)
 	h.next.Store(next)
 	l.head = next
 }

@@ -152,7 +152,7 @@ func (c *client) writerHasWork(cur cursor) bool {
 	if c.authPending() {
 		return c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()
 	}
-	if data, _ := cur.next(); len(data) > 0 || len(c.w.preamble) > 0 {
+	if data, _ := cur.next(); len(data) > 0 || len(c.w.preamble) > 0 || c.w.restart.Load() != nil {
 		return true
 	}
 	return c.answers.pending() > 0 || c.peerEOF.Load() || c.reason.Load() != int32(closeNone) || c.srv.lines.closed.Load()

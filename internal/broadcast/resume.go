@@ -36,6 +36,9 @@ func (s *Server) SetStart(seq uint64) {
 	s.lines.head.firstSeq = seq
 	s.lines.endSeq.Store(seq)
 	s.start = seq
+	if sc, ok := s.lines.codec.(*signedCodec); ok && seq > 1 {
+		sc.skipTo(seq) // the signed messages take the stream's numbers
+	}
 }
 
 // Retained reports the range of the feed the server can still send.

@@ -30,8 +30,9 @@ func (seqCodec) encodeMessageLocked(dst []byte, m *message.Message, seq uint64) 
 	return append(m.AppendText(dst), '\n'), true
 }
 
-func (seqCodec) appendedLocked(*log) {}
-func (seqCodec) closingLocked(*log)  {}
+func (seqCodec) appendedLocked(*log)     {}
+func (seqCodec) closingLocked(*log)      {}
+func (seqCodec) chunkLocked(_, _ *chunk) {}
 
 // joinLocked is never used: every client of the sequenced listener starts
 // through resumeLocked, which answers its START.

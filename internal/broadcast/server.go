@@ -557,7 +557,7 @@ func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other 
 	s.connected.Add(1)
 	s.mu.Unlock()
 	if pl.Started != nil {
-		pl.Started(c.firstSeq)
+		pl.Started(c.firstSeq.Load())
 	}
 	// Only for an admitted client: a refused one is closed at once.
 	if err := setTCPKeepAlive(conn, lim.TCPKeepAlive); err != nil && s.keepAliveLog.allow() {
@@ -567,8 +567,8 @@ func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other 
 	}
 	s.accepted.Add(1)
 	entry := c.log()
-	if c.firstSeq != s.lines.endSeq.Load() || at != nil {
-		entry = entry.WithField("from", c.firstSeq)
+	if c.firstSeq.Load() != s.lines.endSeq.Load() || at != nil {
+		entry = entry.WithField("from", c.firstSeq.Load())
 	}
 	entry.Info("New connection established")
 	s.wg.Add(1) // done by the client's endHalf

@@ -15,7 +15,8 @@ import (
 )
 
 // readFrames reads a signed client's frames until the connection ends:
-// on a server that requires it, first the client's AUTH; then ACKs,
+// on a server that requires it, first the client's AUTH; then maybe a
+// RESUME (signedresume.go), then ACKs,
 // matched by sequence number, PINGs, answered with PONG, and client
 // messages, logged. The first rejected frame is counted and closes the
 // client.
@@ -52,6 +53,7 @@ type frameReader struct {
 	up      *signed.UpstreamVerifier
 	limit   *tokenBucket // nil: no rate limit
 	refused int          // client messages refused over the rate since the last accepted one
+	spoke   bool         // a frame was handled: too late for a RESUME
 	debug   bool
 }
 
@@ -68,6 +70,13 @@ func (r *frameReader) drain(dec *signed.Decoder) bool {
 		if !ok {
 			return true
 		}
+		if f.Kind == signed.KindResume {
+			if !r.resume(f) {
+				return false
+			}
+			continue
+		}
+		r.spoke = true
 		if f.Kind == signed.KindClientMessage && !r.allow() {
 			if r.refused >= r.limit.burstSize() {
 				c.rateLimited(r.refused)

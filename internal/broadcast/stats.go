@@ -64,7 +64,7 @@ type Stats struct {
 	UnauthenticatedRefused uint64
 
 	// Resumed counts clients that started at a sequence number (START,
-	// or a pool slot's next worker); Gaps those of them told that lines
+	// a signed client's RESUME, or a pool slot's next worker); Gaps those of them told that lines
 	// they asked for are no longer retained, and GapLines those lines.
 	Resumed  uint64
 	Gaps     uint64
@@ -174,7 +174,7 @@ func (s *Server) Clients() []ClientInfo {
 			QueueBytes:     lag(endPos, c.w.sentPos.Load()),
 			QueueLines:     lag(endSeq, sentSeq),
 			AckLag:         lag(sentSeq, c.acks.nextSeq.Load()),
-			LinesSent:      sentSeq - c.firstSeq,
+			LinesSent:      sentSeq - c.firstSeq.Load(),
 			AcksGood:       c.acks.good.Load(),
 			AcksMismatched: c.acks.bad.Load(),
 			KeepAlives:     c.w.keepAlives.Load(),

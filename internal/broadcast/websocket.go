@@ -119,6 +119,7 @@ func (wsCodec) encodeMessageLocked(dst []byte, m *message.Message, seq uint64) (
 
 func (wsCodec) appendedLocked(*log)         {}
 func (wsCodec) closingLocked(*log)          {}
+func (wsCodec) chunkLocked(_, _ *chunk)     {}
 func (wsCodec) joinLocked() (joined, error) { return joined{}, nil }
 
 // The server's own messages, the preamble of a resuming client and the

@@ -298,7 +298,8 @@ type ClientsSummary struct {
 	// authenticating already; they received nothing.
 	UnauthenticatedRefused uint64 `json:"unauthenticated_refused"`
 	// Resumed counts clients that started at a sequence number (the
-	// sequenced listener's START, a pool slot's next worker); ResumeGaps
+	// sequenced listener's START, a signed client's RESUME, a pool slot's
+	// next worker); ResumeGaps
 	// those told that lines they asked for are no longer retained, and
 	// ResumeGapLines those lines.
 	Resumed        uint64 `json:"resumed"`

@@ -152,6 +152,28 @@ func (e *Encoder) PublicKey() ed25519.PublicKey { return e.pub }
 // the first.
 func (e *Encoder) Seq() uint64 { return e.seq }
 
+// SkipTo makes next the sequence number of the next message appended: a
+// stream numbered from elsewhere (a shared feed) starts there, or jumps
+// over numbers it never had. Messages appended before must all be
+// covered (Checkpoint). A client verifying across a jump rejects it as a
+// gap: messages are missing; one that resumes after it is told of it by
+// its RESUMED.
+func (e *Encoder) SkipTo(next uint64) error {
+	switch {
+	case next <= e.seq:
+		return fmt.Errorf("signed: skip to seq %d, not after the last message %d", next, e.seq)
+	case e.Uncovered() > 0:
+		return fmt.Errorf("signed: skip to seq %d with %d messages uncovered: checkpoint first", next, e.Uncovered())
+	}
+	e.seq = next - 1
+	e.coveredTo = e.seq
+	return nil
+}
+
+// Head returns the chain digest after the last message appended (Chained
+// mode; zero before the first, and always in the PerMessage mode).
+func (e *Encoder) Head() Digest { return e.head }
+
 // Uncovered returns the number of chained messages no checkpoint covers
 // yet. While it is not 0 the caller should make sure Checkpoint is called
 // within the checkpoint interval, so an idle feed does not leave messages

@@ -57,10 +57,12 @@ const (
 	KindResponse      Kind = 0x05 // the daemon's signed answer to one client's request
 	KindPong          Kind = 0x06 // answer to a PING
 	KindChallenge     Kind = 0x07 // the daemon asks the client to authenticate
+	KindResumed       Kind = 0x08 // signed start of a resumed connection's stream, answering its RESUME
 	KindClientMessage Kind = 0x11 // a message signed by a client's key
 	KindAck           Kind = 0x12 // a client has received a message
 	KindPing          Kind = 0x13 // a client's keep-alive
 	KindAuth          Kind = 0x14 // a client's answer to a CHALLENGE
+	KindResume        Kind = 0x15 // a client asks to start at a sequence number
 )
 
 var kindNames = map[Kind]string{
@@ -75,6 +77,8 @@ var kindNames = map[Kind]string{
 	KindPing:          "PING",
 	KindChallenge:     "CHALLENGE",
 	KindAuth:          "AUTH",
+	KindResumed:       "RESUMED",
+	KindResume:        "RESUME",
 }
 
 // String returns the kind's name, such as "CHECKPOINT".

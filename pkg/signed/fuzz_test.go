@@ -154,3 +154,72 @@ func FuzzUpstream(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResume reads arbitrary RESUME bodies as the daemon does: no
+// panics, a clear rejection or a request that encodes back to the same
+// bytes.
+func FuzzResume(f *testing.F) {
+	for _, q := range []ResumeRequest{fromSeq(7), {From: FromFirst}, {Nonce: [16]byte{5}, From: FromNext, Stream: testStreamName}} {
+		frame, err := AppendResume(nil, q)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(frame[HeaderSize:])
+	}
+	f.Add(make([]byte, resumeFixed))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		q, err := ParseResume(Frame{Kind: KindResume, Body: body})
+		if err != nil {
+			if ReasonOf(err) != ReasonMalformed {
+				t.Fatalf("rejected as %v: %v", ReasonOf(err), err)
+			}
+			return
+		}
+		frame, err := AppendResume(nil, q)
+		if err != nil || !bytes.Equal(frame[HeaderSize:], body) {
+			t.Fatalf("accepted %+v, which encodes as %x (%v), not %x", q, frame, err, body)
+		}
+	})
+}
+
+// FuzzResumed feeds arbitrary streams to a client awaiting its RESUMED:
+// no panics, the same answer however the stream is split, and a RESUMED
+// that verifies is byte for byte the one the daemon signed.
+func FuzzResumed(f *testing.F) {
+	s := encodeStream(f, Chained, 5, 2)
+	e := newTestEncoder(f, Chained, 2)
+	q := fromSeq(3)
+	from, _ := frameAfter(f, s, 2)
+	resumed, err := e.AppendResumed(nil, Resumed{Anchor: AnchorInfo{Session: sessionOf(s), Seq: 2, Head: ChainHeadAt(s.bytes[:from], Digest{})},
+		Request: q, Result: ResumedAsAsked, Stream: testStreamName})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(append(bytes.Clone(resumed), s.bytes[from:]...), uint16(50))
+	f.Add(append(bytes.Clone(s.bytes[:from]), resumed...), uint16(7))
+	f.Add(resumed[:100], uint16(3))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		c := int(cut) % (len(data) + 1)
+		var got [2][]byte
+		var errs [2]error
+		for i, pieces := range [][][]byte{{data}, {data[:c], data[c:]}} {
+			v, _ := NewVerifier(testKey().Public().(ed25519.PublicKey), VerifierOptions{Now: fixedNow})
+			if _, err := v.Resume(q); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pieces {
+				if errs[i] = v.Feed(p, func(m *Message) {
+					got[i] = append(got[i], fmt.Sprintf("%v %d %s;", m.Kind, m.Seq, m.Payload)...)
+				}); errs[i] != nil {
+					break
+				}
+			}
+			if r, ok := v.Resumed(); ok && (r.Anchor.Seq != 2 || r.Stream != testStreamName || r.Result != ResumedAsAsked) {
+				t.Fatalf("verified a RESUMED never signed: %+v", r)
+			}
+		}
+		if !bytes.Equal(got[0], got[1]) || ReasonOf(errs[0]) != ReasonOf(errs[1]) {
+			t.Fatalf("whole: %s %v; split at %d: %s %v", got[0], errs[0], c, got[1], errs[1])
+		}
+	})
+}

@@ -313,7 +313,68 @@ func makeVectors(t *testing.T) []*vectorBlock {
 	au.add("auth.digest", d[:])
 	au.add("auth.signature", ed25519.Sign(clientPriv, d[:]))
 	au.add("auth.frame", frame)
-	return []*vectorBlock{per, ch, up, au}
+	rs := &vectorBlock{name: "resume"}
+	header(rs, Chained)
+	q := ResumeRequest{Nonce: [16]byte{0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf},
+		From: FromSeq, Seq: 3, Stream: "k5vq3xwz2m7hd4ta"}
+	frame, err = AppendResume(nil, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.add("resume.nonce", q.Nonce[:])
+	rs.add("resume.from", fmt.Sprintf("%d (%v)", q.From, q.From))
+	rs.add("resume.seq", q.Seq)
+	rs.add("resume.stream", strconv.Quote(q.Stream))
+	rs.add("resume.frame", frame)
+	// The chained block's stream, resumed after its second message.
+	clock = vecNow
+	e = newEnc(Chained)
+	var frames [][]byte
+	for _, m := range msgs {
+		f, _, _ := e.Append(nil, m.typ, m.ts, []byte(m.payload))
+		frames = append(frames, f)
+	}
+	head = ChainHeadAt(bytes.Join(frames[:2], nil), Digest{})
+	clock = vecNow.Add(10 * time.Millisecond)
+	res := Resumed{Anchor: AnchorInfo{Stream: vecStream, Session: vecSession, Mode: Chained, Seq: 2, Head: head},
+		Request: q, Result: ResumedAsAsked, Stream: q.Stream}
+	c = appendCanonicalResumed(nil, &res, clock.UnixNano())
+	d = sum(c)
+	resumed, err := e.AppendResumed(nil, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := e.Checkpoint(nil)
+	rs.add("resumed.seq", 2)
+	rs.add("resumed.time", clock.UnixNano())
+	rs.add("resumed.head", head[:])
+	rs.add("resumed.result", fmt.Sprintf("%d (%v)", res.Result, res.Result))
+	rs.add("resumed.stream", strconv.Quote(res.Stream))
+	rs.add("resumed.canonical", c)
+	rs.add("resumed.digest", d[:])
+	rs.add("resumed.signature", ed25519.Sign(priv, d[:]))
+	rs.add("resumed.frame", resumed)
+	// The same point answering a RESUME from message 1, which is gone.
+	gq := q
+	gq.Seq = 1
+	gres := res
+	gres.Request, gres.Result = gq, ResumedGap
+	c = appendCanonicalResumed(nil, &gres, clock.UnixNano())
+	d = sum(c)
+	gap, err := e.AppendResumed(nil, gres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.add("gap.asked", gq.Seq)
+	rs.add("gap.result", fmt.Sprintf("%d (%v)", gres.Result, gres.Result))
+	rs.add("gap.canonical", c)
+	rs.add("gap.digest", d[:])
+	rs.add("gap.signature", ed25519.Sign(priv, d[:]))
+	rs.add("gap.frame", gap)
+	rs.add("message.3.frame", frames[2])
+	rs.add("checkpoint.frame", cp)
+	rs.add("stream", bytes.Join([][]byte{resumed, frames[2], cp}, nil))
+	return []*vectorBlock{per, ch, up, au, rs}
 }
 
 // TestVectors checks the document's vectors both ways: the code encodes
@@ -398,8 +459,12 @@ func checkDocumented(t *testing.T, b *vectorBlock) {
 			t.Errorf("%ssignature does not verify", prefix)
 		}
 	}
-	if b.name == "auth" {
+	switch b.name {
+	case "auth":
 		checkDocumentedAuth(t, b, pub)
+		return
+	case "resume":
+		checkDocumentedResume(t, b, pub)
 		return
 	}
 	now := time.Unix(0, b.int(t, map[bool]string{true: "request.time", false: "anchor.time"}[b.name == "upstream"]))
@@ -458,5 +523,59 @@ func checkDocumentedAuth(t *testing.T, b *vectorBlock, clientPub ed25519.PublicK
 	key, err := u.VerifyAuth(decodeOne(t, b.hex(t, "auth.frame"), 0), keySet{clientPub}, Binding(b.hex(t, "binding")))
 	if err != nil || !key.Equal(clientPub) {
 		t.Fatalf("documented auth: %x %v", []byte(key), err)
+	}
+}
+
+// checkDocumentedResume reads the documented RESUME as the daemon does,
+// and runs the documented stream through a client's Verifier that sent
+// it: the RESUMED anchors it after message 2, and message 3 verifies
+// under its checkpoint.
+func checkDocumentedResume(t *testing.T, b *vectorBlock, pub ed25519.PublicKey) {
+	q, err := ParseResume(decodeOne(t, b.hex(t, "resume.frame"), 0))
+	if err != nil {
+		t.Fatalf("documented RESUME: %v", err)
+	}
+	stream, _ := strconv.Unquote(b.get(t, "resume.stream"))
+	if !bytes.Equal(q.Nonce[:], b.hex(t, "resume.nonce")) || q.From != FromSeq || q.Seq != uint64(b.int(t, "resume.seq")) || q.Stream != stream {
+		t.Fatalf("documented RESUME reads as %+v", q)
+	}
+	now := time.Unix(0, b.int(t, "resumed.time"))
+	v, err := NewVerifier(pub, VerifierOptions{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, err := v.Resume(q)
+	if err != nil || !bytes.Equal(frame, b.hex(t, "resume.frame")) {
+		t.Fatalf("the Verifier's RESUME: %x %v", frame, err)
+	}
+	var got []string
+	if err := v.Feed(b.hex(t, "stream"), func(m *Message) {
+		got = append(got, fmt.Sprintf("%v %d %q", m.Kind, m.Seq, m.Payload))
+	}); err != nil {
+		t.Fatalf("documented stream: %v", err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := `RESUMED 2 ""|CHAINED 3 "third"`; strings.Join(got, "|") != want {
+		t.Fatalf("documented stream delivers %s, want %s", strings.Join(got, "|"), want)
+	}
+	if r, ok := v.Resumed(); !ok || r.Result != ResumedAsAsked || r.Stream != stream || r.Anchor.Head != Digest(b.hex(t, "resumed.head")) {
+		t.Fatalf("documented RESUMED reads as %+v", r)
+	}
+	// The gap: the same point, answering a RESUME from message 1.
+	q.Seq = uint64(b.int(t, "gap.asked"))
+	v, _ = NewVerifier(pub, VerifierOptions{Now: func() time.Time { return now }})
+	if _, err := v.Resume(q); err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	rest := bytes.Join([][]byte{b.hex(t, "gap.frame"), b.hex(t, "message.3.frame"), b.hex(t, "checkpoint.frame")}, nil)
+	if err := v.Feed(rest, func(m *Message) { got = append(got, fmt.Sprintf("%v %d %q", m.Kind, m.Seq, m.Payload)) }); err != nil {
+		t.Fatalf("documented gap: %v", err)
+	}
+	r, _ := v.Resumed()
+	if from, to, ok := r.Gap(); !ok || from != 1 || to != 2 || strings.Join(got, "|") != `RESUMED 2 ""|CHAINED 3 "third"` {
+		t.Fatalf("documented gap reads as %d-%d %v, delivers %s", from, to, ok, strings.Join(got, "|"))
 	}
 }

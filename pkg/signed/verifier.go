@@ -45,7 +45,9 @@ type VerifierOptions struct {
 // (KindMessage or KindChained), a response to this client (KindResponse),
 // a PONG (KindPong, unsigned, Seq holding its nonce) or the daemon's
 // CHALLENGE (KindChallenge, which the client answers with an AUTH; see
-// Verifier.Challenge).
+// Verifier.Challenge), or the RESUMED answering the client's RESUME
+// (KindResumed, Seq the last message before the first to come; see
+// Verifier.Resumed).
 type Message struct {
 	Kind    Kind
 	Seq     uint64
@@ -73,6 +75,7 @@ type Stats struct {
 	Checkpoints uint64 // checkpoints verified
 	Pending     int    // chained messages awaiting their checkpoint
 	Discarded   uint64 // pending messages dropped, never delivered, when the stream failed
+	Skipped     uint64 // feed frames passed over before the RESUMED of a resuming connection
 	Rejected    map[Reason]uint64
 }
 
@@ -94,8 +97,14 @@ type Verifier struct {
 
 	anchored bool
 	anchor   AnchorInfo
-	lastSeq  uint64
-	head     Digest
+
+	// A resuming connection's request (Resume) and its answer.
+	resuming  bool // a RESUME was made, its RESUMED is awaited
+	request   ResumeRequest
+	resumedOK bool
+	resumed   Resumed
+	lastSeq   uint64
+	head      Digest
 
 	pend  []pending // chained messages awaiting a checkpoint, in order
 	arena []byte    // their payloads
@@ -205,6 +214,10 @@ func (v *Verifier) Close() error {
 	if n := v.dec.Buffered(); n > 0 {
 		return v.fail(&RejectError{Reason: ReasonTruncated, Offset: v.dec.Offset(), Detail: fmt.Sprintf("%d bytes of an incomplete frame", n)})
 	}
+	if v.resuming {
+		return v.fail(&RejectError{Reason: ReasonTruncated, Offset: v.dec.Offset(), Kind: KindResumed,
+			Detail: "the stream ended before the RESUMED answering this connection's RESUME"})
+	}
 	if len(v.pend) > 0 {
 		return v.fail(&RejectError{Reason: ReasonUncovered, Offset: v.dec.Offset(), Seq: v.pend[0].seq,
 			Detail: fmt.Sprintf("%d messages from seq %d never verified", len(v.pend), v.pend[0].seq)})
@@ -233,6 +246,11 @@ func (v *Verifier) frame(f Frame, now int64, deliver func(*Message)) *RejectErro
 		return v.challengeFrame(b, now, deliver)
 	case KindAnchor:
 		return v.anchorFrame(b, now)
+	case KindResumed:
+		return v.resumedFrame(b, now, deliver)
+	}
+	if v.skipWhileResuming(f.Kind) {
+		return nil
 	}
 	if !v.anchored {
 		return reject(ReasonUnexpected, 0, "the stream must start with an ANCHOR")
