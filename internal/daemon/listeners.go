@@ -281,6 +281,7 @@ func (l *listeners) bindWebSocket(cfg config.Config, wc config.WebSocket) (net.L
 	log := l.logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "websocket")
 	l.web = webfeed.New(raw, o, log)
 	l.webWS = broadcast.NewWebSocket(l.web.Feed(), limitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval, Start: l.web.Start}, log)
+	l.web.SetNext(l.webWS.NextSeq)
 	l.startWeb = wc
 	l.add(control.ListenerWebSocket, protocol, raw.Addr(), l.webWS)
 	return raw, nil
