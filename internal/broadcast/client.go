@@ -67,7 +67,7 @@ type client struct {
 	// raw is a plain TCP client's connection, read without blocking by
 	// the poller (poll.go); nil for clients read by a blocked goroutine.
 	raw     syscall.RawConn
-	session signed.Session  // a signed client's, from its anchor
+	session signed.Session  // a signed client's, from its anchor; a WebSocket client's that authenticates, random
 	ended   func(ClientEnd) // told when the client has ended (Placement.Ended); may be nil
 
 	// firstSeq is the first line the client was to be sent: stored by
@@ -268,6 +268,12 @@ func newClient(s *Server, id uint64, conn net.Conn, at *seekStart, other string)
 	}
 	if s.signed != nil {
 		c.auth.needed = s.signed.auth
+	}
+	if s.ws != nil && s.ws.auth != nil {
+		c.auth.needed = true
+		if c.session, err = newWSSession(); err != nil {
+			return nil, err
+		}
 	}
 	if s.ws != nil {
 		c.acks.next = cursor{} // WebSocket clients do not acknowledge

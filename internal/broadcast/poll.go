@@ -48,6 +48,10 @@ func (s *Server) rawConn(conn net.Conn) syscall.RawConn {
 // startReader parks a new plain TCP client's reader in the poller, or
 // starts a goroutine for it.
 func (c *client) startReader() {
+	if c.auth.needed && c.srv.ws != nil {
+		go c.wsAuthRead() // blocked in reads until the client has authenticated
+		return
+	}
 	if c.raw != nil {
 		rio := c.srv.getRawIO()
 		parked, _ := c.parkReader(rio)

@@ -41,6 +41,9 @@ func (s *Server) SetStart(seq uint64) {
 	}
 }
 
+// NextSeq returns the sequence number the next line published will have.
+func (s *Server) NextSeq() uint64 { return s.lines.endSeq.Load() }
+
 // Retained reports the range of the feed the server can still send.
 func (s *Server) Retained() Retained { return s.lines.retained() }
 

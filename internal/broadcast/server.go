@@ -515,7 +515,7 @@ func (s *Server) beginStart(conn net.Conn, listener net.Addr) {
 // not this one).
 func (s *Server) admitAt(conn net.Conn, listener net.Addr, at *seekStart, other string, pl Placement) {
 	lim := s.limits.Load()
-	needAuth := s.signed != nil && s.signed.auth
+	needAuth := s.requiresAuth()
 	s.mu.Lock()
 	if needAuth && lim.MaxUnauthenticated > 0 && s.authenticating >= lim.MaxUnauthenticated && !s.draining {
 		// Checked before max_clients: when both are reached, by a

@@ -198,13 +198,14 @@ type peerKey struct {
 // server's KeySet no longer accepts, such as one removed from the
 // authorized-keys file by a reload, and returns how many it closed.
 func (s *Server) DropRevoked() int {
-	if s.signed == nil || !s.signed.auth {
+	if !s.requiresAuth() {
 		return 0
 	}
+	keys := s.clientKeys()
 	s.mu.Lock()
 	var revoked []*client
 	for _, c := range s.clients {
-		if p := c.auth.key.Load(); p != nil && (s.signed.keys == nil || !s.signed.keys.Contains(p.pub)) {
+		if p := c.auth.key.Load(); p != nil && (keys == nil || !keys.Contains(p.pub)) {
 			revoked = append(revoked, c)
 		}
 	}

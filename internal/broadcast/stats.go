@@ -9,7 +9,7 @@ import (
 type Limits struct {
 	// MaxClients is the most clients connected at once; 0 means no limit.
 	MaxClients int
-	// MaxUnauthenticated is, on a signed server that requires
+	// MaxUnauthenticated is, on a server that requires
 	// authentication, the most clients connected at once that have yet
 	// to authenticate; 0 means no limit of their own (they count against
 	// MaxClients, as they always do). A connection over it is closed at

@@ -55,6 +55,7 @@ var wsCloseGrace = 5 * time.Second
 type wsServer struct {
 	ping  time.Duration
 	start func(net.Conn) (from, stream string)
+	auth  *wsAuth // set when clients must authenticate (SetWebSocketAuth)
 
 	lastPing time.Time // owned by the idle sweep
 }
@@ -200,6 +201,10 @@ func (c *client) wsCloseFor(reason closeReason) (code int, text string) {
 		return wsGoingAway, "server shutting down"
 	case closeProtocol:
 		return wsProtocolError, "protocol error"
+	case closeAuth:
+		return wsPolicy, "authentication failed"
+	case closeRevoked:
+		return wsPolicy, "key no longer authorized"
 	}
 	return 0, ""
 }

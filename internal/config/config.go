@@ -117,6 +117,15 @@ type WebSocket struct {
 	// TokenFile, when set, names a file (mode 0600 or tighter) whose one
 	// line is the bearer token that /v1/feed and /v1/status require.
 	TokenFile string `yaml:"token_file"`
+	// Auth is none or authorized_keys: a client of /v1/feed must then
+	// answer a challenge signed with the identity with the signature of
+	// a key of identity.authorized_keys before it is sent anything.
+	Auth Auth `yaml:"auth"`
+	// MaxUnauthenticated is, with Auth "authorized_keys", the most
+	// connections at once that have yet to authenticate; a new one over
+	// it is closed at once. 0 means no limit of their own. It changes on
+	// reload.
+	MaxUnauthenticated int `yaml:"max_unauthenticated"`
 	// TLS serves HTTPS and wss:// with TLS 1.3.
 	TLS SignedTLS `yaml:"tls"`
 }
@@ -387,7 +396,7 @@ func Default() Config {
 				UpstreamRate:       20,
 				UpstreamBurst:      40,
 			},
-			WebSocket: WebSocket{AllowedOrigins: []string{}, PingInterval: 20 * time.Second},
+			WebSocket: WebSocket{AllowedOrigins: []string{}, PingInterval: 20 * time.Second, Auth: AuthNone, MaxUnauthenticated: 1024},
 		},
 		Feed: Feed{
 			Source:       SourceStdin,
@@ -617,6 +626,15 @@ func (c *Config) Validate() []Problem {
 	if ws.Listen != "" && b.IdleTimeout > 0 && ws.PingInterval >= b.IdleTimeout {
 		bad("broadcast.websocket.ping_interval", "must be shorter than broadcast.idle_timeout (%s), or clients that answer every ping are closed as idle; got %s", b.IdleTimeout, ws.PingInterval)
 	}
+	nonNegative("broadcast.websocket.max_unauthenticated", ws.MaxUnauthenticated)
+	if ws.Auth == AuthAuthorizedKeys && ws.Listen != "" {
+		if !c.Identity.Enabled() {
+			bad("broadcast.websocket.auth", "authorized_keys needs an identity to sign the challenge; set identity.key_file or identity.generate: true")
+		}
+		if c.Identity.AuthorizedKeys == "" {
+			bad("broadcast.websocket.auth", "authorized_keys needs identity.authorized_keys, or no client could ever connect")
+		}
+	}
 	if st := ws.TLS; st.Enabled {
 		checkTLSSource(bad, "broadcast.websocket.tls", st.TLSFiles, c.Identity.Enabled())
 	} else if st.Given() {
@@ -710,8 +728,8 @@ func (c *Config) Validate() []Problem {
 	if sg.Auth == AuthAuthorizedKeys && p.Worker.Protocol == ProtocolSigned && sg.MaxUnauthenticated > 0 && p.Size > sg.MaxUnauthenticated {
 		bad("broadcast.signed.max_unauthenticated", "must be at least pool.size (%d), as the pool's workers authenticate when they start together; got %d", p.Size, sg.MaxUnauthenticated)
 	}
-	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" {
-		bad("identity.authorized_keys", "only the signed listener reads client messages; set broadcast.signed.listen too")
+	if c.Identity.AuthorizedKeys != "" && b.Signed.Listen == "" && (b.WebSocket.Listen == "" || b.WebSocket.Auth != AuthAuthorizedKeys) {
+		bad("identity.authorized_keys", "only the signed listener, and the WebSocket listener with auth: authorized_keys, use it; set broadcast.signed.listen or broadcast.websocket.auth too")
 	}
 
 	if !logLevels.valid(c.Log.Level) {

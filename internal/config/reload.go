@@ -83,15 +83,17 @@ var reloadRules = map[string]reloadRule{
 
 	// The WebSocket listener is set up at start, but for its
 	// certificate files, read again, like the signed listener's.
-	"broadcast.websocket.listen":             restartAs("broadcast.websocket"),
-	"broadcast.websocket.allowed_origins":    restartAs("broadcast.websocket"),
-	"broadcast.websocket.ping_interval":      restartAs("broadcast.websocket"),
-	"broadcast.websocket.token_file":         restartAs("broadcast.websocket"),
-	"broadcast.websocket.tls.enabled":        restartAs("broadcast.websocket"),
-	"broadcast.websocket.tls.cert_file":      live,
-	"broadcast.websocket.tls.key_file":       live,
-	"broadcast.websocket.tls.self_signed":    restartAs("broadcast.websocket"),
-	"broadcast.websocket.tls.client_ca_file": live,
+	"broadcast.websocket.listen":              restartAs("broadcast.websocket"),
+	"broadcast.websocket.allowed_origins":     restartAs("broadcast.websocket"),
+	"broadcast.websocket.ping_interval":       restartAs("broadcast.websocket"),
+	"broadcast.websocket.token_file":          restartAs("broadcast.websocket"),
+	"broadcast.websocket.auth":                restartAs("broadcast.websocket"),
+	"broadcast.websocket.max_unauthenticated": live,
+	"broadcast.websocket.tls.enabled":         restartAs("broadcast.websocket"),
+	"broadcast.websocket.tls.cert_file":       live,
+	"broadcast.websocket.tls.key_file":        live,
+	"broadcast.websocket.tls.self_signed":     restartAs("broadcast.websocket"),
+	"broadcast.websocket.tls.client_ca_file":  live,
 
 	"feed.source":         restartOnly,
 	"feed.path":           restartAs("feed.source"),

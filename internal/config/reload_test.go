@@ -61,7 +61,7 @@ var restartNames = map[string][]string{
 		"broadcast.signed.tls.enabled", "broadcast.signed.tls.self_signed"},
 	"broadcast.delivery": {"broadcast.delivery"},
 	"broadcast.websocket": {"broadcast.websocket.listen", "broadcast.websocket.allowed_origins",
-		"broadcast.websocket.ping_interval", "broadcast.websocket.token_file",
+		"broadcast.websocket.ping_interval", "broadcast.websocket.token_file", "broadcast.websocket.auth",
 		"broadcast.websocket.tls.enabled", "broadcast.websocket.tls.self_signed"},
 	"feed.source":          {"feed.source", "feed.path"},
 	"feed.max_line_bytes":  {"feed.max_line_bytes"},

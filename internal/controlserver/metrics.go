@@ -76,7 +76,7 @@ func newCollector(b Backend) *collector {
 		keepAlives:      d("keepalives_answered_total", "Keep-alives answered: KEEP_ALIVE_ACK lines and signed PONGs written."),
 		rejected:        d("clients_rejected_frames_total", "Signed frames from clients that failed verification."),
 		tlsFailed:       d("clients_tls_failed_total", "Clients that failed the TLS handshake and received nothing."),
-		authFailed:      d("clients_auth_failed_total", "Clients of the signed listener that failed authentication and received nothing."),
+		authFailed:      d("clients_auth_failed_total", "Clients of a listener that requires authentication (signed, WebSocket) that failed it and received nothing."),
 		rateLimited:     d("clients_rate_limited_messages_total", "Signed client messages refused over their client's rate."),
 		unknownLines:    d("clients_unknown_lines_total", "Lines from text clients that were neither ACK_RECEIVED nor KEEP_ALIVE."),
 		poolDesired:     d("pool_workers_desired", "Worker slots the pool should run."),

@@ -61,6 +61,10 @@ type listeners struct {
 	web    *webfeed.Server   // the WebSocket listener's HTTP side; nil without broadcast.websocket
 	webTLS *tlsconf.Server   // nil without TLS on it
 	webWS  *broadcast.Server // its WebSocket clients
+	// webKeys are the client keys of the WebSocket listener with auth:
+	// authorized_keys (the file's only: pool workers never connect
+	// there); nil without.
+	webKeys *identity.Keyring
 	// startWeb is broadcast.websocket as the daemon started.
 	startWeb config.WebSocket
 }
@@ -286,10 +290,37 @@ func (l *listeners) bindWebSocket(cfg config.Config, wc config.WebSocket) (net.L
 	}
 	log := l.logger.WithField(logging.FieldComponent, "broadcast").WithField(logging.FieldScope, "websocket")
 	l.web = webfeed.New(raw, o, log)
-	l.webWS = broadcast.NewWebSocket(l.web.Feed(), limitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval, Start: l.web.Start}, log)
+	l.webWS = broadcast.NewWebSocket(l.web.Feed(), webLimitsOf(cfg), broadcast.WebSocketOptions{PingInterval: wc.PingInterval, Start: l.web.Start}, log)
+	l.web.SetNext(l.webWS.NextSeq)
+	if wc.Auth == config.AuthAuthorizedKeys {
+		if err := l.webAuth(cfg); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
 	l.startWeb = wc
 	l.add(control.ListenerWebSocket, protocol, raw.Addr(), l.webWS)
 	return raw, nil
+}
+
+// webAuth makes the WebSocket listener's clients authenticate with a key
+// of identity.authorized_keys, answering a challenge signed with the
+// identity.
+func (l *listeners) webAuth(cfg config.Config) error {
+	if l.id == nil {
+		return errors.New("broadcast.websocket.auth: authorized_keys needs an identity; set identity.key_file or identity.generate: true")
+	}
+	path := cfg.Identity.AuthorizedKeys
+	if path == "" {
+		return errors.New("broadcast.websocket.auth: authorized_keys needs identity.authorized_keys")
+	}
+	file, err := identity.LoadAuthorizedKeys(path)
+	if err != nil {
+		return fmt.Errorf("identity.authorized_keys: %w", err)
+	}
+	l.webKeys = identity.NewKeyring(file)
+	return l.webWS.SetWebSocketAuth(broadcast.WebSocketAuth{Key: l.id.Private, Keys: l.webKeys,
+		TimestampWindow: cfg.Broadcast.Signed.TimestampWindow})
 }
 
 // setStatus gives the WebSocket listener's GET /v1/status the daemon's
@@ -452,7 +483,11 @@ func (l *listeners) publishMessage(m message.Message) (uint64, error) {
 // and its work-queue settings to the queue.
 func (l *listeners) setLimits(cfg config.Config) {
 	for _, s := range l.servers {
-		s.SetLimits(limitsOf(cfg))
+		if s == l.webWS {
+			s.SetLimits(webLimitsOf(cfg))
+		} else {
+			s.SetLimits(limitsOf(cfg))
+		}
 		s.SetRetention(retentionOf(cfg))
 	}
 	if l.queue != nil {
@@ -630,25 +665,35 @@ func (l *listeners) reload(next config.Config) {
 // connections and client messages are checked against the new keys. A
 // file that does not parse changes nothing.
 func (l *listeners) reloadAuthorizedKeys(path string) {
-	if l.keys == nil {
+	if l.keys == nil && l.webKeys == nil {
 		return
 	}
+	var file *identity.AuthorizedKeys
 	if path == "" {
-		if l.keys.File() != nil {
+		if l.keys != nil && l.keys.File() != nil {
 			l.log.Info("Reload: no authorized-keys file any more; only pool workers' keys are accepted")
 		}
-		l.keys.SetFile(nil)
-		l.signed.DropRevoked()
-		return
+		if l.webKeys != nil && l.webKeys.File() != nil {
+			l.log.Warn("Reload: no authorized-keys file any more; no WebSocket client can authenticate")
+		}
+	} else {
+		var err error
+		if file, err = identity.LoadAuthorizedKeys(path); err != nil {
+			l.log.WithError(err).Error("Reload: authorized keys not applied; the previous ones stay")
+			return
+		}
+		l.log.WithField("file", path).Infof("Reload: %d client keys authorized", file.Len())
 	}
-	file, err := identity.LoadAuthorizedKeys(path)
-	if err != nil {
-		l.log.WithError(err).Error("Reload: authorized keys not applied; the previous ones stay")
-		return
+	n := 0
+	if l.keys != nil {
+		l.keys.SetFile(file)
+		n += l.signed.DropRevoked()
 	}
-	l.keys.SetFile(file)
-	l.log.WithField("file", path).Infof("Reload: %d client keys authorized", file.Len())
-	if n := l.signed.DropRevoked(); n > 0 {
+	if l.webKeys != nil {
+		l.webKeys.SetFile(file)
+		n += l.webWS.DropRevoked()
+	}
+	if n > 0 {
 		l.log.Warnf("Reload: %d clients whose key is no longer authorized were disconnected", n)
 	}
 }
@@ -711,12 +756,20 @@ func queueOptions(cfg config.Config) workqueue.Options {
 	}
 }
 
+// webLimitsOf derives the WebSocket listener's client limits from a
+// configuration.
+func webLimitsOf(cfg config.Config) broadcast.Limits {
+	lim := limitsOf(cfg)
+	lim.MaxUnauthenticated = cfg.Broadcast.WebSocket.MaxUnauthenticated
+	return lim
+}
+
 // limitsOf derives the servers' client limits from a configuration.
 func limitsOf(cfg config.Config) broadcast.Limits {
 	b := cfg.Broadcast
 	return broadcast.Limits{
 		MaxClients:         b.MaxClients,
-		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // used by the signed listener only
+		MaxUnauthenticated: b.Signed.MaxUnauthenticated, // the signed listener's; webLimitsOf sets the WebSocket listener's
 		IdleTimeout:        b.IdleTimeout,
 		TCPKeepAlive: broadcast.TCPKeepAlive{
 			Idle:     b.TCPKeepAlive.Idle,

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatty-dev/chatty/pkg/control"
@@ -68,7 +69,14 @@ type Server struct {
 	// starts holds where each upgraded connection asked to start until
 	// the broadcast server admits it (Start).
 	starts sync.Map // net.Conn -> start
+	// next, set before Run, returns the sequence number of the feed's
+	// next line (SetNext).
+	next func() uint64
 }
+
+// testHookUpgraded, when set, runs after a connection is upgraded and
+// before it is handed to the broadcast server (a variable for tests).
+var testHookUpgraded atomic.Pointer[func()]
 
 // New returns a server that will serve on ln.
 func New(ln net.Listener, o Options, logger *logrus.Entry) *Server {
@@ -112,6 +120,14 @@ func New(ln net.Listener, o Options, logger *logrus.Entry) *Server {
 // SetStatus sets where GET /v1/status gets the daemon's status. It must
 // be called before Run; without it the path answers 404.
 func (s *Server) SetStatus(f func() control.Status) { s.status = f }
+
+// SetNext sets where a client that asks for ?from=next starts: next
+// returns the sequence number of the feed's next line (the broadcast
+// server's NextSeq), read when the request arrives, before the upgrade,
+// so that a line published while the connection is being upgraded and
+// admitted is sent too. It must be called before Run; without it such a
+// client starts when the broadcast server admits it.
+func (s *Server) SetNext(next func() uint64) { s.next = next }
 
 // Feed returns the listener of the upgraded connections, for the
 // broadcast server. Its address is the server's.
@@ -206,12 +222,20 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "stream: longer than 64 characters")
 		return
 	}
+	if st.from == "next" && s.next != nil {
+		// From the request's moment, not the admission's: the client
+		// is then sent every line published after it asked.
+		st = start{from: strconv.FormatUint(s.next(), 10)}
+	}
 	ws, err := s.up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
 	}
 	conn := ws.NetConn()
 	conn.SetDeadline(time.Time{}) // the HTTP server's and the handshake's
+	if h := testHookUpgraded.Load(); h != nil {
+		(*h)()
+	}
 	if st.from != "" {
 		s.starts.Store(conn, st)
 	}

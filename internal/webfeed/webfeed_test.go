@@ -60,6 +60,7 @@ func startFeed(t *testing.T, lim broadcast.Limits, o webfeed.Options, wo broadca
 	})
 	wo.Start = web.Start
 	bc := broadcast.NewWebSocket(web.Feed(), lim, wo, log)
+	web.SetNext(bc.NextSeq)
 	for _, f := range setup {
 		f(bc)
 	}
@@ -628,6 +629,30 @@ func TestResume(t *testing.T) {
 	_, resp, err := websocket.DefaultDialer.Dial(f.url("from=0"), nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("from=0: %v (%s), want 400", err, body(resp))
+	}
+}
+
+// A client of ?from=next starts where the feed was when its request
+// arrived: a line published after that, while the connection is being
+// upgraded and before it is admitted, reaches it, first of the lines.
+func TestFromNextStartsAtTheRequest(t *testing.T) {
+	f := startFeed(t, testLimits(), webfeed.Options{}, broadcast.WebSocketOptions{}, func(s *broadcast.Server) {
+		s.SetStream("s1")
+	})
+	f.bc.Publish([][]byte{[]byte("before")})
+	webfeed.SetUpgradedHook(func() { f.bc.Publish([][]byte{[]byte("between")}) })
+	t.Cleanup(func() { webfeed.SetUpgradedHook(nil) })
+	c := f.dial(t, "from=next", nil)
+	webfeed.SetUpgradedHook(nil)
+	if got := readText(t, c); got != `{"stream":"s1","first":2}`+"\n" {
+		t.Fatalf("preamble %q, want the line after \"before\" first", got)
+	}
+	f.waitClients(t, 1)
+	f.bc.Publish([][]byte{[]byte("after")})
+	for _, want := range []string{"between", "after"} {
+		if got := readText(t, c); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
 	}
 }
 

@@ -281,8 +281,9 @@ type ClientsSummary struct {
 	// TLSFailed counts clients that failed the TLS handshake (a missing
 	// or untrusted client certificate included); they received nothing.
 	TLSFailed uint64 `json:"tls_failed"`
-	// AuthFailed counts clients of a signed listener that requires
-	// authentication which did not authenticate; they received nothing.
+	// AuthFailed counts clients of a listener that requires
+	// authentication (signed, or WebSocket with auth: authorized_keys)
+	// which did not authenticate; they received nothing.
 	AuthFailed uint64 `json:"auth_failed"`
 	// RateLimited counts signed client messages refused over their
 	// client's rate.
@@ -290,11 +291,11 @@ type ClientsSummary struct {
 	// UnknownLines counts the lines from text clients that were neither
 	// ACK_RECEIVED nor KEEP_ALIVE, those of clients that left included.
 	UnknownLines uint64 `json:"unknown_lines"`
-	// Authenticating counts the connected clients of a signed listener
-	// that requires authentication which have yet to authenticate.
+	// Authenticating counts the connected clients of a listener that
+	// requires authentication which have yet to authenticate.
 	Authenticating int `json:"authenticating"`
 	// UnauthenticatedRefused counts connections to such a listener closed
-	// at once because broadcast.signed.max_unauthenticated clients were
+	// at once because its max_unauthenticated clients were
 	// authenticating already; they received nothing.
 	UnauthenticatedRefused uint64 `json:"unauthenticated_refused"`
 	// Resumed counts clients that started at a sequence number (the
