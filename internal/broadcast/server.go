@@ -275,6 +275,10 @@ type ClientIDs struct{ last atomic.Uint64 }
 
 func (ids *ClientIDs) next() uint64 { return ids.last.Add(1) }
 
+// Next returns the next id, for a listener of the daemon that is no
+// Server (the work queue).
+func (ids *ClientIDs) Next() uint64 { return ids.next() }
+
 // SetClientIDs makes s number its clients from ids. It must be called
 // before Run.
 func (s *Server) SetClientIDs(ids *ClientIDs) { s.ids = ids }

@@ -151,6 +151,9 @@ func bindListeners(cfg config.Config, passed net.Listener, id *identity.Identity
 	// clients never shows an id twice; one stream, whose sequence numbers
 	// every listener shares.
 	ids := new(broadcast.ClientIDs)
+	if l.queue != nil {
+		l.queue.SetClientIDs(ids)
+	}
 	for _, s := range l.servers {
 		s.SetClientIDs(ids)
 		s.SetStream(l.stream)

@@ -137,7 +137,8 @@ type Queue struct {
 	log    *logrus.Entry
 	now    func() time.Time
 	wg     sync.WaitGroup // connection goroutines
-	nextID atomic.Uint64  // last worker id given
+	nextID atomic.Uint64  // last worker id given, unless ids is set
+	ids    IDSource       // numbers workers with the daemon's other clients; set before Run
 
 	mu      sync.Mutex // guards everything below
 	room    sync.Cond  // on mu: signalled when lines leave the queue or it closes
@@ -164,6 +165,22 @@ type counters struct {
 	published, acked, mismatched, redeliveries   uint64
 	deadLettered, deadDropped, accepted, refused uint64
 	keepAlives, unknown, ackTimeouts, badStarts  uint64
+}
+
+// IDSource hands out connection ids, such as the broadcast servers'
+// shared numbering, so that a daemon's workers and clients never share
+// an id.
+type IDSource interface{ Next() uint64 }
+
+// SetClientIDs makes the queue number its workers from ids, shared with
+// the daemon's other listeners. It must be called before Run.
+func (q *Queue) SetClientIDs(ids IDSource) { q.ids = ids }
+
+func (q *Queue) newID() uint64 {
+	if q.ids != nil {
+		return q.ids.Next()
+	}
+	return q.nextID.Add(1)
 }
 
 // New returns a queue that will accept workers on ln. It starts nothing.
@@ -279,7 +296,7 @@ func (q *Queue) acceptLoop(ctx context.Context, ln net.Listener, sequenced bool)
 			continue
 		}
 		delay = 0
-		id := q.nextID.Add(1)
+		id := q.newID()
 		if sequenced {
 			q.awaitStart(id, conn)
 			continue
