@@ -77,7 +77,7 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 	}
 
 	alerts := alertRules(t)
-	for _, want := range []string{"ChattyWorkerCrashLoop", "ChattySlowConsumers", "ChattyFeedStalled", "ChattyAckMismatches"} {
+	for _, want := range []string{"ChattyWorkerCrashLoop", "ChattySlowConsumers", "ChattyFeedStalled", "ChattyAckMismatches", "ChattyRetentionExceeded"} {
 		if _, ok := alerts[want]; !ok {
 			t.Errorf("%s has no alert %s", alertsFile, want)
 		}
