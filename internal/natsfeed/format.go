@@ -31,9 +31,9 @@
 // The Publisher reads the stream's last message when it starts, and after
 // any failed publish, and numbers its next line one past that message's
 // last line. Every publish carries Nats-Expected-Last-Sequence (the
-// stream sequence it must follow; not Nats-Expected-Last-Msg-Id, which
-// can wedge a clustered stream, see Publisher.send). The stream stores a
-// batch only directly after the message its
+// stream sequence it must follow) and, but for the first after such a
+// read, Nats-Expected-Last-Msg-Id (the id of the Publisher's batch before
+// it). The stream stores a batch only directly after the message its
 // numbers continue, so two publishers never store the same number: the
 // one that loses the race gets an error, reads the stream again and
 // numbers its batches anew. A batch retried after a lost acknowledgement

@@ -79,6 +79,7 @@ type Publisher struct {
 	next     uint64   // line sequence of the next line; 0 before the numbering is read
 	own      uint64   // Unnumbered: this publisher's number of its next line
 	lastSeq  uint64   // stream sequence the next publish must follow
+	lastID   string   // message id the next publish must follow; "" for none
 	acked    uint64   // stream sequence of the last batch acknowledged or read
 	queue    []*batch // batches to publish again, first in line order
 	inflight []*batch // published, not yet acknowledged, in order
@@ -337,15 +338,10 @@ func (p *Publisher) send(b *batch) error {
 	m := encode(p.opts.Subject, b.id, b.first, b.lines)
 	var opts []jetstream.PublishOpt
 	if !p.opts.Unnumbered {
-		// Only the stream sequence: in a cluster, a publish whose
-		// Nats-Expected-Last-Msg-Id is checked against a message still
-		// being replicated can be accepted by the leader and refused
-		// by the replicas, which wedges the stream (nats-server 2.15.3
-		// logged "critical write error: last msgid mismatch" and
-		// answered 503 from then on, under two racing publishers).
-		// The sequence alone keeps two publishers from storing after
-		// the same message.
 		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
+		if p.lastID != "" {
+			opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
+		}
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
 	if err != nil {
@@ -358,6 +354,7 @@ func (p *Publisher) send(b *batch) error {
 	p.inflight = append(p.inflight, b)
 	p.stats.pending.Store(int64(len(p.inflight)))
 	p.lastSeq++
+	p.lastID = b.id
 	return nil
 }
 
@@ -467,8 +464,13 @@ func (p *Publisher) sync(ctx context.Context) error {
 		p.queue = kept
 	}
 	var end uint64
+	lastID := ""
 	if last > 0 && info.State.Msgs > 0 {
-		var err error
+		m, err := p.stream.GetMsg(ctx, last)
+		if err != nil {
+			return fmt.Errorf("read the stream's last message %d: %w", last, err)
+		}
+		lastID = m.Header.Get(nats.MsgIdHdr)
 		if end, err = lineEnd(ctx, p.stream, last); err != nil {
 			return err
 		}
@@ -481,7 +483,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 		}
 		p.log.WithField("stream_seq", last).Warn("NATS: the stream is empty; line numbers go on from this publisher's, and may repeat another's")
 	}
-	p.next, p.lastSeq, p.acked = end+1, last, last
+	p.next, p.lastSeq, p.lastID, p.acked = end+1, last, lastID, last
 	p.stats.synced.Store(true)
 	p.log.WithFields(logrus.Fields{"stream_seq": last, "next_line": p.next, "resend": len(p.queue)}).Debug("NATS: numbering read from the stream")
 	return nil
