@@ -154,15 +154,8 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 				c.authFailed(verr)
 				return false
 			}
-			fp := identity.Fingerprint(key)
-			c.auth.key.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
 			c.conn.SetDeadline(time.Time{})
-			c.srv.mu.Lock()
-			c.srv.authDoneLocked(c) // its place is free for the next
-			c.srv.mu.Unlock()
-			c.log().WithField("key", fp).Info("Client authenticated")
-			c.auth.done.Store(true)
-			c.wakeWriter()
+			c.authenticated(key)
 			return true
 		}
 		var n int
@@ -288,4 +281,18 @@ func (c *client) handleSeqAck(seq uint64) {
 	c.acks.nextSeq.Store(seq + 1)
 	c.acks.lastGood.Store(seq)
 	c.acks.good.Add(1)
+}
+
+// authenticated records that the client proved it holds key (a signed
+// or WebSocket client's AUTH): its place among those authenticating is
+// freed, and its writer may send.
+func (c *client) authenticated(key ed25519.PublicKey) {
+	fp := identity.Fingerprint(key)
+	c.auth.key.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
+	c.srv.mu.Lock()
+	c.srv.authDoneLocked(c) // its place is free for the next
+	c.srv.mu.Unlock()
+	c.log().WithField("key", fp).Info("Client authenticated")
+	c.auth.done.Store(true)
+	c.wakeWriter()
 }

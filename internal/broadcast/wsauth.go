@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"time"
 
@@ -189,15 +188,8 @@ func (c *client) wsAuthenticate() bool {
 		c.wsAuthFailed(why, err)
 		return false
 	}
-	fp := identity.Fingerprint(key)
-	c.auth.key.Store(&peerKey{pub: slices.Clone(key), fingerprint: fp})
 	c.conn.SetWriteDeadline(time.Time{})
-	c.srv.mu.Lock()
-	c.srv.authDoneLocked(c) // its place is free for the next
-	c.srv.mu.Unlock()
-	c.log().WithField("key", fp).Info("Client authenticated")
-	c.auth.done.Store(true)
-	c.wakeWriter()
+	c.authenticated(key)
 	return true
 }
 
