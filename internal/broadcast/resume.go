@@ -103,9 +103,8 @@ func (l *log) joinAt(at seekStart, other string) (cursor, joined, gapRange, erro
 	if err != nil {
 		return cursor{}, joined{}, gapRange{}, err
 	}
-	gap := gapRange{res.gapFrom, res.gapTo}
-	j, err := l.codec.resumeLocked(l, res.cur, gap, other)
-	return res.cur, j, gap, err
+	j, err := l.codec.resumeLocked(l, res.cur, res.gap, other)
+	return res.cur, j, res.gap, err
 }
 
 // startTimeout is how long the sequenced listener waits for a client's

@@ -91,7 +91,7 @@ func TestRetentionOffKeepsNothingForResume(t *testing.T) {
 	l.mu.Lock()
 	res, err := l.seekLocked(seekStart{seq: 1})
 	l.mu.Unlock()
-	if err != nil || res.gapFrom != 1 || res.gapTo != l.head.firstSeq-1 {
+	if err != nil || res.gap != (gapRange{1, l.head.firstSeq - 1}) {
 		t.Errorf("seek 1 with retention off: %+v, %v; want a gap up to %d", res, err, l.head.firstSeq-1)
 	}
 }
@@ -107,8 +107,8 @@ func TestSeekFindsEveryLine(t *testing.T) {
 			l.mu.Lock()
 			res, err := l.seekLocked(seekStart{seq: seq})
 			l.mu.Unlock()
-			if err != nil || !res.gapEmpty() {
-				t.Fatalf("%T seek %d: %v, gap %d..%d", cd, seq, err, res.gapFrom, res.gapTo)
+			if err != nil || !res.gap.empty() {
+				t.Fatalf("%T seek %d: %v, gap %d..%d", cd, seq, err, res.gap.From, res.gap.To)
 			}
 			data, _ := res.cur.next()
 			want := lineOf(seq) + "\n"
@@ -131,8 +131,6 @@ func TestSeekFindsEveryLine(t *testing.T) {
 		}
 	}
 }
-
-func (r seekResult) gapEmpty() bool { return r.gapTo < r.gapFrom }
 
 // startSeqServer runs a sequenced server with retention until the test ends.
 func startSeqServer(t *testing.T, lim Limits, r Retention) *Server {
@@ -371,3 +369,4 @@ func TestLaggingClientInsideRetentionIsNoSlowConsumer(t *testing.T) {
 	publishRange(s, 40001, 400000)
 	poll.Eventually(t, wait, func() bool { return s.Stats().SlowConsumers == 1 }, "client behind the retention cut off")
 }
+

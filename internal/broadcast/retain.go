@@ -109,9 +109,9 @@ type seekStart struct {
 // seekResult is where a resuming client starts.
 type seekResult struct {
 	cur cursor // the log's position of the first line to send
-	// gapFrom and gapTo are the lines asked for that the log no longer
-	// holds (or never had); gapTo < gapFrom when none.
-	gapFrom, gapTo uint64
+	// gap is the lines asked for that the log no longer holds (or never
+	// had); empty when none.
+	gap gapRange
 }
 
 // errAhead is returned by seek for a sequence number the log has not
@@ -144,9 +144,9 @@ func (l *log) seekLocked(at seekStart) (seekResult, error) {
 	if seq > end {
 		return seekResult{}, fmt.Errorf("%w: line %d asked for, the stream's next is %d", errAhead, seq, end)
 	}
-	res := seekResult{gapFrom: 1, gapTo: 0}
+	res := seekResult{gap: gapRange{From: 1, To: 0}}
 	if seq < c.firstSeq {
-		res.gapFrom, res.gapTo = seq, c.firstSeq-1
+		res.gap = gapRange{From: seq, To: c.firstSeq - 1}
 		seq = c.firstSeq
 	}
 	for {
@@ -164,10 +164,10 @@ func (l *log) seekLocked(at seekStart) (seekResult, error) {
 			res.cur = cursor{c: c, off: n, seq: c.firstSeq + lines}
 			return res, nil
 		}
-		if res.gapTo < res.gapFrom {
-			res.gapFrom = seq
+		if res.gap.empty() {
+			res.gap.From = seq
 		}
-		res.gapTo = nxt.firstSeq - 1
+		res.gap.To = nxt.firstSeq - 1
 		res.cur = cursor{c: nxt, off: 0, seq: nxt.firstSeq}
 		return res, nil
 	}
