@@ -370,3 +370,27 @@ func TestLaggingClientInsideRetentionIsNoSlowConsumer(t *testing.T) {
 	poll.Eventually(t, wait, func() bool { return s.Stats().SlowConsumers == 1 }, "client behind the retention cut off")
 }
 
+// A sequenced client whose START is still awaited holds its place among
+// max_clients: silent connections cannot get past the limit.
+func TestSequencedAwaitedStartCountsAgainstMaxClients(t *testing.T) {
+	old := startTimeout
+	startTimeout = time.Minute // the first client stays awaited
+	t.Cleanup(func() { startTimeout = old })
+	lim := testLimits()
+	lim.MaxClients = 1
+	s := startSeqServer(t, lim, Retention{Bytes: 1 << 30})
+	silent := dialStart(t, s, "")
+	defer silent.Close()
+	poll.Eventually(t, wait, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.starting == 1
+	}, "the silent client awaited")
+	second := dialStart(t, s, "START - next")
+	if got := second.readLine(t); !strings.HasPrefix(got, "ERROR too many clients") {
+		t.Fatalf("second client got %q, want the max_clients refusal", got)
+	}
+	if st := s.Stats(); st.Refused != 1 {
+		t.Errorf("refused %d, want 1", st.Refused)
+	}
+}
