@@ -125,7 +125,7 @@ func watchSequenced(ctx context.Context, conn net.Conn, addr string, r resume, k
 	if _, err := conn.Write(wire.AppendStart(nil, r.start)); err != nil {
 		return fmt.Errorf("watch %s: send START: %w", addr, err)
 	}
-	var writeMu sync.Mutex // keep-alives and nothing else share the connection's writes
+	// From here on only the keep-alives write to the connection.
 	if keepAlive > 0 {
 		done := make(chan struct{})
 		var wg sync.WaitGroup
@@ -137,10 +137,7 @@ func watchSequenced(ctx context.Context, conn net.Conn, addr string, r resume, k
 				case <-done:
 					return
 				case <-t.C:
-					writeMu.Lock()
-					_, err := conn.Write(keepAliveLine)
-					writeMu.Unlock()
-					if err != nil {
+					if _, err := conn.Write(keepAliveLine); err != nil {
 						return
 					}
 				}
