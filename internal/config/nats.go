@@ -105,7 +105,10 @@ type NATSStream struct {
 
 // NATSPublish configures the publisher.
 type NATSPublish struct {
-	// Window is the most batches published and not yet acknowledged.
+	// Window is the most batches published to the work-queue stream
+	// and not yet acknowledged. The shared feed's publisher has one batch
+	// in flight at a time, which its numbering needs (docs/scale-out.md),
+	// and puts what comes meanwhile in the next.
 	Window int `yaml:"window"`
 	// AckTimeout is how long a publish waits for its acknowledgement
 	// before it is retried.

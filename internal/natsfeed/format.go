@@ -13,11 +13,12 @@
 //	Chatty-Seq:   the global sequence number of its first line (decimal)
 //	Chatty-Lines: how many lines it carries (decimal)
 //
-// plus Nats-Msg-Id (PublisherID "-" Chatty-Seq), for the stream's
-// de-duplication. Lines of a message are numbered Chatty-Seq,
-// Chatty-Seq+1, ...; every message of the stream continues the numbering
-// of the one before it, so the numbers are consecutive in the stream's
-// order and the same on every edge, whichever message it starts from.
+// plus Nats-Msg-Id (the publisher's id "-" its own count of the lines it
+// has taken before), for the stream's de-duplication. Lines of a message
+// are numbered Chatty-Seq, Chatty-Seq+1, ...; every message of the stream
+// continues the numbering of the one before it, so the numbers are
+// consecutive in the stream's order and the same on every edge, whichever
+// message it starts from.
 //
 // A message without Chatty-Seq (published by another tool, such as
 // `nats pub chatty.feed --send-on=newline`) continues the numbering too:
@@ -30,14 +31,25 @@
 //
 // The Publisher reads the stream's last message when it starts, and after
 // any failed publish, and numbers its next line one past that message's
-// last line. Every publish carries Nats-Expected-Last-Sequence (the
-// stream sequence it must follow) and, but for the first after such a
-// read, Nats-Expected-Last-Msg-Id (the id of the Publisher's batch before
-// it). The stream stores a batch only directly after the message its
-// numbers continue, so two publishers never store the same number: the
-// one that loses the race gets an error, reads the stream again and
-// numbers its batches anew. A batch retried after a lost acknowledgement
-// has the same Nats-Msg-Id and is stored once.
+// last line. Every publish carries Nats-Expected-Last-Sequence, the stream
+// sequence of the message its numbers continue, and a numbering publisher
+// has one batch in flight at a time: it publishes the next only once the
+// stream has acknowledged the one before, so the message a publish
+// expects to follow is always one whose last line it knows (read, or its
+// own acknowledged). The stream stores a batch only directly after that
+// message, so two publishers never store the same number and never leave
+// a hole: the one that loses the race gets an error, reads the stream
+// again and numbers its batch anew. Lines that come while a batch is in
+// flight go together in the next (up to the batch limits), which is what
+// keeps publishing fast.
+//
+// A batch keeps its Nats-Msg-Id when it is published again (after a lost
+// acknowledgement or a refused publish, possibly with new numbers), so
+// the stream stores it once: the retry is answered as a duplicate of the
+// stored one, whose numbers stand, and the Publisher reads the numbering
+// again. Nats-Expected-Last-Msg-Id is not used: nats-server checks it
+// again on every node of a clustered stream as it applies a message, and
+// a node that disagrees (one restarted or caught up) stops the stream.
 package natsfeed
 
 import (

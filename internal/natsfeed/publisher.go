@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/sirupsen/logrus"
@@ -19,7 +18,11 @@ import (
 type PublisherOptions struct {
 	// Subject is the subject the feed is published on.
 	Subject string
-	// Window is the most batches published and not yet acknowledged.
+	// Window is the most batches published and not yet acknowledged,
+	// for an Unnumbered stream. A numbered stream takes one batch at a
+	// time (see the package documentation: a batch's numbers are safe
+	// only when the message it follows is known); lines that come
+	// meanwhile wait, and go in the next batch together.
 	Window int
 	// BufferBytes bounds the lines taken and not yet acknowledged (each
 	// counted with its "\n"); Publish blocks while they would exceed it.
@@ -31,11 +34,10 @@ type PublisherOptions struct {
 	// what it holds acknowledged.
 	Drain time.Duration
 	// Unnumbered publishes into a stream whose lines carry no global
-	// numbers (the work-queue stream): each publisher numbers its own
-	// batches from 1 for their message ids, a batch published again
-	// keeps its id (so that the stream stores it once), and no publish
-	// expects the stream's last message, so that publishers do not
-	// contend. Chatty-Seq is then this publisher's number.
+	// numbers (the work-queue stream): no publish expects the stream's
+	// last message, so that publishers do not contend, and up to Window
+	// batches are in flight. Chatty-Seq is then this publisher's own
+	// number of the batch's first line.
 	Unnumbered bool
 }
 
@@ -77,10 +79,9 @@ type Publisher struct {
 
 	// Owned by Run.
 	next     uint64   // line sequence of the next line; 0 before the numbering is read
-	own      uint64   // Unnumbered: this publisher's number of its next line
+	own      uint64   // this publisher's own number of its next line, for message ids
 	lastSeq  uint64   // stream sequence the next publish must follow
-	lastID   string   // message id the next publish must follow; "" for none
-	acked    uint64   // stream sequence of the last batch acknowledged or read
+	stored   uint64   // stream sequence of a batch stored before its retry, whose numbers sync reads; 0 if none
 	queue    []*batch // batches to publish again, first in line order
 	inflight []*batch // published, not yet acknowledged, in order
 
@@ -113,11 +114,15 @@ func NewPublisher(js jetstream.JetStream, stream jetstream.Stream, opts Publishe
 
 func newPublisher(js jetstream.JetStream, g msgGetter, info func(context.Context) (*jetstream.StreamInfo, error), opts PublisherOptions, log *logrus.Entry) *Publisher {
 	opts.Window = max(opts.Window, 1)
+	if !opts.Unnumbered {
+		opts.Window = 1
+	}
 	opts.BatchLines = max(opts.BatchLines, 1)
 	opts.BatchBytes = max(opts.BatchBytes, 1)
 	return &Publisher{
 		js: js, stream: g, info: info, opts: opts, log: log,
 		id:   nuid.Next(),
+		own:  1,
 		room: make(chan struct{}),
 		more: make(chan struct{}, 1),
 	}
@@ -319,17 +324,17 @@ func (p *Publisher) take() *batch {
 			return nil
 		}
 	}
-	if p.opts.Unnumbered {
-		if b.id == "" {
-			b.first = p.own
-			b.id = p.id + "-" + strconv.FormatUint(b.first, 10)
-			p.own += uint64(len(b.lines))
-		}
-		return b
+	// A batch keeps its message id when it is published again, so that
+	// the stream stores it once whatever its numbers are by then.
+	if b.id == "" {
+		b.id = p.id + "-" + strconv.FormatUint(p.own, 10)
+		b.first = p.own
+		p.own += uint64(len(b.lines))
 	}
-	b.first = p.next
-	b.id = p.id + "-" + strconv.FormatUint(b.first, 10)
-	p.next += uint64(len(b.lines))
+	if !p.opts.Unnumbered {
+		b.first = p.next
+		p.next += uint64(len(b.lines))
+	}
 	return b
 }
 
@@ -339,9 +344,6 @@ func (p *Publisher) send(b *batch) error {
 	var opts []jetstream.PublishOpt
 	if !p.opts.Unnumbered {
 		opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
-		if p.lastID != "" {
-			opts = append(opts, jetstream.WithExpectLastMsgID(p.lastID))
-		}
 	}
 	fut, err := p.js.PublishMsgAsync(m, opts...)
 	if err != nil {
@@ -354,22 +356,41 @@ func (p *Publisher) send(b *batch) error {
 	p.inflight = append(p.inflight, b)
 	p.stats.pending.Store(int64(len(p.inflight)))
 	p.lastSeq++
-	p.lastID = b.id
 	return nil
 }
 
-// done records b's acknowledgement.
+// done records b's acknowledgement. A numbered batch acknowledged as a
+// duplicate was stored by an earlier attempt, under the numbers it had
+// then, and is not the stream's last message as this publisher knows it:
+// the numbering is read again.
 func (p *Publisher) done(b *batch, ack *jetstream.PubAck) {
 	p.stats.pending.Store(int64(len(p.inflight)))
-	p.acked = ack.Sequence
-	if ack.Duplicate {
-		p.stats.duplicates.Add(1)
-	}
 	p.stats.lines.Add(uint64(len(b.lines)))
 	p.stats.batches.Add(1)
-	p.stats.lastSeq.Store(b.first + uint64(len(b.lines)) - 1)
 	p.stats.streamSeq.Store(ack.Sequence)
 	p.release(b.bytes)
+	switch {
+	case ack.Duplicate:
+		p.stats.duplicates.Add(1)
+		if !p.opts.Unnumbered {
+			p.stored = ack.Sequence
+			p.resync()
+		}
+	case !p.opts.Unnumbered && ack.Sequence != p.lastSeq:
+		// Cannot happen with the expected-last check; if it does, the
+		// numbers this publisher goes on with are read, not assumed.
+		p.log.WithFields(logrus.Fields{"stream_seq": ack.Sequence, "want": p.lastSeq}).Warn("NATS: a batch was stored at another sequence than expected; reading the stream's numbering again")
+		p.stored = ack.Sequence
+		p.resync()
+	default:
+		p.stats.lastSeq.Store(b.first + uint64(len(b.lines)) - 1)
+	}
+}
+
+// resync has the numbering read from the stream before the next publish.
+func (p *Publisher) resync() {
+	p.next = 0
+	p.stats.synced.Store(false)
 }
 
 // failed handles gone, a batch whose publish failed, older than every
@@ -385,8 +406,9 @@ func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
 	for _, b := range p.inflight {
 		select {
 		case <-b.fut.Ok():
-			// Stored after the batch that failed: that one was stored
-			// too (this one expects its id); sync finds both.
+			// Stored (an unnumbered batch: nothing else is in flight
+			// beside a numbered one); published again, it is recognised
+			// as the duplicate it is.
 			again = append(again, b)
 		case <-b.fut.Err():
 			again = append(again, b)
@@ -403,8 +425,7 @@ func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
 	p.inflight = nil
 	p.stats.pending.Store(0)
 	p.queue = append(again, p.queue...)
-	p.next = 0
-	p.stats.synced.Store(false)
+	p.resync()
 }
 
 // sync reads the stream's numbering: its last message, the line it ends
@@ -421,7 +442,6 @@ func (p *Publisher) sync(ctx context.Context) error {
 		if _, err := p.info(ctx); err != nil {
 			return fmt.Errorf("stream info: %w", err)
 		}
-		p.own = max(p.own, 1)
 		p.next = 1
 		p.stats.synced.Store(true)
 		return nil
@@ -434,43 +454,18 @@ func (p *Publisher) sync(ctx context.Context) error {
 		return fmt.Errorf("stream info: %w", err)
 	}
 	last := info.State.LastSeq
-	if len(p.queue) > 0 && last > p.acked {
-		// Batches whose acknowledgement was lost may be stored: they
-		// follow the last one acknowledged, in order.
-		stored := map[string]bool{}
-		for seq := p.acked + 1; seq <= last && len(stored) < len(p.queue); seq++ {
-			m, err := p.stream.GetMsg(ctx, seq)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("read stream message %d: %w", seq, err)
-			}
-			if id := m.Header.Get(nats.MsgIdHdr); id != "" {
-				stored[id] = true
-			}
+	if p.stored > 0 {
+		// A batch of this publisher stored before it was published
+		// again: its last line is this publisher's last acknowledged.
+		end, err := lineEnd(ctx, p.stream, p.stored)
+		if err != nil {
+			return err
 		}
-		kept := p.queue[:0]
-		for _, b := range p.queue {
-			if b.id != "" && stored[b.id] {
-				p.stats.lines.Add(uint64(len(b.lines)))
-				p.stats.batches.Add(1)
-				p.stats.lastSeq.Store(b.first + uint64(len(b.lines)) - 1)
-				p.release(b.bytes)
-				continue
-			}
-			kept = append(kept, b)
-		}
-		p.queue = kept
+		p.stats.lastSeq.Store(max(p.stats.lastSeq.Load(), end))
+		p.stored = 0
 	}
 	var end uint64
-	lastID := ""
 	if last > 0 && info.State.Msgs > 0 {
-		m, err := p.stream.GetMsg(ctx, last)
-		if err != nil {
-			return fmt.Errorf("read the stream's last message %d: %w", last, err)
-		}
-		lastID = m.Header.Get(nats.MsgIdHdr)
 		if end, err = lineEnd(ctx, p.stream, last); err != nil {
 			return err
 		}
@@ -483,7 +478,7 @@ func (p *Publisher) sync(ctx context.Context) error {
 		}
 		p.log.WithField("stream_seq", last).Warn("NATS: the stream is empty; line numbers go on from this publisher's, and may repeat another's")
 	}
-	p.next, p.lastSeq, p.lastID, p.acked = end+1, last, lastID, last
+	p.next, p.lastSeq = end+1, last
 	p.stats.synced.Store(true)
 	p.log.WithFields(logrus.Fields{"stream_seq": last, "next_line": p.next, "resend": len(p.queue)}).Debug("NATS: numbering read from the stream")
 	return nil

@@ -278,7 +278,11 @@ func TestFaultsNothingLost(t *testing.T) {
 	at(0.75)
 	node.Start()
 
-	<-fed
+	select {
+	case <-fed:
+	case <-time.After(time.Duration(seconds)*time.Second + 2*time.Minute):
+		t.Fatalf("the feed is held back: %d of %d lines written to the publisher", nfed.Load(), n)
+	}
 	for i, s := range subs {
 		poll.Eventually(t, 90*time.Second, func() bool { return s.got() >= uint64(n) }, fmt.Sprintf("every line at %s's subscriber", edges[i].name))
 	}
