@@ -40,6 +40,8 @@ func main() {
 	subs := flag.Int("subs", 100, "subscribers of the fan-out run")
 	only := flag.String("only", "publish,fanout,latency,stall", "the measures to run, comma-separated")
 	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
+	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
+	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
 	flag.Parse()
 	for _, o := range strings.Split(*only, ",") {
 		runOnly[o] = true
@@ -63,8 +65,9 @@ func main() {
 }
 
 var (
-	runOnly          = map[string]bool{}
-	consumeHeartbeat time.Duration
+	runOnly                = map[string]bool{}
+	consumeHeartbeat       time.Duration
+	batchLines, batchBytes int
 )
 
 // results are what natsbench measured.
@@ -111,7 +114,7 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 	}
 	publish := func(batch, n int) (float64, error) {
 		p := natsfeed.NewPublisher(conn.JS, st, natsfeed.PublisherOptions{
-			Subject: "bench.feed", Window: 256, BufferBytes: 64 << 20, BatchLines: batch, BatchBytes: 256 << 10,
+			Subject: "bench.feed", Window: 256, BufferBytes: 64 << 20, BatchLines: batch, BatchBytes: batchBytes,
 		}, entry)
 		pctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -133,7 +136,7 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		return float64(n) / time.Since(start).Seconds(), nil
 	}
 	if runOnly["publish"] {
-		if r.PublishBatchedLinesPerSec, err = publish(512, nLines); err != nil {
+		if r.PublishBatchedLinesPerSec, err = publish(batchLines, nLines); err != nil {
 			return r, err
 		}
 		m.Logf("publish batched: %.0f lines/s", r.PublishBatchedLinesPerSec)

@@ -250,8 +250,8 @@ func defaultNATS() NATS {
 			Window:      64,
 			AckTimeout:  2 * time.Second,
 			BufferBytes: 64 << 20,
-			BatchLines:  512,
-			BatchBytes:  256 << 10,
+			BatchLines:  8192,
+			BatchBytes:  1<<20 - 4096,
 		},
 		Consume: NATSConsume{
 			Heartbeat: 2 * time.Second,

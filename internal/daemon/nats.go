@@ -21,6 +21,10 @@ import (
 // the listeners their stream identity and first sequence number.
 const natsStartTimeout = 60 * time.Second
 
+// natsHeaderRoom is what a stream message keeps of the server's max_payload
+// for its headers; config holds nats.publish.batch_bytes below 1 MiB by it.
+const natsHeaderRoom = 4096
+
 // sharedFeed is the daemon's part of the shared feed (nats:): the
 // embedded server if any, the connection, the publisher of this daemon's
 // feed and the consumer that brings the stream to the listeners.
@@ -66,6 +70,17 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 	if f.conn, err = natsfeed.Connect(n, opts, log); err != nil {
 		return nil, err
 	}
+	// A message larger than the server takes is refused every time it is
+	// published again: batches are kept below it, and a line that cannot
+	// fit is refused now rather than held back forever.
+	batchBytes := n.Publish.BatchBytes
+	if limit := int(f.conn.NC.MaxPayload()) - natsHeaderRoom; limit < batchBytes {
+		if limit < cfg.Feed.MaxLineBytes+1 {
+			return nil, fmt.Errorf("nats: the server takes messages of at most %d bytes (its max_payload), too small for a line of feed.max_line_bytes (%d) and its headers; lower feed.max_line_bytes below %d or raise max_payload", f.conn.NC.MaxPayload(), cfg.Feed.MaxLineBytes, limit)
+		}
+		log.WithFields(logrus.Fields{"batch_bytes": batchBytes, "max_payload": f.conn.NC.MaxPayload()}).Warnf("NATS: the server's max_payload is below nats.publish.batch_bytes; batches are kept to %d bytes", limit)
+		batchBytes = limit
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), natsStartTimeout)
 	defer cancel()
 	if l.queue != nil {
@@ -102,7 +117,7 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 		Window:      n.Publish.Window,
 		BufferBytes: n.Publish.BufferBytes,
 		BatchLines:  n.Publish.BatchLines,
-		BatchBytes:  n.Publish.BatchBytes,
+		BatchBytes:  batchBytes,
 		Drain:       cfg.Broadcast.DrainTimeout,
 	}, log.WithField(logging.FieldScope, "publisher"))
 	f.consumer = natsfeed.NewConsumer(f.conn.JS, natsfeed.ConsumerOptions{
@@ -136,8 +151,8 @@ func (f *sharedFeed) startWork(ctx context.Context, cfg config.Config, l *listen
 		Subject:     w.Subject,
 		Window:      n.Publish.Window,
 		BufferBytes: n.Publish.BufferBytes,
-		BatchLines:  1, // a line is acknowledged, and redelivered, alone
-		BatchBytes:  n.Publish.BatchBytes,
+		BatchLines:  1,                    // a line is acknowledged, and redelivered, alone
+		BatchBytes:  n.Publish.BatchBytes, // one line, which fits: startSharedFeed checked
 		Drain:       cfg.Broadcast.DrainTimeout,
 		Unnumbered:  true,
 	}, f.log.WithField(logging.FieldScope, "publisher"))

@@ -14,6 +14,8 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/pkg/message"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/sirupsen/logrus/hooks/test"
 )
 
 // With an embedded NATS server the feed and chattyctl send go through
@@ -177,4 +179,41 @@ func TestInProcessWorkQueueThroughEmbeddedNATS(t *testing.T) {
 		s := q.d.shared.work.Stats()
 		return s.Acked == 1 && s.Redelivered == 1
 	})
+}
+
+// A NATS server whose max_payload is below nats.publish.batch_bytes gets
+// batches it takes; one too small for a feed line is refused at start,
+// naming both, instead of a feed held back for ever.
+func TestNATSServerMaxPayloadBoundsBatches(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), MaxPayload: 256 << 10, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetLoggerV2(nil, false, false, false)
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	cfg := config.Default()
+	cfg.NATS.URLs = []string{s.ClientURL()}
+	cfg.NATS.Publish.BatchBytes = 256 << 10
+	p := startInProcess(t, cfg, nil, newHeldSource(false))
+	if got, want := p.d.shared.publisher.Options().BatchBytes, 256<<10-natsHeaderRoom; got != want {
+		t.Errorf("batch bytes %d against a server of max_payload 256 KiB, want %d", got, want)
+	}
+	// Lines that would fill a batch of nats.publish.batch_bytes (and so
+	// a message over max_payload) are stored, in smaller batches.
+	line := strings.Repeat("x", 64<<10-1)
+	for range 8 {
+		p.src.lines <- []byte(line)
+	}
+	waitUntil(t, "8 long lines published", func() bool { return p.d.shared.publisher.Stats().Lines == 8 })
+
+	cfg.Feed.MaxLineBytes = 512 << 10
+	logger, _ := test.NewNullLogger()
+	_, err = New(Options{Config: cfg, Logger: logger, Feed: newHeldSource(false), NoSignals: true})
+	if err == nil || !strings.Contains(err.Error(), "max_payload") || !strings.Contains(err.Error(), "feed.max_line_bytes") {
+		t.Errorf("New with lines larger than the server takes: %v, want an error naming max_payload and feed.max_line_bytes", err)
+	}
 }

@@ -128,6 +128,9 @@ func newPublisher(js jetstream.JetStream, g msgGetter, info func(context.Context
 	}
 }
 
+// Options returns the options the publisher runs with.
+func (p *Publisher) Options() PublisherOptions { return p.opts }
+
 // ID returns the publisher's id, the prefix of its message ids.
 func (p *Publisher) ID() string { return p.id }
 
