@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,7 @@ func (r *ReplayStats) add(o ReplayStats) {
 type replayState struct {
 	pid      int       // the running worker's pid; 0 when none runs
 	awaiting bool      // pid's connection has not been identified yet
+	claimed  bool      // a connection of pid's has been identified
 	starting bool      // a worker is being forked: its pid is not known yet
 	since    time.Time // when the slot began to await
 	conn     *claimedConn
@@ -114,17 +116,17 @@ type replay struct {
 	totals ReplayStats
 	// waiting lists the slots awaiting their worker.
 	waiting []*slot
-	// starting counts the slots whose worker is being forked; Claim
+	// starting lists the slots whose worker is being forked; Claim
 	// waits (on started) for their pids, for at most startWait, as a
 	// worker may connect before its fork is reported.
-	starting int
-	started  *sync.Cond // on mu; broadcast when starting goes down
+	starting []*slot
+	started  *sync.Cond // on mu; broadcast when a slot leaves starting
 }
 
 // startWait bounds how long Claim waits for the pid of a worker being
 // forked: a fork is reported within microseconds, or a few milliseconds
 // on a loaded machine.
-const startWait = 100 * time.Millisecond
+var startWait = 100 * time.Millisecond
 
 // beginStart makes s await a worker about to be forked, whose pid is not
 // known yet: a connection that comes meanwhile waits for it (Claim).
@@ -137,7 +139,7 @@ func (p *Pool) beginStart(s *slot) {
 	}
 	if !s.rep.starting {
 		s.rep.starting = true
-		r.starting++
+		r.starting = append(r.starting, s)
 		r.awaitingN.Add(1)
 	}
 }
@@ -149,7 +151,9 @@ func (r *replay) endStartLocked(s *slot) {
 		return
 	}
 	s.rep.starting = false
-	r.starting--
+	if i := slices.Index(r.starting, s); i >= 0 {
+		r.starting = slices.Delete(r.starting, i, i+1)
+	}
 	r.awaitingN.Add(-1)
 	r.started.Broadcast()
 }
@@ -172,57 +176,33 @@ func (p *Pool) Awaiting() bool { return p.rep.awaitingN.Load() > 0 }
 // awaits. A connection that matches no slot (an ordinary client, or a
 // worker's second connection) gets false, as does every connection when
 // no slot awaits, at the cost of one atomic load.
+//
+// The broadcaster calls it as it accepts, so it must not wait for long:
+// a connection whose peer is gone, or not on this host, is answered at
+// once, and one that no awaited worker holds waits (for at most
+// startWait) only for the forks that were under way when it came, as it
+// may be one of theirs.
 func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 	if !p.Awaiting() {
 		return Claim{}, false
 	}
-	r := &p.rep
-	r.mu.Lock()
-	if r.starting > 0 {
-		// The connection may be that of a worker whose fork is not
-		// reported yet: wait for its pid rather than take it for an
-		// ordinary client.
-		deadline := time.Now().Add(startWait)
-		t := time.AfterFunc(startWait, func() {
-			r.mu.Lock()
-			r.started.Broadcast()
-			r.mu.Unlock()
-		})
-		for r.starting > 0 && time.Now().Before(deadline) {
-			r.started.Wait()
-		}
-		t.Stop()
-	}
-	candidates := make([]int, 0, len(r.waiting))
-	var late []*slot
-	for _, s := range r.waiting {
-		if time.Since(s.rep.since) > awaitWindow {
-			late = append(late, s)
-			continue
-		}
-		candidates = append(candidates, s.rep.pid)
-	}
-	for _, s := range late {
-		r.unawaitLocked(s)
-	}
-	r.mu.Unlock()
-	for _, s := range late {
-		p.log.WithField(logging.FieldProcess, s.num).Warnf("The worker has not connected within %s of its start; its slot no longer awaits it, and a connection it makes later starts live", awaitWindow)
-	}
-	if len(candidates) == 0 {
+	ino, err := sockowner.PeerInode(conn)
+	if err != nil {
+		p.unidentified(err)
 		return Claim{}, false
 	}
-	pid, err := sockowner.Find(conn, candidates)
+	r := &p.rep
+	candidates, forking := p.candidates()
+	err = sockowner.ErrNoOwner
+	var pid int
+	if len(candidates) > 0 {
+		pid, err = sockowner.Owner(ino, candidates)
+	}
+	if errors.Is(err, sockowner.ErrNoOwner) && len(forking) > 0 {
+		pid, err = p.ownerForked(ino, forking)
+	}
 	if err != nil {
-		switch {
-		case errors.Is(err, sockowner.ErrNoOwner), errors.Is(err, sockowner.ErrNoSocket),
-			errors.Is(err, sockowner.ErrNotLoopback), errors.Is(err, sockowner.ErrNotTCP):
-			// Not a worker's, or gone already: an ordinary client.
-		default:
-			if r.warned.CompareAndSwap(false, true) {
-				p.log.WithError(err).Warn("Cannot tell whether a connection is a worker's; such connections are ordinary clients and their slots do not carry on (logged once)")
-			}
-		}
+		p.unidentified(err)
 		return Claim{}, false
 	}
 	r.mu.Lock()
@@ -238,6 +218,7 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 		return Claim{}, false
 	}
 	r.unawaitLocked(s)
+	s.rep.claimed = true
 	c := &claimedConn{ended: make(chan struct{})}
 	if s.rep.known {
 		c.from = s.rep.lastAcked + 1
@@ -251,6 +232,90 @@ func (p *Pool) Claim(conn net.Conn) (Claim, bool) {
 		Started: func(first uint64) { startOnce.Do(func() { p.connStarted(s, c, first) }) },
 		Ended:   func(acked, sent uint64) { endOnce.Do(func() { p.connEnded(s, c, acked, sent) }) },
 	}, true
+}
+
+// candidates returns the pids of the workers awaited, and the slots
+// whose worker is being forked. A slot that has awaited its worker for
+// longer than awaitWindow no longer does.
+func (p *Pool) candidates() (pids []int, forking []*slot) {
+	r := &p.rep
+	r.mu.Lock()
+	var late []*slot
+	for _, s := range r.waiting {
+		if time.Since(s.rep.since) > awaitWindow {
+			late = append(late, s)
+			continue
+		}
+		pids = append(pids, s.rep.pid)
+	}
+	for _, s := range late {
+		r.unawaitLocked(s)
+	}
+	forking = slices.Clone(r.starting)
+	r.mu.Unlock()
+	for _, s := range late {
+		p.log.WithField(logging.FieldProcess, s.num).Warnf("The worker has not connected within %s of its start; its slot no longer awaits it, and a connection it makes later starts live", awaitWindow)
+	}
+	return pids, forking
+}
+
+// ownerForked waits, for at most startWait, for the workers of the
+// slots forking to be forked, and returns the first of them that holds
+// the socket with this inode. It looks at each worker as soon as its
+// fork is reported, and gives up with ErrNoOwner once every one of them
+// has been looked at (or failed to start): forks that begin meanwhile do
+// not make it wait longer.
+func (p *Pool) ownerForked(ino uint64, forking []*slot) (int, error) {
+	r := &p.rep
+	t := time.AfterFunc(startWait, func() {
+		r.mu.Lock()
+		r.started.Broadcast()
+		r.mu.Unlock()
+	})
+	defer t.Stop()
+	deadline := time.Now().Add(startWait)
+	looked := make(map[*slot]int, len(forking)) // slot: the pid looked at
+	r.mu.Lock()
+	for {
+		var fresh []int
+		pending := false
+		for _, s := range forking {
+			switch {
+			case s.rep.starting:
+				pending = true
+			case s.rep.awaiting && s.rep.pid != 0 && looked[s] != s.rep.pid:
+				looked[s] = s.rep.pid
+				fresh = append(fresh, s.rep.pid)
+			}
+		}
+		if len(fresh) > 0 {
+			r.mu.Unlock()
+			pid, err := sockowner.Owner(ino, fresh)
+			if !errors.Is(err, sockowner.ErrNoOwner) {
+				return pid, err
+			}
+			r.mu.Lock()
+			continue // look again: another fork may have been reported
+		}
+		if !pending || !time.Now().Before(deadline) {
+			r.mu.Unlock()
+			return 0, sockowner.ErrNoOwner
+		}
+		r.started.Wait()
+	}
+}
+
+// unidentified notes why a connection was not found to be a worker's.
+func (p *Pool) unidentified(err error) {
+	switch {
+	case errors.Is(err, sockowner.ErrNoOwner), errors.Is(err, sockowner.ErrNoSocket),
+		errors.Is(err, sockowner.ErrNotLoopback), errors.Is(err, sockowner.ErrNotTCP):
+		// Not a worker's, or gone already: an ordinary client.
+	default:
+		if p.rep.warned.CompareAndSwap(false, true) {
+			p.log.WithError(err).Warn("Cannot tell whether a connection is a worker's; such connections are ordinary clients and their slots do not carry on (logged once)")
+		}
+	}
 }
 
 // connStarted records where c really started: a gap if after c.from.
@@ -304,6 +369,9 @@ func (p *Pool) awaitWorker(s *slot, pid int) {
 }
 
 func (r *replay) awaitLocked(s *slot, pid int) {
+	if s.rep.pid != pid {
+		s.rep.claimed = false
+	}
 	s.rep.pid = pid
 	if !s.rep.awaiting {
 		s.rep.awaiting, s.rep.since = true, time.Now()
@@ -333,9 +401,12 @@ func (r *replay) unawaitLocked(s *slot) {
 func (p *Pool) workerGone(s *slot, stop <-chan struct{}) {
 	r := &p.rep
 	r.mu.Lock()
-	neverSeen := s.rep.awaiting && s.rep.conn == nil
+	// Awaiting again after its connection ended is not never seen: a
+	// worker that closes its connection and then exits awaits meanwhile,
+	// in case it connects again.
+	neverSeen := s.rep.awaiting && s.rep.conn == nil && !s.rep.claimed
 	r.unawaitLocked(s)
-	s.rep.pid = 0
+	s.rep.pid, s.rep.claimed = 0, false
 	c, last := s.rep.conn, s.rep.lastAcked
 	r.mu.Unlock()
 	if neverSeen {

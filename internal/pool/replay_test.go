@@ -3,10 +3,14 @@ package pool
 import (
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 
 	"github.com/chatty-dev/chatty/internal/poll"
@@ -275,4 +279,124 @@ func TestReplayAwaitEnds(t *testing.T) {
 		return !tp.Awaiting()
 	}, "the slot stops awaiting a worker that does not connect")
 	tp.logs.waitFor(t, 1, `^The worker has not connected within 100ms of its start`, 1)
+}
+
+// TestClaimDoesNotWaitForOtherForks: an awaited worker's connection is
+// claimed at once while another slot's worker is being forked, and a
+// connection that no awaited worker holds waits only for the forks under
+// way when it came. Claim runs in the broadcaster's accept loop: waiting
+// on every fork there let a pool of short-lived workers fall behind its
+// own connections for good.
+func TestClaimDoesNotWaitForOtherForks(t *testing.T) {
+	defer func(w time.Duration) { startWait = w }(startWait)
+	startWait = time.Hour // so that a wait it should not make shows
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// connect returns the accepted end of a connection whose other end
+	// this process holds.
+	connect := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	p := &Pool{log: logrus.NewEntry(logrus.New())}
+	a, b, c := &slot{num: 1}, &slot{num: 2}, &slot{num: 3}
+	p.beginStart(b) // forking, and stays so
+	p.beginStart(a)
+	p.awaitWorker(a, os.Getpid())
+
+	got := make(chan claimed, 1)
+	conn := connect()
+	go func() { cl, ok := p.Claim(conn); got <- claimed{conn, cl, ok} }()
+	select {
+	case g := <-got:
+		if !g.ok || g.claim.Slot != 1 {
+			t.Fatalf("Claim = slot %d, %v; want slot 1", g.claim.Slot, g.ok)
+		}
+	case <-time.After(wait):
+		t.Fatal("Claim of an awaited worker's connection waited for another slot's fork")
+	}
+
+	// No awaited worker holds this one; slot 3 is being forked when it
+	// comes, and its worker turns out to be this process.
+	p.beginStart(c)
+	conn = connect()
+	go func() { cl, ok := p.Claim(conn); got <- claimed{conn, cl, ok} }()
+	select {
+	case g := <-got:
+		t.Fatalf("Claim = slot %d, %v before slot 3's fork was reported", g.claim.Slot, g.ok)
+	case <-time.After(50 * time.Millisecond): // a bounded look, not a synchronisation
+	}
+	p.awaitWorker(c, os.Getpid())
+	select {
+	case g := <-got:
+		if !g.ok || g.claim.Slot != 3 {
+			t.Fatalf("Claim = slot %d, %v; want slot 3, whose fork was under way", g.claim.Slot, g.ok)
+		}
+	case <-time.After(wait):
+		t.Fatal("Claim did not end when the fork it waited for was reported")
+	}
+}
+
+// TestWorkerGoneWarnsOnlyWhenNeverSeen: a worker whose connection was
+// recognised, ended, and then the worker exited is not reported as
+// never recognised; one that never connected is.
+func TestWorkerGoneWarnsOnlyWhenNeverSeen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	log, hook := test.NewNullLogger()
+	p := &Pool{log: logrus.NewEntry(log)}
+	seen, never := &slot{num: 1}, &slot{num: 2}
+	p.beginStart(seen)
+	p.awaitWorker(seen, os.Getpid())
+	cl, ok := p.Claim(conn)
+	if !ok || cl.Slot != 1 {
+		t.Fatalf("Claim = slot %d, %v; want slot 1", cl.Slot, ok)
+	}
+	cl.Started(1)
+	cl.Ended(5, 5) // the worker closed its connection, then exits
+	stop := make(chan struct{})
+	p.workerGone(seen, stop)
+	for _, e := range hook.AllEntries() {
+		if strings.Contains(e.Message, "never recognised") {
+			t.Fatalf("a worker whose connection was recognised is reported: %s", e.Message)
+		}
+	}
+	p.beginStart(never)
+	p.awaitWorker(never, os.Getpid())
+	p.workerGone(never, stop)
+	var warned bool
+	for _, e := range hook.AllEntries() {
+		warned = warned || strings.Contains(e.Message, "never recognised")
+	}
+	if !warned {
+		t.Fatal("a worker that never connected is not reported")
+	}
 }
