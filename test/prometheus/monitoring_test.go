@@ -2,6 +2,7 @@ package prometheus
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -41,6 +42,19 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 	if !served["chatty_feed_lines_total"] || !served["go_goroutines"] {
 		t.Fatalf("the scrape lacks chatty_feed_lines_total or go_goroutines: %v", served)
 	}
+	// The work queue's and the shared feed's metrics are served only
+	// with their sections: a chattyd of each adds them.
+	for _, extra := range []struct{ body, want string }{
+		{"pool:\n  size: 0\nbroadcast:\n  delivery: one\n", "chatty_queue_lines_waiting"},
+		{"pool:\n  size: 0\nnats:\n  embedded:\n    enabled: true\n    listen: 127.0.0.1:0\n    store_dir: " + t.TempDir() + "\n", "chatty_nats_connected"},
+	} {
+		_, addr := startChattyd(t, extra.body)
+		more := servedMetrics(scrape(t, addr))
+		if !more[extra.want] {
+			t.Fatalf("a chattyd with\n%s serves no %s", extra.body, extra.want)
+		}
+		maps.Copy(served, more)
+	}
 	served["up"] = true // Prometheus's own, for every target
 
 	dashboard := dashboardQueries(t)
@@ -70,6 +84,12 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 		"chatty_clients_slow_consumers_total", // slow consumers
 		"chatty_pool_restarts_total",          // worker restarts
 		"chatty_acks_mismatched_total",        // ack mismatches
+		"chatty_stream_retained_bytes",        // retention
+		"chatty_pool_replay_gaps_total",       // slots that missed lines
+		"chatty_queue_dead_lettered_total",    // poison lines
+		"chatty_queue_feed_held",              // a full work queue
+		"chatty_nats_connected",               // the shared feed's connection
+		"chatty_nats_gaps_total",              // lines gone from the stream
 	} {
 		if !used[want] {
 			t.Errorf("%s shows no %s", dashboardFile, want)
