@@ -206,8 +206,9 @@ type NATSConsumeStatus struct {
 // StreamStatus names the stream the feed's sequence numbers belong to and
 // the part of it the listeners retain for clients that resume.
 type StreamStatus struct {
-	// ID is the stream's identity, chosen at random when chattyd starts:
-	// a sequence number means something only with it.
+	// ID is the stream's identity: chosen at random when chattyd starts,
+	// or, with a nats section, derived from the NATS stream's name and
+	// creation time. A sequence number means something only with it.
 	ID string `json:"id"`
 	// First and Last are the oldest and newest lines every listener can
 	// still send; First is Last+1 when none is retained.
