@@ -33,6 +33,7 @@ func main() {
 	flag.DurationVar(&cfg.SampleEvery, "sample-every", 5*time.Second, "how often to measure chattyd")
 	flag.DurationVar(&cfg.WarmUp, "warm-up", 2*time.Minute, "time before the memory baseline")
 	flag.Float64Var(&cfg.MaxRSSGrowth, "max-rss-growth", 0.10, "allowed growth of resident memory after warm-up")
+	flag.Int64Var(&cfg.RetainBytes, "retain-bytes", 8<<20, "broadcast.retain.bytes; the warm-up must fill it")
 	flag.StringVar(&cfg.Dir, "dir", "", "directory for chattyd's config, socket and log (kept); a temporary one if empty")
 	flag.Parse()
 

@@ -24,7 +24,10 @@ func chattyctl(bin, sock string, args ...string) error {
 	return nil
 }
 
-type statusView struct{ connected, running, slots int }
+type statusView struct {
+	connected, running, slots int
+	retained                  int64 // bytes
+}
 
 func readStatus(ctx context.Context, ctl *client.Client) (statusView, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -33,7 +36,7 @@ func readStatus(ctx context.Context, ctl *client.Client) (statusView, error) {
 	if err != nil {
 		return statusView{}, err
 	}
-	return statusView{st.Clients.Connected, st.Pool.Running, len(st.Pool.Slots)}, nil
+	return statusView{st.Clients.Connected, st.Pool.Running, len(st.Pool.Slots), st.Stream.Bytes}, nil
 }
 
 func waitClients(ctx context.Context, ctl *client.Client, n int, timeout time.Duration) error {
@@ -63,7 +66,7 @@ func sample(ctx context.Context, ctl *client.Client, pid int, at time.Duration) 
 		return s, err
 	}
 	st, err := readStatus(ctx, ctl)
-	s.Workers, s.Clients = st.running, st.connected
+	s.Workers, s.Clients, s.Retained = st.running, st.connected, st.retained
 	return s, err
 }
 

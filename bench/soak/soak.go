@@ -31,8 +31,13 @@ type Config struct {
 	SampleEvery        time.Duration // RSS, fds, goroutines, zombies
 	WarmUp             time.Duration // before the memory baseline
 	MaxRSSGrowth       float64       // allowed growth after warm-up, 0.10 for 10%
-	Dir                string        // for the config, socket and log; a temporary one if empty
-	Logf               func(format string, args ...any)
+	// RetainBytes is broadcast.retain.bytes. Retained lines are memory
+	// that grows until the limit is reached, so the warm-up must fill it
+	// (at the default rate 8 MiB take about a minute) for the memory
+	// rule to measure leaks rather than retention filling up.
+	RetainBytes int64
+	Dir         string // for the config, socket and log; a temporary one if empty
+	Logf        func(format string, args ...any)
 }
 
 // Sample is one measurement of chattyd.
@@ -43,6 +48,7 @@ type Sample struct {
 	Goroutines int
 	Workers    int // running, from status
 	Clients    int
+	Retained   int64 // bytes of the feed retained, from status
 }
 
 // Report is what a soak run measured.
@@ -100,6 +106,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 broadcast:
   listen: 127.0.0.1:0
   idle_timeout: 60s
+  retain:
+    bytes: %d
 feed:
   on_eof: keep
 pool:
@@ -111,7 +119,7 @@ pool:
     lifetime_max: %s
     keepalive_min: 1s
     keepalive_max: 3s
-`, cfg.LifetimeMin, cfg.LifetimeMax)
+`, cfg.RetainBytes, cfg.LifetimeMin, cfg.LifetimeMax)
 	d, files, err := chattydproc.StartInDir(cfg.Chattyd, dir, yaml)
 	if err != nil {
 		return nil, err
@@ -210,8 +218,8 @@ loop:
 				}
 			}
 			zombieSeen = now
-			logf("%6s rss %6.1f MiB  fds %5d  goroutines %6d  workers %3d  clients %3d  delivered %d",
-				s.At.Round(time.Second), float64(s.RSS)/(1<<20), s.FDs, s.Goroutines, s.Workers, s.Clients, deliveries(subs))
+			logf("%6s rss %6.1f MiB  retained %5.1f MiB  fds %5d  goroutines %6d  workers %3d  clients %3d  delivered %d",
+				s.At.Round(time.Second), float64(s.RSS)/(1<<20), float64(s.Retained)/(1<<20), s.FDs, s.Goroutines, s.Workers, s.Clients, deliveries(subs))
 		}
 		if ctlErrs > 10 {
 			break loop
@@ -358,6 +366,16 @@ func (r *Report) check(cfg Config) {
 	}
 }
 
+// firstAfter returns the first sample taken after warmUp, or nil.
+func (r *Report) firstAfter(warmUp time.Duration) *Sample {
+	for i := range r.Samples {
+		if r.Samples[i].At >= warmUp {
+			return &r.Samples[i]
+		}
+	}
+	return nil
+}
+
 // rssWindows returns the highest RSS in the first and in the last fifth
 // of the samples taken after warmUp.
 func rssWindows(samples []Sample, warmUp, total time.Duration) (base, end int64) {
@@ -395,6 +413,13 @@ func (r *Report) Print(w io.Writer, cfg Config) {
 		r.Replay.Identified, r.Replay.Resumed, r.Replay.Gaps, r.Replay.GapLines, r.Replay.Duplicates)
 	fmt.Fprintf(w, "  idle before/after: fds %d/%d, goroutines %d/%d\n", r.BaseFDs, r.EndFDs, r.BaseGoroutines, r.EndGorout)
 	fmt.Fprintf(w, "  resident memory after warm-up: %.1f MiB first window, %.1f MiB last window\n", mib(r.RSSBase), mib(r.RSSEnd))
+	if first := r.firstAfter(cfg.WarmUp); first != nil && cfg.RetainBytes > 0 {
+		fmt.Fprintf(w, "  retained feed: %.1f MiB after warm-up, %.1f MiB at the end, of %.1f MiB (broadcast.retain.bytes)\n",
+			mib(first.Retained), mib(r.Samples[len(r.Samples)-1].Retained), mib(cfg.RetainBytes))
+		if first.Retained < cfg.RetainBytes*9/10 {
+			fmt.Fprintf(w, "  note: retention was still filling after warm-up, so the memory figures include it; use a longer -warm-up or a smaller -retain-bytes\n")
+		}
+	}
 	var peakFD, peakG int
 	var peakRSS int64
 	for _, s := range r.Samples {

@@ -28,7 +28,7 @@ func TestShortSoak(t *testing.T) {
 		Workers: 40, MinWorkers: 20, LifetimeMin: time.Second, LifetimeMax: 5 * time.Second,
 		Subscribers: 10,
 		SendEvery:   time.Second, ScaleEvery: 3 * time.Second, SampleEvery: time.Second,
-		WarmUp: 4 * time.Second, MaxRSSGrowth: 0.5,
+		WarmUp: 4 * time.Second, MaxRSSGrowth: 0.5, RetainBytes: 1 << 20,
 		Dir:  t.TempDir(),
 		Logf: func(f string, a ...any) { t.Logf(f, a...) },
 	}
