@@ -39,10 +39,15 @@ func main() {
 	lines := flag.Int("lines", 500000, "lines published in the publishing and fan-out runs")
 	subs := flag.Int("subs", 100, "subscribers of the fan-out run")
 	only := flag.String("only", "publish,fanout,latency,stall", "the measures to run, comma-separated")
+	flag.IntVar(&fanoutRounds, "fanout-rounds", 2, "fan-out runs on each side, direct and through NATS alternating")
 	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
 	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
 	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
 	flag.Parse()
+	if fanoutRounds < 1 {
+		fmt.Fprintln(os.Stderr, "natsbench: -fanout-rounds must be at least 1")
+		os.Exit(2)
+	}
 	for _, o := range strings.Split(*only, ",") {
 		runOnly[o] = true
 	}
@@ -67,24 +72,27 @@ func main() {
 var (
 	runOnly                = map[string]bool{}
 	consumeHeartbeat       time.Duration
+	fanoutRounds           int
 	batchLines, batchBytes int
 )
 
 // results are what natsbench measured.
 type results struct {
-	PublishBatchedLinesPerSec   float64 `json:"publish_batched_lines_per_s"`
-	PublishUnbatchedLinesPerSec float64 `json:"publish_unbatched_lines_per_s"`
-	FanoutDirectDeliveriesPerS  float64 `json:"fanout_direct_deliveries_per_s"`
-	FanoutNATSDeliveriesPerS    float64 `json:"fanout_nats_deliveries_per_s"`
-	FanoutRatio                 float64 `json:"fanout_nats_over_direct"`
-	LatencyDirectP99Ms          float64 `json:"latency_direct_p99_ms"`
-	LatencyNATSP99Ms            float64 `json:"latency_nats_p99_ms"`
-	LatencyDirectP50Ms          float64 `json:"latency_direct_p50_ms"`
-	LatencyNATSP50Ms            float64 `json:"latency_nats_p50_ms"`
-	LeaderKillStallMs           float64 `json:"leader_kill_stall_ms"`
-	LeaderKillLost              int     `json:"leader_kill_lost_lines"`
-	Subs                        int     `json:"subs"`
-	Lines                       int     `json:"lines"`
+	PublishBatchedLinesPerSec   float64   `json:"publish_batched_lines_per_s"`
+	PublishUnbatchedLinesPerSec float64   `json:"publish_unbatched_lines_per_s"`
+	FanoutDirectDeliveriesPerS  float64   `json:"fanout_direct_deliveries_per_s"`
+	FanoutNATSDeliveriesPerS    float64   `json:"fanout_nats_deliveries_per_s"`
+	FanoutRatio                 float64   `json:"fanout_nats_over_direct"`
+	FanoutDirectRuns            []float64 `json:"fanout_direct_runs"`
+	FanoutNATSRuns              []float64 `json:"fanout_nats_runs"`
+	LatencyDirectP99Ms          float64   `json:"latency_direct_p99_ms"`
+	LatencyNATSP99Ms            float64   `json:"latency_nats_p99_ms"`
+	LatencyDirectP50Ms          float64   `json:"latency_direct_p50_ms"`
+	LatencyNATSP50Ms            float64   `json:"latency_nats_p50_ms"`
+	LeaderKillStallMs           float64   `json:"leader_kill_stall_ms"`
+	LeaderKillLost              int       `json:"leader_kill_lost_lines"`
+	Subs                        int       `json:"subs"`
+	Lines                       int       `json:"lines"`
 }
 
 func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
@@ -209,12 +217,29 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		return float64(nLines*nSubs) / time.Since(start).Seconds(), nil
 	}
 	if runOnly["fanout"] {
-		if r.FanoutDirectDeliveriesPerS, err = fanout(""); err != nil {
-			return r, err
+		// Direct and through NATS in the order D N N D D N ...: on a
+		// machine whose speed drifts, each side gets as many early runs
+		// as late ones, and the ratio of the means is that of the sides.
+		var direct, viaNATS []float64
+		for i := range 2 * fanoutRounds {
+			nats := i%4 == 1 || i%4 == 2
+			extra := ""
+			if nats {
+				extra = natsYAML
+			}
+			v, err := fanout(extra)
+			if err != nil {
+				return r, err
+			}
+			if nats {
+				viaNATS = append(viaNATS, v)
+			} else {
+				direct = append(direct, v)
+			}
+			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s", nSubs, i+1, nats, v)
 		}
-		if r.FanoutNATSDeliveriesPerS, err = fanout(natsYAML); err != nil {
-			return r, err
-		}
+		r.FanoutDirectRuns, r.FanoutNATSRuns = direct, viaNATS
+		r.FanoutDirectDeliveriesPerS, r.FanoutNATSDeliveriesPerS = mean(direct), mean(viaNATS)
 		r.FanoutRatio = r.FanoutNATSDeliveriesPerS / r.FanoutDirectDeliveriesPerS
 		m.Logf("fan-out to %d subs: direct %.0f, through NATS %.0f deliveries/s (%.2f)", nSubs, r.FanoutDirectDeliveriesPerS, r.FanoutNATSDeliveriesPerS, r.FanoutRatio)
 	}
@@ -263,6 +288,14 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		m.Logf("leader killed: longest stall %.0f ms, %d lines lost", r.LeaderKillStallMs, r.LeaderKillLost)
 	}
 	return r, nil
+}
+
+func mean(v []float64) float64 {
+	var sum float64
+	for _, x := range v {
+		sum += x
+	}
+	return sum / float64(len(v))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
