@@ -291,27 +291,6 @@ func TestClaimDoesNotWaitForOtherForks(t *testing.T) {
 	defer func(w time.Duration) { startWait = w }(startWait)
 	startWait = time.Hour // so that a wait it should not make shows
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	// connect returns the accepted end of a connection whose other end
-	// this process holds.
-	connect := func() net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
 	p := &Pool{log: logrus.NewEntry(logrus.New())}
 	a, b, c := &slot{num: 1}, &slot{num: 2}, &slot{num: 3}
 	p.beginStart(b) // forking, and stays so
@@ -319,7 +298,7 @@ func TestClaimDoesNotWaitForOtherForks(t *testing.T) {
 	p.awaitWorker(a, os.Getpid())
 
 	got := make(chan claimed, 1)
-	conn := connect()
+	conn := selfConn(t)
 	go func() { cl, ok := p.Claim(conn); got <- claimed{conn, cl, ok} }()
 	select {
 	case g := <-got:
@@ -333,7 +312,7 @@ func TestClaimDoesNotWaitForOtherForks(t *testing.T) {
 	// No awaited worker holds this one; slot 3 is being forked when it
 	// comes, and its worker turns out to be this process.
 	p.beginStart(c)
-	conn = connect()
+	conn = selfConn(t)
 	go func() { cl, ok := p.Claim(conn); got <- claimed{conn, cl, ok} }()
 	select {
 	case g := <-got:
@@ -355,21 +334,7 @@ func TestClaimDoesNotWaitForOtherForks(t *testing.T) {
 // recognised, ended, and then the worker exited is not reported as
 // never recognised; one that never connected is.
 func TestWorkerGoneWarnsOnlyWhenNeverSeen(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	conn, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := selfConn(t)
 
 	log, hook := test.NewNullLogger()
 	p := &Pool{log: logrus.NewEntry(log)}
@@ -399,4 +364,27 @@ func TestWorkerGoneWarnsOnlyWhenNeverSeen(t *testing.T) {
 	if !warned {
 		t.Fatal("a worker that never connected is not reported")
 	}
+}
+
+// selfConn returns the accepted end of a loopback connection whose other
+// end this process holds, so that sockowner finds this process as its
+// owner.
+func selfConn(t *testing.T) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
