@@ -117,13 +117,6 @@ type sinkError struct{ err error }
 
 func (e sinkError) Error() string { return e.err.Error() }
 
-// The most messages and bytes an edge's pull asks for at once. NATS
-// payloads are at most 64 MiB (max_payload's ceiling), so one always fits.
-const (
-	pullMessages = 500
-	pullBytes    = 64 << 20
-)
-
 // consume creates an ordered consumer where the edge is and hands on
 // what it delivers until an error.
 func (c *Consumer) consume(ctx context.Context) error {
@@ -150,12 +143,8 @@ func (c *Consumer) consume(ctx context.Context) error {
 		return err
 	}
 	// Next is given no max wait: one shorter than twice the heartbeat
-	// would turn off the detection of missed heartbeats. The pull is
-	// bounded in bytes too: nats.go's 500 messages of up to 1 MiB each
-	// (batches) could hold half a GiB here for an edge replaying a long
-	// stream.
-	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat),
-		jetstream.PullMaxMessagesWithBytesLimit(pullMessages, pullBytes))
+	// would turn off the detection of missed heartbeats.
+	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat))
 	if err != nil {
 		return err
 	}
