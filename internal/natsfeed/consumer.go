@@ -117,6 +117,10 @@ type sinkError struct{ err error }
 
 func (e sinkError) Error() string { return e.err.Error() }
 
+// resetAttempts is how many times nats.go may try to re-create the
+// ordered consumer before Next fails (at 1 s, 2 s, 4 s...).
+const resetAttempts = 3
+
 // consume creates an ordered consumer where the edge is and hands on
 // what it delivers until an error.
 func (c *Consumer) consume(ctx context.Context) error {
@@ -127,7 +131,12 @@ func (c *Consumer) consume(ctx context.Context) error {
 		return err
 	}
 	c.stream = st
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+	// nats.go re-creates an ordered consumer by itself after a missed
+	// heartbeat or a sequence jump; a few attempts, then Next returns the
+	// error and Run starts over here, logging it, looking the stream up
+	// again and backing off on its own terms. Unbounded, nats.go retries
+	// for ever inside Next, deaf to ctx.
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy, MaxResetAttempts: resetAttempts}
 	switch seq := c.stats.streamSeq.Load(); {
 	case seq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
@@ -149,6 +158,9 @@ func (c *Consumer) consume(ctx context.Context) error {
 		return err
 	}
 	defer it.Stop()
+	// Next takes ctx, but not while nats.go is re-creating the consumer:
+	// stopping the iterator is what ends that.
+	defer context.AfterFunc(ctx, it.Stop)()
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {

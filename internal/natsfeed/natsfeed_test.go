@@ -165,7 +165,14 @@ func runConsumer(t *testing.T, c *Conn, o ConsumerOptions) (*Consumer, *collecto
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cons.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the consumer did not stop within 30s of being told to")
+		}
+	})
 	return cons, col
 }
 

@@ -145,7 +145,14 @@ func runConsumer(t *testing.T, conn *natsfeed.Conn, o natsfeed.ConsumerOptions) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cons.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the consumer did not stop within 30s of being told to")
+		}
+	})
 	return cons, ch
 }
 
