@@ -42,10 +42,9 @@ func buildQueueWorker(t *testing.T) string {
 }
 
 // workEdgeConfig is a chattyd of the work queue across machines with
-// workers workers of bin writing down what they handle in rec.
-func workEdgeConfig(c *Cluster, workers int, bin, rec string) string {
-	// Workers that take 20ms over each read of lines: an edge killed
-	// holds lines its workers handled and did not acknowledge.
+// workers workers of bin writing down what they handle in rec, and
+// taking ackDelay over each read of lines before they acknowledge it.
+func workEdgeConfig(c *Cluster, workers int, bin, rec string, ackDelay time.Duration) string {
 	return fmt.Sprintf(`version: 1
 broadcast:
   delivery: one
@@ -55,7 +54,7 @@ broadcast:
     ack_timeout: 10s
 pool:
   size: %d
-  command: [%q, "-record", %q, "-ack-delay", "20ms", "{addr}"]
+  command: [%q, "-record", %q, "-ack-delay", %q, "{addr}"]
   min_uptime: 100ms
   backoff_initial: 10ms
   backoff_max: 50ms
@@ -73,7 +72,7 @@ nats:
     subject: chatty.work
     consumer: workers
     ack_wait: 2s
-`, workers, bin, rec, c.URLs())
+`, workers, bin, rec, ackDelay.String(), c.URLs())
 }
 
 // workJob is line i of the feed, of lengths varied so that a misplaced
@@ -152,9 +151,11 @@ func TestWorkQueueEdgeKilled(t *testing.T) {
 	const workers = 4
 
 	recA, recB := t.TempDir(), t.TempDir()
-	a := &edge{name: "edge-a", config: workEdgeConfig(c, workers, bin, recA)}
+	// Edge B's workers are slow: it is killed while they hold lines they
+	// handled and did not acknowledge.
+	a := &edge{name: "edge-a", config: workEdgeConfig(c, workers, bin, recA, 20*time.Millisecond)}
 	a.start(t)
-	b := &edge{name: "edge-b", config: workEdgeConfig(c, workers, bin, recB)}
+	b := &edge{name: "edge-b", config: workEdgeConfig(c, workers, bin, recB, 300*time.Millisecond)}
 	b.start(t)
 	for _, e := range []*edge{a, b} {
 		poll.Eventually(t, 60*time.Second, func() bool { return len(queueOf(t, e).Workers) == workers }, e.name+"'s workers connected")
@@ -186,6 +187,12 @@ func TestWorkQueueEdgeKilled(t *testing.T) {
 	poll.Eventually(t, 60*time.Second, func() bool { return fed.Load() >= int64(n)*2/5 }, "40% of the feed written")
 	// Edge B must have taken a share by now, else the kill proves nothing.
 	poll.Eventually(t, 30*time.Second, func() bool { return queueOf(t, b).Acked > 0 }, "edge-b's workers acknowledging lines")
+	// ... and must hold lines handled, not yet acknowledged, when it dies.
+	poll.Eventually(t, 30*time.Second, func() bool {
+		acked := queueOf(t, b).Acked
+		h, _ := workHandled(t, recB)
+		return uint64(len(h)) >= acked+uint64(workers)
+	}, "edge-b's workers holding lines they handled")
 	t.Logf("SIGKILL edge-b")
 	b.daemon().Signal(syscall.SIGKILL)
 	b.daemon().Wait(10 * time.Second)
