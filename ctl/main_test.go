@@ -281,6 +281,10 @@ func TestStatusNATS(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}
 	}
+	b.StatusValue.NATS.Server, b.StatusValue.NATS.Embedded = "in-process", true
+	if code, out, _ = runCtl(t, "--socket", sock, "status"); code != 0 || !strings.Contains(out, "connected in-process (embedded server)") {
+		t.Errorf("on the embedded server: exit %d, output lacks \"connected in-process (embedded server)\":\n%s", code, out)
+	}
 }
 
 func TestStopWaits(t *testing.T) {

@@ -113,7 +113,11 @@ func printStatus(out io.Writer, st control.Status) error {
 	}
 	if n := st.NATS; n != nil {
 		where := n.State
-		if n.Server != "" {
+		switch n.Server {
+		case "":
+		case "in-process":
+			where += " in-process"
+		default:
 			where += " to " + n.Server
 		}
 		if n.Embedded {

@@ -42,6 +42,7 @@ type Conn struct {
 
 	reconnects  atomic.Uint64
 	disconnects atomic.Uint64
+	inProcess   bool // on the embedded server without a socket
 }
 
 // ConnOptions are what Connect needs besides the configuration.
@@ -123,6 +124,7 @@ func Connect(cfg config.NATS, o ConnOptions, log *logrus.Entry) (*Conn, error) {
 			return nil, errors.New("nats: no nats.urls and no embedded server to connect to")
 		}
 		opts = append(opts, nats.InProcessServer(o.InProcess))
+		c.inProcess = true
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -161,10 +163,15 @@ func (c *Conn) State() string {
 }
 
 // Server returns the URL of the server the connection is on, without
-// credentials; "" when it is on none.
+// credentials, or "in-process" for the embedded server reached without
+// a socket; "" when it is on none.
 func (c *Conn) Server() string {
-	if c.NC.Status() != nats.CONNECTED {
+	switch {
+	case c.NC.Status() != nats.CONNECTED:
 		return ""
+	case c.inProcess:
+		// nats.go reports its default URL, which nothing listens on.
+		return "in-process"
 	}
 	return c.NC.ConnectedUrlRedacted()
 }

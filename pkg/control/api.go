@@ -122,7 +122,8 @@ type NATSStatus struct {
 	// State is the connection's: connected, connecting, reconnecting,
 	// draining or closed.
 	State string `json:"state"`
-	// Server is the URL of the server the connection is on; "" when none.
+	// Server is the URL of the server the connection is on, "in-process"
+	// for the embedded server reached without a socket; "" when none.
 	Server string `json:"server,omitempty"`
 	// Stream is the JetStream stream's name.
 	Stream string `json:"stream"`
