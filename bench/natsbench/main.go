@@ -36,10 +36,11 @@ import (
 func main() {
 	bin := flag.String("bin", "bin/chattyd", "chattyd binary")
 	jsonOut := flag.String("json", "", "write the results as JSON to this file")
-	lines := flag.Int("lines", 500000, "lines published in the publishing and fan-out runs")
+	lines := flag.Int("lines", 500000, "lines published in the publishing run (a twentieth of them one per message)")
+	flag.IntVar(&fanoutLines, "fanout-lines", 2000000, "lines fed in each fan-out run")
 	subs := flag.Int("subs", 100, "subscribers of the fan-out run")
 	only := flag.String("only", "publish,fanout,latency,stall", "the measures to run, comma-separated")
-	flag.IntVar(&fanoutRounds, "fanout-rounds", 2, "fan-out runs on each side, direct and through NATS alternating")
+	flag.IntVar(&fanoutRounds, "fanout-rounds", 3, "fan-out runs on each side, direct and through NATS alternating")
 	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
 	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
 	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
@@ -73,6 +74,7 @@ var (
 	runOnly                = map[string]bool{}
 	consumeHeartbeat       time.Duration
 	fanoutRounds           int
+	fanoutLines            int
 	batchLines, batchBytes int
 )
 
@@ -85,6 +87,12 @@ type results struct {
 	FanoutRatio                 float64   `json:"fanout_nats_over_direct"`
 	FanoutDirectRuns            []float64 `json:"fanout_direct_runs"`
 	FanoutNATSRuns              []float64 `json:"fanout_nats_runs"`
+	// CPU seconds over the fan-out runs (means): chattyd's own, and the
+	// three nats-server processes' together.
+	FanoutDirectChattydCPUs float64 `json:"fanout_direct_chattyd_cpu_s"`
+	FanoutNATSChattydCPUs   float64 `json:"fanout_nats_chattyd_cpu_s"`
+	FanoutDirectServersCPUs float64 `json:"fanout_direct_nats_servers_cpu_s"`
+	FanoutNATSServersCPUs   float64 `json:"fanout_nats_nats_servers_cpu_s"`
 	LatencyDirectP99Ms          float64   `json:"latency_direct_p99_ms"`
 	LatencyNATSP99Ms            float64   `json:"latency_nats_p99_ms"`
 	LatencyDirectP50Ms          float64   `json:"latency_direct_p50_ms"`
@@ -93,10 +101,11 @@ type results struct {
 	LeaderKillLost              int       `json:"leader_kill_lost_lines"`
 	Subs                        int       `json:"subs"`
 	Lines                       int       `json:"lines"`
+	FanoutLines                 int       `json:"fanout_lines"`
 }
 
 func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
-	r := results{Subs: nSubs, Lines: nLines}
+	r := results{Subs: nSubs, Lines: nLines, FanoutLines: fanoutLines}
 	c := natscluster.Start(m)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -157,10 +166,20 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n  consume:\n    heartbeat: %s\n", strings.Join(c.URLList(), ", "), consumeHeartbeat)
 
 	// Fan-out: the same feed from stdin, direct and through the stream.
-	fanout := func(extra string) (float64, error) {
+	// serversCPU is the CPU time of the cluster's processes so far.
+	serversCPU := func() time.Duration {
+		var sum time.Duration
+		for _, n := range c.Nodes {
+			sum += cpuTime(n.Pid())
+		}
+		return sum
+	}
+	type cpu struct{ chattyd, servers time.Duration }
+	fanout := func(extra string) (float64, cpu, error) {
+		var used cpu
 		d, err := startChattyd(m, bin, extra)
 		if err != nil {
-			return 0, err
+			return 0, used, err
 		}
 		defer d.stop()
 		counts := make([]atomic.Int64, nSubs)
@@ -168,18 +187,18 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		conns := make([]net.Conn, nSubs)
 		for i := range nSubs {
 			if conns[i], err = net.Dial("tcp", d.addr); err != nil {
-				return 0, err
+				return 0, used, err
 			}
 			defer conns[i].Close()
 		}
 		if err := d.waitClients(nSubs); err != nil {
-			return 0, err
+			return 0, used, err
 		}
 		for i := range nSubs {
 			wg.Go(func() {
 				buf := make([]byte, 256<<10)
 				var n int64
-				for n < int64(nLines) {
+				for n < int64(fanoutLines) {
 					k, err := conns[i].Read(buf)
 					for _, b := range buf[:k] {
 						if b == '\n' {
@@ -193,10 +212,11 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 				}
 			})
 		}
+		chattydAt, serversAt := cpuTime(d.cmd.Process.Pid), serversCPU()
 		start := time.Now()
 		go func() {
 			w := bufio.NewWriterSize(d.stdin, 1<<20)
-			for range nLines {
+			for range fanoutLines {
 				w.Write(line)
 				w.WriteByte('\n')
 			}
@@ -207,37 +227,47 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		select {
 		case <-done:
 		case <-time.After(5 * time.Minute):
-			return 0, errors.New("fan-out: not every line reached every subscriber within 5 minutes")
+			return 0, used, errors.New("fan-out: not every line reached every subscriber within 5 minutes")
 		}
 		for i := range counts {
-			if counts[i].Load() != int64(nLines) {
-				return 0, fmt.Errorf("fan-out: subscriber %d got %d lines, want %d", i, counts[i].Load(), nLines)
+			if counts[i].Load() != int64(fanoutLines) {
+				return 0, used, fmt.Errorf("fan-out: subscriber %d got %d lines, want %d", i, counts[i].Load(), fanoutLines)
 			}
 		}
-		return float64(nLines*nSubs) / time.Since(start).Seconds(), nil
+		elapsed := time.Since(start)
+		used = cpu{chattyd: cpuTime(d.cmd.Process.Pid) - chattydAt, servers: serversCPU() - serversAt}
+		return float64(fanoutLines*nSubs) / elapsed.Seconds(), used, nil
 	}
 	if runOnly["fanout"] {
 		// Direct and through NATS in the order D N N D D N ...: on a
 		// machine whose speed drifts, each side gets as many early runs
 		// as late ones, and the ratio of the means is that of the sides.
 		var direct, viaNATS []float64
+		var directCPU, natsCPU cpu
 		for i := range 2 * fanoutRounds {
 			nats := i%4 == 1 || i%4 == 2
 			extra := ""
 			if nats {
 				extra = natsYAML
 			}
-			v, err := fanout(extra)
+			v, used, err := fanout(extra)
 			if err != nil {
 				return r, err
 			}
 			if nats {
 				viaNATS = append(viaNATS, v)
+				natsCPU.chattyd += used.chattyd
+				natsCPU.servers += used.servers
 			} else {
 				direct = append(direct, v)
+				directCPU.chattyd += used.chattyd
+				directCPU.servers += used.servers
 			}
-			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s", nSubs, i+1, nats, v)
+			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v", nSubs, i+1, nats, v, used.chattyd, used.servers)
 		}
+		runs := float64(fanoutRounds)
+		r.FanoutDirectChattydCPUs, r.FanoutDirectServersCPUs = directCPU.chattyd.Seconds()/runs, directCPU.servers.Seconds()/runs
+		r.FanoutNATSChattydCPUs, r.FanoutNATSServersCPUs = natsCPU.chattyd.Seconds()/runs, natsCPU.servers.Seconds()/runs
 		r.FanoutDirectRuns, r.FanoutNATSRuns = direct, viaNATS
 		r.FanoutDirectDeliveriesPerS, r.FanoutNATSDeliveriesPerS = mean(direct), mean(viaNATS)
 		r.FanoutRatio = r.FanoutNATSDeliveriesPerS / r.FanoutDirectDeliveriesPerS
@@ -451,4 +481,34 @@ func (d *chattyd) stop() {
 		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// cpuTime returns the user and system time process pid has used, from
+// /proc (in the kernel's USER_HZ, 100 a second on Linux); 0 when it cannot
+// be read.
+func cpuTime(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...: utime and stime are the 12th and 13th
+	// fields after the comm, which may hold spaces.
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	k, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(u+k) * time.Second / 100
 }

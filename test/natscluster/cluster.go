@@ -258,6 +258,16 @@ func (n *Node) Kill() {
 	}
 }
 
+// Pid returns the node's process id; 0 when it does not run.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Running reports whether the node's process runs.
 func (n *Node) Running() bool {
 	n.mu.Lock()
