@@ -93,15 +93,15 @@ type results struct {
 	FanoutNATSChattydCPUs   float64 `json:"fanout_nats_chattyd_cpu_s"`
 	FanoutDirectServersCPUs float64 `json:"fanout_direct_nats_servers_cpu_s"`
 	FanoutNATSServersCPUs   float64 `json:"fanout_nats_nats_servers_cpu_s"`
-	LatencyDirectP99Ms          float64   `json:"latency_direct_p99_ms"`
-	LatencyNATSP99Ms            float64   `json:"latency_nats_p99_ms"`
-	LatencyDirectP50Ms          float64   `json:"latency_direct_p50_ms"`
-	LatencyNATSP50Ms            float64   `json:"latency_nats_p50_ms"`
-	LeaderKillStallMs           float64   `json:"leader_kill_stall_ms"`
-	LeaderKillLost              int       `json:"leader_kill_lost_lines"`
-	Subs                        int       `json:"subs"`
-	Lines                       int       `json:"lines"`
-	FanoutLines                 int       `json:"fanout_lines"`
+	LatencyDirectP99Ms      float64 `json:"latency_direct_p99_ms"`
+	LatencyNATSP99Ms        float64 `json:"latency_nats_p99_ms"`
+	LatencyDirectP50Ms      float64 `json:"latency_direct_p50_ms"`
+	LatencyNATSP50Ms        float64 `json:"latency_nats_p50_ms"`
+	LeaderKillStallMs       float64 `json:"leader_kill_stall_ms"`
+	LeaderKillLost          int     `json:"leader_kill_lost_lines"`
+	Subs                    int     `json:"subs"`
+	Lines                   int     `json:"lines"`
+	FanoutLines             int     `json:"fanout_lines"`
 }
 
 func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
