@@ -74,7 +74,7 @@ func runWork(t *testing.T, c *Conn, q LocalQueue) (*WorkConsumer, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); wc.Run(ctx) }()
-	stop := func() { cancel(); <-done }
+	stop := func() { cancel(); poll.Closed(t, done, 30*time.Second, "the work consumer told to stop still runs") }
 	t.Cleanup(stop)
 	return wc, stop
 }

@@ -58,3 +58,14 @@ func Eventually(tb TB, timeout time.Duration, cond func() bool, msg string) {
 		tb.Fatalf("after %s: %s", timeout, msg)
 	}
 }
+
+// Closed waits until ch is closed (the end of a goroutine told to stop,
+// say), and fails the test with msg if it is not within timeout.
+func Closed(tb TB, ch <-chan struct{}, timeout time.Duration, msg string) {
+	tb.Helper()
+	select {
+	case <-ch:
+	case <-time.After(timeout):
+		tb.Fatalf("after %s: %s", timeout, msg)
+	}
+}

@@ -58,3 +58,18 @@ func TestEventually(t *testing.T) {
 		t.Errorf("a condition never met failed the test with %q, want %q", late.failed, want)
 	}
 }
+
+func TestClosed(t *testing.T) {
+	ch := make(chan struct{})
+	close(ch)
+	var ok fakeTB
+	Closed(&ok, ch, 10*time.Second, "closed")
+	if ok.failed != "" {
+		t.Errorf("a closed channel failed the test: %s", ok.failed)
+	}
+	var late fakeTB
+	Closed(&late, make(chan struct{}), 30*time.Millisecond, "the goroutine stopped")
+	if want := "after 30ms: the goroutine stopped"; late.failed != want {
+		t.Errorf("a channel never closed failed the test with %q, want %q", late.failed, want)
+	}
+}

@@ -96,7 +96,7 @@ func runPublisher(t *testing.T, conn *natsfeed.Conn, st jetstream.Stream, drain 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()
-	stop := func() { cancel(); <-done }
+	stop := func() { cancel(); poll.Closed(t, done, 30*time.Second, "the publisher told to stop still runs") }
 	t.Cleanup(stop)
 	return p, stop
 }
@@ -145,14 +145,7 @@ func runConsumer(t *testing.T, conn *natsfeed.Conn, o natsfeed.ConsumerOptions) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cons.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("the consumer did not stop within 30s of being told to")
-		}
-	})
+	t.Cleanup(func() { cancel(); poll.Closed(t, done, 30*time.Second, "the consumer told to stop still runs") })
 	return cons, ch
 }
 
