@@ -111,7 +111,7 @@ func runPublisher(t *testing.T, c *Conn, st jetstream.Stream, o PublisherOptions
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()
-	stop := func() { cancel(); <-done }
+	stop := func() { cancel(); poll.Closed(t, done, 30*time.Second, "the publisher told to stop still runs") }
 	t.Cleanup(stop)
 	return p, stop
 }
@@ -165,14 +165,7 @@ func runConsumer(t *testing.T, c *Conn, o ConsumerOptions) (*Consumer, *collecto
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); cons.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("the consumer did not stop within 30s of being told to")
-		}
-	})
+	t.Cleanup(func() { cancel(); poll.Closed(t, done, 30*time.Second, "the consumer told to stop still runs") })
 	return cons, col
 }
 
@@ -380,6 +373,25 @@ func TestConsumerReportsGap(t *testing.T) {
 	if s := cons.Stats(); s.Gaps != 1 || s.GapLines != 15 || s.LastSeq != 20 {
 		t.Errorf("consumer stats %+v, want one gap of 15 lines, last 20", s)
 	}
+}
+
+// A consumer whose stream is deleted under it is not left inside nats.go,
+// retrying its re-creation for ever and deaf to being told to stop: after
+// a few attempts Run starts over by itself, and the test's cleanup stops
+// it within its bound.
+func TestConsumerStartsOverWhenStreamGone(t *testing.T) {
+	e := startServer(t, "127.0.0.1:0", t.TempDir())
+	c, st := connect(t, e.ClientURL(), testStream())
+	p, _ := runPublisher(t, c, st, PublisherOptions{})
+	publishLines(t, p, "l", 0, 10)
+	cons, col := runConsumer(t, c, ConsumerOptions{StartFirst: true})
+	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 10 }, "10 lines consumed")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.JS.DeleteStream(ctx, "TEST"); err != nil {
+		t.Fatal(err)
+	}
+	poll.Eventually(t, 60*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over with its stream gone")
 }
 
 // Messages published by another tool, without Chatty-Seq, continue the
