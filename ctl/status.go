@@ -115,7 +115,7 @@ func printStatus(out io.Writer, st control.Status) error {
 		where := n.State
 		switch n.Server {
 		case "":
-		case "in-process":
+		case control.NATSServerInProcess:
 			where += " in-process"
 		default:
 			where += " to " + n.Server

@@ -62,7 +62,7 @@ func TestInProcessSharedFeedThroughEmbeddedNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := st.NATS
-	if n == nil || n.State != "connected" || !n.Embedded || n.Stream != "CHATTY" || n.Publish.Lines != 51 || n.Publish.LastSeq != 51 || n.Consume.LastSeq != 51 || n.Server != "in-process" {
+	if n == nil || n.State != "connected" || !n.Embedded || n.Stream != "CHATTY" || n.Publish.Lines != 51 || n.Publish.LastSeq != 51 || n.Consume.LastSeq != 51 || n.Server != control.NATSServerInProcess {
 		t.Fatalf("status nats = %+v, want connected to the embedded server, 51 lines published and consumed", n)
 	}
 	if st.Stream.Last != 51 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
@@ -163,15 +164,15 @@ func (c *Conn) State() string {
 }
 
 // Server returns the URL of the server the connection is on, without
-// credentials, or "in-process" for the embedded server reached without
-// a socket; "" when it is on none.
+// credentials, or control.NATSServerInProcess for the embedded server
+// reached without a socket; "" when it is on none.
 func (c *Conn) Server() string {
 	switch {
 	case c.NC.Status() != nats.CONNECTED:
 		return ""
 	case c.inProcess:
 		// nats.go reports its default URL, which nothing listens on.
-		return "in-process"
+		return control.NATSServerInProcess
 	}
 	return c.NC.ConnectedUrlRedacted()
 }

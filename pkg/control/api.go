@@ -117,13 +117,18 @@ type RetryResponse struct {
 	Seq uint64 `json:"seq"`
 }
 
+// NATSServerInProcess is NATSStatus.Server for a connection to the
+// embedded server without a socket.
+const NATSServerInProcess = "in-process"
+
 // NATSStatus is the shared feed through a NATS JetStream stream.
 type NATSStatus struct {
 	// State is the connection's: connected, connecting, reconnecting,
 	// draining or closed.
 	State string `json:"state"`
-	// Server is the URL of the server the connection is on, "in-process"
-	// for the embedded server reached without a socket; "" when none.
+	// Server is the URL of the server the connection is on,
+	// NATSServerInProcess for the embedded server reached without a
+	// socket; "" when none.
 	Server string `json:"server,omitempty"`
 	// Stream is the JetStream stream's name.
 	Stream string `json:"stream"`
