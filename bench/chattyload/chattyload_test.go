@@ -210,14 +210,6 @@ func TestHistogram(t *testing.T) {
 }
 
 func TestParseProc(t *testing.T) {
-	stat := "1234 (chatty d) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 1000 200"
-	cpu, err := parseStatCPU([]byte(stat))
-	if err != nil || cpu != 3*time.Second {
-		t.Fatalf("parseStatCPU = %v, %v; want 3s (300 ticks)", cpu, err)
-	}
-	if _, err := parseStatCPU([]byte("1234 (x")); err == nil {
-		t.Fatal("parseStatCPU accepted a truncated stat")
-	}
 	status := "Name:\tchattyd\nVmPeak:\t  100 kB\nVmHWM:\t   12345 kB\nVmRSS:\t 1000 kB\n"
 	if got := parseStatusKiB([]byte(status), "VmHWM:"); got != 12345 {
 		t.Fatalf("VmHWM = %d, want 12345", got)

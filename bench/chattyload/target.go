@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/chattydproc"
+	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
 // feedWriter is where the feeder writes: chattyd's stdin or a TCP
@@ -197,9 +197,6 @@ type procStat struct {
 	peakRSS int64         // VmHWM in KiB
 }
 
-// clockTicks is USER_HZ, 100 on every Linux the tool runs on.
-const clockTicks = 100
-
 // readProcStat reads /proc/PID/stat and /proc/PID/status.
 func readProcStat(pid int) (procStat, error) {
 	var ps procStat
@@ -207,7 +204,7 @@ func readProcStat(pid int) (procStat, error) {
 	if err != nil {
 		return ps, err
 	}
-	ps.cpu, err = parseStatCPU(b)
+	ps.cpu, err = procstat.ParseCPU(b)
 	if err != nil {
 		return ps, err
 	}
@@ -226,25 +223,6 @@ func readRSS(pid int) int64 {
 		return -1
 	}
 	return parseStatusKiB(b, "VmRSS:")
-}
-
-// parseStatCPU returns utime+stime from the text of /proc/PID/stat.
-func parseStatCPU(b []byte) (time.Duration, error) {
-	// comm, field 2, is in parentheses and may hold spaces: start after it.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 { // f[0] is field 3 (state); utime is 14, stime 15
-		return 0, errors.New("short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("malformed /proc stat: %w", err)
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
 // parseStatusKiB returns the value in kB of key in /proc/PID/status, or -1.

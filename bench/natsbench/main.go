@@ -29,6 +29,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/natsfeed"
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/chatty-dev/chatty/test/natscluster"
 	"github.com/sirupsen/logrus"
 )
@@ -483,32 +484,12 @@ func (d *chattyd) stop() {
 	}
 }
 
-// cpuTime returns the user and system time process pid has used, from
-// /proc (in the kernel's USER_HZ, 100 a second on Linux); 0 when it cannot
-// be read.
+// cpuTime returns the CPU time process pid has used; 0 when it cannot be
+// read.
 func cpuTime(pid int) time.Duration {
 	if pid <= 0 {
 		return 0
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// pid (comm) state ppid ...: utime and stime are the 12th and 13th
-	// fields after the comm, which may hold spaces.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	k, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(u+k) * time.Second / 100
+	d, _ := procstat.CPU(pid)
+	return d
 }
