@@ -118,8 +118,12 @@ type sinkError struct{ err error }
 func (e sinkError) Error() string { return e.err.Error() }
 
 // resetAttempts is how many times nats.go may try to re-create the
-// ordered consumer before Next fails (at 1 s, 2 s, 4 s...).
-const resetAttempts = 3
+// ordered consumer before Next fails. One: nats.go gives each attempt
+// 10 s and retries under the same consumer name, and with the stream
+// leader just killed that name can stay unanswered for every attempt
+// (three took over 30 s here); Run starts over at once with a new
+// ordered consumer, which a live node answers.
+const resetAttempts = 1
 
 // consume creates an ordered consumer where the edge is and hands on
 // what it delivers until an error.
