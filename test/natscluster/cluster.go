@@ -304,9 +304,25 @@ func (c *Cluster) stop() {
 	}
 	if c.tb.Failed() {
 		for _, n := range c.Nodes {
-			c.tb.Logf("nats-server %s output (last 4 KiB):\n%s", n.Name, tail(n.Output(), 4096))
+			out, retries := withoutRouteRetries(n.Output())
+			c.tb.Logf("nats-server %s output (last 8 KiB, %d route retries left out):\n%s", n.Name, retries, tail(out, 8192))
 		}
 	}
+}
+
+// withoutRouteRetries drops the line a node logs each second while a
+// killed peer is down, which would otherwise fill the output's tail.
+func withoutRouteRetries(s string) (string, int) {
+	var b strings.Builder
+	n := 0
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, "Error trying to connect to route") {
+			n++
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String(), n
 }
 
 func tail(s string, n int) string {

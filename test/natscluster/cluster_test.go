@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -23,11 +22,26 @@ import (
 // it, `make test` runs a short version.
 func full() bool { return os.Getenv("CHATTY_NATS_FULL") != "" }
 
+// testLog logs to the test when it runs verbosely; otherwise it keeps
+// the log, debug messages included, and prints its end only if the test
+// fails, so that a failure in CI comes with what the publisher and
+// consumer saw.
 func testLog(t *testing.T, name string) *logrus.Entry {
 	l := logrus.New()
-	l.SetOutput(io.Discard)
 	if testing.Verbose() {
 		l.SetOutput(logWriter{t})
+	} else {
+		var mu sync.Mutex
+		var buf strings.Builder
+		l.SetOutput(lockedBuilder{&mu, &buf})
+		l.SetLevel(logrus.DebugLevel)
+		t.Cleanup(func() {
+			if t.Failed() {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Logf("%s log (last 8 KiB):\n%s", name, tail(buf.String(), 8192))
+			}
+		})
 	}
 	return logrus.NewEntry(l).WithField("component", name)
 }
@@ -37,6 +51,17 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+type lockedBuilder struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedBuilder) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
 
 // r3 is the R3 file stream of the tests.
@@ -266,6 +291,11 @@ func TestLeaderKilledMidFeed(t *testing.T) {
 	conn, st := connect(t, c)
 	p, _ := runPublisher(t, conn, st, 0)
 	cons, ch := runConsumer(t, conn, natsfeed.ConsumerOptions{StartFirst: true})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("publisher %+v; consumer %+v", p.Stats(), cons.Stats())
+		}
+	})
 	n, rate := 3000, 1000
 	if full() {
 		n, rate = 20000, 2000
@@ -276,6 +306,8 @@ func TestLeaderKilledMidFeed(t *testing.T) {
 	l := leader(t, c, st)
 	t.Logf("killing the stream leader %s after %d lines", l.Name, ch.count())
 	l.Kill()
+	// A consumer re-created on the dead leader's name stalled here for
+	// over 30 s (see resetAttempts in internal/natsfeed).
 	poll.Eventually(t, 30*time.Second, func() bool { return ch.count() >= n/2 }, "half of the feed consumed with the leader dead")
 	l.Start()
 	<-fed
