@@ -204,10 +204,11 @@ func readProcStat(pid int) (procStat, error) {
 	if err != nil {
 		return ps, err
 	}
-	ps.cpu, err = procstat.ParseCPU(b)
+	st, err := procstat.Parse(b)
 	if err != nil {
 		return ps, err
 	}
+	ps.cpu = st.CPU
 	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return ps, err

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/chattydproc"
+	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
 func main() {
@@ -285,16 +286,7 @@ func (d *daemon) workers() (map[int]int, error) {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(stat, ')')
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || f[0] == "Z" {
-			continue
-		}
-		if ppid, _ := strconv.Atoi(f[1]); ppid != parent {
+		if st, err := procstat.Read(pid); err != nil || st.Zombie() || st.PPID != parent {
 			continue
 		}
 		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/chatty-dev/chatty/pkg/control/client"
 )
 
@@ -97,25 +98,6 @@ func goroutines(ctx context.Context, ctl *client.Client) (int, error) {
 	return int(n), err
 }
 
-// procStat returns the state and parent of pid from /proc/PID/stat.
-func procStat(pid int) (state byte, ppid, pgid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 {
-		return 0, 0, 0, false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	pgid, _ = strconv.Atoi(f[2])
-	return f[0][0], ppid, pgid, true
-}
-
 func allPIDs() []int {
 	ents, _ := os.ReadDir("/proc")
 	var out []int
@@ -131,7 +113,7 @@ func allPIDs() []int {
 func childZombies(pid int) map[int]bool {
 	out := make(map[int]bool)
 	for _, p := range allPIDs() {
-		if st, ppid, _, ok := procStat(p); ok && ppid == pid && st == 'Z' {
+		if st, err := procstat.Read(p); err == nil && st.PPID == pid && st.State == 'Z' {
 			out[p] = true
 		}
 	}
@@ -142,7 +124,7 @@ func childZombies(pid int) map[int]bool {
 func groupProcs(pgid int) []int {
 	var out []int
 	for _, p := range allPIDs() {
-		if _, _, g, ok := procStat(p); ok && g == pgid {
+		if st, err := procstat.Read(p); err == nil && st.PGID == pgid {
 			out = append(out, p)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -224,12 +225,7 @@ func childPIDs(pid int) []int {
 		if err != nil {
 			continue
 		}
-		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
-		if err != nil {
-			continue
-		}
-		_, rest, _ := strings.Cut(string(st), ") ")
-		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if s, err := procstat.Read(n); err == nil && s.PPID == pid {
 			out = append(out, n)
 		}
 	}

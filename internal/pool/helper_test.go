@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -376,12 +377,8 @@ func alive(pid int) bool {
 	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
 		return false
 	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(st), ") ")
-	return !strings.HasPrefix(rest, "Z")
+	s, err := procstat.Read(pid)
+	return err == nil && !s.Zombie()
 }
 
 // groupMembers returns the live processes in process group pgid.
@@ -389,17 +386,10 @@ func groupMembers(pgid int) []int {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var out []int
 	for _, f := range stats {
-		st, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		_, rest, _ := strings.Cut(string(st), ") ")
-		fields := strings.Fields(rest) // state ppid pgrp ...
-		if len(fields) < 3 || fields[0] == "Z" || fields[2] != strconv.Itoa(pgid) {
-			continue
-		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		out = append(out, pid)
+		if s, err := procstat.Read(pid); err == nil && !s.Zombie() && s.PGID == pgid {
+			out = append(out, pid)
+		}
 	}
 	return out
 }

@@ -1,19 +1,17 @@
 package pool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/chatty-dev/chatty/internal/logging"
+	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
 // slot is one numbered place in the pool and the goroutine that keeps a
@@ -294,13 +292,8 @@ const stoppedCheckMax = time.Second
 // (state T in /proc/PID/stat). A process being traced (state t) is not:
 // a debugger holds it on purpose.
 func processStopped(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// "pid (comm) state ...": comm may hold spaces and ")".
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+	s, err := procstat.Read(pid)
+	return err == nil && s.State == 'T'
 }
 
 // workers says n workers in words: "1 worker", "2 workers".

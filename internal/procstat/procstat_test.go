@@ -1,30 +1,52 @@
 package procstat
 
 import (
+	"errors"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 )
 
-func TestParseCPU(t *testing.T) {
-	stat := "1234 (chatty d) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 1000 200"
-	cpu, err := ParseCPU([]byte(stat))
-	if err != nil || cpu != 3*time.Second {
-		t.Fatalf("ParseCPU = %v, %v; want 3s (300 ticks)", cpu, err)
+func TestParse(t *testing.T) {
+	stat := "1234 (chatty d) S 1 1230 1230 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 1000 200"
+	s, err := Parse([]byte(stat))
+	want := Stat{State: 'S', PPID: 1, PGID: 1230, CPU: 3 * time.Second}
+	if err != nil || s != want {
+		t.Fatalf("Parse = %+v, %v; want %+v (300 ticks)", s, err, want)
 	}
-	for _, bad := range []string{"1234 (x", "1234 (x) S 1 2", "1234 (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 ab 50"} {
-		if _, err := ParseCPU([]byte(bad)); err == nil {
-			t.Errorf("ParseCPU accepted %q", bad)
+	// A command name holding ") " is skipped whole.
+	s, err = Parse([]byte("7 (a) Z 9 (b) T 2 3 0 -1 0 0 0 0 0 1 1 0 0"))
+	if err != nil || s.State != 'T' || s.PPID != 2 || s.PGID != 3 {
+		t.Errorf("Parse with ') ' in the name = %+v, %v; want state T, parent 2, group 3", s, err)
+	}
+	for _, bad := range []string{
+		"",
+		"1234 (x",
+		"1234 (x) S 1 2",
+		"1234 (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 ab 50",
+		"1234 (x) SS 1 1234 1234 0 -1 4194560 100 0 0 0 1 50",
+		"1234 (x) S one 1234 1234 0 -1 4194560 100 0 0 0 1 50",
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("Parse accepted %q", bad)
 		}
 	}
 }
 
-// This process has run the test so far: some CPU time, and no error.
-func TestCPUOfSelf(t *testing.T) {
-	if _, err := CPU(os.Getpid()); err != nil {
+// This process: running, its parent and group as the kernel has them.
+func TestReadSelf(t *testing.T) {
+	s, err := Read(os.Getpid())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CPU(-1); err == nil {
-		t.Error("CPU of pid -1 gave no error")
+	if s.State != 'R' || s.PPID != os.Getppid() || s.PGID != syscall.Getpgrp() || s.Zombie() {
+		t.Errorf("Read(self) = %+v; want running, parent %d, group %d", s, os.Getppid(), syscall.Getpgrp())
+	}
+	if _, err := CPU(os.Getpid()); err != nil {
+		t.Error(err)
+	}
+	if _, err := Read(-1); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Read(-1): %v, want an error wrapping os.ErrNotExist", err)
 	}
 }

@@ -3,8 +3,6 @@ package harness
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
 // Proc is what /proc/PID/stat says about a process.
@@ -31,30 +30,11 @@ func (p Proc) Zombie() bool { return p.State == 'Z' || p.State == 'X' }
 // ReadProc reads /proc/PID/stat. It fails with an error wrapping
 // os.ErrNotExist when there is no such process, not even a zombie.
 func ReadProc(pid int) (Proc, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	s, err := procstat.Read(pid)
 	if err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			err = fmt.Errorf("%w: %w", os.ErrNotExist, err)
-		}
 		return Proc{}, err
 	}
-	// "pid (comm) state ppid pgrp ...": comm may hold spaces and ")".
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: no command name in %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 3 || len(f[0]) != 1 {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: too short: %q", pid, b)
-	}
-	p := Proc{PID: pid, State: f[0][0]}
-	if p.PPID, err = strconv.Atoi(f[1]); err == nil {
-		p.PGID, err = strconv.Atoi(f[2])
-	}
-	if err != nil {
-		return Proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return p, nil
+	return Proc{PID: pid, State: s.State, PPID: s.PPID, PGID: s.PGID}, nil
 }
 
 // Procs returns every process in /proc that match keeps, zombies included.

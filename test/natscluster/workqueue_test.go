@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/test/harness"
 )
@@ -117,14 +118,8 @@ func gone(pid int) bool {
 	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 		return true
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// pid (comm) state ...: the state follows the last ')'.
-	s := string(stat)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+	s, err := procstat.Read(pid)
+	return err != nil || s.Zombie()
 }
 
 func queueOf(t *testing.T, e *edge) *control.QueueStatus {
