@@ -200,16 +200,12 @@ type procStat struct {
 // readProcStat reads /proc/PID/stat and /proc/PID/status.
 func readProcStat(pid int) (procStat, error) {
 	var ps procStat
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ps, err
-	}
-	st, err := procstat.Parse(b)
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return ps, err
 	}
 	ps.cpu = st.CPU
-	b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return ps, err
 	}

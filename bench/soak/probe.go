@@ -113,7 +113,7 @@ func allPIDs() []int {
 func childZombies(pid int) map[int]bool {
 	out := make(map[int]bool)
 	for _, p := range allPIDs() {
-		if st, err := procstat.Read(p); err == nil && st.PPID == pid && st.State == 'Z' {
+		if st, err := procstat.Read(p); err == nil && st.PPID == pid && st.Zombie() {
 			out[p] = true
 		}
 	}

@@ -209,7 +209,7 @@ func guardPIDs(t *testing.T) []int {
 	var out []int
 	for _, pid := range childPIDs(os.Getpid()) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if strings.HasSuffix(string(b), "\x00"+guardHelperArg+"\x00") && alive(pid) {
+		if strings.HasSuffix(string(b), "\x00"+guardHelperArg+"\x00") && procstat.Alive(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -256,7 +256,7 @@ func TestPoolReplacesItsGuard(t *testing.T) {
 	}
 
 	tp.stop(t)
-	if alive(next) || slices.Contains(childPIDs(os.Getpid()), next) {
+	if procstat.Alive(next) || slices.Contains(childPIDs(os.Getpid()), next) {
 		t.Errorf("the guard %d outlived the pool's Run, or was left unreaped", next)
 	}
 	if bad := tp.logs.matching(`guard`, 0); len(bad) != 1 {

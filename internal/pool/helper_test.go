@@ -3,7 +3,6 @@ package pool
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,7 +23,6 @@ import (
 	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/chatty-dev/chatty/internal/logging"
 )
@@ -320,7 +318,7 @@ func (tp *testPool) checkNothingLeft(t *testing.T) {
 	t.Helper()
 	for _, pid := range tp.pids() {
 		poll.Eventually(t, wait, func() bool {
-			return !alive(pid) && len(groupMembers(pid)) == 0
+			return !procstat.Alive(pid) && len(groupMembers(pid)) == 0
 		}, fmt.Sprintf("process %d and its group are gone", pid))
 	}
 }
@@ -370,15 +368,6 @@ func (tp *testPool) waitReplaced(t *testing.T, before map[int]SlotStatus, slot i
 		return after[slot].PID != 0 && after[slot].PID != before[slot].PID
 	}, fmt.Sprintf("slot %d runs a new worker", slot))
 	return after
-}
-
-// alive reports whether pid is a live process (zombies are dead).
-func alive(pid int) bool {
-	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
-		return false
-	}
-	s, err := procstat.Read(pid)
-	return err == nil && !s.Zombie()
 }
 
 // groupMembers returns the live processes in process group pgid.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
@@ -127,7 +128,7 @@ func TestScaleChangesOnlyTheDifference(t *testing.T) {
 		t.Errorf("scaling down restarted slot 1 (%d -> %d)", five[1].PID, one[1].PID)
 	}
 	for i := 2; i <= 5; i++ {
-		if alive(five[i].PID) {
+		if procstat.Alive(five[i].PID) {
 			t.Errorf("slot %d's worker %d still runs after scaling down", i, five[i].PID)
 		}
 		if len(tp.logs.matching(`^Process stopped \(exited with code 0\)$`, i)) != 1 {
@@ -198,7 +199,7 @@ func TestWorkerIgnoringSIGTERMIsKilled(t *testing.T) {
 	if len(tp.logs.matching(`did not stop within 300ms of SIGTERM; sending SIGKILL`, 1)) != 1 {
 		t.Error("no warning about the SIGKILL")
 	}
-	if alive(w.PID) {
+	if procstat.Alive(w.PID) {
 		t.Errorf("worker %d still alive", w.PID)
 	}
 }
@@ -294,7 +295,7 @@ func TestWorkersDieWithTheDaemon(t *testing.T) {
 	daemon.Process.Kill()
 	daemon.Wait()
 	for _, pid := range pids {
-		poll.Eventually(t, wait, func() bool { return !alive(pid) }, fmt.Sprintf("worker %d dies with its daemon", pid))
+		poll.Eventually(t, wait, func() bool { return !procstat.Alive(pid) }, fmt.Sprintf("worker %d dies with its daemon", pid))
 	}
 }
 
@@ -314,7 +315,7 @@ func TestManyWorkersStartQuickly(t *testing.T) {
 	}
 	tp.stop(t)
 	for pid := range pids {
-		poll.Eventually(t, wait, func() bool { return !alive(pid) }, fmt.Sprintf("worker %d is gone", pid))
+		poll.Eventually(t, wait, func() bool { return !procstat.Alive(pid) }, fmt.Sprintf("worker %d is gone", pid))
 	}
 }
 

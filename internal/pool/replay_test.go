@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
 // claimed is one connection accepted by a test broadcaster, with what the
@@ -232,7 +233,7 @@ func TestReplayNextWaitsForTheEnd(t *testing.T) {
 	if err := unix.Kill(before[1].PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	poll.Eventually(t, wait, func() bool { return !alive(before[1].PID) }, "the worker is dead")
+	poll.Eventually(t, wait, func() bool { return !procstat.Alive(before[1].PID) }, "the worker is dead")
 	// The connection has not been reported ended: for a while, no new
 	// worker may start (a bounded look, not a synchronisation).
 	deadline := time.Now().Add(300 * time.Millisecond)

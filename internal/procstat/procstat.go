@@ -27,6 +27,13 @@ type Stat struct {
 // Zombie reports whether the process has exited and waits to be reaped.
 func (s Stat) Zombie() bool { return s.State == 'Z' || s.State == 'X' }
 
+// Alive reports whether pid names a process that has not exited: it is
+// in /proc and not a zombie.
+func Alive(pid int) bool {
+	s, err := Read(pid)
+	return err == nil && !s.Zombie()
+}
+
 // Read reads /proc/PID/stat. It fails with an error wrapping
 // os.ErrNotExist when there is no such process, not even a zombie.
 func Read(pid int) (Stat, error) {
@@ -61,8 +68,11 @@ func Parse(b []byte) (Stat, error) {
 		return Stat{}, fmt.Errorf("no command name in %q", b)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 || len(f[0]) != 1 { // f[0] is field 3 (state); utime is 14, stime 15
+	if len(f) < 13 { // f[0] is field 3 (state); utime is 14, stime 15
 		return Stat{}, fmt.Errorf("too short: %q", b)
+	}
+	if c := f[0][0]; len(f[0]) != 1 || !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+		return Stat{}, fmt.Errorf("state %q is not one letter", f[0])
 	}
 	var nums [4]int64
 	for j, k := range []int{1, 2, 11, 12} {

@@ -16,16 +16,11 @@ import (
 	"github.com/chatty-dev/chatty/internal/procstat"
 )
 
-// Proc is what /proc/PID/stat says about a process.
+// Proc is a process and what /proc/PID/stat says about it.
 type Proc struct {
-	PID   int
-	State byte // R, S, D, Z (zombie), T...
-	PPID  int  // parent
-	PGID  int  // process group
+	PID int
+	procstat.Stat
 }
-
-// Zombie reports whether the process has exited and waits to be reaped.
-func (p Proc) Zombie() bool { return p.State == 'Z' || p.State == 'X' }
 
 // ReadProc reads /proc/PID/stat. It fails with an error wrapping
 // os.ErrNotExist when there is no such process, not even a zombie.
@@ -34,7 +29,7 @@ func ReadProc(pid int) (Proc, error) {
 	if err != nil {
 		return Proc{}, err
 	}
-	return Proc{PID: pid, State: s.State, PPID: s.PPID, PGID: s.PGID}, nil
+	return Proc{PID: pid, Stat: s}, nil
 }
 
 // Procs returns every process in /proc that match keeps, zombies included.
@@ -78,10 +73,7 @@ func Group(tb testing.TB, pgid int) []Proc {
 
 // Alive reports whether pid names a process that has not exited: it is
 // in /proc and not a zombie.
-func Alive(pid int) bool {
-	p, err := ReadProc(pid)
-	return err == nil && !p.Zombie()
-}
+func Alive(pid int) bool { return procstat.Alive(pid) }
 
 // Exists reports whether pid is in /proc at all, zombies included.
 func Exists(pid int) bool {

@@ -3,7 +3,6 @@ package natscluster
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
-	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/chatty-dev/chatty/pkg/control"
 	"github.com/chatty-dev/chatty/test/harness"
 )
@@ -113,15 +111,6 @@ func workHandled(t *testing.T, dir string) (map[int]int, []int) {
 	return counts, pids
 }
 
-// gone reports whether process pid has ended (or is a zombie).
-func gone(pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
-	}
-	s, err := procstat.Read(pid)
-	return err != nil || s.Zombie()
-}
-
 func queueOf(t *testing.T, e *edge) *control.QueueStatus {
 	t.Helper()
 	st := e.status(t)
@@ -194,7 +183,7 @@ func TestWorkQueueEdgeKilled(t *testing.T) {
 	_, pidsB := workHandled(t, recB)
 	// Its workers see their connections end and exit.
 	for _, pid := range pidsB {
-		poll.Eventually(t, 20*time.Second, func() bool { return gone(pid) }, fmt.Sprintf("edge-b's worker %d gone", pid))
+		poll.Eventually(t, 20*time.Second, func() bool { return !harness.Alive(pid) }, fmt.Sprintf("edge-b's worker %d gone", pid))
 	}
 	<-feedDone
 
