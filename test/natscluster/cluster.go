@@ -100,10 +100,10 @@ type Node struct {
 
 	c      *Cluster
 	config string
-	mu     sync.Mutex // guards cmd, done, out
+	mu     sync.Mutex // guards cmd, done
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when cmd has been reaped
-	out    bytes.Buffer
+	out    lockedBuffer  // every run's output
 }
 
 // Cluster is three nats-server nodes with routes to each other.
@@ -205,7 +205,7 @@ func (n *Node) Start() {
 		tb.Fatalf("node %s is already running", n.Name)
 	}
 	cmd := exec.Command(n.c.bin, "-c", n.config)
-	cmd.Stdout, cmd.Stderr = &lockedWriter{n}, &lockedWriter{n}
+	cmd.Stdout, cmd.Stderr = &n.out, &n.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		n.mu.Unlock()
@@ -276,18 +276,25 @@ func (n *Node) Running() bool {
 }
 
 // Output returns what the node printed.
-func (n *Node) Output() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.out.String()
+func (n *Node) Output() string { return n.out.String() }
+
+// lockedBuffer is written by one goroutine (a process's output, a
+// logger) and read by another.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-type lockedWriter struct{ n *Node }
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.n.mu.Lock()
-	defer w.n.mu.Unlock()
-	return w.n.out.Write(p)
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop kills every node and checks that no process started is left.
@@ -325,9 +332,14 @@ func withoutRouteRetries(s string) (string, int) {
 	return b.String(), n
 }
 
+// tail returns the whole lines that end s, at most n bytes of them.
 func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
 	}
 	return s
 }

@@ -22,23 +22,20 @@ import (
 // it, `make test` runs a short version.
 func full() bool { return os.Getenv("CHATTY_NATS_FULL") != "" }
 
-// testLog logs to the test when it runs verbosely; otherwise it keeps
-// the log, debug messages included, and prints its end only if the test
-// fails, so that a failure in CI comes with what the publisher and
+// testLog logs, debug messages included, to the test when it runs
+// verbosely; otherwise it keeps the log and prints its end only if the
+// test fails, so that a failure in CI comes with what the publisher and
 // consumer saw.
 func testLog(t *testing.T, name string) *logrus.Entry {
 	l := logrus.New()
+	l.SetLevel(logrus.DebugLevel)
 	if testing.Verbose() {
 		l.SetOutput(logWriter{t})
 	} else {
-		var mu sync.Mutex
-		var buf strings.Builder
-		l.SetOutput(lockedBuilder{&mu, &buf})
-		l.SetLevel(logrus.DebugLevel)
+		buf := new(lockedBuffer)
+		l.SetOutput(buf)
 		t.Cleanup(func() {
 			if t.Failed() {
-				mu.Lock()
-				defer mu.Unlock()
 				t.Logf("%s log (last 8 KiB):\n%s", name, tail(buf.String(), 8192))
 			}
 		})
@@ -51,17 +48,6 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-type lockedBuilder struct {
-	mu *sync.Mutex
-	b  *strings.Builder
-}
-
-func (w lockedBuilder) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
 
 // r3 is the R3 file stream of the tests.
