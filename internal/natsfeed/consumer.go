@@ -87,9 +87,11 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // Run consumes until ctx is done (then it returns nil) or the sink fails.
 func (c *Consumer) Run(ctx context.Context) error {
-	wait := 100 * time.Millisecond
+	const firstWait = 100 * time.Millisecond
+	wait := firstWait
 	lastLog := time.Time{}
 	for ctx.Err() == nil {
+		before := c.stats.messages.Load()
 		err := c.consume(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -97,6 +99,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		var se sinkError
 		if errors.As(err, &se) {
 			return se.err
+		}
+		if c.stats.messages.Load() != before {
+			// It ran: the back-off starts afresh.
+			wait = firstWait
 		}
 		c.stats.restarts.Add(1)
 		if time.Since(lastLog) > 10*time.Second {
@@ -121,8 +127,11 @@ func (e sinkError) Error() string { return e.err.Error() }
 // ordered consumer before Next fails. One: nats.go gives each attempt
 // 10 s and retries under the same consumer name, and with the stream
 // leader just killed that name can stay unanswered for every attempt
-// (three took over 30 s here); Run starts over at once with a new
-// ordered consumer, which a live node answers.
+// (three took over 30 s here). Run then starts over, after its back-off
+// (100 ms after a consumer that delivered), with a new ordered consumer
+// under a new name, which a live node answers. A re-creation that timed
+// out may still have made a consumer; it has no interest and the server
+// removes it after its inactive threshold (5 min, set by nats.go).
 const resetAttempts = 1
 
 // consume creates an ordered consumer where the edge is and hands on
@@ -136,8 +145,8 @@ func (c *Consumer) consume(ctx context.Context) error {
 	}
 	c.stream = st
 	// nats.go re-creates an ordered consumer by itself after a missed
-	// heartbeat or a sequence jump; a few attempts, then Next returns the
-	// error and Run starts over here, logging it, looking the stream up
+	// heartbeat or a sequence jump; one attempt (resetAttempts), then Next
+	// returns the error and Run starts over here, logging it, looking the stream up
 	// again and backing off on its own terms. Unbounded, nats.go retries
 	// for ever inside Next, deaf to ctx.
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy, MaxResetAttempts: resetAttempts}

@@ -377,7 +377,7 @@ func TestConsumerReportsGap(t *testing.T) {
 
 // A consumer whose stream is deleted under it is not left inside nats.go,
 // retrying its re-creation for ever and deaf to being told to stop: after
-// a few attempts Run starts over by itself, and the test's cleanup stops
+// one attempt Run starts over by itself, and the test's cleanup stops
 // it within its bound.
 func TestConsumerStartsOverWhenStreamGone(t *testing.T) {
 	e := startServer(t, "127.0.0.1:0", t.TempDir())
