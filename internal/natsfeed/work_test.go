@@ -136,8 +136,11 @@ func TestWorkLineAckedOnlyAfterWorker(t *testing.T) {
 	cb, _ := connect(t, "nats://"+addr, testStream())
 	b, _ := runWork(t, cb, qb)
 	poll.Eventually(t, 20*time.Second, func() bool { l, _ := qb.got(); return len(l) == 2 }, "edge B got the lost edge's lines")
-	if since := time.Since(lost); since < w.AckWait/2 {
-		t.Errorf("edge B got the lines %s after A was lost, before the ack wait (%s)", since, w.AckWait)
+	// A renewed each line every third of the ack wait, and a renewal
+	// may come late on a loaded machine: the lines come back at least
+	// some way into the ack wait after A was lost, never at once.
+	if since := time.Since(lost); since < w.AckWait/5 {
+		t.Errorf("edge B got the lines %s after A was lost, well before the ack wait (%s)", since, w.AckWait)
 	}
 	// Each line comes back when its own ack wait ends, and A renewed
 	// them one at a time, so c may come before b (README.md: a

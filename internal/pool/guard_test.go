@@ -192,11 +192,11 @@ func TestGuardKillsGroupsWhenTheDaemonDies(t *testing.T) {
 	}
 	daemon.Process.Kill()
 	daemon.Wait()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(wait)
 	for _, pid := range pids {
 		for len(groupMembers(pid)) > 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("2s after the daemon's death, worker %d's group still has %v", pid, groupMembers(pid))
+				t.Fatalf("%s after the daemon's death, worker %d's group still has %v", wait, pid, groupMembers(pid))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -219,7 +219,9 @@ func TestSequencedAckIsPerLine(t *testing.T) {
 // the line stays held, and after the ack timeout goes to another worker.
 func TestSequencedMismatchedAck(t *testing.T) {
 	opts := DefaultOptions()
-	opts.AckTimeout = 300 * time.Millisecond
+	// Long enough that line two is still held when the mismatched acks
+	// have been counted, on a loaded machine too.
+	opts.AckTimeout = 2 * time.Second
 	q, _ := startQueue(t, opts, true)
 	a := started(t, q)
 	connected(t, q, 1)

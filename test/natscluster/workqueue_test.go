@@ -222,9 +222,12 @@ func TestWorkQueueEdgeKilled(t *testing.T) {
 			t.Errorf("edge-a's workers handled job %d, not fed", j)
 		}
 	}
-	// The dead edge's workers held at most their windows.
-	if dups > workers*16 {
-		t.Errorf("%d lines handled twice; the dead edge's %d workers could hold at most %d", dups, workers, workers*16)
+	// The dead edge's workers held at most their windows; and up to 32
+	// lines (chattyd's acknowledgements to JetStream in flight, Acks in
+	// internal/daemon/nats.go) a worker had acknowledged may not have
+	// been acknowledged to JetStream when the edge died.
+	if most := workers*16 + 32; dups > most {
+		t.Errorf("%d lines handled twice; the dead edge's %d workers could hold at most %d, with the acks in flight", dups, workers, most)
 	}
 	st := a.status(t)
 	wq := st.NATS.WorkQueue
