@@ -72,9 +72,9 @@ type Daemon struct {
 	controlSocket string
 	feed          *os.File // write end of chattyd's stdin; nil with Options.Stdin
 
-	log    *output // stdout and stderr, interleaved
-	stdout *output
-	stderr *output
+	log    *Output // stdout and stderr, interleaved
+	stdout *Output
+	stderr *Output
 
 	addrMu sync.Mutex // guards addr
 	addr   string
@@ -94,9 +94,9 @@ func StartDaemon(tb testing.TB, opts Options) *Daemon {
 	bins := BuildBinaries(tb)
 	d := &Daemon{
 		t:      tb,
-		log:    newOutput(),
-		stdout: newOutput(),
-		stderr: newOutput(),
+		log:    NewOutput(),
+		stdout: NewOutput(),
+		stderr: NewOutput(),
 	}
 	var args []string
 	if !opts.NoConfig {

@@ -45,7 +45,7 @@ func TestNotifySocketSplitsDatagrams(t *testing.T) {
 
 // Output waiters wake on writes and see every byte, in order.
 func TestOutputWakesWaiters(t *testing.T) {
-	o := newOutput()
+	o := NewOutput()
 	b, changed := o.snapshot()
 	if len(b) != 0 {
 		t.Fatalf("new output holds %q", b)

@@ -8,7 +8,6 @@
 package natscluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/test/harness"
 )
 
 // Version is the nats-server installed: the one go.mod requires.
@@ -102,8 +102,8 @@ type Node struct {
 	config string
 	mu     sync.Mutex // guards cmd, done
 	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has been reaped
-	out    lockedBuffer  // every run's output
+	done   chan struct{}   // closed when cmd has been reaped
+	out    *harness.Output // every run's output
 }
 
 // Cluster is three nats-server nodes with routes to each other.
@@ -140,7 +140,7 @@ func Start(tb T) *Cluster {
 	c := &Cluster{tb: tb, bin: bin}
 	dir := tb.TempDir()
 	for i := range 3 {
-		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("n%d", i+1), ClientAddr: freePort(tb), RouteAddr: freePort(tb), c: c})
+		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("n%d", i+1), ClientAddr: freePort(tb), RouteAddr: freePort(tb), c: c, out: harness.NewOutput()})
 	}
 	for _, n := range c.Nodes {
 		var routes []string
@@ -205,7 +205,7 @@ func (n *Node) Start() {
 		tb.Fatalf("node %s is already running", n.Name)
 	}
 	cmd := exec.Command(n.c.bin, "-c", n.config)
-	cmd.Stdout, cmd.Stderr = &n.out, &n.out
+	cmd.Stdout, cmd.Stderr = n.out, n.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		n.mu.Unlock()
@@ -277,25 +277,6 @@ func (n *Node) Running() bool {
 
 // Output returns what the node printed.
 func (n *Node) Output() string { return n.out.String() }
-
-// lockedBuffer is written by one goroutine (a process's output, a
-// logger) and read by another.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // stop kills every node and checks that no process started is left.
 func (c *Cluster) stop() {

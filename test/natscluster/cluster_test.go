@@ -13,6 +13,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/natsfeed"
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/test/harness"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
@@ -32,7 +33,7 @@ func testLog(t *testing.T, name string) *logrus.Entry {
 	if testing.Verbose() {
 		l.SetOutput(logWriter{t})
 	} else {
-		buf := new(lockedBuffer)
+		buf := harness.NewOutput()
 		l.SetOutput(buf)
 		t.Cleanup(func() {
 			if t.Failed() {

@@ -10,7 +10,6 @@
 package prometheus
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -169,27 +168,8 @@ func scrape(t *testing.T, addr string) string {
 type promServer struct {
 	base string // http://127.0.0.1:PORT
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *harness.Output
 	done chan struct{}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startPrometheus runs bin scraping target (host:port) every second as
@@ -220,7 +200,7 @@ rule_files:
 	// so try a few.
 	for attempt := 1; ; attempt++ {
 		addr := harness.FreeAddr(t)
-		p := &promServer{base: "http://" + addr, out: &lockedBuffer{}, done: make(chan struct{})}
+		p := &promServer{base: "http://" + addr, out: harness.NewOutput(), done: make(chan struct{})}
 		p.cmd = exec.Command(bin,
 			"--config.file="+cfgFile,
 			"--storage.tsdb.path="+filepath.Join(dir, fmt.Sprintf("data%d", attempt)),

@@ -15,10 +15,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/chatty-dev/chatty/test/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,31 +31,13 @@ type container struct {
 	dir    string // the test's directory: overlay, dpkg database, package
 	leader int    // the container's PID 1, as the host sees it
 	nspawn *exec.Cmd
-	out    *syncBuffer // nspawn's and the container's console
+	out    *harness.Output // nspawn's and the container's console
 	exited chan struct{}
 	// cgroupDirs are the cgroup directories nspawn creates (payload,
 	// supervisor) that did not exist before; they are removed at the end.
 	cgroupDirs []string
 	// nspawnRun is /run/systemd/nspawn if the test created it.
 	nspawnRun string
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // bootContainer boots the container with pkgDir bound read-only at
@@ -87,7 +69,7 @@ func bootContainer(t *testing.T, pkgDir string) *container {
 		t:      t,
 		name:   fmt.Sprintf("chatty-test-%d", os.Getpid()),
 		dir:    t.TempDir(),
-		out:    &syncBuffer{},
+		out:    harness.NewOutput(),
 		exited: make(chan struct{}),
 	}
 	// The container's dpkg starts from a copy of the host's database, so
