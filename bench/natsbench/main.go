@@ -176,6 +176,7 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		return sum
 	}
 	type cpu struct{ chattyd, servers time.Duration }
+	add := func(sum *cpu, c cpu) { sum.chattyd += c.chattyd; sum.servers += c.servers }
 	fanout := func(extra string) (float64, cpu, error) {
 		var used cpu
 		d, err := startChattyd(m, bin, extra)
@@ -257,12 +258,10 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 			}
 			if nats {
 				viaNATS = append(viaNATS, v)
-				natsCPU.chattyd += used.chattyd
-				natsCPU.servers += used.servers
+				add(&natsCPU, used)
 			} else {
 				direct = append(direct, v)
-				directCPU.chattyd += used.chattyd
-				directCPU.servers += used.servers
+				add(&directCPU, used)
 			}
 			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v", nSubs, i+1, nats, v, used.chattyd, used.servers)
 		}
@@ -485,11 +484,8 @@ func (d *chattyd) stop() {
 }
 
 // cpuTime returns the CPU time process pid has used; 0 when it cannot be
-// read.
+// read (a node not running has pid 0, which /proc has not).
 func cpuTime(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
 	d, _ := procstat.CPU(pid)
 	return d
 }
