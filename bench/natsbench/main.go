@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/chatty-dev/chatty/internal/config"
+	"github.com/chatty-dev/chatty/internal/demofeed"
 	"github.com/chatty-dev/chatty/internal/natsfeed"
 	"github.com/chatty-dev/chatty/internal/poll"
 	"github.com/chatty-dev/chatty/internal/procstat"
@@ -45,7 +47,17 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
 	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
 	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
+	flag.StringVar(&lineKind, "line", "demo", "the lines fed: demo (the demo feed's, a timestamp and the Base64 of 1 to 32 random bytes, 45 bytes on average) or x (63 x's, which S2 compresses to almost nothing)")
+	flag.StringVar(&edgeNode, "edge-node", "any", "the node the chattyd fed through the stream connects to: any (the three URLs; nats.go picks one), leader (the stream leader's), follower (another's)")
 	flag.Parse()
+	if lineKind != "demo" && lineKind != "x" {
+		fmt.Fprintf(os.Stderr, "natsbench: -line must be demo or x, got %q\n", lineKind)
+		os.Exit(2)
+	}
+	if edgeNode != "any" && edgeNode != "leader" && edgeNode != "follower" {
+		fmt.Fprintf(os.Stderr, "natsbench: -edge-node must be any, leader or follower, got %q\n", edgeNode)
+		os.Exit(2)
+	}
 	if fanoutRounds < 1 {
 		fmt.Fprintln(os.Stderr, "natsbench: -fanout-rounds must be at least 1")
 		os.Exit(2)
@@ -73,6 +85,8 @@ func main() {
 
 var (
 	runOnly                = map[string]bool{}
+	edgeNode               string
+	lineKind               string
 	consumeHeartbeat       time.Duration
 	fanoutRounds           int
 	fanoutLines            int
@@ -94,6 +108,8 @@ type results struct {
 	FanoutNATSChattydCPUs   float64 `json:"fanout_nats_chattyd_cpu_s"`
 	FanoutDirectServersCPUs float64 `json:"fanout_direct_nats_servers_cpu_s"`
 	FanoutNATSServersCPUs   float64 `json:"fanout_nats_nats_servers_cpu_s"`
+	FanoutDirectToolCPUs    float64 `json:"fanout_direct_tool_cpu_s"`
+	FanoutNATSToolCPUs      float64 `json:"fanout_nats_tool_cpu_s"`
 	LatencyDirectP99Ms      float64 `json:"latency_direct_p99_ms"`
 	LatencyNATSP99Ms        float64 `json:"latency_nats_p99_ms"`
 	LatencyDirectP50Ms      float64 `json:"latency_direct_p50_ms"`
@@ -126,9 +142,10 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 	if err != nil {
 		return r, err
 	}
-	line := make([]byte, 63)
-	for i := range line {
-		line[i] = 'x'
+	feed, lines := makeFeed(max(nLines, fanoutLines))
+	fanoutBytes := 0 // of the first fanoutLines lines
+	for _, l := range lines[:fanoutLines] {
+		fanoutBytes += len(l) + 1
 	}
 	publish := func(batch, n int) (float64, error) {
 		p := natsfeed.NewPublisher(conn.JS, st, natsfeed.PublisherOptions{
@@ -139,12 +156,8 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		go func() { defer close(done); p.Run(pctx) }()
 		defer func() { stop(); <-done }()
 		start := time.Now()
-		chunk := make([][]byte, 256)
-		for i := range chunk {
-			chunk[i] = line
-		}
-		for i := 0; i < n; i += len(chunk) {
-			if err := p.Publish(context.Background(), chunk[:min(len(chunk), n-i)]); err != nil {
+		for i := 0; i < n; i += 256 {
+			if err := p.Publish(context.Background(), lines[i:min(i+256, n)]); err != nil {
 				return 0, err
 			}
 		}
@@ -164,7 +177,31 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		m.Logf("publish unbatched: %.0f lines/s", r.PublishUnbatchedLinesPerSec)
 	}
 
-	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n  consume:\n    heartbeat: %s\n", strings.Join(c.URLList(), ", "), consumeHeartbeat)
+	urls := c.URLList()
+	if edgeNode != "any" {
+		var leader string
+		err := poll.Until(context.Background(), 30*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			info, err := st.Info(ctx)
+			if err == nil && info.Cluster != nil {
+				leader = info.Cluster.Leader
+			}
+			return leader != ""
+		})
+		if err != nil {
+			return r, fmt.Errorf("the stream has no leader: %w", err)
+		}
+		urls = nil
+		for _, n := range c.Nodes {
+			if (n.Name == leader) == (edgeNode == "leader") {
+				urls = append(urls, "nats://"+n.ClientAddr)
+			}
+		}
+		urls = urls[:1]
+		m.Logf("edge-node %s: the stream leader is %s; chattyd connects to %s", edgeNode, leader, urls[0])
+	}
+	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n  consume:\n    heartbeat: %s\n", strings.Join(urls, ", "), consumeHeartbeat)
 
 	// Fan-out: the same feed from stdin, direct and through the stream.
 	// serversCPU is the CPU time of the cluster's processes so far.
@@ -175,8 +212,9 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		}
 		return sum
 	}
-	type cpu struct{ chattyd, servers time.Duration }
-	add := func(sum *cpu, c cpu) { sum.chattyd += c.chattyd; sum.servers += c.servers }
+	// tool is this process: the subscribers, and the writer of the feed.
+	type cpu struct{ chattyd, servers, tool time.Duration }
+	add := func(sum *cpu, c cpu) { sum.chattyd += c.chattyd; sum.servers += c.servers; sum.tool += c.tool }
 	fanout := func(extra string) (float64, cpu, error) {
 		var used cpu
 		d, err := startChattyd(m, bin, extra)
@@ -214,15 +252,16 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 				}
 			})
 		}
-		chattydAt, serversAt := cpuTime(d.cmd.Process.Pid), serversCPU()
+		chattydAt, serversAt, toolAt := cpuTime(d.cmd.Process.Pid), serversCPU(), cpuTime(os.Getpid())
 		start := time.Now()
 		go func() {
-			w := bufio.NewWriterSize(d.stdin, 1<<20)
-			for range fanoutLines {
-				w.Write(line)
-				w.WriteByte('\n')
+			for data := feed[:fanoutBytes]; len(data) > 0; {
+				k, err := d.stdin.Write(data[:min(len(data), 1<<20)])
+				if err != nil {
+					return
+				}
+				data = data[k:]
 			}
-			w.Flush()
 		}()
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()
@@ -237,7 +276,7 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 			}
 		}
 		elapsed := time.Since(start)
-		used = cpu{chattyd: cpuTime(d.cmd.Process.Pid) - chattydAt, servers: serversCPU() - serversAt}
+		used = cpu{chattyd: cpuTime(d.cmd.Process.Pid) - chattydAt, servers: serversCPU() - serversAt, tool: cpuTime(os.Getpid()) - toolAt}
 		return float64(fanoutLines*nSubs) / elapsed.Seconds(), used, nil
 	}
 	if runOnly["fanout"] {
@@ -263,11 +302,12 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 				direct = append(direct, v)
 				add(&directCPU, used)
 			}
-			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v", nSubs, i+1, nats, v, used.chattyd, used.servers)
+			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v, subscribers %v", nSubs, i+1, nats, v, used.chattyd, used.servers, used.tool)
 		}
 		runs := float64(fanoutRounds)
 		r.FanoutDirectChattydCPUs, r.FanoutDirectServersCPUs = directCPU.chattyd.Seconds()/runs, directCPU.servers.Seconds()/runs
 		r.FanoutNATSChattydCPUs, r.FanoutNATSServersCPUs = natsCPU.chattyd.Seconds()/runs, natsCPU.servers.Seconds()/runs
+		r.FanoutDirectToolCPUs, r.FanoutNATSToolCPUs = directCPU.tool.Seconds()/runs, natsCPU.tool.Seconds()/runs
 		r.FanoutDirectRuns, r.FanoutNATSRuns = direct, viaNATS
 		r.FanoutDirectDeliveriesPerS, r.FanoutNATSDeliveriesPerS = mean(direct), mean(viaNATS)
 		r.FanoutRatio = r.FanoutNATSDeliveriesPerS / r.FanoutDirectDeliveriesPerS
@@ -481,6 +521,26 @@ func (d *chattyd) stop() {
 		syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
+}
+
+// makeFeed returns n lines of the kind -line names, each with its "\n",
+// in one buffer, and the lines without their "\n" as slices of it. The
+// demo lines are made once, before any clock starts, from a fixed seed:
+// every run is fed the same bytes.
+func makeFeed(n int) (feed []byte, lines [][]byte) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	at := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	lines = make([][]byte, 0, n)
+	for i := range n {
+		start := len(feed)
+		if lineKind == "x" {
+			feed = append(feed, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"...)
+		} else {
+			feed = demofeed.AppendLine(feed, at.Add(time.Duration(i)*time.Millisecond), rng)
+		}
+		lines = append(lines, feed[start:len(feed)-1:len(feed)-1])
+	}
+	return feed, lines
 }
 
 // cpuTime returns the CPU time process pid has used; 0 when it cannot be
