@@ -3,6 +3,8 @@ package natsfeed
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,17 +47,19 @@ type ConsumerStats struct {
 	Restarts  uint64 // consumers created again after an error
 }
 
-// Consumer reads the stream with an ordered consumer and hands every
-// message's lines to a Sink, with their global sequence numbers. It
-// detects gaps (the stream no longer holds lines the edge needs) and
-// counts and logs them; the ordered consumer recreates itself on missed
-// heartbeats, reconnects and lost messages.
+// Consumer reads the stream in order, through an ephemeral consumer it
+// makes again after every fault (missed heartbeats, a lost delivery, a
+// consumer gone), and hands every message's lines to a Sink, with their
+// global sequence numbers. It detects gaps (the stream no longer holds
+// lines the edge needs) and counts and logs them.
 type Consumer struct {
 	js     jetstream.JetStream
 	opts   ConsumerOptions
 	sink   Sink
 	log    *logrus.Entry
 	stream msgGetter // for the numbering of a message without Chatty-Seq; set in Run
+
+	deleting sync.WaitGroup // consumers being deleted; Run waits for them
 
 	// Owned by Run.
 	want          uint64    // line sequence of the next line; 0 when unknown
@@ -87,6 +91,7 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // Run consumes until ctx is done (then it returns nil) or the sink fails.
 func (c *Consumer) Run(ctx context.Context) error {
+	defer c.deleting.Wait()
 	const firstWait = 100 * time.Millisecond
 	wait := firstWait
 	lastLog := time.Time{}
@@ -123,33 +128,45 @@ type sinkError struct{ err error }
 
 func (e sinkError) Error() string { return e.err.Error() }
 
-// resetAttempts is how many times nats.go may try to re-create the
-// ordered consumer before Next fails. One: nats.go gives each attempt
-// 10 s and retries under the same consumer name, and with the stream
-// leader just killed that name can stay unanswered for every attempt
-// (three took over 30 s here). Run then starts over, after its back-off
-// (100 ms after a consumer that delivered), with a new ordered consumer
-// under a new name, which a live node answers. A re-creation that timed
-// out may still have made a consumer; it has no interest and the server
-// removes it after its inactive threshold (5 min, set by nats.go).
-const resetAttempts = 1
+// createTimeout bounds one request to create the edge's consumer. It is
+// answered in milliseconds by a cluster with a stream leader; with the
+// leader just killed it may not be answered at all, and Run then tries
+// again, with a new consumer name, after its back-off. (nats.go's own
+// ordered consumer gives each such request 10 s, which stalled edges
+// for over 10 s after a leader kill here.)
+const createTimeout = 3 * time.Second
 
-// consume creates an ordered consumer where the edge is and hands on
-// what it delivers until an error.
+// deleteTimeout bounds the request that removes a consumer no longer
+// read; Run, and so chattyd's stop, waits for it.
+const deleteTimeout = time.Second
+
+// inactiveThreshold is how long the server keeps a consumer nobody pulls
+// from: one left behind by a request that timed out, or by an edge that
+// died, is removed after it.
+const inactiveThreshold = 5 * time.Minute
+
+// consume creates a consumer where the edge is and hands on what it
+// delivers until an error. The consumer is ephemeral, in memory, on one
+// node, with no acknowledgements: what nats.go's ordered consumer makes,
+// but made here, so that each attempt is bounded by createTimeout and
+// every fault (a missed heartbeat, a message lost in a reconnect, a
+// consumer the server deleted) comes back to Run, which starts over after
+// the last message handed on.
 func (c *Consumer) consume(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
 	st, err := c.js.Stream(cctx, c.opts.Stream)
-	cancel()
 	if err != nil {
 		return err
 	}
 	c.stream = st
-	// nats.go re-creates an ordered consumer by itself after a missed
-	// heartbeat or a sequence jump; one attempt (resetAttempts), then Next
-	// returns the error and Run starts over here, logging it, looking the stream up
-	// again and backing off on its own terms. Unbounded, nats.go retries
-	// for ever inside Next, deaf to ctx.
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy, MaxResetAttempts: resetAttempts}
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverNewPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: inactiveThreshold,
+		Replicas:          1,
+		MemoryStorage:     true,
+	}
 	switch seq := c.stats.streamSeq.Load(); {
 	case seq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
@@ -158,39 +175,60 @@ func (c *Consumer) consume(ctx context.Context) error {
 	case c.opts.StartSeq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.opts.StartSeq
 	}
-	cctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-	cons, err := c.js.OrderedConsumer(cctx, c.opts.Stream, cfg)
-	cancel()
+	cons, err := c.js.CreateConsumer(cctx, c.opts.Stream, cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("create consumer: %w", err)
 	}
+	name := cons.CachedInfo().Name
+	ended := make(chan struct{})
+	defer close(ended)
+	c.deleting.Go(func() {
+		// Removed when this consume ends, so that an edge that starts
+		// over leaves nothing behind on a server that answers; one that
+		// does not answer drops it after inactiveThreshold.
+		<-ended
+		if !c.js.Conn().IsConnected() {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+		defer cancel()
+		_ = c.js.DeleteConsumer(dctx, c.opts.Stream, name)
+	})
 	// Next is given no max wait: one shorter than twice the heartbeat
-	// would turn off the detection of missed heartbeats.
-	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat))
+	// would turn off the detection of missed heartbeats, which Next
+	// reports as an error (WithMessagesErrOnMissingHeartbeat).
+	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
-	// Next takes ctx, but not while nats.go is re-creating the consumer:
-	// stopping the iterator is what ends that.
 	defer context.AfterFunc(ctx, it.Stop)()
-	for {
+	for delivered := uint64(0); ; delivered++ {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return err
 		}
-		if err := c.handle(ctx, msg); err != nil {
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		// The consumer numbers its deliveries 1, 2, 3...; a jump is a
+		// message lost on the way (in a reconnect), which a new consumer
+		// from after the last one handed on delivers again.
+		if md.Sequence.Consumer != delivered+1 {
+			return fmt.Errorf("%w: delivery %d after %d", errDeliveryLost, md.Sequence.Consumer, delivered)
+		}
+		if err := c.handle(ctx, msg, md); err != nil {
 			return err
 		}
 	}
 }
 
+// errDeliveryLost is a consumer's delivery that did not arrive.
+var errDeliveryLost = errors.New("a delivery of the consumer was lost")
+
 // handle hands one message on, numbered, noting gaps and overlaps.
-func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) error {
-	md, err := msg.Metadata()
-	if err != nil {
-		return err
-	}
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 	seq := md.Sequence.Stream
 	log := c.log.WithField("stream_seq", seq)
 	if prev := c.stats.streamSeq.Load(); prev > 0 && seq > prev+1 {

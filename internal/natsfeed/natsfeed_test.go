@@ -394,6 +394,82 @@ func TestConsumerStartsOverWhenStreamGone(t *testing.T) {
 	poll.Eventually(t, 60*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over with its stream gone")
 }
 
+// An edge whose consumer the server removes makes a new one that starts
+// after the last message it handed on: nothing is missed or repeated, and
+// only the new consumer is left on the stream.
+func TestConsumerDeletedStartsOverWhereItWas(t *testing.T) {
+	e := startServer(t, "127.0.0.1:0", t.TempDir())
+	c, st := connect(t, e.ClientURL(), testStream())
+	p, _ := runPublisher(t, c, st, PublisherOptions{BatchLines: 3})
+	publishLines(t, p, "l", 0, 20)
+	cons, col := runConsumer(t, c, ConsumerOptions{StartFirst: true})
+	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 20 }, "20 lines consumed")
+	names := func() []string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var out []string
+		l := st.ConsumerNames(ctx)
+		for n := range l.Name() {
+			out = append(out, n)
+		}
+		if l.Err() != nil {
+			t.Fatal(l.Err())
+		}
+		return out
+	}
+	before := names()
+	if len(before) != 1 {
+		t.Fatalf("consumers on the stream %q, want the edge's one", before)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := st.DeleteConsumer(ctx, before[0]); err != nil {
+		t.Fatal(err)
+	}
+	poll.Eventually(t, 30*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over after its deletion")
+	publishLines(t, p, "l", 20, 20)
+	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 40 }, "40 lines consumed")
+	first, lines, bad := col.snapshot()
+	if first != 1 || !equal(lines, linesOf("l", 0, 40)) || len(bad) > 0 {
+		t.Errorf("consumed from %d, %d lines %q, problems %q; want 40 lines from 1 in order, once each", first, len(lines), lines, bad)
+	}
+	if after := names(); len(after) != 1 || after[0] == before[0] {
+		t.Errorf("consumers on the stream %q after the restart, want one other than %q", after, before[0])
+	}
+}
+
+// A consumer told to stop removes its consumer from the stream before Run
+// returns.
+func TestConsumerStoppedLeavesNothing(t *testing.T) {
+	e := startServer(t, "127.0.0.1:0", t.TempDir())
+	c, st := connect(t, e.ClientURL(), testStream())
+	p, _ := runPublisher(t, c, st, PublisherOptions{})
+	publishLines(t, p, "l", 0, 5)
+	col := &collector{}
+	cons := NewConsumer(c.JS, ConsumerOptions{Stream: "TEST", Heartbeat: time.Second, StartFirst: true}, col.sink, testLog(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cons.Run(ctx) }()
+	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 5 }, "5 lines consumed")
+	count := func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d consumers on the stream while the edge runs, want 1", n)
+	}
+	cancel()
+	poll.Closed(t, done, 10*time.Second, "the consumer told to stop still runs")
+	if n := count(); n != 0 {
+		t.Errorf("%d consumers on the stream after the edge stopped, want 0", n)
+	}
+}
+
 // Messages published by another tool, without Chatty-Seq, continue the
 // numbering, also for an edge that starts on one of them.
 func TestUnnumberedMessagesContinueNumbering(t *testing.T) {
