@@ -123,7 +123,7 @@ func printStatus(out io.Writer, st control.Status) error {
 		if n.Embedded {
 			where += " (embedded server)"
 		}
-		fmt.Fprintf(w, "nats\t%s\tstream %s; %d reconnects\n", where, n.Stream, n.Reconnects)
+		fmt.Fprintf(w, "nats\t%s\tstream %s; %d reconnects, %d leader elections\n", where, n.Stream, n.Reconnects, n.Elections)
 		p := n.Publish
 		fmt.Fprintf(w, "nats publish\t%d lines, last %d\t%d of %d acks pending, %d bytes buffered; %d retries, %d held back",
 			p.Lines, p.LastSeq, p.Pending, p.Window, p.Buffered, p.Retries, p.HeldBack)

@@ -36,7 +36,7 @@ type collector struct {
 
 // natsDescs are the shared feed's metrics, reported with a nats: section.
 type natsDescs struct {
-	connected, reconnects                                   *prometheus.Desc
+	connected, reconnects, elections                        *prometheus.Desc
 	window, pending, buffered, lines, lastSeq               *prometheus.Desc
 	retries, resyncs, duplicates, heldBack, abandoned       *prometheus.Desc
 	consumedLines, consumedSeq, gaps, gapLines, invalid, cr *prometheus.Desc
@@ -45,7 +45,7 @@ type natsDescs struct {
 }
 
 func (n natsDescs) all() []*prometheus.Desc {
-	return []*prometheus.Desc{n.connected, n.reconnects, n.window, n.pending, n.buffered, n.lines, n.lastSeq,
+	return []*prometheus.Desc{n.connected, n.reconnects, n.elections, n.window, n.pending, n.buffered, n.lines, n.lastSeq,
 		n.retries, n.resyncs, n.duplicates, n.heldBack, n.abandoned,
 		n.consumedLines, n.consumedSeq, n.gaps, n.gapLines, n.invalid, n.cr,
 		n.wqPulled, n.wqRedelivered, n.wqHeld, n.wqAcked, n.wqAckFailures, n.wqTerminated}
@@ -109,6 +109,7 @@ func newCollector(b Backend) *collector {
 		nats: natsDescs{
 			connected:     d("nats_connected", "1 while the connection to NATS is up, else 0.", "stream"),
 			reconnects:    d("nats_reconnects_total", "Reconnections to NATS."),
+			elections:     d("nats_stream_elections_total", "Leader elections of the stream seen (their advisories)."),
 			window:        d("nats_publish_window", "Most batches published into the stream and not yet acknowledged."),
 			pending:       d("nats_publish_pending_acks", "Batches published into the stream and not yet acknowledged."),
 			buffered:      d("nats_publish_buffered_bytes", "Bytes of feed lines taken and not yet acknowledged by the stream."),
@@ -216,6 +217,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.nats.connected, up, n.Stream)
 		counter(c.nats.reconnects, n.Reconnects)
+		counter(c.nats.elections, n.Elections)
 		gauge(c.nats.window, float64(n.Publish.Window))
 		gauge(c.nats.pending, float64(n.Publish.Pending))
 		gauge(c.nats.buffered, float64(n.Publish.Buffered))

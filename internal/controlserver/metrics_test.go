@@ -123,7 +123,7 @@ func TestMetricsNATS(t *testing.T) {
 		t.Errorf("/metrics has chatty_nats_* without a shared feed")
 	}
 	st := fixedStatus()
-	st.NATS = &control.NATSStatus{State: "connected", Stream: "CHATTY", Reconnects: 3,
+	st.NATS = &control.NATSStatus{State: "connected", Stream: "CHATTY", Reconnects: 3, Elections: 4,
 		Publish: control.NATSPublishStatus{Window: 64, Pending: 5, Lines: 100, LastSeq: 120, HeldBack: 2},
 		Consume: control.NATSConsumeStatus{StreamSeq: 9, Lines: 120, Gaps: 1, GapLines: 7}}
 	b.StatusValue = st
@@ -134,6 +134,7 @@ func TestMetricsNATS(t *testing.T) {
 	for _, want := range []string{
 		`chatty_nats_connected{stream="CHATTY"} 1`,
 		"chatty_nats_reconnects_total 3",
+		"chatty_nats_stream_elections_total 4",
 		"chatty_nats_publish_window 64",
 		"chatty_nats_publish_pending_acks 5",
 		"chatty_nats_published_lines_total 100",

@@ -37,6 +37,7 @@ type sharedFeed struct {
 	publisher *natsfeed.Publisher
 	consumer  *natsfeed.Consumer     // the broadcast stream back to the listeners; nil with work
 	work      *natsfeed.WorkConsumer // the work-queue stream into the work queue (delivery: one); else nil
+	elections *natsfeed.Elections    // the stream's leader elections, which wake publisher and consumer
 }
 
 // startSharedFeed starts the embedded server if configured, connects,
@@ -107,6 +108,9 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 	if err != nil || info == nil {
 		return nil, fmt.Errorf("nats: reading stream %s: %v", n.Stream.Name, err)
 	}
+	if f.elections, err = natsfeed.WatchElections(f.conn.NC, n.Stream.Name); err != nil {
+		return nil, fmt.Errorf("nats: watching stream %s's elections: %w", n.Stream.Name, err)
+	}
 	id := natsfeed.StreamID(info)
 	l.setStream(id, start.Line)
 	log.WithFields(logrus.Fields{"stream": n.Stream.Name, "stream_id": id, "stream_seq": start.StreamSeq, "first_line": start.Line}).
@@ -119,12 +123,14 @@ func startSharedFeed(cfg config.Config, l *listeners, logger *logrus.Logger) (_ 
 		BatchLines:  n.Publish.BatchLines,
 		BatchBytes:  batchBytes,
 		Drain:       cfg.Broadcast.DrainTimeout,
+		Elections:   f.elections,
 	}, log.WithField(logging.FieldScope, "publisher"))
 	f.consumer = natsfeed.NewConsumer(f.conn.JS, natsfeed.ConsumerOptions{
 		Stream:    n.Stream.Name,
 		Heartbeat: n.Consume.Heartbeat,
 		StartSeq:  start.StreamSeq,
 		NextLine:  start.Line,
+		Elections: f.elections,
 	}, l.publishAt(log.WithField(logging.FieldScope, "consumer")), log.WithField(logging.FieldScope, "consumer"))
 	return f, nil
 }
@@ -145,6 +151,9 @@ func (f *sharedFeed) startWork(ctx context.Context, cfg config.Config, l *listen
 	if err != nil {
 		return fmt.Errorf("nats.work_queue: %w; chattyd needs the stream to start", err)
 	}
+	if f.elections, err = natsfeed.WatchElections(f.conn.NC, w.Stream); err != nil {
+		return fmt.Errorf("nats: watching stream %s's elections: %w", w.Stream, err)
+	}
 	f.log.WithFields(logrus.Fields{"stream": w.Stream, "subject": w.Subject, "consumer": w.Consumer}).
 		Info("Work queue across machines: pulling lines from the NATS work-queue stream")
 	f.publisher = natsfeed.NewPublisher(f.conn.JS, st, natsfeed.PublisherOptions{
@@ -155,6 +164,7 @@ func (f *sharedFeed) startWork(ctx context.Context, cfg config.Config, l *listen
 		BatchBytes:  n.Publish.BatchBytes, // one line, which fits: startSharedFeed checked
 		Drain:       cfg.Broadcast.DrainTimeout,
 		Unnumbered:  true,
+		Elections:   f.elections,
 	}, f.log.WithField(logging.FieldScope, "publisher"))
 	f.work = natsfeed.NewWorkConsumer(f.conn.JS, l.queue, natsfeed.WorkOptions{
 		Stream:   w.Stream,
@@ -196,6 +206,7 @@ func (f *sharedFeed) waitConsumed(timeout time.Duration) {
 
 // close closes the connection and stops the embedded server.
 func (f *sharedFeed) close() {
+	f.elections.Stop()
 	if f.conn != nil {
 		f.conn.Close()
 	}
@@ -226,6 +237,7 @@ func (f *sharedFeed) status() *control.NATSStatus {
 		Server:     f.conn.Server(),
 		Stream:     f.stream,
 		Reconnects: f.conn.Reconnects(),
+		Elections:  f.elections.Seen(),
 		Embedded:   f.embedded != nil,
 		Publish: control.NATSPublishStatus{
 			Window:     p.Window,

@@ -32,6 +32,10 @@ type ConsumerOptions struct {
 	// (the broadcaster's next sequence number), so that lines the stream
 	// no longer holds are reported as a gap.
 	NextLine uint64
+	// Elections, when not nil, are the stream's: a consumer is made
+	// again as soon as the stream has elected a leader, not when the
+	// unanswered request times out.
+	Elections *Elections
 }
 
 // ConsumerStats are a Consumer's counters.
@@ -97,7 +101,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 	lastLog := time.Time{}
 	for ctx.Err() == nil {
 		before := c.stats.messages.Load()
-		err := c.consume(ctx)
+		elected := c.opts.Elections.Next() // before the requests, so none is missed
+		err := c.consume(ctx, elected)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -117,8 +122,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
+			wait = min(2*wait, 2*time.Second)
+		case <-elected:
+			wait = firstWait
 		}
-		wait = min(2*wait, 2*time.Second)
 	}
 	return nil
 }
@@ -152,9 +159,10 @@ const inactiveThreshold = 5 * time.Minute
 // every fault (a missed heartbeat, a message lost in a reconnect, a
 // consumer the server deleted) comes back to Run, which starts over after
 // the last message handed on.
-func (c *Consumer) consume(ctx context.Context) error {
+func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 	cctx, cancel := context.WithTimeout(ctx, createTimeout)
 	defer cancel()
+	cancelAt(cctx, cancel, elected)
 	st, err := c.js.Stream(cctx, c.opts.Stream)
 	if err != nil {
 		return err
@@ -176,6 +184,7 @@ func (c *Consumer) consume(ctx context.Context) error {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.opts.StartSeq
 	}
 	cons, err := c.js.CreateConsumer(cctx, c.opts.Stream, cfg)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}

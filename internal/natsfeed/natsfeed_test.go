@@ -277,7 +277,7 @@ func TestRetriedBatchStoredOnce(t *testing.T) {
 	p := NewPublisher(c.JS, st, PublisherOptions{Subject: "test.feed", Window: 4, BufferBytes: 1 << 20, BatchLines: 10, BatchBytes: 1 << 16}, testLog(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := p.sync(ctx); err != nil {
+	if err := p.sync(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	publishLines(t, p, "x", 0, 3)
@@ -574,4 +574,71 @@ func TestEmbeddedCluster(t *testing.T) {
 	p, _ := runPublisher(t, c, st, PublisherOptions{})
 	publishLines(t, p, "r", 0, 10)
 	poll.Eventually(t, 10*time.Second, func() bool { return p.Stats().Lines == 10 }, "10 lines acknowledged by the R3 stream")
+
+	// A leader stepping down is an election, whose advisory wakes the
+	// stream's waiters.
+	el, err := WatchElections(c.NC, "TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer el.Stop()
+	next := el.Next()
+	if _, err := c.NC.Request("$JS.API.STREAM.LEADER.STEPDOWN.TEST", nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-next:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no election seen 30 s after the stream's leader stepped down")
+	}
+	if el.Seen() == 0 {
+		t.Error("an election woke the waiter but Seen is 0")
+	}
+}
+
+// Elections wakes every waiter that took Next before an election, and
+// only the election of its own stream.
+func TestElectionsWakeWaiters(t *testing.T) {
+	e := startServer(t, "127.0.0.1:0", t.TempDir())
+	c, _ := connect(t, e.ClientURL(), testStream())
+	el, err := WatchElections(c.NC, "TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer el.Stop()
+	a, b := el.Next(), el.Next()
+	// Another stream's election, then a round trip: it has been handled.
+	if err := c.NC.Publish("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.OTHER", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a:
+		t.Fatal("another stream's election woke the waiter")
+	default:
+	}
+	if err := c.NC.Publish("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.TEST", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []<-chan struct{}{a, b} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the stream's election did not wake a waiter")
+		}
+	}
+	if n := el.Seen(); n != 1 {
+		t.Errorf("Seen %d, want 1", n)
+	}
+	select {
+	case <-el.Next():
+		t.Error("Next after the election is already closed")
+	default:
+	}
+	var none *Elections
+	if none.Next() != nil || none.Seen() != 0 {
+		t.Error("a nil Elections wakes or counts")
+	}
 }

@@ -39,6 +39,10 @@ type PublisherOptions struct {
 	// batches are in flight. Chatty-Seq is then this publisher's own
 	// number of the batch's first line.
 	Unnumbered bool
+	// Elections, when not nil, are the stream's: reading the numbering
+	// again after a failure is asked anew as soon as the stream has
+	// elected a leader, not when the unanswered request times out.
+	Elections *Elections
 }
 
 // PublisherStats are a Publisher's counters.
@@ -245,7 +249,8 @@ func (p *Publisher) loop(ctx context.Context, stop <-chan struct{}) {
 			return
 		}
 		if p.next == 0 {
-			if err := p.sync(ctx); err != nil {
+			elected := p.opts.Elections.Next() // before the request, so none is missed
+			if err := p.sync(ctx, elected); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -256,8 +261,10 @@ func (p *Publisher) loop(ctx context.Context, stop <-chan struct{}) {
 				select {
 				case <-ctx.Done():
 				case <-time.After(wait):
+					wait = min(2*wait, time.Second)
+				case <-elected:
+					wait = 50 * time.Millisecond
 				}
-				wait = min(2*wait, time.Second)
 				continue
 			}
 		}
@@ -433,11 +440,12 @@ func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
 
 // sync reads the stream's numbering: its last message, the line it ends
 // with, and which batches to publish again are stored already.
-func (p *Publisher) sync(ctx context.Context) error {
+func (p *Publisher) sync(ctx context.Context, elected <-chan struct{}) error {
 	// Short attempts, retried: a request to a leader that just died
-	// waits for its whole timeout.
+	// waits for its whole timeout, unless a new one is elected first.
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	cancelAt(ctx, cancel, elected)
 	p.stats.resyncs.Add(1)
 	if p.opts.Unnumbered {
 		// Nothing to read but that the stream answers: the batches to

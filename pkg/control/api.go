@@ -134,6 +134,8 @@ type NATSStatus struct {
 	Stream string `json:"stream"`
 	// Reconnects counts the connection's reconnections.
 	Reconnects uint64 `json:"reconnects"`
+	// Elections counts the stream's leader elections seen.
+	Elections uint64 `json:"elections"`
 	// Embedded reports whether chattyd runs its own nats-server.
 	Embedded bool              `json:"embedded"`
 	Publish  NATSPublishStatus `json:"publish"`

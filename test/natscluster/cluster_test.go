@@ -104,6 +104,7 @@ func runPublisher(t *testing.T, conn *natsfeed.Conn, st jetstream.Stream, drain 
 	t.Helper()
 	p := natsfeed.NewPublisher(conn.JS, st, natsfeed.PublisherOptions{
 		Subject: "chatty.feed", Window: 32, BufferBytes: 4 << 20, BatchLines: 64, BatchBytes: 64 << 10, Drain: drain,
+		Elections: watchElections(t, conn),
 	}, testLog(t, "publisher"))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -152,6 +153,9 @@ func runConsumer(t *testing.T, conn *natsfeed.Conn, o natsfeed.ConsumerOptions) 
 	if o.Heartbeat == 0 {
 		o.Heartbeat = time.Second
 	}
+	if o.Elections == nil {
+		o.Elections = watchElections(t, conn)
+	}
 	ch := &checker{}
 	cons := natsfeed.NewConsumer(conn.JS, o, ch.sink, testLog(t, "consumer"))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -159,6 +163,17 @@ func runConsumer(t *testing.T, conn *natsfeed.Conn, o natsfeed.ConsumerOptions) 
 	go func() { defer close(done); cons.Run(ctx) }()
 	t.Cleanup(func() { cancel(); poll.Closed(t, done, 30*time.Second, "the consumer told to stop still runs") })
 	return cons, ch
+}
+
+// watchElections watches the stream's leader elections, as chattyd does.
+func watchElections(t *testing.T, conn *natsfeed.Conn) *natsfeed.Elections {
+	t.Helper()
+	e, err := natsfeed.WatchElections(conn.NC, "FEED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	return e
 }
 
 func line(prefix string, i int) string { return fmt.Sprintf("%s %06d", prefix, i) }
@@ -277,7 +292,8 @@ func TestLeaderKilledMidFeed(t *testing.T) {
 	c := Start(t)
 	conn, st := connect(t, c)
 	p, _ := runPublisher(t, conn, st, 0)
-	cons, ch := runConsumer(t, conn, natsfeed.ConsumerOptions{StartFirst: true})
+	el := watchElections(t, conn)
+	cons, ch := runConsumer(t, conn, natsfeed.ConsumerOptions{StartFirst: true, Elections: el})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("publisher %+v; consumer %+v", p.Stats(), cons.Stats())
@@ -293,9 +309,10 @@ func TestLeaderKilledMidFeed(t *testing.T) {
 	l := leader(t, c, st)
 	t.Logf("killing the stream leader %s after %d lines", l.Name, ch.count())
 	l.Kill()
-	// A consumer re-created on the dead leader's name stalled here for
-	// over 30 s (see resetAttempts in internal/natsfeed).
+	// nats.go's ordered consumer, re-created on the dead leader's name,
+	// stalled here for over 30 s (see createTimeout in internal/natsfeed).
 	poll.Eventually(t, 30*time.Second, func() bool { return ch.count() >= n/2 }, "half of the feed consumed with the leader dead")
+	poll.Eventually(t, 30*time.Second, func() bool { return el.Seen() > 0 }, "the stream's election of a new leader seen")
 	l.Start()
 	<-fed
 	poll.Eventually(t, 60*time.Second, func() bool { return ch.count() >= n }, "every line consumed")

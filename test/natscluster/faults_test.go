@@ -247,6 +247,12 @@ func TestFaultsNothingLost(t *testing.T) {
 	l.Kill()
 	at(0.3)
 	l.Start()
+	// The stream's advisory of its new leader reached the edges, which
+	// ask again on it rather than waiting out unanswered requests.
+	poll.Eventually(t, 30*time.Second, func() bool {
+		st := edges[1].status(t)
+		return st.NATS != nil && st.NATS.Elections > 0
+	}, "edge-a saw the stream elect a leader")
 
 	at(0.45)
 	t.Logf("SIGKILL edge-b")
