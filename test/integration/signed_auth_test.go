@@ -309,9 +309,9 @@ func TestSignedWatchRefusedOverMaxClients(t *testing.T) {
 	t.Parallel()
 	keyFile, _ := keygenKey(t)
 	pubFile := identity.PublicPath(keyFile)
-	addr := harness.FreeAddr(t)
 	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
-		"identity:\n  key_file: %s\nbroadcast:\n  max_clients: 1\n  signed:\n    listen: %s\n", keyFile, addr))})
+		"identity:\n  key_file: %s\nbroadcast:\n  max_clients: 1\n  signed:\n    listen: 127.0.0.1:0\n", keyFile))})
+	addr := d.Addrs().Signed
 	d.WaitLog(t, "The signed listener is on "+addr, short)
 	startWatch(t, "--socket", d.ControlSocket(), "watch", "--signed", "--pubkey", pubFile)
 	statusUntil(t, d, "the first watcher", func(st control.Status) bool { return st.Clients.Connected == 1 })

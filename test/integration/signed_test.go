@@ -32,9 +32,11 @@ import (
 func startSignedDaemon(t *testing.T, mode, extra string) (d *harness.Daemon, addr string, pub ed25519.PublicKey, pubFile string) {
 	t.Helper()
 	keyFile, id := keygenKey(t)
-	addr = harness.FreeAddr(t)
+	// Port 0 and the bound address from the status: a port found free
+	// and then bound by chattyd can be taken by a parallel test between.
 	d = harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
-		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: %s\n    mode: %s\n%s", keyFile, addr, mode, extra))})
+		"identity:\n  key_file: %s\nbroadcast:\n  signed:\n    listen: 127.0.0.1:0\n    mode: %s\n%s", keyFile, mode, extra))})
+	addr = d.Addrs().Signed
 	d.WaitLog(t, "The signed listener is on "+addr, short)
 
 	out, err := exec.Command(harness.BuildBinaries(t).Chattyctl, "--socket", d.ControlSocket(), "identity", "--json").Output()
@@ -314,9 +316,9 @@ func TestSignedRequestResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	authorized := writeFile(t, "clients", identity.AuthorizedKeyLine(clientPub, "test client")+"\n")
-	addr := harness.FreeAddr(t)
 	d := harness.StartDaemon(t, harness.Options{Config: config(fmt.Sprintf(
-		"identity:\n  key_file: %s\n  authorized_keys: %s\nbroadcast:\n  signed:\n    listen: %s\n", keyFile, authorized, addr))})
+		"identity:\n  key_file: %s\n  authorized_keys: %s\nbroadcast:\n  signed:\n    listen: 127.0.0.1:0\n", keyFile, authorized))})
+	addr := d.Addrs().Signed
 	d.WaitLog(t, "1 client keys authorized", short)
 	pub, err := identity.LoadPublicKey(identity.PublicPath(keyFile))
 	if err != nil {

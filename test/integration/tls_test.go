@@ -20,17 +20,17 @@ import (
 func TestTLSListener(t *testing.T) {
 	t.Parallel()
 	pki := harness.NewPKI(t)
-	tlsAddr := harness.FreeAddr(t)
 	d := harness.StartDaemon(t, harness.Options{Config: fmt.Sprintf(`version: 1
 pool:
   size: 0
 broadcast:
   tls:
-    listen: %s
+    listen: 127.0.0.1:0
     cert_file: %s
     key_file: %s
     client_ca_file: %s
-`, tlsAddr, pki.CertFile, pki.KeyFile, pki.CAFile)})
+`, pki.CertFile, pki.KeyFile, pki.CAFile)})
+	tlsAddr := d.Addrs().TLS
 	d.WaitLog(t, "The TLS listener is on "+tlsAddr, short)
 
 	plain := harness.Dial(t, d.Addr())
