@@ -302,7 +302,7 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 				direct = append(direct, v)
 				add(&directCPU, used)
 			}
-			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v, subscribers %v", nSubs, i+1, nats, v, used.chattyd, used.servers, used.tool)
+			m.Logf("fan-out to %d subs, run %d, through NATS %v: %.0f deliveries/s; CPU chattyd %v, nats-servers %v, this tool (subscribers, feed writer) %v", nSubs, i+1, nats, v, used.chattyd, used.servers, used.tool)
 		}
 		runs := float64(fanoutRounds)
 		r.FanoutDirectChattydCPUs, r.FanoutDirectServersCPUs = directCPU.chattyd.Seconds()/runs, directCPU.servers.Seconds()/runs

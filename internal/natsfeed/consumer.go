@@ -8,7 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/sirupsen/logrus"
 )
 
@@ -125,6 +127,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			wait = min(2*wait, 2*time.Second)
 		case <-elected:
 			wait = firstWait
+			settle(ctx)
 		}
 	}
 	return nil
@@ -156,19 +159,21 @@ const inactiveThreshold = 5 * time.Minute
 // delivers until an error. The consumer is ephemeral, in memory, on one
 // node, with no acknowledgements: what nats.go's ordered consumer makes,
 // but made here, so that each attempt is bounded by createTimeout and
-// every fault (a missed heartbeat, a message lost in a reconnect, a
+// every fault (a missed heartbeat, a reconnect, a delivery lost, a
 // consumer the server deleted) comes back to Run, which starts over after
 // the last message handed on.
 func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
-	cctx, cancel := context.WithTimeout(ctx, createTimeout)
+	rctx, cancel := request(ctx, createTimeout, elected)
 	defer cancel()
-	cancelAt(cctx, cancel, elected)
-	st, err := c.js.Stream(cctx, c.opts.Stream)
+	st, err := c.js.Stream(rctx, c.opts.Stream)
 	if err != nil {
-		return err
+		return requestErr(rctx, err)
 	}
 	c.stream = st
 	cfg := jetstream.ConsumerConfig{
+		// Named here, not by nats.go, so that one whose creation timed
+		// out can be deleted too.
+		Name:              nuid.Next(),
 		DeliverPolicy:     jetstream.DeliverNewPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: inactiveThreshold,
@@ -183,12 +188,6 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 	case c.opts.StartSeq > 0:
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.opts.StartSeq
 	}
-	cons, err := c.js.CreateConsumer(cctx, c.opts.Stream, cfg)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
-	}
-	name := cons.CachedInfo().Name
 	ended := make(chan struct{})
 	defer close(ended)
 	c.deleting.Go(func() {
@@ -201,20 +200,52 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 		}
 		dctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 		defer cancel()
-		_ = c.js.DeleteConsumer(dctx, c.opts.Stream, name)
+		_ = c.js.DeleteConsumer(dctx, c.opts.Stream, cfg.Name)
 	})
+	// Reconnects are watched from before the consumer exists: messages
+	// sent while the connection was down are gone (no acks), and a
+	// quiet stream would not show the jump for a long time.
+	nc := c.js.Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
+	cons, err := c.js.CreateConsumer(rctx, c.opts.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", requestErr(rctx, err))
+	}
+	cancel()
+	if cfg.DeliverPolicy == jetstream.DeliverNewPolicy {
+		// A consumer made again before anything was handed on starts
+		// where this one did, not at what is new by then.
+		c.opts.StartSeq = cons.CachedInfo().Delivered.Stream + 1
+	}
 	// Next is given no max wait: one shorter than twice the heartbeat
 	// would turn off the detection of missed heartbeats, which Next
-	// reports as an error (WithMessagesErrOnMissingHeartbeat).
-	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
+	// reports as an error (WithMessagesErrOnMissingHeartbeat). nats.go
+	// takes a heartbeat of at most half a pull's expiry.
+	it, err := cons.Messages(jetstream.PullHeartbeat(c.opts.Heartbeat), jetstream.PullExpiry(max(30*time.Second, 2*c.opts.Heartbeat)),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err
 	}
 	defer it.Stop()
 	defer context.AfterFunc(ctx, it.Stop)()
+	nctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go func() {
+		select {
+		case _, ok := <-reconnected:
+			if ok {
+				stop(errReconnected)
+			}
+		case <-nctx.Done():
+		}
+	}()
 	for delivered := uint64(0); ; delivered++ {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, err := it.Next(jetstream.NextContext(nctx))
 		if err != nil {
+			if cause := context.Cause(nctx); ctx.Err() == nil && cause != nil {
+				return cause
+			}
 			return err
 		}
 		md, err := msg.Metadata()
@@ -222,8 +253,8 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 			return err
 		}
 		// The consumer numbers its deliveries 1, 2, 3...; a jump is a
-		// message lost on the way (in a reconnect), which a new consumer
-		// from after the last one handed on delivers again.
+		// message lost on the way, which a new consumer from after the
+		// last one handed on delivers again.
 		if md.Sequence.Consumer != delivered+1 {
 			return fmt.Errorf("%w: delivery %d after %d", errDeliveryLost, md.Sequence.Consumer, delivered)
 		}
@@ -232,6 +263,10 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 		}
 	}
 }
+
+// errReconnected ends a consumer whose connection came back: what was
+// sent to it meanwhile is lost.
+var errReconnected = errors.New("reconnected to NATS")
 
 // errDeliveryLost is a consumer's delivery that did not arrive.
 var errDeliveryLost = errors.New("a delivery of the consumer was lost")

@@ -2,8 +2,11 @@ package natsfeed
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -72,17 +75,49 @@ func (e *Elections) Stop() {
 	}
 }
 
-// cancelAt calls cancel when elected is closed, unless ctx is done
-// first; cancel must end ctx, so the goroutine ends with it.
-func cancelAt(ctx context.Context, cancel context.CancelFunc, elected <-chan struct{}) {
-	if elected == nil {
-		return
+// errElected is the cause of a request given up because the stream
+// elected a leader: it is sent again at once, to a stream that answers.
+var errElected = errors.New("the stream elected a leader; asking again")
+
+// electionSettle is how long a waiter woken by an election waits before
+// it asks again: nats-server sends the advisory just before the new
+// leader takes requests, and one that comes first is not answered.
+const electionSettle = 100 * time.Millisecond
+
+// request returns a context for one request to the stream: it ends after
+// timeout, or, with cause errElected, when elected is closed. The
+// goroutine that watches elected ends with the context, at the latest
+// when the returned cancel is called.
+func request(parent context.Context, timeout time.Duration, elected <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancelCause := context.WithCancelCause(parent)
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	if elected != nil {
+		go func() {
+			select {
+			case <-elected:
+				cancelCause(errElected)
+			case <-ctx.Done():
+			}
+		}()
 	}
-	go func() {
-		select {
-		case <-elected:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	return ctx, func() { cancelTimeout(); cancelCause(nil) }
+}
+
+// requestErr returns err, the error of a request made with ctx from
+// request, as errElected when the election is what ended it.
+func requestErr(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errElected) {
+		return fmt.Errorf("%w (%v)", errElected, err)
+	}
+	return err
+}
+
+// settle waits electionSettle, or until ctx is done.
+func settle(ctx context.Context) {
+	t := time.NewTimer(electionSettle)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

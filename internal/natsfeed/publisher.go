@@ -264,6 +264,7 @@ func (p *Publisher) loop(ctx context.Context, stop <-chan struct{}) {
 					wait = min(2*wait, time.Second)
 				case <-elected:
 					wait = 50 * time.Millisecond
+					settle(ctx)
 				}
 				continue
 			}
@@ -443,9 +444,14 @@ func (p *Publisher) failed(ctx context.Context, gone *batch, oldest bool) {
 func (p *Publisher) sync(ctx context.Context, elected <-chan struct{}) error {
 	// Short attempts, retried: a request to a leader that just died
 	// waits for its whole timeout, unless a new one is elected first.
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := request(ctx, 2*time.Second, elected)
 	defer cancel()
-	cancelAt(ctx, cancel, elected)
+	err := p.read(ctx)
+	return requestErr(ctx, err)
+}
+
+// read is sync's reading, with ctx bounding it.
+func (p *Publisher) read(ctx context.Context) error {
 	p.stats.resyncs.Add(1)
 	if p.opts.Unnumbered {
 		// Nothing to read but that the stream answers: the batches to
