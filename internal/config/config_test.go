@@ -150,6 +150,7 @@ var parseErrorCases = []struct {
 	{"bad nats storage", "version: 1\nnats:\n  stream:\n    storage: disk\n", []want{{4, "nats.stream.storage", "file or memory"}}},
 	{"bad nats start", "version: 1\nnats:\n  consume:\n    start: last\n", []want{{4, "nats.consume.start", "new, first or a stream sequence"}}},
 	{"nats start zero", "version: 1\nnats:\n  consume:\n    start: 0\n", []want{{4, "nats.consume.start", "new, first or a stream sequence"}}},
+	{"nats heartbeat too long", "version: 1\nnats:\n  consume:\n    heartbeat: 31s\n", []want{{4, "nats.consume.heartbeat", "from 500ms to 30s, got 31s"}}},
 	{"nats wildcard publish subject", "version: 1\nnats:\n  stream:\n    subjects: [chatty.>]\n", []want{{4, "nats.stream.subjects", "no wildcard"}}},
 	{"nats window zero", "version: 1\nnats:\n  publish:\n    window: 0\n", []want{{4, "nats.publish.window", "from 1 to 4096"}}},
 	{"nats ack timeout over dedupe", "version: 1\nnats:\n  stream:\n    duplicate_window: 10s\n  publish:\n    ack_timeout: 5s\n", []want{{6, "nats.publish.ack_timeout", "quarter"}}},

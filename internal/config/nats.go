@@ -344,8 +344,9 @@ func (c *Config) validateNATS(bad func(field, format string, args ...any)) {
 	if p.BufferBytes < c.Feed.MaxLineBytes+1 && n.Enabled() {
 		bad("nats.publish.buffer_bytes", "must hold at least one line of feed.max_line_bytes (%d), got %d", c.Feed.MaxLineBytes, p.BufferBytes)
 	}
-	if n.Consume.Heartbeat < 500*time.Millisecond || n.Consume.Heartbeat > time.Minute {
-		bad("nats.consume.heartbeat", "must be from 500ms to 1m, got %s", n.Consume.Heartbeat)
+	// nats.go takes pull heartbeats from 500 ms to 30 s.
+	if n.Consume.Heartbeat < 500*time.Millisecond || n.Consume.Heartbeat > 30*time.Second {
+		bad("nats.consume.heartbeat", "must be from 500ms to 30s, got %s", n.Consume.Heartbeat)
 	}
 	if st := n.Consume.Start; st != StartNew && st != StartFirst && st < 1 {
 		bad("nats.consume.start", "must be new, first or a stream sequence number (1 or more)")

@@ -107,7 +107,7 @@ func request(parent context.Context, timeout time.Duration, elected <-chan struc
 // request, as errElected when the election is what ended it.
 func requestErr(ctx context.Context, err error) error {
 	if err != nil && errors.Is(context.Cause(ctx), errElected) {
-		return fmt.Errorf("%w (%v)", errElected, err)
+		return fmt.Errorf("%w (%w)", errElected, err)
 	}
 	return err
 }

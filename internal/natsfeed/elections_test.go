@@ -88,11 +88,12 @@ func TestPublisherAsksAgainAtElection(t *testing.T) {
 }
 
 // A consumer being made on a stream that does not answer gives the
-// request up when the stream elects a leader.
+// request up when the stream elects a leader, and asks to delete the
+// consumer it named, which the server may have made all the same.
 func TestConsumerAsksAgainAtElection(t *testing.T) {
 	e := startServer(t, "127.0.0.1:0", t.TempDir())
 	c, _ := connect(t, e.ClientURL(), testStream())
-	asked := silentAPI(t, c.NC, "SILENT.API", 0)
+	asked := silentAPI(t, c.NC, "SILENT.API", 1) // the stream's info, then nothing
 	js, err := jetstream.NewWithAPIPrefix(c.NC, "SILENT.API")
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +102,12 @@ func TestConsumerAsksAgainAtElection(t *testing.T) {
 	el := &Elections{next: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() { done <- cons.consume(context.Background(), el.Next()) }()
-	waitAsked(t, asked)
+	create := waitAsked(t, asked)
+	const createPrefix = "SILENT.API.CONSUMER.CREATE.TEST."
+	if !strings.HasPrefix(create, createPrefix) {
+		t.Fatalf("the consumer asked %s, want %s<name>", create, createPrefix)
+	}
+	name, _, _ := strings.Cut(strings.TrimPrefix(create, createPrefix), ".")
 	el.elected()
 	select {
 	case err := <-done:
@@ -111,13 +117,16 @@ func TestConsumerAsksAgainAtElection(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("consume still waits 10 s after the election")
 	}
+	if del := waitAsked(t, asked); del != "SILENT.API.CONSUMER.DELETE.TEST."+name {
+		t.Errorf("after the given-up creation the consumer asked %s, want the deletion of %s", del, name)
+	}
 	cons.deleting.Wait()
 }
 
 // A consumer whose connection is cut and comes back starts over after the
-// last message it handed on, though its consumer outlived the cut: what
-// was sent meanwhile is lost without acknowledgements. Nothing is missed
-// or repeated.
+// last message it handed on, though its consumer outlived the cut, as
+// nats.go's ordered consumer does: a delivery the cut lost is sent again.
+// Nothing is missed or repeated.
 func TestConsumerStartsOverAfterReconnect(t *testing.T) {
 	e := startServer(t, "127.0.0.1:0", t.TempDir())
 	c, st := connect(t, e.ClientURL(), testStream())
