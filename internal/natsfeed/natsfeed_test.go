@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/chatty-dev/chatty/internal/config"
 	"github.com/chatty-dev/chatty/internal/poll"
+	"github.com/chatty-dev/chatty/test/harness"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 )
@@ -37,15 +37,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // freeAddr returns a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return harness.FreeAddr(t) }
 
 // startServer runs an embedded server on addr with its store in dir.
 func startServer(t *testing.T, addr, dir string) *Embedded {

@@ -466,14 +466,14 @@ func Run(tb testing.TB, timeout time.Duration, args ...string) Result {
 }
 
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago,
-// for tests that need to know the port before chattyd starts.
+// for tests that need to know the port before chattyd starts (to start
+// it again there); a test that only needs to learn it should bind port 0
+// and read the status (Daemon.Addrs). See FreeLoopbackAddr.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FreeLoopbackAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }

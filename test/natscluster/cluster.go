@@ -115,15 +115,15 @@ type Cluster struct {
 	mu    sync.Mutex
 }
 
-// freePort returns a loopback address that nothing listens on now.
+// freePort returns a loopback address that nothing listens on now; see
+// harness.FreeLoopbackAddr.
 func freePort(tb T) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := harness.FreeLoopbackAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // Start installs nats-server if needed and starts three nodes with
