@@ -52,6 +52,20 @@ func waitAsked(t *testing.T, asked <-chan string) string {
 	}
 }
 
+// givenUp checks that what, which was waiting for an answer, returns on
+// done the election's error.
+func givenUp(t *testing.T, done <-chan error, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errElected) {
+			t.Errorf("%s returned %v, want it given up at the election (%v)", what, err, errElected)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s still waits 10 s after the election", what)
+	}
+}
+
 // A publisher reading the numbering from a stream that does not answer
 // gives the request up when the stream elects a leader, rather than when
 // it times out.
@@ -77,14 +91,7 @@ func TestPublisherAsksAgainAtElection(t *testing.T) {
 		t.Errorf("the publisher asked %s, want the stream's info", s)
 	}
 	el.elected()
-	select {
-	case err := <-done:
-		if !errors.Is(err, errElected) {
-			t.Errorf("sync returned %v, want it given up at the election (%v)", err, errElected)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("sync still waits 10 s after the election")
-	}
+	givenUp(t, done, "sync")
 }
 
 // A consumer being made on a stream that does not answer gives the
@@ -109,14 +116,7 @@ func TestConsumerAsksAgainAtElection(t *testing.T) {
 	}
 	name, _, _ := strings.Cut(strings.TrimPrefix(create, createPrefix), ".")
 	el.elected()
-	select {
-	case err := <-done:
-		if !errors.Is(err, errElected) {
-			t.Errorf("consume returned %v, want it given up at the election (%v)", err, errElected)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("consume still waits 10 s after the election")
-	}
+	givenUp(t, done, "consume")
 	if del := waitAsked(t, asked); del != "SILENT.API.CONSUMER.DELETE.TEST."+name {
 		t.Errorf("after the given-up creation the consumer asked %s, want the deletion of %s", del, name)
 	}
@@ -141,13 +141,7 @@ func TestConsumerStartsOverAfterReconnect(t *testing.T) {
 	if err := e.Server().DisconnectClientByID(id); err != nil {
 		t.Fatal(err)
 	}
-	poll.Eventually(t, 30*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over after the reconnect")
-	publishLines(t, p, "l", 10, 10)
-	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 20 }, "20 lines consumed")
-	first, lines, bad := col.snapshot()
-	if first != 1 || !equal(lines, linesOf("l", 0, 20)) || len(bad) > 0 {
-		t.Errorf("consumed from %d, %d lines %q, problems %q; want 20 lines from 1 in order, once each", first, len(lines), lines, bad)
-	}
+	carriesOn(t, p, cons, col, 10, 10, "the reconnect")
 }
 
 // A heartbeat longer than nats.go allows for its default pull (half of

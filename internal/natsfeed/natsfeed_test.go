@@ -161,6 +161,20 @@ func runConsumer(t *testing.T, c *Conn, o ConsumerOptions) (*Consumer, *collecto
 	return cons, col
 }
 
+// carriesOn waits for cons to start over after what happened (why),
+// publishes n more lines "l <i>" after the had ones, and checks that all
+// of them came, from 1, in order, once each.
+func carriesOn(t *testing.T, p *Publisher, cons *Consumer, col *collector, had, n int, why string) {
+	t.Helper()
+	poll.Eventually(t, 30*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over after "+why)
+	publishLines(t, p, "l", had, n)
+	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= had+n }, fmt.Sprintf("%d lines consumed", had+n))
+	first, lines, bad := col.snapshot()
+	if first != 1 || !equal(lines, linesOf("l", 0, had+n)) || len(bad) > 0 {
+		t.Errorf("consumed from %d, %d lines %q, problems %q; want %d lines from 1 in order, once each", first, len(lines), lines, bad, had+n)
+	}
+}
+
 func publishLines(t *testing.T, p *Publisher, prefix string, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
@@ -367,10 +381,10 @@ func TestConsumerReportsGap(t *testing.T) {
 	}
 }
 
-// A consumer whose stream is deleted under it is not left inside nats.go,
-// retrying its re-creation for ever and deaf to being told to stop: after
-// one attempt Run starts over by itself, and the test's cleanup stops
-// it within its bound.
+// A consumer whose stream is deleted under it starts over by itself,
+// trying again on its back-off, and still stops within its bound when
+// told to (the test's cleanup). nats.go's ordered consumer, used before,
+// retried inside Next for ever, deaf to being told to stop.
 func TestConsumerStartsOverWhenStreamGone(t *testing.T) {
 	e := startServer(t, "127.0.0.1:0", t.TempDir())
 	c, st := connect(t, e.ClientURL(), testStream())
@@ -418,13 +432,7 @@ func TestConsumerDeletedStartsOverWhereItWas(t *testing.T) {
 	if err := st.DeleteConsumer(ctx, before[0]); err != nil {
 		t.Fatal(err)
 	}
-	poll.Eventually(t, 30*time.Second, func() bool { return cons.Stats().Restarts > 0 }, "the consumer started over after its deletion")
-	publishLines(t, p, "l", 20, 20)
-	poll.Eventually(t, 10*time.Second, func() bool { return col.count() >= 40 }, "40 lines consumed")
-	first, lines, bad := col.snapshot()
-	if first != 1 || !equal(lines, linesOf("l", 0, 40)) || len(bad) > 0 {
-		t.Errorf("consumed from %d, %d lines %q, problems %q; want 40 lines from 1 in order, once each", first, len(lines), lines, bad)
-	}
+	carriesOn(t, p, cons, col, 20, 20, "its deletion")
 	if after := names(); len(after) != 1 || after[0] == before[0] {
 		t.Errorf("consumers on the stream %q after the restart, want one other than %q", after, before[0])
 	}
