@@ -63,7 +63,7 @@ type Consumer struct {
 	opts   ConsumerOptions
 	sink   Sink
 	log    *logrus.Entry
-	stream msgGetter // for the numbering of a message without Chatty-Seq; set in Run
+	stream msgGetter // for the numbering of a message without Chatty-Seq; set by consume
 
 	deleting sync.WaitGroup // consumers being deleted; Run waits for them
 
@@ -203,7 +203,7 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 		_ = c.js.DeleteConsumer(dctx, c.opts.Stream, cfg.Name)
 	})
 	// Reconnects are watched from before the consumer exists: messages
-	// sent while the connection was down are gone (no acks), and a
+	// sent while the connection was down may be gone (no acks), and a
 	// quiet stream would not show the jump for a long time.
 	nc := c.js.Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
@@ -228,18 +228,11 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 		return err
 	}
 	defer it.Stop()
-	defer context.AfterFunc(ctx, it.Stop)()
+	// Next returns when nctx is done; RemoveStatusListener closes
+	// reconnected only after stop(nil) has ended nctx.
 	nctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	go func() {
-		select {
-		case _, ok := <-reconnected:
-			if ok {
-				stop(errReconnected)
-			}
-		case <-nctx.Done():
-		}
-	}()
+	cancelWhen(nctx, stop, reconnected, errReconnected)
 	for delivered := uint64(0); ; delivered++ {
 		msg, err := it.Next(jetstream.NextContext(nctx))
 		if err != nil {
@@ -265,7 +258,7 @@ func (c *Consumer) consume(ctx context.Context, elected <-chan struct{}) error {
 }
 
 // errReconnected ends a consumer whose connection came back: what was
-// sent to it meanwhile is lost.
+// sent to it meanwhile may be lost.
 var errReconnected = errors.New("reconnected to NATS")
 
 // errDeliveryLost is a consumer's delivery that did not arrive.

@@ -76,7 +76,8 @@ func (e *Elections) Stop() {
 }
 
 // errElected is the cause of a request given up because the stream
-// elected a leader: it is sent again at once, to a stream that answers.
+// elected a leader: it is sent again after electionSettle, to a stream
+// that answers.
 var errElected = errors.New("the stream elected a leader; asking again")
 
 // electionSettle is how long a waiter woken by an election waits before
@@ -91,16 +92,24 @@ const electionSettle = 100 * time.Millisecond
 func request(parent context.Context, timeout time.Duration, elected <-chan struct{}) (context.Context, context.CancelFunc) {
 	ctx, cancelCause := context.WithCancelCause(parent)
 	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
-	if elected != nil {
-		go func() {
-			select {
-			case <-elected:
-				cancelCause(errElected)
-			case <-ctx.Done():
-			}
-		}()
-	}
+	cancelWhen(ctx, cancelCause, elected, errElected)
 	return ctx, func() { cancelTimeout(); cancelCause(nil) }
+}
+
+// cancelWhen cancels with cause when ch delivers a value or is closed,
+// unless ctx, which cancel must end, is done first. A nil ch never does.
+// Its goroutine ends with ctx.
+func cancelWhen[T any](ctx context.Context, cancel context.CancelCauseFunc, ch <-chan T, cause error) {
+	if ch == nil {
+		return
+	}
+	go func() {
+		select {
+		case <-ch:
+			cancel(cause)
+		case <-ctx.Done():
+		}
+	}()
 }
 
 // requestErr returns err, the error of a request made with ctx from
