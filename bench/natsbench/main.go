@@ -35,6 +35,7 @@ import (
 	"github.com/chatty-dev/chatty/internal/procstat"
 	"github.com/chatty-dev/chatty/test/natscluster"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -49,6 +50,7 @@ func main() {
 	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
 	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
 	flag.StringVar(&lineKind, "line", "demo", "the lines fed: demo (the demo feed's, a timestamp and the Base64 of 1 to 32 random bytes, 45 bytes on average) or x (63 x's, which S2 compresses to almost nothing)")
+	flag.StringVar(&clusterCPUs, "cluster-cpus", "", "CPUs (a taskset -c list, such as 1) of the three nats-servers; this tool, its subscribers and chattyd then run on the others, as if the cluster were on machines of its own. Empty: every process on any CPU, as the targets are measured")
 	flag.StringVar(&edgeNode, "edge-node", "any", "the node the chattyd fed through the stream connects to: any (the three URLs; nats.go picks one), leader (the stream leader's), follower (another's)")
 	flag.Parse()
 	if lineKind != "demo" && lineKind != "x" {
@@ -67,6 +69,12 @@ func main() {
 		runOnly[o] = true
 	}
 	consumeHeartbeat = *heartbeat
+	if clusterCPUs != "" {
+		if err := pinAwayFrom(clusterCPUs); err != nil {
+			fmt.Fprintf(os.Stderr, "natsbench: -cluster-cpus %s: %v\n", clusterCPUs, err)
+			os.Exit(2)
+		}
+	}
 	m := &natscluster.Main{}
 	defer m.Close()
 	r, err := run(m, *bin, *lines, *subs)
@@ -91,6 +99,7 @@ var newline = []byte{'\n'}
 
 var (
 	runOnly                = map[string]bool{}
+	clusterCPUs            string
 	edgeNode               string
 	lineKind               string
 	consumeHeartbeat       time.Duration
@@ -122,14 +131,15 @@ type results struct {
 	LatencyNATSP50Ms        float64 `json:"latency_nats_p50_ms"`
 	LeaderKillStallMs       float64 `json:"leader_kill_stall_ms"`
 	LeaderKillLost          int     `json:"leader_kill_lost_lines"`
+	ClusterCPUs             string  `json:"cluster_cpus,omitempty"`
 	Subs                    int     `json:"subs"`
 	Lines                   int     `json:"lines"`
 	FanoutLines             int     `json:"fanout_lines"`
 }
 
 func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
-	r := results{Subs: nSubs, Lines: nLines, FanoutLines: fanoutLines}
-	c := natscluster.Start(m)
+	r := results{Subs: nSubs, Lines: nLines, FanoutLines: fanoutLines, ClusterCPUs: clusterCPUs}
+	c := natscluster.StartOn(m, clusterCPUs)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	entry := logrus.NewEntry(log)
@@ -550,4 +560,55 @@ func makeFeed(n int) (feed []byte, lines [][]byte) {
 func cpuTime(pid int) time.Duration {
 	d, _ := procstat.CPU(pid)
 	return d
+}
+
+// pinAwayFrom runs every thread of this process, and so every process it
+// starts after, on the CPUs it may use now other than those of list (a
+// taskset -c list of numbers and ranges). It fails when none would be
+// left.
+func pinAwayFrom(list string) error {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return err
+	}
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(hi)
+		}
+		if err != nil || a < 0 || b < a {
+			return fmt.Errorf("not a list of CPUs: %q", part)
+		}
+		for cpu := a; cpu <= b; cpu++ {
+			set.Clear(cpu)
+		}
+	}
+	if set.Count() == 0 {
+		return errors.New("no CPU would be left for chattyd and the subscribers")
+	}
+	// A thread started meanwhile inherits the mask of the one that made
+	// it, which may not be set yet: go round until every thread is.
+	done := map[int]bool{}
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		more := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
+			}
+			done[tid], more = true, true
+		}
+		if !more {
+			return nil
+		}
+	}
 }

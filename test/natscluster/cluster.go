@@ -111,7 +111,8 @@ type Cluster struct {
 	Nodes []*Node
 	tb    T
 	bin   string
-	pids  []int // every process started, for the end's check
+	cpus  string // taskset's CPU list for every node; "" is any CPU
+	pids  []int  // every process started, for the end's check
 	mu    sync.Mutex
 }
 
@@ -133,11 +134,19 @@ func freePort(tb T) string {
 // the test fails if any of its processes is left.
 func Start(tb T) *Cluster {
 	tb.Helper()
+	return StartOn(tb, "")
+}
+
+// StartOn is Start with every node run by taskset on the CPUs of the
+// list cpus (as taskset -c takes it, such as "1"); "" is any CPU. A
+// benchmark gives the cluster CPUs of its own this way.
+func StartOn(tb T, cpus string) *Cluster {
+	tb.Helper()
 	bin, err := Install()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &Cluster{tb: tb, bin: bin}
+	c := &Cluster{tb: tb, bin: bin, cpus: cpus}
 	dir := tb.TempDir()
 	for i := range 3 {
 		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("n%d", i+1), ClientAddr: freePort(tb), RouteAddr: freePort(tb), c: c, out: harness.NewOutput()})
@@ -205,6 +214,11 @@ func (n *Node) Start() {
 		tb.Fatalf("node %s is already running", n.Name)
 	}
 	cmd := exec.Command(n.c.bin, "-c", n.config)
+	if n.c.cpus != "" {
+		// taskset execs nats-server in its own process: the pid is the
+		// server's, for Pid, Kill and the CPU time read from /proc.
+		cmd = exec.Command("taskset", "-c", n.c.cpus, n.c.bin, "-c", n.config)
+	}
 	cmd.Stdout, cmd.Stderr = n.out, n.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
