@@ -76,7 +76,7 @@ type Publisher struct {
 
 	mu       sync.Mutex    // guards buf, bufBytes, room and stopped
 	stopped  bool          // Run has ended: Publish takes nothing more
-	buf      [][]byte      // lines taken, not yet in a batch
+	buf      lineQueue     // lines taken, not yet in a batch
 	bufBytes int           // bytes of buf, queue and inflight
 	room     chan struct{} // closed when bufBytes shrinks, then replaced
 	more     chan struct{} // one token: lines were added
@@ -171,11 +171,13 @@ func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 		return ErrStopped
 	}
 	arena := make([]byte, 0, n)
-	for _, l := range lines {
+	own := make([][]byte, len(lines))
+	for i, l := range lines {
 		start := len(arena)
 		arena = append(arena, l...)
-		p.buf = append(p.buf, arena[start:len(arena):len(arena)])
+		own[i] = arena[start:len(arena):len(arena)]
 	}
+	p.buf.push(own)
 	p.bufBytes += n
 	p.mu.Unlock()
 	select {
@@ -314,21 +316,8 @@ func (p *Publisher) take() *batch {
 		b, p.queue = p.queue[0], p.queue[1:]
 	} else {
 		p.mu.Lock()
-		n, size := 0, 0
-		for n < len(p.buf) && n < p.opts.BatchLines {
-			l := len(p.buf[n]) + 1
-			if n > 0 && size+l > p.opts.BatchBytes {
-				break
-			}
-			size += l
-			n++
-		}
-		if n > 0 {
-			b = &batch{lines: p.buf[:n:n], bytes: size}
-			p.buf = p.buf[n:]
-			if len(p.buf) == 0 {
-				p.buf = nil
-			}
+		if lines, size := p.buf.take(p.opts.BatchLines, p.opts.BatchBytes); len(lines) > 0 {
+			b = &batch{lines: lines, bytes: size}
 		}
 		p.mu.Unlock()
 		if b == nil {
@@ -511,8 +500,8 @@ func (p *Publisher) abandon() {
 		n += len(b.lines)
 	}
 	p.mu.Lock()
-	n += len(p.buf)
-	p.buf = nil
+	n += p.buf.len()
+	p.buf = lineQueue{}
 	p.stopped = true
 	close(p.room) // wakes Publish calls waiting for room
 	p.room = make(chan struct{})
@@ -522,4 +511,72 @@ func (p *Publisher) abandon() {
 		p.stats.abandoned.Add(uint64(n))
 		p.log.Warnf("NATS: %d lines were not acknowledged by the stream when publishing stopped", n)
 	}
+}
+
+// lineQueue is the lines Publish has taken, in the chunks it took them
+// in. Cutting a batch off the front leaves the chunks behind it where
+// they are: one slice of every line queued would be copied whole each
+// time appending outgrew it, over a million lines deep when the feed
+// comes faster than the stream takes it.
+type lineQueue struct {
+	chunks [][][]byte // the first one from head on
+	head   int
+	lines  int
+}
+
+func (q *lineQueue) push(lines [][]byte) {
+	if len(lines) > 0 {
+		q.chunks = append(q.chunks, lines)
+		q.lines += len(lines)
+	}
+}
+
+func (q *lineQueue) len() int { return q.lines }
+
+// take removes and returns up to maxLines lines from the front, and
+// their bytes with a newline each: as many as fit in maxBytes, and at
+// least one if any is queued.
+func (q *lineQueue) take(maxLines, maxBytes int) (lines [][]byte, size int) {
+	n := 0
+	head := q.head
+count:
+	for _, c := range q.chunks {
+		for _, l := range c[head:] {
+			if n == maxLines || n > 0 && size+len(l)+1 > maxBytes {
+				break count
+			}
+			size += len(l) + 1
+			n++
+		}
+		head = 0
+	}
+	if n == 0 {
+		return nil, 0
+	}
+	// A batch within one chunk is a slice of it; one across chunks is
+	// gathered into a slice of its own.
+	single := n <= len(q.chunks[0])-q.head
+	if single {
+		lines = q.chunks[0][q.head : q.head+n : q.head+n]
+	} else {
+		lines = make([][]byte, 0, n)
+	}
+	for left := n; left > 0; {
+		c := q.chunks[0][q.head:]
+		k := min(left, len(c))
+		if !single {
+			lines = append(lines, c[:k]...)
+		}
+		left -= k
+		q.head += k
+		if q.head == len(q.chunks[0]) {
+			q.chunks[0] = nil
+			q.chunks, q.head = q.chunks[1:], 0
+		}
+	}
+	q.lines -= n
+	if q.lines == 0 {
+		q.chunks = nil
+	}
+	return lines, size
 }
