@@ -150,6 +150,12 @@ func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 	for _, l := range lines {
 		n += len(l) + 1
 	}
+	// The copy is made before the lock, so that take is not kept
+	// waiting behind a large call.
+	arena := make([]byte, 0, n-len(lines))
+	for _, l := range lines {
+		arena = append(arena, l...)
+	}
 	p.mu.Lock()
 	counted := false
 	for !p.stopped && p.bufBytes > 0 && p.bufBytes+n > p.opts.BufferBytes {
@@ -170,14 +176,7 @@ func (p *Publisher) Publish(ctx context.Context, lines [][]byte) error {
 		p.mu.Unlock()
 		return ErrStopped
 	}
-	arena := make([]byte, 0, n)
-	own := make([][]byte, len(lines))
-	for i, l := range lines {
-		start := len(arena)
-		arena = append(arena, l...)
-		own[i] = arena[start:len(arena):len(arena)]
-	}
-	p.buf.push(own)
+	p.buf.add(arena, lines)
 	p.bufBytes += n
 	p.mu.Unlock()
 	select {
@@ -513,22 +512,52 @@ func (p *Publisher) abandon() {
 	}
 }
 
-// lineQueue is the lines Publish has taken, in the chunks it took them
-// in. Cutting a batch off the front leaves the chunks behind it where
-// they are: one slice of every line queued would be copied whole each
-// time appending outgrew it, over a million lines deep when the feed
-// comes faster than the stream takes it.
+// lineQueue is the lines Publish has taken, in chunks. Cutting a batch
+// off the front leaves the chunks behind it where they are: one slice of
+// every line queued would be copied whole each time appending outgrew
+// it, over a million lines deep when the feed comes faster than the
+// stream takes it. A call with many lines makes a chunk of its own;
+// calls with few (a line a call, as chattyctl send makes) share chunks
+// the queue makes with room for more.
 type lineQueue struct {
 	chunks [][][]byte // the first one from head on
 	head   int
 	lines  int
+	shared bool // the last chunk takes more lines: it was made with room
 }
 
-func (q *lineQueue) push(lines [][]byte) {
-	if len(lines) > 0 {
-		q.chunks = append(q.chunks, lines)
-		q.lines += len(lines)
+// sharedChunk is the room of a chunk that calls of fewer lines than it
+// share.
+const sharedChunk = 256
+
+// add queues lines, whose bytes are in arena one after another. Batches
+// taken before are sliced with their capacity at their length, so
+// appending to a chunk they were cut from leaves them as they are.
+func (q *lineQueue) add(arena []byte, lines [][]byte) {
+	if len(lines) == 0 {
+		return
 	}
+	var c [][]byte
+	last := len(q.chunks) - 1
+	switch {
+	case q.shared && cap(q.chunks[last])-len(q.chunks[last]) >= len(lines):
+		c = q.chunks[last]
+	case len(lines) < sharedChunk:
+		c = make([][]byte, 0, sharedChunk)
+		q.chunks = append(q.chunks, nil)
+		q.shared, last = true, last+1
+	default:
+		c = make([][]byte, 0, len(lines))
+		q.chunks = append(q.chunks, nil)
+		q.shared, last = false, last+1
+	}
+	off := 0
+	for _, l := range lines {
+		c = append(c, arena[off:off+len(l):off+len(l)])
+		off += len(l)
+	}
+	q.chunks[last] = c
+	q.lines += len(lines)
 }
 
 func (q *lineQueue) len() int { return q.lines }
@@ -576,7 +605,7 @@ count:
 	}
 	q.lines -= n
 	if q.lines == 0 {
-		q.chunks = nil
+		q.chunks, q.shared = nil, false
 	}
 	return lines, size
 }
