@@ -564,13 +564,59 @@ func cpuTime(pid int) time.Duration {
 
 // pinAwayFrom runs every thread of this process, and so every process it
 // starts after, on the CPUs it may use now other than those of list (a
-// taskset -c list of numbers and ranges). It fails when none would be
-// left.
+// taskset -c list). It fails when list names a CPU this process may not
+// use, or leaves none.
 func pinAwayFrom(list string) error {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return err
 	}
+	cpus, err := parseCPUList(list)
+	if err != nil {
+		return err
+	}
+	for _, cpu := range cpus {
+		if !set.IsSet(cpu) {
+			return fmt.Errorf("CPU %d is not one this process may run on", cpu)
+		}
+		set.Clear(cpu)
+	}
+	if set.Count() == 0 {
+		return errors.New("no CPU would be left for chattyd and the subscribers")
+	}
+	// A thread started meanwhile inherits the mask of the one that made
+	// it, which may not be set yet: go round until a pass finds every
+	// thread already set.
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		changed := false
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			var has unix.CPUSet
+			if err := unix.SchedGetaffinity(tid, &has); err == nil && has == set {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+	}
+}
+
+// parseCPUList returns the CPUs of a taskset -c list: numbers and
+// ranges (lo-hi), comma-separated.
+func parseCPUList(list string) ([]int, error) {
+	var cpus []int
 	for _, part := range strings.Split(list, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
 		a, err := strconv.Atoi(lo)
@@ -578,37 +624,12 @@ func pinAwayFrom(list string) error {
 		if err == nil && isRange {
 			b, err = strconv.Atoi(hi)
 		}
-		if err != nil || a < 0 || b < a {
-			return fmt.Errorf("not a list of CPUs: %q", part)
+		if err != nil || a < 0 || b < a || b >= 1024 {
+			return nil, fmt.Errorf("not a list of CPUs: %q", part)
 		}
 		for cpu := a; cpu <= b; cpu++ {
-			set.Clear(cpu)
+			cpus = append(cpus, cpu)
 		}
 	}
-	if set.Count() == 0 {
-		return errors.New("no CPU would be left for chattyd and the subscribers")
-	}
-	// A thread started meanwhile inherits the mask of the one that made
-	// it, which may not be set yet: go round until every thread is.
-	done := map[int]bool{}
-	for {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return err
-		}
-		more := false
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil || done[tid] {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return err
-			}
-			done[tid], more = true, true
-		}
-		if !more {
-			return nil
-		}
-	}
+	return cpus, nil
 }
