@@ -351,11 +351,45 @@ func (c *client) markClosed(reason closeReason) bool {
 			return c.closeWS(reason, code, text)
 		}
 	}
-	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
+	if !c.claimClose(reason) {
 		return false
 	}
 	c.closeConn()
 	return true
+}
+
+// claimClose records reason as why the client closes, unless it is
+// closing already, and counts it in the Stats counter for that reason;
+// it reports whether it did. The count comes before the connection
+// closes, so that whoever sees the client gone sees it counted too.
+func (c *client) claimClose(reason closeReason) bool {
+	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
+		return false
+	}
+	if n := c.srv.closeCounter(reason); n != nil {
+		n.Add(1)
+	}
+	return true
+}
+
+// closeCounter returns the Stats counter of clients closed for reason,
+// or nil for a reason that has none.
+func (s *Server) closeCounter(reason closeReason) *atomic.Uint64 {
+	switch reason {
+	case closeSlow:
+		return &s.slow
+	case closeIdle:
+		return &s.idle
+	case closeProtocol, closeUnknown:
+		return &s.protocol
+	case closeHandshake:
+		return &s.handshakes
+	case closeRejected:
+		return &s.rejected
+	case closeAuth:
+		return &s.authFailed
+	}
+	return nil
 }
 
 // closeConn closes the connection, once: whichever half is blocked on it

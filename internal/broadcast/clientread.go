@@ -40,7 +40,6 @@ const initialReadBuffer = 128
 // writer saw the failure first.
 func (c *client) handshakeFailed(err error) {
 	if c.disconnect(closeHandshake) {
-		c.srv.handshakes.Add(1)
 		c.log().WithError(err).Warn("TLS handshake failed; the client receives nothing")
 	}
 }
@@ -143,7 +142,6 @@ func (c *client) handleLines(p []byte, lim *Limits, debug bool) (used int, ok bo
 
 func (c *client) lineTooLong(max int) {
 	if c.disconnect(closeProtocol) {
-		c.srv.protocol.Add(1)
 		c.log().WithField("max_client_line", max).Warn("Client line too long, disconnecting")
 	}
 }
@@ -160,8 +158,8 @@ func (c *client) readFailed(err error) {
 		c.peerEOF.Store(true)
 		c.wakeWriterFromReader()
 	case errors.As(err, &ne) && ne.Timeout() && errors.Is(err, os.ErrDeadlineExceeded):
-		if !c.srv.lines.closed.Load() && c.disconnect(closeIdle) {
-			c.srv.idle.Add(1)
+		if !c.srv.lines.closed.Load() {
+			c.disconnect(closeIdle)
 		}
 		c.disconnect(closeDrained)
 	default:
@@ -228,7 +226,6 @@ func (c *client) unknownLine(line []byte, max int) bool {
 		return true
 	}
 	if c.disconnect(closeUnknown) {
-		c.srv.protocol.Add(1)
 		c.log().WithField("unknown_lines", n).WithField("max_unknown_lines", max).
 			Warn("Client sent too many lines that are neither acks nor keep-alives, disconnecting")
 	}
@@ -282,7 +279,6 @@ func (c *client) keepAlive(answer []byte) {
 		return
 	}
 	if c.disconnect(closeSlow) {
-		c.srv.slow.Add(1)
 		c.log().WithField("unanswered_keepalives", maxPendingKeepAlives).
 			Warn("Slow consumer: keep-alive answers not read, disconnecting")
 	}

@@ -252,8 +252,8 @@ func (s *Server) closeIdle(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, c := range idle {
-		if c.r.lastRead.Load() < oldest && c.disconnectInline(closeIdle) {
-			s.idle.Add(1)
+		if c.r.lastRead.Load() < oldest {
+			c.disconnectInline(closeIdle) // counted in claimClose
 		}
 	}
 }

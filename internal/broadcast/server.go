@@ -358,7 +358,6 @@ func (s *Server) maybeScan() {
 		lagLines := lag(endSeq, c.w.sentSeq.Load())
 		if (lagBytes > uint64(lim.QueueBytes) || lagLines > uint64(lim.QueueLines)) && !c.withinRetention(tailPos) {
 			if c.disconnect(closeSlow) {
-				s.slow.Add(1)
 				c.log().WithField("queued_bytes", lagBytes).WithField("queued_lines", lagLines).
 					Warn("Slow consumer: queue limit exceeded, disconnecting")
 			}

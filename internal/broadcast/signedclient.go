@@ -172,7 +172,6 @@ func (c *client) authenticate(up *signed.UpstreamVerifier, dec *signed.Decoder, 
 // authFailed closes a client that did not authenticate and counts it.
 func (c *client) authFailed(err error) {
 	if c.disconnect(closeAuth) {
-		c.srv.authFailed.Add(1)
 		l := c.log().WithError(err).WithField("remote", c.remote)
 		if re, ok := errors.AsType[*signed.RejectError](err); ok {
 			l = l.WithField("reason", re.Reason.String())
@@ -242,7 +241,6 @@ func (c *client) respond(u *signed.Upstream) {
 		return
 	}
 	if !c.queueAnswer(frame, false) && c.disconnect(closeSlow) {
-		c.srv.slow.Add(1)
 		c.log().Warn("Slow consumer: responses not read, disconnecting")
 	}
 }
@@ -262,7 +260,6 @@ func (c *client) setIdleDeadline() {
 
 func (c *client) rejectFrame(err error) {
 	if c.disconnect(closeRejected) {
-		c.srv.rejected.Add(1)
 		c.log().WithError(err).WithField("reason", signed.ReasonOf(err).String()).
 			Warn("Signed frame rejected, disconnecting")
 	}

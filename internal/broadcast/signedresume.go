@@ -68,7 +68,6 @@ func (r *frameReader) resume(f signed.Frame) bool {
 	rs, res, err := c.srv.resumeSigned(c.session, q)
 	if err != nil {
 		if c.disconnect(closeRejected) {
-			c.srv.rejected.Add(1)
 			c.log().WithError(err).Error("Signed client cannot resume, disconnecting")
 		}
 		return false

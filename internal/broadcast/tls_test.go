@@ -240,7 +240,7 @@ func TestTLSSilentClientOutlivesIdleTimeout(t *testing.T) {
 	if _, err := speakerR.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the TLS client that kept alive once was not closed at the idle timeout (%v)", err)
 	}
-	poll.Eventually(t, wait, func() bool { return s.Stats().IdleClosed == 1 }, "idle close counted")
+	poll.Eventually(t, wait, func() bool { st := s.Stats(); return st.IdleClosed == 1 && st.Connected == 1 }, "idle close counted and the client gone")
 	publish(s, "still here")
 	if got, err := silentR.ReadString('\n'); got != "still here\n" {
 		t.Fatalf("silent TLS client got %q, %v", got, err)

@@ -215,7 +215,7 @@ func (c *client) wsCloseFor(reason closeReason) (code int, text string) {
 // writing and then nothing more; the caller wakes the writer. A write
 // that does not end within wsCloseGrace fails.
 func (c *client) closeWS(reason closeReason, code int, text string) bool {
-	if !c.reason.CompareAndSwap(int32(closeNone), int32(reason)) {
+	if !c.claimClose(reason) {
 		return false
 	}
 	c.conn.SetWriteDeadline(time.Now().Add(wsCloseGrace))
@@ -292,7 +292,6 @@ func (c *client) handleFrames(p []byte, lim *Limits, debug bool) (used int, ok b
 func (c *client) wsViolation(e *wsError) {
 	c.r.ws.discard = true
 	if c.closeWS(closeProtocol, e.code, e.reason) {
-		c.srv.protocol.Add(1)
 		c.log().WithField("close_code", e.code).Warn("WebSocket client broke the protocol (" + e.reason + "), disconnecting")
 		c.wakeWriterFromReader()
 	}

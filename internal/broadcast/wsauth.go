@@ -204,7 +204,7 @@ func (c *client) wsAuthFailed(why string, err error) {
 	if !c.closeWS(closeAuth, wsPolicy, "authentication failed: "+why) {
 		return
 	}
-	n := c.srv.authFailed.Add(1)
+	n := c.srv.authFailed.Load()
 	if c.srv.ws.auth.log.allow() {
 		c.log().WithError(err).WithField("remote", c.remote).WithField("auth_failed_total", n).
 			Warn("WebSocket client authentication failed (" + why + "); the client receives nothing")
