@@ -49,6 +49,7 @@ func main() {
 	heartbeat := flag.Duration("heartbeat", 2*time.Second, "nats.consume.heartbeat of the chattyd fed through the stream")
 	flag.IntVar(&batchLines, "batch-lines", config.Default().NATS.Publish.BatchLines, "nats.publish.batch_lines of the batched publishing run")
 	flag.IntVar(&batchBytes, "batch-bytes", config.Default().NATS.Publish.BatchBytes, "nats.publish.batch_bytes of the batched publishing run")
+	flag.IntVar(&fanoutBatchBytes, "fanout-batch-bytes", 0, "nats.publish.batch_bytes of the chattyd fed through the stream in the fan-out runs; 0 is chattyd's default")
 	flag.StringVar(&lineKind, "line", "demo", "the lines fed: demo (the demo feed's, a timestamp and the Base64 of 1 to 32 random bytes, 45 bytes on average) or x (63 x's, which S2 compresses to almost nothing)")
 	flag.StringVar(&clusterCPUs, "cluster-cpus", "", "CPUs (a taskset -c list, such as 1) of the three nats-servers; this tool, its subscribers and chattyd then run on the others, as if the cluster were on machines of its own. Empty: every process on any CPU, as the targets are measured")
 	flag.StringVar(&edgeNode, "edge-node", "any", "the node the chattyd fed through the stream connects to: any (the three URLs; nats.go picks one), leader (the stream leader's), follower (another's)")
@@ -105,6 +106,7 @@ var (
 	consumeHeartbeat       time.Duration
 	fanoutRounds           int
 	fanoutLines            int
+	fanoutBatchBytes       int
 	batchLines, batchBytes int
 )
 
@@ -217,7 +219,11 @@ func run(m *natscluster.Main, bin string, nLines, nSubs int) (results, error) {
 		urls = urls[:1]
 		m.Logf("edge-node %s: the stream leader is %s; chattyd connects to %s", edgeNode, leader, urls[0])
 	}
-	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n  consume:\n    heartbeat: %s\n", strings.Join(urls, ", "), consumeHeartbeat)
+	batchYAML := ""
+	if fanoutBatchBytes > 0 {
+		batchYAML = fmt.Sprintf("    batch_bytes: %d\n", fanoutBatchBytes)
+	}
+	natsYAML := fmt.Sprintf("nats:\n  urls: [%s]\n  stream:\n    name: BENCH\n    subjects: [bench.feed]\n    replicas: 3\n  publish:\n    window: 256\n%s  consume:\n    heartbeat: %s\n", strings.Join(urls, ", "), batchYAML, consumeHeartbeat)
 
 	// Fan-out: the same feed from stdin, direct and through the stream.
 	// serversCPU is the CPU time of the cluster's processes so far.
